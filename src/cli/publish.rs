@@ -1,0 +1,199 @@
+//! `seedpool publish`: arguments → `PublishPlan` → `publish::run`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use super::{parse_size, CommandResult, Failure, Output};
+use crate::name::{DatasetName, Version};
+use crate::publish::{self, PublishError, PublishPlan, DEFAULT_REPACK_ABOVE, DEFAULT_SHARD_ITEMS};
+use crate::signing::{default_key_path, KeyError};
+
+/// Pack a release folder into shards, an index, a .torrent and a signed manifest.
+///
+/// Items are the files named `<key>.<ext>` anywhere under RELEASE_DIR (the key is the
+/// file name up to its first dot, WebDataset style). An item's `.json` record may name a
+/// `volume`; items are grouped by volume, sorted by key and packed into shards of at most
+/// --shard-items items. Everything is written to a staging folder in STORE and moved into
+/// place at the end, manifest last, so a failed publish leaves the store as it was.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// Folder of item files to publish.
+    release_dir: PathBuf,
+    /// Dataset name: the torrent's root folder and the prefix of the release's files.
+    #[arg(long, value_parser = DatasetName::parse)]
+    dataset: DatasetName,
+    /// Release version, e.g. `2026.11` or `3`; letters, digits, `.`, `_`, `-`.
+    #[arg(long, value_parser = Version::parse)]
+    version: Version,
+    /// Store folder to write into (created when missing).
+    #[arg(long, env = "SEEDPOOL_STORE")]
+    store: PathBuf,
+    /// Manifest of the previous release: reuse its shards and publish only what changed.
+    ///
+    /// Every parent shard is kept as it is unless more than --repack-above of its items
+    /// were removed or changed; changed and removed items are listed as tombstones in the
+    /// index. The parent's torrent, index and shards must be in STORE.
+    #[arg(long)]
+    parent: Option<PathBuf>,
+    /// Most items in one shard.
+    #[arg(long, default_value_t = DEFAULT_SHARD_ITEMS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    shard_items: u64,
+    /// Repack a parent shard when more than this fraction of its items are dead.
+    #[arg(long, default_value_t = DEFAULT_REPACK_ABOVE)]
+    repack_above: f64,
+    /// Tracker announce URL (http, https or udp); repeat for more.
+    #[arg(long = "tracker", value_name = "URL")]
+    trackers: Vec<String>,
+    /// Web seed URL (BEP 19 url-list): an HTTP folder holding `<dataset>/shards/...`.
+    #[arg(long = "web-seed", value_name = "URL")]
+    web_seeds: Vec<String>,
+    /// Publisher key file (make one with `seedpool key generate`).
+    /// [default: $XDG_CONFIG_HOME/seedpool/publisher.key]
+    #[arg(long, env = "SEEDPOOL_KEY", value_name = "KEYFILE")]
+    key: Option<PathBuf>,
+    /// Release time, RFC 3339 (`2026-11-25T00:00:00Z`) or Unix seconds. Defaults to
+    /// SOURCE_DATE_EPOCH when set, else now. Fix it to make publishing reproducible.
+    #[arg(long)]
+    created: Option<String>,
+    /// Torrent piece length (power of two, e.g. `1MiB`). Default: picked from the size
+    /// of the first release, then kept by every child release.
+    #[arg(long, value_parser = parse_size)]
+    piece_length: Option<u64>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn parse_created(text: Option<&str>) -> Result<u64, String> {
+    let from_env = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let Some(text) = text.or(from_env.as_deref()) else {
+        return Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0));
+    };
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(secs);
+    }
+    humantime::parse_rfc3339_weak(text.trim())
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time or Unix seconds: {e}"))
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .map_err(|_| format!("`{text}` is before 1970"))
+        })
+}
+
+fn check_url(url: &str, schemes: &[&str], what: &str) -> Result<(), Failure> {
+    if schemes.iter().any(|s| url.starts_with(&format!("{s}://")))
+        && !url.contains(char::is_whitespace)
+    {
+        Ok(())
+    } else {
+        Err(Failure::Usage(anyhow!(
+            "{what} `{url}` must be a {} URL",
+            schemes.join(" or ")
+        )))
+    }
+}
+
+fn plan(args: &PublishArgs) -> Result<PublishPlan, Failure> {
+    for t in &args.trackers {
+        check_url(t, &["http", "https", "udp"], "tracker")?;
+    }
+    for w in &args.web_seeds {
+        check_url(w, &["http", "https"], "web seed")?;
+    }
+    if !(0.0..=1.0).contains(&args.repack_above) {
+        return Err(Failure::Usage(anyhow!(
+            "--repack-above must be between 0 and 1, not {}",
+            args.repack_above
+        )));
+    }
+    let created = parse_created(args.created.as_deref()).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    Ok(PublishPlan {
+        release_dir: args.release_dir.clone(),
+        dataset: args.dataset.clone(),
+        version: args.version.clone(),
+        store: args.store.clone(),
+        parent: args.parent.clone(),
+        shard_items: args.shard_items as usize,
+        repack_above: args.repack_above,
+        trackers: args.trackers.clone(),
+        web_seeds: args.web_seeds.clone(),
+        key: args.key.clone().unwrap_or_else(default_key_path),
+        created,
+        piece_length: args.piece_length,
+    })
+}
+
+pub fn run(args: PublishArgs, out: &mut Output) -> CommandResult {
+    let plan = plan(&args)?;
+    let bars = out.progress();
+    let result = publish::run(&plan, &bars);
+    bars.finish();
+    let report = result.map_err(|e| match e {
+        PublishError::Key(KeyError::NoKey { .. })
+        | PublishError::BadPieceLength(_)
+        | PublishError::PieceLengthChange { .. }
+        | PublishError::SameVersion(_) => Failure::Usage(e.into()),
+        e => Failure::Data(anyhow::Error::new(e).context(format!(
+            "failed to publish `{}`",
+            plan.release_dir.display()
+        ))),
+    })?;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    if report.already_published {
+        writeln!(
+            w,
+            "{} {} was already published with this exact content; nothing changed",
+            report.dataset, report.version
+        )?;
+    }
+    writeln!(w, "published {} {}", report.dataset, report.version)?;
+    if let Some(parent) = &report.parent {
+        writeln!(
+            w,
+            "  parent {parent}: {} new, {} changed, {} removed items; {} shards reused, {} repacked",
+            report.new_items, report.changed_items, report.removed_items, report.reused_shards, report.repacked_shards
+        )?;
+    }
+    writeln!(
+        w,
+        "  {} items in {} shards ({} new), {} tombstones",
+        report.items, report.shards, report.new_shards, report.tombstones
+    )?;
+    writeln!(
+        w,
+        "  {} in the release, {} new; piece length {}",
+        human_bytes(report.bytes),
+        human_bytes(report.new_bytes),
+        human_bytes(report.piece_length)
+    )?;
+    writeln!(w, "  manifest  {}", report.manifest.display())?;
+    writeln!(w, "  torrent   {}", report.torrent.display())?;
+    writeln!(w, "  info hash {}", report.info_hash)?;
+    Ok(())
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,17 @@
+//! seedpool: publish datasets as torrents of content-addressed shards with signed,
+//! incremental release manifests. The binary is a thin layer over these modules, so tests
+//! and benchmarks use the same code as the CLI.
+
+pub mod cli;
+pub mod demo;
+pub mod index;
+pub mod manifest;
+pub mod name;
+pub mod progress;
+pub mod publish;
+pub mod release;
+pub mod shard;
+pub mod signing;
+pub mod store;
+pub mod torrent;
+pub mod verify;

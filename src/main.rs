@@ -1,0 +1,3 @@
+fn main() {
+    seedpool::cli::main()
+}

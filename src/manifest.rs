@@ -1,0 +1,444 @@
+//! The release manifest: a small signed JSON file that names everything a release is.
+//!
+//! The signature covers the canonical form of the manifest without its `signature`
+//! member: object keys sorted by their UTF-8 bytes, no insignificant whitespace, numbers
+//! as integers, prefixed by the domain line `seedpool-manifest-v1\n`. So the file itself
+//! can be pretty-printed, and any reader in any language can check it (docs/manifest.md).
+//! Readers check the format version and the signature before they look at anything else.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::name::{DatasetName, Version};
+use crate::shard::ShardId;
+use crate::signing::{self, PublisherKey, SignatureError};
+
+pub const FORMAT: &str = "seedpool-manifest";
+pub const FORMAT_VERSION: u64 = 1;
+const DOMAIN: &[u8] = b"seedpool-manifest-v1\n";
+/// Manifests are small (about 150 bytes a shard); anything much larger is hostile.
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u64,
+    pub dataset: String,
+    pub version: String,
+    pub parent: Option<ParentRef>,
+    /// RFC 3339, UTC, seconds.
+    pub created: String,
+    pub torrent: TorrentRef,
+    pub trackers: Vec<String>,
+    pub web_seeds: Vec<String>,
+    pub index: IndexRef,
+    pub shards: Vec<ShardEntry>,
+    pub counts: Counts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRef {
+    pub version: String,
+    /// blake3 of the parent manifest file's bytes.
+    pub manifest_blake3: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorrentRef {
+    /// File name of the .torrent next to the manifest.
+    pub file: String,
+    pub info_hash: String,
+    pub magnet: String,
+    pub piece_length: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexRef {
+    /// Path inside the dataset folder: `index/<version>.sqlite.zst`.
+    pub path: String,
+    pub blake3: String,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub format_version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    pub id: String,
+    pub size: u64,
+    /// Items physically in the shard (some may be hidden by later releases).
+    pub items: u64,
+    pub volume: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    /// Live items of the release.
+    pub items: u64,
+    pub shards: u64,
+    pub new_shards: u64,
+    pub reused_shards: u64,
+    pub tombstones: u64,
+    /// Bytes of all shards and the index.
+    pub bytes: u64,
+    /// Bytes of the shards first written by this release, plus the index.
+    pub new_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub algorithm: String,
+    pub public_key: String,
+    pub value: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("failed to read manifest `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("manifest `{path}` is {size} bytes, more than the {MAX_MANIFEST_BYTES} accepted")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("manifest `{path}` is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("`{path}` is not a seedpool manifest (no `format: \"{FORMAT}\"`)")]
+    NotAManifest { path: PathBuf },
+    #[error("manifest `{path}` has format version `{found}`, but this seedpool reads only version {FORMAT_VERSION}; upgrade seedpool")]
+    UnknownVersion { path: PathBuf, found: String },
+    #[error("manifest `{path}` is not signed")]
+    Unsigned { path: PathBuf },
+    #[error("manifest `{path}` has a bad signature: {source}")]
+    BadSignature {
+        path: PathBuf,
+        source: SignatureError,
+    },
+    #[error("manifest `{path}` is invalid: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+}
+
+/// The canonical text the signature covers (see the module doc).
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn signed_message(unsigned: &Value) -> Vec<u8> {
+    let mut message = DOMAIN.to_vec();
+    message.extend_from_slice(canonical_json(unsigned).as_bytes());
+    message
+}
+
+impl Manifest {
+    /// File name of a release's manifest in a store.
+    pub fn file_name(dataset: &DatasetName, version: &Version) -> String {
+        format!("{dataset}-{version}.manifest.json")
+    }
+
+    /// Signs the manifest with `key`, replacing any earlier signature.
+    pub fn sign(&mut self, key: &PublisherKey) {
+        self.signature = None;
+        let unsigned = serde_json::to_value(&*self).expect("manifest serializes");
+        let value = key.sign(&signed_message(&unsigned));
+        self.signature = Some(Signature {
+            algorithm: "ed25519".into(),
+            public_key: key.public_hex(),
+            value,
+        });
+    }
+
+    /// The bytes written to disk: pretty JSON with a final newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    pub fn load(path: &Path) -> Result<(Self, Vec<u8>), ManifestError> {
+        let read_err = |source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        let manifest = Self::from_slice(&bytes, path)?;
+        Ok((manifest, bytes))
+    }
+
+    /// Parses and checks a manifest: format, version, signature, then the fields.
+    pub fn from_slice(bytes: &[u8], path: &Path) -> Result<Self, ManifestError> {
+        let path_buf = || path.to_path_buf();
+        let mut value: Value =
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+                path: path_buf(),
+                source,
+            })?;
+        if value.get("format").and_then(Value::as_str) != Some(FORMAT) {
+            return Err(ManifestError::NotAManifest { path: path_buf() });
+        }
+        match value.get("format_version") {
+            Some(v) if v.as_u64() == Some(FORMAT_VERSION) => {}
+            other => {
+                return Err(ManifestError::UnknownVersion {
+                    path: path_buf(),
+                    found: other.map_or_else(|| "missing".into(), Value::to_string),
+                })
+            }
+        }
+        let signature = value
+            .as_object_mut()
+            .and_then(|o| o.remove("signature"))
+            .ok_or_else(|| ManifestError::Unsigned { path: path_buf() })?;
+        let signature: Signature =
+            serde_json::from_value(signature).map_err(|e| ManifestError::Invalid {
+                path: path_buf(),
+                problem: format!("signature: {e}"),
+            })?;
+        if signature.algorithm != "ed25519" {
+            return Err(ManifestError::Invalid {
+                path: path_buf(),
+                problem: format!(
+                    "signature algorithm `{}` is not `ed25519`",
+                    signature.algorithm
+                ),
+            });
+        }
+        signing::verify(
+            &signature.public_key,
+            &signed_message(&value),
+            &signature.value,
+        )
+        .map_err(|source| ManifestError::BadSignature {
+            path: path_buf(),
+            source,
+        })?;
+        let mut manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| ManifestError::Invalid {
+                path: path_buf(),
+                problem: e.to_string(),
+            })?;
+        manifest.signature = Some(signature);
+        manifest.check(path)?;
+        Ok(manifest)
+    }
+
+    /// Field checks that serde cannot express: names that become paths, IDs, hashes.
+    fn check(&self, path: &Path) -> Result<(), ManifestError> {
+        let invalid = |problem: String| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let dataset = DatasetName::parse(&self.dataset).map_err(|e| invalid(e.to_string()))?;
+        let version = Version::parse(&self.version).map_err(|e| invalid(e.to_string()))?;
+        if let Some(parent) = &self.parent {
+            Version::parse(&parent.version).map_err(|e| invalid(format!("parent: {e}")))?;
+            check_hex(&parent.manifest_blake3, 64)
+                .map_err(|p| invalid(format!("parent manifest_blake3 {p}")))?;
+        }
+        let expected_index = format!("index/{version}.sqlite.zst");
+        if self.index.path != expected_index {
+            return Err(invalid(format!(
+                "index path `{}` should be `{expected_index}`",
+                self.index.path
+            )));
+        }
+        check_hex(&self.index.blake3, 64).map_err(|p| invalid(format!("index blake3 {p}")))?;
+        let expected_torrent = format!("{dataset}-{version}.torrent");
+        if self.torrent.file != expected_torrent {
+            return Err(invalid(format!(
+                "torrent file `{}` should be `{expected_torrent}`",
+                self.torrent.file
+            )));
+        }
+        check_hex(&self.torrent.info_hash, 40).map_err(|p| invalid(format!("info hash {p}")))?;
+        if !self.torrent.piece_length.is_power_of_two() || self.torrent.piece_length < 16384 {
+            return Err(invalid(format!(
+                "piece length `{}` is not a power of two of at least 16 KiB",
+                self.torrent.piece_length
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for shard in &self.shards {
+            ShardId::parse(&shard.id).map_err(|e| invalid(e.to_string()))?;
+            if !seen.insert(&shard.id) {
+                return Err(invalid(format!("shard `{}` is listed twice", shard.id)));
+            }
+        }
+        if self.counts.shards != self.shards.len() as u64 {
+            return Err(invalid(format!(
+                "counts.shards is {} but {} shards are listed",
+                self.counts.shards,
+                self.shards.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn dataset_name(&self) -> DatasetName {
+        DatasetName::parse(&self.dataset).expect("checked on load")
+    }
+
+    pub fn version_name(&self) -> Version {
+        Version::parse(&self.version).expect("checked on load")
+    }
+
+    pub fn shard_ids(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.shards
+            .iter()
+            .map(|s| ShardId::parse(&s.id).expect("checked on load"))
+    }
+
+    pub fn public_key(&self) -> Option<&str> {
+        self.signature.as_ref().map(|s| s.public_key.as_str())
+    }
+}
+
+fn check_hex(text: &str, len: usize) -> Result<(), String> {
+    if text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!("`{text}` is not {len} lowercase hex digits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            dataset: "demo".into(),
+            version: "1".into(),
+            parent: None,
+            created: "2026-01-01T00:00:00Z".into(),
+            torrent: TorrentRef {
+                file: "demo-1.torrent".into(),
+                info_hash: "ab".repeat(20),
+                magnet: "magnet:?xt=urn:btih:x".into(),
+                piece_length: 262144,
+            },
+            trackers: vec![],
+            web_seeds: vec![],
+            index: IndexRef {
+                path: "index/1.sqlite.zst".into(),
+                blake3: "cd".repeat(32),
+                size: 10,
+                uncompressed_size: 20,
+                format_version: 1,
+            },
+            shards: vec![ShardEntry {
+                id: "ef".repeat(32),
+                size: 2048,
+                items: 1,
+                volume: "default".into(),
+            }],
+            counts: Counts {
+                items: 1,
+                shards: 1,
+                ..Counts::default()
+            },
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_and_drops_whitespace() {
+        let v: Value =
+            serde_json::from_str(r#"{ "b": [1, {"z": "é", "a": null}], "a": "x\"" }"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":"x\"","b":[1,{"a":null,"z":"é"}]}"#
+        );
+    }
+
+    #[test]
+    fn signed_manifest_round_trips_and_tampering_fails() {
+        let key = PublisherKey::from_seed([3; 32]);
+        let mut m = sample();
+        m.sign(&key);
+        let bytes = m.to_bytes();
+        let p = Path::new("m.json");
+        assert_eq!(Manifest::from_slice(&bytes, p).unwrap(), m);
+        let tampered = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"items\": 1", "\"items\": 2");
+        let err = Manifest::from_slice(tampered.as_bytes(), p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has a bad signature: signature does not match"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_version_is_refused_before_the_signature() {
+        let text = serde_json::json!({"format": FORMAT, "format_version": 2}).to_string();
+        let err = Manifest::from_slice(text.as_bytes(), Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "manifest `m.json` has format version `2`, but this seedpool reads only version 1; upgrade seedpool"
+        );
+    }
+}

@@ -1,0 +1,779 @@
+//! Publishing a release: release folder → shards, index, torrent and signed manifest in
+//! a store.
+//!
+//! Crash safety: everything is written under `STORE/.seedpool-staging/<version>-<pid>/`
+//! and renamed into place only when all of it is complete, the manifest last. A manifest
+//! in the store therefore always names files that are there; a publish that fails or is
+//! killed leaves at most a staging folder (removed on failure, and by the next publish
+//! when its process is gone) and, if killed during the final renames, complete shards
+//! that no manifest names yet.
+//!
+//! Incremental releases (`parent`): an item is unchanged when its members' extensions,
+//! sizes and blake3 all match the parent index. Parent shards are reused as they are
+//! unless more than `repack_above` of their items are dead (removed or changed, now or
+//! earlier), in which case their live items are packed again with the new ones. Reused
+//! shards keep their piece hashes (the piece length is the parent's), so only their short
+//! last piece is read back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::index::{self, IndexError, IndexReader, IndexWriter, ItemRow, MemberRow, ShardRow};
+use crate::manifest::{
+    self, Counts, IndexRef, Manifest, ManifestError, ParentRef, ShardEntry, TorrentRef,
+};
+use crate::name::{DatasetName, Version};
+use crate::progress::{Progress, Unit};
+use crate::release::{self, Item, ReleaseError};
+use crate::shard::{self, MemberSource, ShardError, ShardId, WrittenShard};
+use crate::signing::{KeyError, PublisherKey};
+use crate::store::{self, Store, StoreError};
+use crate::torrent::pieces::{FilePieces, PieceHasher};
+use crate::torrent::{self, Metainfo, SourceFile, TorrentSpec};
+
+/// Everything `publish` needs, validated by the CLI (or built directly by tests).
+#[derive(Clone, Debug)]
+pub struct PublishPlan {
+    pub release_dir: PathBuf,
+    pub dataset: DatasetName,
+    pub version: Version,
+    pub store: PathBuf,
+    pub parent: Option<PathBuf>,
+    pub shard_items: usize,
+    /// Repack a parent shard when more than this fraction of its items are dead.
+    pub repack_above: f64,
+    pub trackers: Vec<String>,
+    pub web_seeds: Vec<String>,
+    pub key: PathBuf,
+    /// Unix seconds for the manifest's `created` and the torrent's `creation date`.
+    pub created: u64,
+    pub piece_length: Option<u64>,
+}
+
+pub const DEFAULT_SHARD_ITEMS: usize = 1000;
+pub const DEFAULT_REPACK_ABOVE: f64 = 0.5;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishReport {
+    pub dataset: String,
+    pub version: String,
+    pub parent: Option<String>,
+    pub manifest: PathBuf,
+    pub torrent: PathBuf,
+    pub info_hash: String,
+    pub magnet: String,
+    pub piece_length: u64,
+    pub items: u64,
+    pub new_items: u64,
+    pub changed_items: u64,
+    pub removed_items: u64,
+    pub shards: u64,
+    pub new_shards: u64,
+    pub reused_shards: u64,
+    pub repacked_shards: u64,
+    pub tombstones: u64,
+    pub bytes: u64,
+    pub new_bytes: u64,
+    /// The store already held this exact release; nothing was changed.
+    pub already_published: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("parent manifest `{path}` is for dataset `{found}`, not `{expected}`")]
+    ParentDataset {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("version `{0}` is the parent's version; a new release needs a new version")]
+    SameVersion(String),
+    #[error("parent release `{version}` is incomplete in store `{store}`: {problems}")]
+    ParentIncomplete {
+        version: String,
+        store: PathBuf,
+        problems: String,
+    },
+    #[error(
+        "a release with --parent keeps the parent's piece length ({parent} bytes), not {asked}"
+    )]
+    PieceLengthChange { parent: u64, asked: u64 },
+    #[error("piece length {0} is not a power of two between 16 KiB and 64 MiB")]
+    BadPieceLength(u64),
+    #[error("release `{version}` is already published in this store as `{path}` with different content; choose a new version")]
+    AlreadyPublished { version: String, path: PathBuf },
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PublishError {
+    let path = path.to_path_buf();
+    move |source| PublishError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A parent shard, as the parent manifest and index describe it.
+struct ParentShard {
+    id: ShardId,
+    size: u64,
+    items: u64,
+    volume: String,
+    first_release: String,
+}
+
+/// A parent item: where it lives and what it holds.
+struct ParentItem {
+    shard: usize,
+    members: Vec<MemberRow>,
+}
+
+struct Parent {
+    manifest: Manifest,
+    manifest_blake3: String,
+    torrent: Metainfo,
+    shards: Vec<ParentShard>,
+    items: HashMap<String, ParentItem>,
+    index: IndexReader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    New,
+    Changed(usize),
+    Unchanged(usize),
+}
+
+/// Publishes a release into its store. See the module doc for what is written, in which
+/// order, and what a failure leaves behind.
+pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport, PublishError> {
+    if let Some(pl) = plan.piece_length {
+        if !pl.is_power_of_two() || !(16384..=64 << 20).contains(&pl) {
+            return Err(PublishError::BadPieceLength(pl));
+        }
+    }
+    let key = PublisherKey::load(&plan.key)?;
+    let store = Store::open_or_create(&plan.store, &plan.dataset)?;
+    progress.stage("scanning release folder", 0, Unit::Items);
+    let items = release::scan(&plan.release_dir)?;
+    progress.note(&format!(
+        "found {} items in `{}`",
+        items.len(),
+        plan.release_dir.display()
+    ));
+    let staging = store.staging(&plan.version)?;
+
+    let parent = match &plan.parent {
+        Some(path) => Some(load_parent(path, plan, &store, staging.path())?),
+        None => None,
+    };
+    let piece_length = match (&parent, plan.piece_length) {
+        (Some(p), Some(asked)) if asked != p.torrent.piece_length => {
+            return Err(PublishError::PieceLengthChange {
+                parent: p.torrent.piece_length,
+                asked,
+            })
+        }
+        (Some(p), _) => p.torrent.piece_length,
+        (None, Some(pl)) => pl,
+        (None, None) => torrent::pick_piece_length(items.iter().map(Item::bytes).sum()),
+    };
+
+    // Classify every item against the parent.
+    let fates: Vec<Fate> = match &parent {
+        None => vec![Fate::New; items.len()],
+        Some(p) => classify(&items, &p.items, progress)?,
+    };
+    let new_keys: BTreeSet<&str> = items.iter().map(|i| i.key.as_str()).collect();
+
+    // Decide which parent shards stay and which are repacked.
+    let mut live = vec![0u64; parent.as_ref().map_or(0, |p| p.shards.len())];
+    for fate in &fates {
+        if let Fate::Unchanged(s) = fate {
+            live[*s] += 1;
+        }
+    }
+    let reused: Vec<bool> = match &parent {
+        None => Vec::new(),
+        Some(p) => p
+            .shards
+            .iter()
+            .zip(&live)
+            .map(|(s, &l)| l > 0 && (s.items - l) as f64 <= plan.repack_above * s.items as f64)
+            .collect(),
+    };
+    let repacked_shards = parent.as_ref().map_or(0, |p| {
+        p.shards
+            .iter()
+            .zip(&live)
+            .zip(&reused)
+            .filter(|((_, &l), &r)| l > 0 && !r)
+            .count()
+    });
+
+    // Items that go into new shards, grouped by volume, in key order, cut into shards.
+    let mut by_volume: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (item, fate)) in items.iter().zip(&fates).enumerate() {
+        let stays = matches!(fate, Fate::Unchanged(s) if reused[*s]);
+        if !stays {
+            by_volume.entry(item.volume.as_str()).or_default().push(i);
+        }
+    }
+    let shard_items = plan.shard_items.max(1);
+    let new_shards: Vec<Vec<usize>> = by_volume
+        .values()
+        .flat_map(|keys| keys.chunks(shard_items).map(<[usize]>::to_vec))
+        .collect();
+
+    // Write the new shards, a few at a time so that captured records stay bounded.
+    let total_new: u64 = new_shards
+        .iter()
+        .map(|s| {
+            shard::shard_size(
+                s.iter()
+                    .flat_map(|&i| items[i].members.iter().map(|m| m.size)),
+            )
+        })
+        .sum();
+    progress.stage("writing shards", total_new, Unit::Bytes);
+    let index_sqlite = staging.path().join("index.sqlite");
+    let writer = IndexWriter::create(&index_sqlite)?;
+    let mut written_shards: Vec<(WrittenShard, String, u64)> = Vec::new();
+    let batch = rayon::current_num_threads().max(1) * 2;
+    for (batch_no, chunk) in new_shards.chunks(batch).enumerate() {
+        let results: Vec<Result<WrittenShard, ShardError>> = chunk
+            .par_iter()
+            .enumerate()
+            .map(|(j, shard_items)| {
+                let sources: Vec<MemberSource> = shard_items
+                    .iter()
+                    .flat_map(|&i| {
+                        let item = &items[i];
+                        item.members.iter().map(move |m| MemberSource {
+                            name: format!("{}.{}", item.key, m.ext),
+                            path: m.path.clone(),
+                            size: m.size,
+                            capture: m.ext.as_str() == "json",
+                        })
+                    })
+                    .collect();
+                let out = staging
+                    .path()
+                    .join(format!("new-{}.tar", batch_no * batch + j));
+                shard::write_shard(&sources, &out, piece_length, &|n| progress.advance(n))
+            })
+            .collect();
+        for (shard_items, result) in chunk.iter().zip(results) {
+            let written = result?;
+            let volume = items[shard_items[0]].volume.clone();
+            record_new_shard(
+                &writer,
+                &items,
+                shard_items,
+                &written,
+                &volume,
+                &plan.version,
+            )?;
+            let mut written = written;
+            for m in &mut written.members {
+                m.captured = None;
+            }
+            written_shards.push((written, volume, shard_items.len() as u64));
+        }
+    }
+
+    // Reused shards: index rows copied from the parent index, pieces from its torrent.
+    let mut torrent_files: Vec<SourceFile> = written_shards
+        .iter()
+        .map(|(w, _, _)| SourceFile {
+            path: w.id.relative_path(),
+            length: w.size,
+            pieces: w.pieces.clone(),
+        })
+        .collect();
+    let mut entries: Vec<ShardEntry> = written_shards
+        .iter()
+        .map(|(w, volume, n)| ShardEntry {
+            id: w.id.to_hex(),
+            size: w.size,
+            items: *n,
+            volume: volume.clone(),
+        })
+        .collect();
+    let mut tombstones = 0u64;
+    let mut reused_count = 0u64;
+    let (mut removed_items, mut changed_items) = (0u64, 0u64);
+    if let Some(p) = &parent {
+        let kept: BTreeSet<usize> = (0..p.shards.len()).filter(|&s| reused[s]).collect();
+        for &s in &kept {
+            let shard = &p.shards[s];
+            reused_count += 1;
+            writer.shard(&ShardRow {
+                id: shard.id.to_hex(),
+                size: shard.size,
+                items: shard.items,
+                live_items: live[s],
+                volume: shard.volume.clone(),
+                first_release: shard.first_release.clone(),
+            })?;
+            torrent_files.push(SourceFile {
+                path: shard.id.relative_path(),
+                length: shard.size,
+                pieces: reused_pieces(p, shard, &store)?,
+            });
+            entries.push(ShardEntry {
+                id: shard.id.to_hex(),
+                size: shard.size,
+                items: shard.items,
+                volume: shard.volume.clone(),
+            });
+        }
+        let unchanged: HashMap<&str, usize> = items
+            .iter()
+            .zip(&fates)
+            .filter_map(|(item, fate)| match fate {
+                Fate::Unchanged(s) if reused[*s] => Some((item.key.as_str(), *s)),
+                _ => None,
+            })
+            .collect();
+        let changed: BTreeSet<&str> = items
+            .iter()
+            .zip(&fates)
+            .filter(|(_, f)| matches!(f, Fate::Changed(_)))
+            .map(|(i, _)| i.key.as_str())
+            .collect();
+        p.index.for_each_item(|row| {
+            if unchanged.contains_key(row.key.as_str()) {
+                writer.item(&row)?;
+            } else if changed.contains(row.key.as_str()) {
+                changed_items += 1;
+                tombstones += 1;
+                writer.tombstone(&row.key, &row.shard, "changed")?;
+            } else if !new_keys.contains(row.key.as_str()) {
+                removed_items += 1;
+                tombstones += 1;
+                writer.tombstone(&row.key, &row.shard, "removed")?;
+            }
+            Ok(())
+        })?;
+    }
+    let new_items = fates.iter().filter(|f| **f == Fate::New).count() as u64;
+
+    // Metadata, then the compressed index.
+    writer.meta("dataset", plan.dataset.as_str())?;
+    writer.meta("version", plan.version.as_str())?;
+    writer.meta(
+        "parent",
+        parent.as_ref().map_or("", |p| p.manifest.version.as_str()),
+    )?;
+    writer.meta("format_version", &index::FORMAT_VERSION.to_string())?;
+    writer.finish()?;
+    progress.stage("compressing index", 0, Unit::Bytes);
+    let index_zst = staging.path().join("index.sqlite.zst");
+    let compressed = index::compress(&index_sqlite, &index_zst, piece_length)?;
+    let index_rel = format!("index/{}.sqlite.zst", plan.version);
+    torrent_files.push(SourceFile {
+        path: index_rel.clone(),
+        length: compressed.size,
+        pieces: compressed.pieces.clone(),
+    });
+
+    // Torrent and manifest.
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    let spec = TorrentSpec {
+        name: plan.dataset.to_string(),
+        piece_length,
+        files: torrent_files,
+        trackers: plan.trackers.clone(),
+        web_seeds: plan.web_seeds.clone(),
+        created: plan.created,
+    };
+    let built = torrent::build(&spec);
+    let magnet = torrent::magnet_link(
+        built.info_hash,
+        plan.dataset.as_str(),
+        &plan.trackers,
+        &plan.web_seeds,
+    );
+    let shard_bytes: u64 = entries.iter().map(|e| e.size).sum();
+    let new_bytes: u64 =
+        written_shards.iter().map(|(w, _, _)| w.size).sum::<u64>() + compressed.size;
+    let live_items = items.len() as u64;
+    let mut manifest = Manifest {
+        format: manifest::FORMAT.into(),
+        format_version: manifest::FORMAT_VERSION,
+        dataset: plan.dataset.to_string(),
+        version: plan.version.to_string(),
+        parent: parent.as_ref().map(|p| ParentRef {
+            version: p.manifest.version.clone(),
+            manifest_blake3: p.manifest_blake3.clone(),
+        }),
+        created: format_time(plan.created),
+        torrent: TorrentRef {
+            file: store::torrent_file_name(&plan.dataset, &plan.version),
+            info_hash: built.info_hash.to_hex(),
+            magnet: magnet.clone(),
+            piece_length,
+        },
+        trackers: plan.trackers.clone(),
+        web_seeds: plan.web_seeds.clone(),
+        index: IndexRef {
+            path: index_rel.clone(),
+            blake3: compressed.blake3.to_hex().to_string(),
+            size: compressed.size,
+            uncompressed_size: compressed.uncompressed_size,
+            format_version: index::FORMAT_VERSION,
+        },
+        counts: Counts {
+            items: live_items,
+            shards: entries.len() as u64,
+            new_shards: written_shards.len() as u64,
+            reused_shards: reused_count,
+            tombstones,
+            bytes: shard_bytes + compressed.size,
+            new_bytes,
+        },
+        shards: entries,
+        signature: None,
+    };
+    manifest.sign(&key);
+    let manifest_bytes = manifest.to_bytes();
+    let report = |already_published: bool| PublishReport {
+        dataset: plan.dataset.to_string(),
+        version: plan.version.to_string(),
+        parent: manifest.parent.as_ref().map(|p| p.version.clone()),
+        manifest: store.manifest_path(&plan.version),
+        torrent: store.torrent_path(&plan.version),
+        info_hash: built.info_hash.to_hex(),
+        magnet: magnet.clone(),
+        piece_length,
+        items: live_items,
+        new_items,
+        changed_items,
+        removed_items,
+        shards: manifest.counts.shards,
+        new_shards: manifest.counts.new_shards,
+        reused_shards: reused_count,
+        repacked_shards: repacked_shards as u64,
+        tombstones,
+        bytes: manifest.counts.bytes,
+        new_bytes,
+        already_published,
+    };
+
+    // Commit: shards, index, torrent, manifest last.
+    progress.stage("committing", 0, Unit::Items);
+    let final_manifest = store.manifest_path(&plan.version);
+    match std::fs::read(&final_manifest) {
+        Ok(existing) if existing == manifest_bytes => return Ok(report(true)),
+        Ok(_) => {
+            return Err(PublishError::AlreadyPublished {
+                version: plan.version.to_string(),
+                path: final_manifest,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("read", &final_manifest)(e)),
+    }
+    let temp_torrent = staging.path().join("release.torrent");
+    let temp_manifest = staging.path().join("release.manifest.json");
+    store::write_synced(&temp_torrent, &built.bytes).map_err(io("write", &temp_torrent))?;
+    store::write_synced(&temp_manifest, &manifest_bytes).map_err(io("write", &temp_manifest))?;
+    for (n, (w, _, _)) in written_shards.iter().enumerate() {
+        store.install_shard(&staging.path().join(format!("new-{n}.tar")), w.id, w.size)?;
+    }
+    store.install(&index_zst, &store.dataset_dir().join(&index_rel))?;
+    store.install(&temp_torrent, &store.torrent_path(&plan.version))?;
+    store.install(&temp_manifest, &final_manifest)?;
+    store.sync_dirs()?;
+    drop(staging);
+    Ok(report(false))
+}
+
+/// Writes a new shard's rows: the shard, then each item with members, record and tags.
+fn record_new_shard(
+    writer: &IndexWriter,
+    items: &[Item],
+    shard_items: &[usize],
+    written: &WrittenShard,
+    volume: &str,
+    version: &Version,
+) -> Result<(), PublishError> {
+    let id = written.id.to_hex();
+    writer.shard(&ShardRow {
+        id: id.clone(),
+        size: written.size,
+        items: shard_items.len() as u64,
+        live_items: shard_items.len() as u64,
+        volume: volume.to_string(),
+        first_release: version.to_string(),
+    })?;
+    let mut members = written.members.iter();
+    for &i in shard_items {
+        let item = &items[i];
+        let mut rows = Vec::with_capacity(item.members.len());
+        let mut record = None;
+        for m in &item.members {
+            let w = members.next().ok_or_else(|| {
+                PublishError::Shard(ShardError::Malformed {
+                    path: PathBuf::from(&id),
+                    offset: 0,
+                    problem: "internal: fewer members written than planned".into(),
+                })
+            })?;
+            if let Some(bytes) = &w.captured {
+                let value = release::parse_record(bytes, &m.path)?;
+                record = Some((String::from_utf8_lossy(bytes).into_owned(), value));
+            }
+            rows.push(MemberRow {
+                ext: m.ext.to_string(),
+                offset: w.offset,
+                length: w.length,
+                blake3: w.blake3.to_hex().to_string(),
+            });
+        }
+        let hash = index::item_hash(rows.iter().map(|r| (r.ext.as_str(), r.blake3.as_str())));
+        writer.item(&ItemRow {
+            key: item.key.to_string(),
+            shard: id.clone(),
+            volume: item.volume.clone(),
+            hash,
+            tags: record
+                .as_ref()
+                .map(|(_, v)| release::tags_of(v))
+                .unwrap_or_default(),
+            record: record.map(|(text, _)| text),
+            members: rows,
+        })?;
+    }
+    Ok(())
+}
+
+fn load_parent(
+    path: &Path,
+    plan: &PublishPlan,
+    store: &Store,
+    staging: &Path,
+) -> Result<Parent, PublishError> {
+    let (manifest, bytes) = Manifest::load(path)?;
+    if manifest.dataset != plan.dataset.as_str() {
+        return Err(PublishError::ParentDataset {
+            path: path.to_path_buf(),
+            expected: plan.dataset.to_string(),
+            found: manifest.dataset.clone(),
+        });
+    }
+    if manifest.version == plan.version.as_str() {
+        return Err(PublishError::SameVersion(manifest.version.clone()));
+    }
+    let incomplete = |problems: Vec<String>| PublishError::ParentIncomplete {
+        version: manifest.version.clone(),
+        store: plan.store.clone(),
+        problems: problems.join("; "),
+    };
+    let version = manifest.version_name();
+    let torrent_path = store.torrent_path(&version);
+    let torrent_bytes = std::fs::read(&torrent_path).map_err(|e| {
+        incomplete(vec![format!(
+            "cannot read torrent `{}`: {e}",
+            torrent_path.display()
+        )])
+    })?;
+    let torrent = Metainfo::parse(&torrent_bytes)
+        .map_err(|e| incomplete(vec![format!("torrent `{}`: {e}", torrent_path.display())]))?;
+    if torrent.info_hash.to_hex() != manifest.torrent.info_hash {
+        return Err(incomplete(vec![format!(
+            "torrent `{}` has info hash `{}`, the manifest says `{}`",
+            torrent_path.display(),
+            torrent.info_hash,
+            manifest.torrent.info_hash
+        )]));
+    }
+    let problems = store.check_files(&manifest, false)?;
+    if !problems.is_empty() {
+        return Err(incomplete(
+            problems.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    let index_zst = store.dataset_dir().join(&manifest.index.path);
+    let hash = store::hash_file(&index_zst).map_err(io("read", &index_zst))?;
+    if hash.to_hex().as_str() != manifest.index.blake3 {
+        return Err(incomplete(vec![format!(
+            "index `{}` does not match its blake3 in the manifest",
+            index_zst.display()
+        )]));
+    }
+    let index_db = staging.join("parent-index.sqlite");
+    index::decompress(&index_zst, &index_db, manifest.index.uncompressed_size)?;
+    let reader = IndexReader::open(&index_db)?;
+    let rows = reader.shards()?;
+    let first_release: HashMap<String, String> =
+        rows.into_iter().map(|r| (r.id, r.first_release)).collect();
+    let shards: Vec<ParentShard> = manifest
+        .shards
+        .iter()
+        .zip(manifest.shard_ids())
+        .map(|(e, id)| ParentShard {
+            id,
+            size: e.size,
+            items: e.items,
+            volume: e.volume.clone(),
+            first_release: first_release
+                .get(&e.id)
+                .cloned()
+                .unwrap_or_else(|| manifest.version.clone()),
+        })
+        .collect();
+    let position: HashMap<String, usize> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.to_hex(), i))
+        .collect();
+    let mut items = HashMap::new();
+    reader.for_each_item(|row| {
+        let shard = *position.get(&row.shard).ok_or_else(|| IndexError::Format {
+            path: index_zst.clone(),
+            problem: format!(
+                "item `{}` is in shard `{}`, which the manifest does not list",
+                row.key, row.shard
+            ),
+        })?;
+        items.insert(
+            row.key,
+            ParentItem {
+                shard,
+                members: row.members,
+            },
+        );
+        Ok(())
+    })?;
+    Ok(Parent {
+        manifest_blake3: blake3::hash(&bytes).to_hex().to_string(),
+        manifest,
+        torrent,
+        shards,
+        items,
+        index: reader,
+    })
+}
+
+/// Compares each item with its parent version: sizes first, then blake3 of the files.
+fn classify(
+    items: &[Item],
+    parent: &HashMap<String, ParentItem>,
+    progress: &dyn Progress,
+) -> Result<Vec<Fate>, PublishError> {
+    let to_hash: u64 = items
+        .iter()
+        .filter(|i| parent.contains_key(i.key.as_str()))
+        .map(Item::bytes)
+        .sum();
+    progress.stage("comparing with parent", to_hash, Unit::Bytes);
+    items
+        .par_iter()
+        .map(|item| {
+            let Some(old) = parent.get(item.key.as_str()) else {
+                return Ok(Fate::New);
+            };
+            let same_shape = old.members.len() == item.members.len()
+                && old
+                    .members
+                    .iter()
+                    .zip(&item.members)
+                    .all(|(o, n)| o.ext == n.ext.as_str() && o.length == n.size);
+            if !same_shape {
+                return Ok(Fate::Changed(old.shard));
+            }
+            for (o, n) in old.members.iter().zip(&item.members) {
+                let hash =
+                    store::hash_file(&n.path).map_err(|source| ReleaseError::Unreadable {
+                        path: n.path.clone(),
+                        source,
+                    })?;
+                progress.advance(n.size);
+                if hash.to_hex().as_str() != o.blake3 {
+                    return Ok(Fate::Changed(old.shard));
+                }
+            }
+            Ok(Fate::Unchanged(old.shard))
+        })
+        .collect()
+}
+
+/// Pieces of a reused shard: full pieces from the parent torrent, the short last piece
+/// read back from the store (its padded and unpadded hashes differ).
+fn reused_pieces(
+    parent: &Parent,
+    shard: &ParentShard,
+    store: &Store,
+) -> Result<FilePieces, PublishError> {
+    let rel = shard.id.relative_path();
+    let torrent_path = store.torrent_path(&parent.manifest.version_name());
+    let file = parent
+        .torrent
+        .file(&rel)
+        .ok_or_else(|| PublishError::ParentIncomplete {
+            version: parent.manifest.version.clone(),
+            store: store.root().to_path_buf(),
+            problems: format!("torrent `{}` does not hold `{rel}`", torrent_path.display()),
+        })?;
+    let full = parent
+        .torrent
+        .full_piece_hashes(file)
+        .filter(|_| file.length == shard.size)
+        .ok_or_else(|| PublishError::ParentIncomplete {
+            version: parent.manifest.version.clone(),
+            store: store.root().to_path_buf(),
+            problems: format!(
+                "`{rel}` is not piece-aligned in torrent `{}`",
+                torrent_path.display()
+            ),
+        })?
+        .to_vec();
+    let pl = parent.torrent.piece_length;
+    let tail_len = shard.size % pl;
+    let tail = if tail_len == 0 {
+        None
+    } else {
+        let path = store.shard_path(shard.id);
+        let mut f = std::fs::File::open(&path).map_err(io("read", &path))?;
+        f.seek(SeekFrom::Start(shard.size - tail_len))
+            .map_err(io("read", &path))?;
+        let mut buf = vec![0u8; tail_len as usize];
+        f.read_exact(&mut buf).map_err(io("read", &path))?;
+        let mut h = PieceHasher::new(pl);
+        h.update(&buf);
+        h.finish().tail
+    };
+    Ok(FilePieces { full, tail })
+}
+
+pub fn format_time(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds),
+    )
+    .to_string()
+}

@@ -1,0 +1,322 @@
+//! A release folder: the item files a maintainer hands to `publish`.
+//!
+//! Items are the files named `<key>.<ext>` anywhere under the folder (WebDataset: the key
+//! is the name up to its first dot). Scanning checks everything before a byte is written
+//! to the store: names, duplicates, symlinks and special files, readability, and each
+//! item's JSON record, so a bad release folder fails fast and leaves the store untouched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::name::{split_member_name, Extension, ItemKey, NameError};
+
+/// Names at the top of a release folder that belong to the tools, not to items.
+pub const RESERVED_NAMES: &[&str] = &["ingest-report.tsv", ".seedpool"];
+/// Volume of items whose record names none.
+pub const DEFAULT_VOLUME: &str = "default";
+/// Item records are small; a larger `.json` is refused rather than loaded.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("release folder `{0}` holds no item files")]
+    Empty(PathBuf),
+    #[error("failed to list `{path}`")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` is a symbolic link; release folders may hold only regular files (copy the target instead)")]
+    Symlink(PathBuf),
+    #[error("`{path}` is a {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("file name `{0}` is not valid UTF-8")]
+    NotUtf8(PathBuf),
+    #[error("file `{path}` gives no item key")]
+    BadName {
+        path: PathBuf,
+        #[source]
+        source: NameError,
+    },
+    #[error("two files for item `{key}` extension `{ext}`: `{first}` and `{second}`")]
+    Duplicate {
+        key: String,
+        ext: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("cannot read `{path}`")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid item JSON `{path}`: {problem}")]
+    Record { path: PathBuf, problem: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub ext: Extension,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub key: ItemKey,
+    /// Sorted by extension.
+    pub members: Vec<Member>,
+    pub volume: String,
+}
+
+impl Item {
+    pub fn record(&self) -> Option<&Member> {
+        self.members.iter().find(|m| m.ext.as_str() == "json")
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.members.iter().map(|m| m.size).sum()
+    }
+}
+
+fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "named pipe";
+        }
+        if ft.is_socket() {
+            return "socket";
+        }
+        if ft.is_block_device() {
+            return "block device";
+        }
+        if ft.is_char_device() {
+            return "character device";
+        }
+    }
+    let _ = ft;
+    "special file"
+}
+
+/// Lists the item files under `dir`, in a stable order, with every check but the records.
+fn walk(dir: &Path, top: bool, out: &mut Vec<(String, PathBuf, u64)>) -> Result<(), ReleaseError> {
+    let list_err = |source| ReleaseError::List {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(list_err)?
+        .collect::<Result<_, _>>()
+        .map_err(list_err)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let file_name = entry.file_name();
+        if top && RESERVED_NAMES.iter().any(|r| file_name == *r) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path).map_err(|source| ReleaseError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            return Err(ReleaseError::Symlink(path));
+        }
+        if ft.is_dir() {
+            walk(&path, false, out)?;
+            continue;
+        }
+        if !ft.is_file() {
+            return Err(ReleaseError::NotRegular {
+                path,
+                kind: kind_of(&ft),
+            });
+        }
+        let name = file_name
+            .to_str()
+            .ok_or_else(|| ReleaseError::NotUtf8(path.clone()))?
+            .to_string();
+        out.push((name, path, meta.len()));
+    }
+    Ok(())
+}
+
+/// Scans a release folder into items sorted by key, reading each item's JSON record.
+pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
+    let mut files = Vec::new();
+    walk(dir, true, &mut files)?;
+    let mut items: BTreeMap<ItemKey, BTreeMap<Extension, Member>> = BTreeMap::new();
+    for (name, path, size) in files {
+        let (key, ext) = split_member_name(&name).map_err(|source| ReleaseError::BadName {
+            path: path.clone(),
+            source,
+        })?;
+        let members = items.entry(key.clone()).or_default();
+        if let Some(first) = members.get(&ext) {
+            return Err(ReleaseError::Duplicate {
+                key: key.to_string(),
+                ext: ext.to_string(),
+                first: first.path.clone(),
+                second: path,
+            });
+        }
+        members.insert(ext.clone(), Member { ext, path, size });
+    }
+    if items.is_empty() {
+        return Err(ReleaseError::Empty(dir.to_path_buf()));
+    }
+    let items: Vec<(ItemKey, Vec<Member>)> = items
+        .into_iter()
+        .map(|(k, m)| (k, m.into_values().collect()))
+        .collect();
+    items
+        .into_par_iter()
+        .map(|(key, members)| {
+            for m in &members {
+                std::fs::File::open(&m.path).map_err(|source| ReleaseError::Unreadable {
+                    path: m.path.clone(),
+                    source,
+                })?;
+            }
+            let mut item = Item {
+                key,
+                members,
+                volume: DEFAULT_VOLUME.into(),
+            };
+            if let Some(record) = item.record() {
+                let value = read_record(&record.path, record.size)?;
+                if let Some(volume) = volume_of(&value, &record.path)? {
+                    item.volume = volume;
+                }
+            }
+            Ok(item)
+        })
+        .collect()
+}
+
+/// Reads and parses an item's JSON record, which must be an object.
+pub fn read_record(path: &Path, size: u64) -> Result<Value, ReleaseError> {
+    if size > MAX_RECORD_BYTES {
+        return Err(ReleaseError::Record {
+            path: path.to_path_buf(),
+            problem: format!("{size} bytes is more than the {MAX_RECORD_BYTES} a record may have"),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|source| ReleaseError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_record(&bytes, path)
+}
+
+pub fn parse_record(bytes: &[u8], path: &Path) -> Result<Value, ReleaseError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ReleaseError::Record {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    if !value.is_object() {
+        return Err(ReleaseError::Record {
+            path: path.to_path_buf(),
+            problem: "the record must be a JSON object".into(),
+        });
+    }
+    Ok(value)
+}
+
+fn volume_of(record: &Value, path: &Path) -> Result<Option<String>, ReleaseError> {
+    match record.get("volume") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) => crate::name::Version::parse(v)
+            .map(|_| Some(v.clone()))
+            .map_err(|e| ReleaseError::Record {
+                path: path.to_path_buf(),
+                problem: format!("`volume`: {}", e.to_string().replace("version", "volume")),
+            }),
+        Some(other) => Err(ReleaseError::Record {
+            path: path.to_path_buf(),
+            problem: format!("`volume` must be a string, found `{other}`"),
+        }),
+    }
+}
+
+/// Tags of a record as (category, tag) pairs: `tags` may be an object of categories
+/// (each a list or a space-separated string), a list, or a space-separated string; the
+/// last two count as `general`.
+pub fn tags_of(record: &Value) -> Vec<(String, String)> {
+    fn names(v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) => s.split_whitespace().map(String::from).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    let mut out: Vec<(String, String)> = match record.get("tags") {
+        Some(Value::Object(cats)) => cats
+            .iter()
+            .flat_map(|(cat, v)| names(v).into_iter().map(move |t| (cat.clone(), t)))
+            .collect(),
+        Some(v) => names(v)
+            .into_iter()
+            .map(|t| ("general".into(), t))
+            .collect(),
+        None => Vec::new(),
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_come_in_three_shapes() {
+        let v: Value =
+            serde_json::json!({"tags": {"character": ["hatsune_miku"], "general": "1girl  solo"}});
+        assert_eq!(
+            tags_of(&v),
+            vec![
+                ("character".into(), "hatsune_miku".into()),
+                ("general".into(), "1girl".into()),
+                ("general".into(), "solo".into())
+            ]
+        );
+        assert_eq!(
+            tags_of(&serde_json::json!({"tags": ["a", "a"]})),
+            vec![("general".into(), "a".into())]
+        );
+        assert!(tags_of(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn members_group_by_key_in_subfolders() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("k1.jpg"), b"x").unwrap();
+        std::fs::write(dir.path().join("sub/k1.json"), br#"{"volume":"3x4-2020"}"#).unwrap();
+        std::fs::write(dir.path().join("k0.thumb.jpg"), b"yy").unwrap();
+        std::fs::write(dir.path().join("ingest-report.tsv"), b"ignored").unwrap();
+        let items = scan(dir.path()).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].key.as_str(), "k0");
+        assert_eq!(items[0].volume, DEFAULT_VOLUME);
+        assert_eq!(items[1].volume, "3x4-2020");
+        let exts: Vec<_> = items[1].members.iter().map(|m| m.ext.as_str()).collect();
+        assert_eq!(exts, ["jpg", "json"]);
+    }
+}

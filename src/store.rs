@@ -1,0 +1,276 @@
+//! A store: the folder a publisher writes releases into and a mirror seeds from.
+//!
+//! ```text
+//! STORE/<dataset>-<version>.manifest.json
+//! STORE/<dataset>-<version>.torrent
+//! STORE/<dataset>/shards/<blake3>.tar      one copy per shard, shared by every release
+//! STORE/<dataset>/index/<version>.sqlite.zst
+//! STORE/.seedpool-staging/<version>-<pid>/ work in progress, never read by others
+//! ```
+//!
+//! `<dataset>/` is the torrent's root folder, so a BitTorrent client given STORE as its
+//! download folder finds every release's files where the torrent expects them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::manifest::Manifest;
+use crate::name::{DatasetName, Version};
+use crate::shard::ShardId;
+
+const STAGING: &str = ".seedpool-staging";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store `{0}` exists and is not a folder")]
+    NotAFolder(PathBuf),
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+pub fn torrent_file_name(dataset: &DatasetName, version: &Version) -> String {
+    format!("{dataset}-{version}.torrent")
+}
+
+pub struct Store {
+    root: PathBuf,
+    dataset: DatasetName,
+}
+
+impl Store {
+    /// A store for reading: the folder must exist.
+    pub fn open(root: &Path, dataset: &DatasetName) -> Result<Self, StoreError> {
+        let meta = std::fs::metadata(root).map_err(io("open store", root))?;
+        if !meta.is_dir() {
+            return Err(StoreError::NotAFolder(root.to_path_buf()));
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            dataset: dataset.clone(),
+        })
+    }
+
+    /// A store for publishing: created when missing.
+    pub fn open_or_create(root: &Path, dataset: &DatasetName) -> Result<Self, StoreError> {
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotAFolder(root.to_path_buf()));
+        }
+        std::fs::create_dir_all(root).map_err(io("create store", root))?;
+        Self::open(root, dataset)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dataset_dir(&self) -> PathBuf {
+        self.root.join(self.dataset.as_str())
+    }
+
+    pub fn shard_path(&self, id: ShardId) -> PathBuf {
+        self.dataset_dir().join(id.relative_path())
+    }
+
+    pub fn manifest_path(&self, version: &Version) -> PathBuf {
+        self.root.join(Manifest::file_name(&self.dataset, version))
+    }
+
+    pub fn torrent_path(&self, version: &Version) -> PathBuf {
+        self.root.join(torrent_file_name(&self.dataset, version))
+    }
+
+    /// A fresh staging folder for one publish, after removing those of dead processes.
+    pub fn staging(&self, version: &Version) -> Result<Staging, StoreError> {
+        let base = self.root.join(STAGING);
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| p != std::process::id() && !process_alive(p)) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let path = base.join(format!("{version}-{}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(io("clear staging folder", &path))?;
+        }
+        std::fs::create_dir_all(&path).map_err(io("create staging folder", &path))?;
+        Ok(Staging { path })
+    }
+
+    /// Moves a finished shard into place. A shard with the same ID is the same bytes, so
+    /// one already there (with the right size) is kept and the new copy dropped.
+    pub fn install_shard(&self, temp: &Path, id: ShardId, size: u64) -> Result<(), StoreError> {
+        let target = self.shard_path(id);
+        if std::fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == size) {
+            std::fs::remove_file(temp).map_err(io("remove", temp))?;
+            return Ok(());
+        }
+        self.install(temp, &target)
+    }
+
+    pub fn install(&self, temp: &Path, target: &Path) -> Result<(), StoreError> {
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        }
+        std::fs::rename(temp, target).map_err(io("move into place", target))
+    }
+
+    /// Makes the renames durable: fsync of every folder that received a file.
+    pub fn sync_dirs(&self) -> Result<(), StoreError> {
+        let dataset = self.dataset_dir();
+        for dir in [
+            dataset.join("shards"),
+            dataset.join("index"),
+            dataset,
+            self.root.clone(),
+        ] {
+            if dir.is_dir() {
+                std::fs::File::open(&dir)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("sync", &dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every file a manifest names is in the store with its size and, when
+    /// `hash` is set, its blake3. Returns one problem per bad file.
+    pub fn check_files(
+        &self,
+        manifest: &Manifest,
+        hash: bool,
+    ) -> Result<Vec<FileProblem>, StoreError> {
+        let mut expected: Vec<(PathBuf, u64, &str)> = manifest
+            .shards
+            .iter()
+            .zip(manifest.shard_ids())
+            .map(|(e, id)| (self.shard_path(id), e.size, e.id.as_str()))
+            .collect();
+        expected.push((
+            self.dataset_dir().join(&manifest.index.path),
+            manifest.index.size,
+            manifest.index.blake3.as_str(),
+        ));
+        let mut problems: Vec<FileProblem> = expected
+            .par_iter()
+            .filter_map(|(path, size, blake3)| {
+                let problem = match std::fs::symlink_metadata(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Problem::Missing),
+                    Err(e) => Some(Problem::Unreadable(e.to_string())),
+                    Ok(m) if !m.is_file() => Some(Problem::NotAFile),
+                    Ok(m) if m.len() != *size => Some(Problem::Size {
+                        expected: *size,
+                        found: m.len(),
+                    }),
+                    Ok(_) if hash => match hash_file(path) {
+                        Err(e) => Some(Problem::Unreadable(e.to_string())),
+                        Ok(h) if h.to_hex().as_str() != *blake3 => Some(Problem::Hash {
+                            found: h.to_hex().to_string(),
+                        }),
+                        Ok(_) => None,
+                    },
+                    Ok(_) => None,
+                };
+                problem.map(|problem| FileProblem {
+                    path: path.clone(),
+                    problem,
+                })
+            })
+            .collect();
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(problems)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FileProblem {
+    pub path: PathBuf,
+    pub problem: Problem,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    Missing,
+    NotAFile,
+    Unreadable(String),
+    Size { expected: u64, found: u64 },
+    Hash { found: String },
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.problem {
+            Problem::Missing => write!(f, "`{path}` is missing"),
+            Problem::NotAFile => write!(f, "`{path}` is not a regular file"),
+            Problem::Unreadable(e) => write!(f, "`{path}` cannot be read: {e}"),
+            Problem::Size { expected, found } => {
+                write!(f, "`{path}`: expected {expected} bytes, found {found}")
+            }
+            Problem::Hash { found } => write!(
+                f,
+                "`{path}` does not match its blake3 in the manifest (found `{found}`)"
+            ),
+        }
+    }
+}
+
+/// A staging folder, removed with whatever is left in it when dropped: after a
+/// successful publish it is empty, after a failed one it holds the partial work.
+pub struct Staging {
+    path: PathBuf,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        if let Some(base) = self.path.parent() {
+            // Only succeeds when no other publish is staging next to us.
+            let _ = std::fs::remove_dir(base);
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// blake3 of a file, memory-mapped and hashed on all cores when it is large.
+pub fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(path)?;
+    Ok(hasher.finalize())
+}
+
+/// Writes a small file and flushes it to disk before it is renamed into place.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
