@@ -25,8 +25,7 @@ pub use output::Output;
     long_about = "seedpool packs dataset items into reproducible, content-addressed tar shards with a \
 SQLite index, a BitTorrent v1 .torrent (BEP 47 padded, so a shard has the same pieces in every \
 release) and a signed JSON manifest that names its parent release. A new release reuses every \
-unchanged shard, so downloaders fetch only what is new.\n\nStart with `seedpool demo`.",
-    propagate_version = true
+unchanged shard, so downloaders fetch only what is new.\n\nStart with `seedpool demo`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -142,6 +141,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

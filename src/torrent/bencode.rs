@@ -105,6 +105,7 @@ const MAX_DEPTH: usize = 32;
 
 /// A decoded value plus the byte range of the top-level `info` dictionary, whose SHA-1 is
 /// the info hash and must be taken over the bytes as they were, not as re-encoded.
+#[derive(Debug)]
 pub struct Decoded {
     pub value: Value,
     pub info_span: Option<(usize, usize)>,
