@@ -1,0 +1,145 @@
+//! Interoperability with real BitTorrent clients from Debian: libtorrent (python3-libtorrent)
+//! parses seedpool torrents and hash-checks the published data against them, and
+//! transmission-show reads the same metadata. `.ci/run` installs both.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn libtorrent_check(torrent: &Path, save: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_check.py");
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .arg(torrent)
+        .arg(save)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}; install python3-libtorrent (see .ci/run)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "libtorrent check failed (is python3-libtorrent installed? see .ci/run): {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn manifest(store: &Path, version: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(store.join(format!("test-ds-{version}.manifest.json"))).unwrap()).unwrap()
+}
+
+/// Checks what libtorrent read against the manifest: info hash, files, alignment.
+fn assert_matches_manifest(lt: &serde_json::Value, m: &serde_json::Value) {
+    assert_eq!(lt["info_hash"], m["torrent"]["info_hash"]);
+    assert_eq!(lt["name"], "test-ds");
+    assert_eq!(lt["piece_length"], m["torrent"]["piece_length"]);
+    let pl = lt["piece_length"].as_u64().unwrap();
+    let files = lt["files"].as_array().unwrap();
+    let mut data: Vec<String> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let path = f["path"].as_str().unwrap();
+        if f["pad"].as_bool().unwrap() {
+            assert!(path.starts_with("test-ds/.pad/"), "{path}");
+            // A pad file ends exactly on the next piece boundary.
+            let end = f["offset"].as_u64().unwrap() + f["size"].as_u64().unwrap();
+            assert_eq!(end % pl, 0, "pad {path} does not end on a piece boundary");
+        } else {
+            assert_eq!(f["offset"].as_u64().unwrap() % pl, 0, "{path} does not start on a piece boundary");
+            data.push(path.trim_start_matches("test-ds/").to_string());
+            if i + 1 < files.len() && f["size"].as_u64().unwrap() % pl != 0 {
+                assert!(files[i + 1]["pad"].as_bool().unwrap(), "no pad after {path}");
+            }
+        }
+    }
+    let mut expected: Vec<String> = m["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("shards/{}.tar", s["id"].as_str().unwrap()))
+        .collect();
+    expected.push(m["index"]["path"].as_str().unwrap().to_string());
+    expected.sort();
+    assert_eq!(data, expected);
+}
+
+#[test]
+fn libtorrent_reads_the_torrents_and_checks_the_data() {
+    let t = tempfile::tempdir().unwrap();
+    let key = fixed_key(t.path());
+    let (r1, r2, store) = (t.path().join("r1"), t.path().join("r2"), t.path().join("store"));
+    // Payloads that do not fill pieces, so every file but the last needs a pad.
+    write_items(&r1, 0..120, 7000);
+    let mut args = publish_args(s(&r1), s(&store), s(&key), "1");
+    args.extend([
+        "--shard-items", "10", "--piece-length", "64KiB",
+        "--tracker", "http://127.0.0.1:9/announce", "--web-seed", "http://127.0.0.1:9/data/",
+    ]);
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m1 = manifest(&store, "1");
+    let lt = libtorrent_check(&store.join("test-ds-1.torrent"), &store);
+    assert_matches_manifest(&lt, &m1);
+    assert_eq!(lt["web_seeds"], serde_json::json!(["http://127.0.0.1:9/data/"]));
+    assert_eq!(lt["trackers"], serde_json::json!(["http://127.0.0.1:9/announce"]));
+    assert_eq!(lt["is_seeding"], true, "{lt}");
+    assert_eq!(lt["have_pieces"], lt["num_pieces"]);
+
+    // Release 2 reuses release 1's shards with pieces taken from its torrent: libtorrent
+    // must agree with every one of them, whichever file is last in either torrent.
+    write_items(&r2, 0..200, 7000);
+    for i in [3usize, 50, 77] {
+        for ext in ["jpg", "json"] {
+            std::fs::remove_file(r2.join(format!("danbooru-{}.{ext}", 1000 + i))).unwrap();
+        }
+    }
+    let parent = store.join("test-ds-1.manifest.json");
+    let mut args = publish_args(s(&r2), s(&store), s(&key), "2");
+    args.extend(["--shard-items", "10", "--parent", s(&parent)]);
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m2 = manifest(&store, "2");
+    assert!(m2["counts"]["reused_shards"].as_u64().unwrap() > 0);
+    let lt2 = libtorrent_check(&store.join("test-ds-2.torrent"), &store);
+    assert_matches_manifest(&lt2, &m2);
+    assert_eq!(lt2["is_seeding"], true, "{lt2}");
+
+    // One flipped byte in one shard: libtorrent finds exactly one bad piece.
+    let id = m2["shards"][0]["id"].as_str().unwrap();
+    let shard = store.join(format!("test-ds/shards/{id}.tar"));
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[600] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    let lt3 = libtorrent_check(&store.join("test-ds-2.torrent"), &store);
+    assert_eq!(lt3["is_seeding"], false);
+    assert_eq!(lt3["have_pieces"].as_u64().unwrap() + 1, lt3["num_pieces"].as_u64().unwrap());
+}
+
+#[test]
+fn transmission_show_reads_the_torrent() {
+    let t = tempfile::tempdir().unwrap();
+    let key = fixed_key(t.path());
+    let (rel, store) = (t.path().join("rel"), t.path().join("store"));
+    write_items(&rel, 0..30, 5000);
+    let mut args = publish_args(s(&rel), s(&store), s(&key), "1");
+    args.extend(["--shard-items", "10"]);
+    assert_eq!(run(&args).code, 0);
+    let m = manifest(&store, "1");
+    let out = Command::new("transmission-show")
+        .env("TZ", "UTC")
+        .arg(store.join("test-ds-1.torrent"))
+        .output()
+        .expect("transmission-show runs (install transmission-cli, see .ci/run)");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("Hash: {}", m["torrent"]["info_hash"].as_str().unwrap())), "{text}");
+    assert!(text.contains("Created by: seedpool"), "{text}");
+    assert!(text.contains("Created on: Fri Jan  2 03:04:05 2026"), "{text}");
+    for shard in m["shards"].as_array().unwrap() {
+        assert!(text.contains(&format!("test-ds/shards/{}.tar", shard["id"].as_str().unwrap())), "{text}");
+    }
+    assert!(text.contains("test-ds/index/1.sqlite.zst"));
+}
