@@ -15,6 +15,14 @@ use crate::signing::PublisherKey;
 use crate::verify::{self, VerifyPlan, VerifyReport};
 
 pub const DATASET: &str = "booru-chars-demo";
+/// The demo's publisher key is derived from this public phrase, so the demo signs the
+/// same manifests on every machine (the ones in `manifests/`). It protects nothing:
+/// real releases are signed with a key from `seedpool key generate`.
+const DEMO_KEY_PHRASE: &str = "seedpool demo publisher key - public, not secret";
+
+pub fn demo_key() -> PublisherKey {
+    PublisherKey::from_seed(*blake3::hash(DEMO_KEY_PHRASE.as_bytes()).as_bytes())
+}
 /// Fixed release times, so the demo's releases are the same bytes on every machine.
 const CREATED: [u64; 2] = [1_767_225_600, 1_769_904_000];
 
@@ -230,10 +238,8 @@ fn fresh_dir(path: &Path) -> Result<(), DemoError> {
 pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoError> {
     let work = &plan.workdir;
     std::fs::create_dir_all(work).map_err(io("create", work))?;
-    let key_path = work.join("publisher.key");
-    if !key_path.exists() {
-        PublisherKey::generate()?.save(&key_path, false)?;
-    }
+    let key_path = work.join("demo-publisher.key");
+    demo_key().save(&key_path, true)?;
     let store = work.join("store");
     fresh_dir(&store)?;
 

@@ -64,13 +64,28 @@ fn empty_release_folder() {
 fn file_name_without_a_key() {
     let s_ = setup();
     std::fs::write(s_.rel.join("README"), b"x").unwrap();
-    fails(&s_, &[], 1, &["README` gives no item key", "has no extension"]);
+    fails(
+        &s_,
+        &[],
+        1,
+        &["README` gives no item key", "has no extension"],
+    );
     std::fs::remove_file(s_.rel.join("README")).unwrap();
     std::fs::write(s_.rel.join(".DS_Store"), b"x").unwrap();
-    fails(&s_, &[], 1, &[".DS_Store` gives no item key", "must not start with `.`"]);
+    fails(
+        &s_,
+        &[],
+        1,
+        &[".DS_Store` gives no item key", "must not start with `.`"],
+    );
     std::fs::remove_file(s_.rel.join(".DS_Store")).unwrap();
     std::fs::write(s_.rel.join("a..jpg"), b"x").unwrap();
-    fails(&s_, &[], 1, &["a..jpg` gives no item key", "empty extension part"]);
+    fails(
+        &s_,
+        &[],
+        1,
+        &["a..jpg` gives no item key", "empty extension part"],
+    );
 }
 
 #[test]
@@ -79,7 +94,15 @@ fn two_files_for_one_key_and_extension() {
     let sub = s_.rel.join("more");
     std::fs::create_dir(&sub).unwrap();
     std::fs::write(sub.join("danbooru-1001.jpg"), b"other").unwrap();
-    fails(&s_, &[], 1, &["two files for item `danbooru-1001` extension `jpg`", "more/danbooru-1001.jpg"]);
+    fails(
+        &s_,
+        &[],
+        1,
+        &[
+            "two files for item `danbooru-1001` extension `jpg`",
+            "more/danbooru-1001.jpg",
+        ],
+    );
 }
 
 #[test]
@@ -94,18 +117,40 @@ fn symlinks_and_special_files() {
     fails(&s_, &[], 1, &["sub` is a symbolic link"]);
     std::fs::remove_file(&dir_link).unwrap();
     let fifo = s_.rel.join("danbooru-9.pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
-    fails(&s_, &[], 1, &["danbooru-9.pipe` is a named pipe, not a regular file"]);
+    fails(
+        &s_,
+        &[],
+        1,
+        &["danbooru-9.pipe` is a named pipe, not a regular file"],
+    );
 }
 
 #[test]
 fn invalid_item_json_names_file_line_and_column() {
     let s_ = setup();
-    std::fs::write(s_.rel.join("danbooru-1002.json"), "{\n  \"score\": 3,\n  \"tags\": [\n}").unwrap();
-    fails(&s_, &[], 1, &["invalid item JSON", "danbooru-1002.json", "line 4 column 1"]);
+    std::fs::write(
+        s_.rel.join("danbooru-1002.json"),
+        "{\n  \"score\": 3,\n  \"tags\": [\n}",
+    )
+    .unwrap();
+    fails(
+        &s_,
+        &[],
+        1,
+        &["invalid item JSON", "danbooru-1002.json", "line 4 column 1"],
+    );
     std::fs::write(s_.rel.join("danbooru-1002.json"), "[1, 2]").unwrap();
-    fails(&s_, &[], 1, &["danbooru-1002.json`: the record must be a JSON object"]);
+    fails(
+        &s_,
+        &[],
+        1,
+        &["danbooru-1002.json`: the record must be a JSON object"],
+    );
     std::fs::write(s_.rel.join("danbooru-1002.json"), r#"{"volume": "../up"}"#).unwrap();
     fails(&s_, &[], 1, &["danbooru-1002.json`: `volume`"]);
 }
@@ -118,7 +163,9 @@ fn unreadable_file() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
     let before = tree(&s_.store);
     // Root reads anything, so run the binary as `nobody` when the tests run as root.
-    let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("seedpool"));
     cmd.args(publish_args(s(&s_.rel), s(&s_.store), s(&s_.key), "2"));
     if is_root {
@@ -132,7 +179,12 @@ fn unreadable_file() {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot read") && stderr.contains("danbooru-1003.jpg") && stderr.contains("ermission denied"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read")
+            && stderr.contains("danbooru-1003.jpg")
+            && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
     assert!(tree(&s_.store) == before);
 }
 
@@ -154,7 +206,15 @@ fn parent_with_bad_signature() {
     let parent = s_.root.join("tampered.manifest.json");
     let text = std::fs::read_to_string(s_.store.join("test-ds-1.manifest.json")).unwrap();
     std::fs::write(&parent, text.replacen("\"items\": 4", "\"items\": 5", 1)).unwrap();
-    fails(&s_, &["--parent", s(&parent)], 1, &["tampered.manifest.json` has a bad signature", "signature does not match"]);
+    fails(
+        &s_,
+        &["--parent", s(&parent)],
+        1,
+        &[
+            "tampered.manifest.json` has a bad signature",
+            "signature does not match",
+        ],
+    );
 }
 
 #[test]
@@ -162,8 +222,20 @@ fn parent_with_unknown_format_version() {
     let s_ = setup();
     let parent = s_.root.join("future.manifest.json");
     let text = std::fs::read_to_string(s_.store.join("test-ds-1.manifest.json")).unwrap();
-    std::fs::write(&parent, text.replacen("\"format_version\": 1", "\"format_version\": 7", 1)).unwrap();
-    fails(&s_, &["--parent", s(&parent)], 1, &["future.manifest.json` has format version `7`", "upgrade seedpool"]);
+    std::fs::write(
+        &parent,
+        text.replacen("\"format_version\": 1", "\"format_version\": 7", 1),
+    )
+    .unwrap();
+    fails(
+        &s_,
+        &["--parent", s(&parent)],
+        1,
+        &[
+            "future.manifest.json` has format version `7`",
+            "upgrade seedpool",
+        ],
+    );
 }
 
 #[test]
@@ -175,7 +247,15 @@ fn parent_whose_shards_are_missing_from_the_store() {
     let shard = s_.store.join(format!("test-ds/shards/{id}.tar"));
     let moved = s_.root.join("moved.tar");
     std::fs::rename(&shard, &moved).unwrap();
-    fails(&s_, &["--parent", s(&parent)], 1, &["parent release `1` is incomplete", &format!("{id}.tar` is missing")]);
+    fails(
+        &s_,
+        &["--parent", s(&parent)],
+        1,
+        &[
+            "parent release `1` is incomplete",
+            &format!("{id}.tar` is missing"),
+        ],
+    );
     // A parent from another dataset.
     std::fs::rename(&moved, &shard).unwrap();
     let mut args = publish_args(s(&s_.rel), s(&s_.store), s(&s_.key), "2");
@@ -183,7 +263,12 @@ fn parent_whose_shards_are_missing_from_the_store() {
     args.extend(["--parent", s(&parent)]);
     let r = run(&args);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("is for dataset `test-ds`, not `other-ds`"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("is for dataset `test-ds`, not `other-ds`"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -194,7 +279,12 @@ fn republishing_a_version_with_other_content_is_refused() {
     args.extend(["--shard-items", "4"]);
     let r = run(&args);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("release `1` is already published in this store"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("release `1` is already published in this store"),
+        "{}",
+        r.stderr
+    );
     assert!(tree(&s_.store) == before);
 }
 
@@ -205,13 +295,33 @@ fn missing_key_and_bad_flags_are_usage_errors() {
     let mut args = publish_args(s(&s_.rel), s(&s_.store), s(&nokey), "2");
     let r = run(&args);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no publisher key at") && r.stderr.contains("seedpool key generate"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no publisher key at") && r.stderr.contains("seedpool key generate"),
+        "{}",
+        r.stderr
+    );
     args[9] = s(&s_.key);
     for (flag, value, expect) in [
-        ("--tracker", "ftp://x", "tracker `ftp://x` must be a http or https or udp URL"),
-        ("--piece-length", "1000", "piece length 1000 is not a power of two"),
-        ("--created", "yesterday", "`yesterday` is not an RFC 3339 time"),
-        ("--repack-above", "1.5", "--repack-above must be between 0 and 1"),
+        (
+            "--tracker",
+            "ftp://x",
+            "tracker `ftp://x` must be a http or https or udp URL",
+        ),
+        (
+            "--piece-length",
+            "1000",
+            "piece length 1000 is not a power of two",
+        ),
+        (
+            "--created",
+            "yesterday",
+            "`yesterday` is not an RFC 3339 time",
+        ),
+        (
+            "--repack-above",
+            "1.5",
+            "--repack-above must be between 0 and 1",
+        ),
     ] {
         let mut a = args.clone();
         if flag == "--created" {

@@ -18,7 +18,9 @@ fn libtorrent_check(torrent: &Path, save: &Path) -> serde_json::Value {
         .arg(torrent)
         .arg(save)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}; install python3-libtorrent (see .ci/run)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {PYTHON}: {e}; install python3-libtorrent (see .ci/run)")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -29,7 +31,10 @@ fn libtorrent_check(torrent: &Path, save: &Path) -> serde_json::Value {
 }
 
 fn manifest(store: &Path, version: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(store.join(format!("test-ds-{version}.manifest.json"))).unwrap()).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(store.join(format!("test-ds-{version}.manifest.json"))).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Checks what libtorrent read against the manifest: info hash, files, alignment.
@@ -48,10 +53,17 @@ fn assert_matches_manifest(lt: &serde_json::Value, m: &serde_json::Value) {
             let end = f["offset"].as_u64().unwrap() + f["size"].as_u64().unwrap();
             assert_eq!(end % pl, 0, "pad {path} does not end on a piece boundary");
         } else {
-            assert_eq!(f["offset"].as_u64().unwrap() % pl, 0, "{path} does not start on a piece boundary");
+            assert_eq!(
+                f["offset"].as_u64().unwrap() % pl,
+                0,
+                "{path} does not start on a piece boundary"
+            );
             data.push(path.trim_start_matches("test-ds/").to_string());
             if i + 1 < files.len() && f["size"].as_u64().unwrap() % pl != 0 {
-                assert!(files[i + 1]["pad"].as_bool().unwrap(), "no pad after {path}");
+                assert!(
+                    files[i + 1]["pad"].as_bool().unwrap(),
+                    "no pad after {path}"
+                );
             }
         }
     }
@@ -70,21 +82,37 @@ fn assert_matches_manifest(lt: &serde_json::Value, m: &serde_json::Value) {
 fn libtorrent_reads_the_torrents_and_checks_the_data() {
     let t = tempfile::tempdir().unwrap();
     let key = fixed_key(t.path());
-    let (r1, r2, store) = (t.path().join("r1"), t.path().join("r2"), t.path().join("store"));
+    let (r1, r2, store) = (
+        t.path().join("r1"),
+        t.path().join("r2"),
+        t.path().join("store"),
+    );
     // Payloads that do not fill pieces, so every file but the last needs a pad.
     write_items(&r1, 0..120, 7000);
     let mut args = publish_args(s(&r1), s(&store), s(&key), "1");
     args.extend([
-        "--shard-items", "10", "--piece-length", "64KiB",
-        "--tracker", "http://127.0.0.1:9/announce", "--web-seed", "http://127.0.0.1:9/data/",
+        "--shard-items",
+        "10",
+        "--piece-length",
+        "64KiB",
+        "--tracker",
+        "http://127.0.0.1:9/announce",
+        "--web-seed",
+        "http://127.0.0.1:9/data/",
     ]);
     let r = run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m1 = manifest(&store, "1");
     let lt = libtorrent_check(&store.join("test-ds-1.torrent"), &store);
     assert_matches_manifest(&lt, &m1);
-    assert_eq!(lt["web_seeds"], serde_json::json!(["http://127.0.0.1:9/data/"]));
-    assert_eq!(lt["trackers"], serde_json::json!(["http://127.0.0.1:9/announce"]));
+    assert_eq!(
+        lt["web_seeds"],
+        serde_json::json!(["http://127.0.0.1:9/data/"])
+    );
+    assert_eq!(
+        lt["trackers"],
+        serde_json::json!(["http://127.0.0.1:9/announce"])
+    );
     assert_eq!(lt["is_seeding"], true, "{lt}");
     assert_eq!(lt["have_pieces"], lt["num_pieces"]);
 
@@ -115,7 +143,10 @@ fn libtorrent_reads_the_torrents_and_checks_the_data() {
     std::fs::write(&shard, bytes).unwrap();
     let lt3 = libtorrent_check(&store.join("test-ds-2.torrent"), &store);
     assert_eq!(lt3["is_seeding"], false);
-    assert_eq!(lt3["have_pieces"].as_u64().unwrap() + 1, lt3["num_pieces"].as_u64().unwrap());
+    assert_eq!(
+        lt3["have_pieces"].as_u64().unwrap() + 1,
+        lt3["num_pieces"].as_u64().unwrap()
+    );
 }
 
 #[test]
@@ -135,11 +166,84 @@ fn transmission_show_reads_the_torrent() {
         .expect("transmission-show runs (install transmission-cli, see .ci/run)");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("Hash: {}", m["torrent"]["info_hash"].as_str().unwrap())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "Hash: {}",
+            m["torrent"]["info_hash"].as_str().unwrap()
+        )),
+        "{text}"
+    );
     assert!(text.contains("Created by: seedpool"), "{text}");
-    assert!(text.contains("Created on: Fri Jan  2 03:04:05 2026"), "{text}");
+    assert!(
+        text.contains("Created on: Fri Jan  2 03:04:05 2026"),
+        "{text}"
+    );
     for shard in m["shards"].as_array().unwrap() {
-        assert!(text.contains(&format!("test-ds/shards/{}.tar", shard["id"].as_str().unwrap())), "{text}");
+        assert!(
+            text.contains(&format!(
+                "test-ds/shards/{}.tar",
+                shard["id"].as_str().unwrap()
+            )),
+            "{text}"
+        );
     }
     assert!(text.contains("test-ds/index/1.sqlite.zst"));
+}
+
+/// The published JSON Schema accepts real manifests (first and child releases) and
+/// rejects a broken one, checked by python3-jsonschema, a validator we did not write.
+#[test]
+fn manifests_follow_the_published_json_schema() {
+    let t = tempfile::tempdir().unwrap();
+    let key = fixed_key(t.path());
+    let (r1, store) = (t.path().join("r1"), t.path().join("store"));
+    write_items(&r1, 0..20, 100);
+    let mut args = publish_args(s(&r1), s(&store), s(&key), "1");
+    args.extend(["--tracker", "udp://127.0.0.1:9/announce"]);
+    assert_eq!(run(&args).code, 0);
+    write_items(&r1, 20..25, 100);
+    let parent = store.join("test-ds-1.manifest.json");
+    let mut args = publish_args(s(&r1), s(&store), s(&key), "2");
+    args.extend(["--parent", s(&parent)]);
+    assert_eq!(run(&args).code, 0);
+    let broken = t.path().join("broken.json");
+    let text = std::fs::read_to_string(&parent).unwrap();
+    std::fs::write(
+        &broken,
+        text.replacen("\"format_version\": 1", "\"format_version\": \"1\"", 1),
+    )
+    .unwrap();
+
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/schema/manifest-v1.schema.json");
+    let check = r#"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+for path in sys.argv[2:]:
+    errors = list(v.iter_errors(json.load(open(path))))
+    print(path, "valid" if not errors else "invalid: " + errors[0].message)
+"#;
+    let out = Command::new(PYTHON)
+        .args(["-c", check])
+        .arg(&schema)
+        .arg(&parent)
+        .arg(store.join("test-ds-2.manifest.json"))
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python3-jsonschema missing? {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with("valid") && !lines[0].contains("invalid"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with(" valid"), "{text}");
+    assert!(lines[2].contains("invalid"), "{text}");
 }

@@ -99,6 +99,15 @@ impl PieceHasher {
     }
 }
 
+/// Hashes bytes that start on a piece boundary: full pieces, and the tail when `data`
+/// ends with a short piece (only the last block of a file may).
+pub fn hash_aligned(piece_length: u64, data: &[u8]) -> (Vec<PieceHash>, Option<Tail>) {
+    let mut hasher = PieceHasher::new(piece_length);
+    hasher.update(data);
+    let FilePieces { full, tail } = hasher.finish();
+    (full, tail)
+}
+
 /// Hashes a whole file read from `reader` (used for files written by others).
 pub fn hash_reader(
     piece_length: u64,
