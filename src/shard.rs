@@ -232,7 +232,7 @@ impl Drop for Block {
 }
 
 enum Phase {
-    Header { bytes: [u8; 512], at: usize },
+    Header { bytes: Box<[u8; 512]>, at: usize },
     Data { file: File, remaining: u64 },
     Zeros { left: u64, trailer: bool },
     Next,
@@ -278,7 +278,7 @@ impl<'a> Assembler<'a> {
                                 });
                             }
                             Phase::Header {
-                                bytes: header(&m.name, m.size),
+                                bytes: Box::new(header(&m.name, m.size)),
                                 at: 0,
                             }
                         }
