@@ -12,6 +12,7 @@ use crate::name::{DatasetName, Version};
 use crate::progress::{Progress, Unit};
 use crate::publish::{self, PublishPlan, PublishReport};
 use crate::signing::PublisherKey;
+use crate::store::{file_error, FileError};
 use crate::verify::{self, VerifyPlan, VerifyReport};
 
 pub const DATASET: &str = "booru-chars-demo";
@@ -45,13 +46,8 @@ pub struct DemoReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("failed to encode a demo image")]
     Image(#[from] image::ImageError),
     #[error(transparent)]
@@ -65,12 +61,8 @@ pub enum DemoError {
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DemoError {
-    let path = path.to_path_buf();
-    move |source| DemoError::Io {
-        action,
-        path,
-        source,
-    }
+    let to_file_error = file_error(action, path);
+    move |source| DemoError::File(to_file_error(source))
 }
 
 /// SplitMix64: a tiny deterministic generator, so the demo is the same everywhere.

@@ -79,6 +79,14 @@ pub enum IndexError {
     Format { path: PathBuf, problem: String },
 }
 
+/// For `map_err`: a SQLite error on the index at `path`.
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> IndexError + Copy + '_ {
+    move |source| IndexError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// One member row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberRow {
@@ -130,10 +138,7 @@ pub struct IndexWriter {
 
 impl IndexWriter {
     pub fn create(path: &Path) -> Result<Self, IndexError> {
-        let sql = |source| IndexError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let sql = sql_error(path);
         let conn = Connection::open(path).map_err(sql)?;
         conn.execute_batch(&format!(
             "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
@@ -148,10 +153,7 @@ impl IndexWriter {
     }
 
     fn sql(&self, source: rusqlite::Error) -> IndexError {
-        IndexError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sql_error(&self.path)(source)
     }
 
     pub fn meta(&self, name: &str, value: &str) -> Result<(), IndexError> {
@@ -334,10 +336,7 @@ pub struct IndexReader {
 
 impl IndexReader {
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        let sql = |source| IndexError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let sql = sql_error(path);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -381,10 +380,7 @@ impl IndexReader {
     }
 
     fn sql(&self, source: rusqlite::Error) -> IndexError {
-        IndexError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sql_error(&self.path)(source)
     }
 
     pub fn connection(&self) -> &Connection {

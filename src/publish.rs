@@ -31,7 +31,7 @@ use crate::progress::{Progress, Unit};
 use crate::release::{self, Item, ReleaseError};
 use crate::shard::{self, MemberSource, ShardError, ShardId, WrittenShard};
 use crate::signing::{KeyError, PublisherKey};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, file_error, FileError, Store, StoreError};
 use crate::torrent::pieces::{FilePieces, PieceHasher};
 use crate::torrent::{self, Metainfo, SourceFile, TorrentSpec};
 
@@ -118,22 +118,13 @@ pub enum PublishError {
     BadPieceLength(u64),
     #[error("release `{version}` is already published in this store as `{path}` with different content; choose a new version")]
     AlreadyPublished { version: String, path: PathBuf },
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PublishError {
-    let path = path.to_path_buf();
-    move |source| PublishError::Io {
-        action,
-        path,
-        source,
-    }
+    let to_file_error = file_error(action, path);
+    move |source| PublishError::File(to_file_error(source))
 }
 
 /// A parent shard, as the parent manifest and index describe it.
@@ -248,7 +239,8 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
         .flat_map(|keys| keys.chunks(shard_items).map(<[usize]>::to_vec))
         .collect();
 
-    // Write the new shards, a few at a time so that captured records stay bounded.
+    // Write the new shards two at a time: each already uses every core, and two keep
+    // small shards from waiting on each other. Records captured for the index stay bounded.
     let total_new: u64 = new_shards
         .iter()
         .map(|s| {
@@ -262,7 +254,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     let index_sqlite = staging.path().join("index.sqlite");
     let writer = IndexWriter::create(&index_sqlite)?;
     let mut written_shards: Vec<(WrittenShard, String, u64)> = Vec::new();
-    let batch = rayon::current_num_threads().max(1) * 2;
+    let batch = 2;
     for (batch_no, chunk) in new_shards.chunks(batch).enumerate() {
         let results: Vec<Result<WrittenShard, ShardError>> = chunk
             .par_iter()

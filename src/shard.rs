@@ -406,13 +406,17 @@ pub fn write_shard(
     let mut file = ShardFile::create(out).map_err(write_err)?;
     let expected_size = shard_size(members.iter().map(|m| m.size));
 
-    const DEPTH: usize = 16;
+    // Blocks in flight: enough to keep the disk and both hashers busy (measured in
+    // docs/performance.md). Buffers are made on demand, no larger than the shard.
+    const DEPTH: usize = 12;
+    let buffer_len = block_size.min(
+        usize::try_from(expected_size)
+            .unwrap_or(block_size)
+            .div_ceil(ALIGN)
+            * ALIGN,
+    );
     let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
-    for _ in 0..DEPTH {
-        free_tx
-            .send(AlignedBuf::new(block_size))
-            .expect("receiver alive");
-    }
+    let mut allocated = 0;
     let (hash_tx, hash_rx) = mpsc::sync_channel::<Arc<Block>>(DEPTH);
     let (write_tx, write_rx) = mpsc::sync_channel::<Arc<Block>>(DEPTH);
     let (piece_tx, piece_rx) = mpsc::channel::<(
@@ -456,7 +460,15 @@ pub fn write_shard(
         let mut block_no = 0usize;
         let read_result = (|| -> Result<(), ShardError> {
             loop {
-                let Ok(mut buf) = free_rx.recv() else {
+                let next = match free_rx.try_recv() {
+                    Ok(buf) => Ok(buf),
+                    Err(_) if allocated < DEPTH => {
+                        allocated += 1;
+                        Ok(AlignedBuf::new(buffer_len))
+                    }
+                    Err(_) => free_rx.recv(),
+                };
+                let Ok(mut buf) = next else {
                     return Ok(());
                 };
                 let mut segments = Vec::new();
@@ -484,7 +496,7 @@ pub fn write_shard(
                 if hash_tx.send(Arc::clone(&block)).is_err() || write_tx.send(block).is_err() {
                     return Ok(());
                 }
-                if len < block_size {
+                if len < buffer_len {
                     return Ok(());
                 }
             }

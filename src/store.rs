@@ -22,26 +22,37 @@ use crate::shard::ShardId;
 
 const STAGING: &str = ".seedpool-staging";
 
+/// A file operation that failed, with what was being done and to which path.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store `{0}` exists and is not a folder")]
-    NotAFolder(PathBuf),
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+#[error("failed to {action} `{path}`")]
+pub struct FileError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+/// For `map_err`: turns an I/O error into a `FileError` naming `action` and `path`.
+pub fn file_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io {
+    move |source| FileError {
         action,
         path,
         source,
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store `{0}` exists and is not a folder")]
+    NotAFolder(PathBuf),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let to_file_error = file_error(action, path);
+    move |source| StoreError::File(to_file_error(source))
 }
 
 pub fn torrent_file_name(dataset: &DatasetName, version: &Version) -> String {
