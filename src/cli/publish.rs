@@ -197,3 +197,84 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_and_verify_print_what_they_did() {
+        let t = tempfile::tempdir().unwrap();
+        let (rel, store, key) = (
+            t.path().join("rel"),
+            t.path().join("store"),
+            t.path().join("k.key"),
+        );
+        std::fs::create_dir(&rel).unwrap();
+        for i in 0..3 {
+            std::fs::write(rel.join(format!("item-{i}.txt")), format!("payload {i}")).unwrap();
+        }
+        crate::signing::PublisherKey::from_seed([1; 32])
+            .save(&key, false)
+            .unwrap();
+        let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let mut out = Output::captured();
+        let args = [
+            "seedpool",
+            "publish",
+            &s(&rel),
+            "--dataset",
+            "ds",
+            "--version",
+            "1",
+            "--store",
+            &s(&store),
+            "--key",
+            &s(&key),
+            "--created",
+            "0",
+        ];
+        assert_eq!(super::super::run(args, &mut out), 0, "{}", out.stderr());
+        let text = out.stdout();
+        assert!(
+            text.starts_with("published ds 1\n  3 items in 1 shards (1 new), 0 tombstones\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "  manifest  {}",
+                store.join("ds-1.manifest.json").display()
+            )),
+            "{text}"
+        );
+
+        let mut out = Output::captured();
+        let manifest = s(&store.join("ds-1.manifest.json"));
+        assert_eq!(
+            super::super::run(
+                ["seedpool", "verify", &manifest, "--store", &s(&store)],
+                &mut out
+            ),
+            0
+        );
+        let public = crate::signing::PublisherKey::from_seed([1; 32]).public_hex();
+        assert!(
+            out.stdout()
+                .starts_with(&format!("ok: ds 1: signature by {public}, torrent ")),
+            "{}",
+            out.stdout()
+        );
+        assert!(
+            out.stderr().is_empty(),
+            "piped output must stay quiet: {}",
+            out.stderr()
+        );
+    }
+
+    #[test]
+    fn human_bytes_are_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}
