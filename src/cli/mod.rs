@@ -6,8 +6,10 @@
 
 mod demo;
 mod key;
+mod merge;
 mod output;
 mod publish;
+mod query;
 mod verify;
 
 use std::ffi::OsString;
@@ -37,6 +39,8 @@ enum Command {
     Demo(demo::DemoArgs),
     Publish(publish::PublishArgs),
     Verify(verify::VerifyArgs),
+    Merge(merge::MergeArgs),
+    Query(query::QueryArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -85,6 +89,8 @@ where
         Command::Demo(a) => demo::run(a, out),
         Command::Publish(a) => publish::run(a, out),
         Command::Verify(a) => verify::run(a, out),
+        Command::Merge(a) => merge::run(a, out),
+        Command::Query(a) => query::run(a, out),
         Command::Key(a) => key::run(a, out),
     };
     match result {

@@ -1,0 +1,97 @@
+//! `seedpool merge`: arguments → `MergePlan` → `pool::merge::run`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CommandResult, Failure, Output};
+use crate::pool::merge::{self, MergePlan};
+
+/// Merge a release from a store into a local pool.
+///
+/// Verifies the manifest's signature and every file of the release against it, copies
+/// (or hard-links) the shards the pool lacks into POOL/<dataset>/shards/, then records
+/// the release in POOL/pool.sqlite in one transaction: new items are added, changed ones
+/// updated with their previous version kept in history, removed ones marked, and each
+/// change recorded as provenance. Merging the same release twice changes nothing; a
+/// merge that is killed leaves the pool as it was. The pool is created when POOL is
+/// missing or empty. The first release of a dataset pins its publisher key.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The release's manifest.
+    manifest: PathBuf,
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// The store that holds the release's files.
+    #[arg(long, env = "SEEDPOOL_STORE")]
+    from: PathBuf,
+    /// Accept a manifest signed by another key than the one the pool pinned.
+    #[arg(long)]
+    trust_key: bool,
+    /// Accept a release older than the newest one the pool holds.
+    #[arg(long)]
+    allow_older: bool,
+    /// Near duplicates: largest Hamming distance between records' perceptual hashes (0-7).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=7))]
+    phash_distance: u32,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: MergeArgs, out: &mut Output) -> CommandResult {
+    let plan = MergePlan {
+        manifest: args.manifest.clone(),
+        pool: args.pool.clone(),
+        from: args.from.clone(),
+        trust_key: args.trust_key,
+        allow_older: args.allow_older,
+        phash_distance: args.phash_distance,
+    };
+    let bars = out.progress();
+    let result = merge::run(&plan, &bars);
+    bars.finish();
+    let r = result.map_err(|e| {
+        Failure::Data(
+            anyhow::Error::new(e).context(format!("failed to merge `{}`", plan.manifest.display())),
+        )
+    })?;
+    if args.json {
+        out.json(&r)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    if r.already_merged {
+        writeln!(
+            w,
+            "{} {} is already merged into `{}`; nothing changed",
+            r.dataset,
+            r.version,
+            plan.pool.display()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "merged {} {} into `{}`",
+        r.dataset,
+        r.version,
+        plan.pool.display()
+    )?;
+    writeln!(
+        w,
+        "  {} added, {} changed, {} restored, {} removed, {} moved, {} unchanged",
+        r.added, r.changed, r.restored, r.removed, r.moved, r.unchanged
+    )?;
+    writeln!(
+        w,
+        "  {} live items, {} hidden as duplicates; {} shards fetched ({})",
+        r.items,
+        r.duplicates,
+        r.shards_fetched,
+        super::publish::human_bytes(r.bytes_fetched)
+    )?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Exact and near duplicates among a dataset's live items.
+//!
+//! Two items are duplicates when their records carry the same `md5` of the original, or
+//! perceptual hashes (`phash`, 64 bits as hex) within a Hamming distance. In each group
+//! one item stays visible and the others get `duplicate_of` = the winner. The winner is
+//! the best by, in order: more pixels, then source priority (the booru order below),
+//! then the older release (ancestor priority: the item already in the pool wins unless
+//! the newer one is better), then the smaller key. Because this is one total order, the
+//! groups are recomputed from scratch at every merge and always agree with it.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+
+/// Booru sources from most to least preferred when two copies have the same size.
+pub const SOURCE_PRIORITY: &[&str] = &[
+    "safebooru",
+    "yande.re",
+    "e-shuushuu",
+    "konachan",
+    "gelbooru",
+    "sankaku",
+    "zerochan",
+    "anime-pictures",
+    "danbooru",
+];
+
+/// Where a booru stands in `SOURCE_PRIORITY` (unknown sources last).
+pub fn source_rank(booru: Option<&str>) -> usize {
+    let booru = booru.unwrap_or("").to_ascii_lowercase();
+    let normal = booru.replace(['.', '-', '_'], "");
+    SOURCE_PRIORITY
+        .iter()
+        .position(|s| s.replace(['.', '-', '_'], "") == normal)
+        .unwrap_or(SOURCE_PRIORITY.len())
+}
+
+struct Candidate {
+    id: i64,
+    md5: Option<String>,
+    phash: Option<u64>,
+    pixels: i64,
+    rank: usize,
+    added_in: i64,
+    key: String,
+}
+
+/// Ordering key: smaller is better.
+fn order(c: &Candidate) -> (i64, usize, i64, &str) {
+    (-c.pixels, c.rank, c.added_in, c.key.as_str())
+}
+
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+fn union(parent: &mut [usize], a: usize, b: usize) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    if ra != rb {
+        parent[ra.max(rb)] = ra.min(rb);
+    }
+}
+
+/// Recomputes the duplicate groups of dataset `ds`; returns how many live items are
+/// hidden as duplicates.
+pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Result<u64> {
+    let mut st = conn.prepare(
+        "SELECT id, md5, phash, coalesce(width, 0) * coalesce(height, 0), booru, added_in, key
+         FROM items WHERE dataset = ?1 AND removed_in IS NULL AND (md5 IS NOT NULL OR phash IS NOT NULL)",
+    )?;
+    let items: Vec<Candidate> = st
+        .query_map([ds], |r| {
+            let phash: Option<String> = r.get(2).ok().flatten();
+            let booru: Option<String> = r.get(4).ok().flatten();
+            Ok(Candidate {
+                id: r.get(0)?,
+                md5: r
+                    .get::<_, Option<String>>(1)
+                    .ok()
+                    .flatten()
+                    .filter(|m| !m.is_empty()),
+                phash: phash.and_then(|p| u64::from_str_radix(p.trim_start_matches("0x"), 16).ok()),
+                pixels: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                rank: source_rank(booru.as_deref()),
+                added_in: r.get(5)?,
+                key: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let mut parent: Vec<usize> = (0..items.len()).collect();
+    let mut by_md5: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in items.iter().enumerate() {
+        if let Some(md5) = c.md5.as_deref() {
+            match by_md5.get(md5) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    by_md5.insert(md5, i);
+                }
+            }
+        }
+    }
+    // Near duplicates: split the 64 bits into distance + 1 bands; two hashes within the
+    // distance agree on at least one band (pigeonhole), so only band mates are compared.
+    let distance = phash_distance.min(7);
+    let bands = distance as usize + 1;
+    let width = 64 / bands;
+    let mut by_band: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+    for (i, c) in items.iter().enumerate() {
+        let Some(h) = c.phash else { continue };
+        for b in 0..bands {
+            let bits = if b + 1 == bands {
+                64 - b * width
+            } else {
+                width
+            };
+            let value = (h >> (b * width)) & (u64::MAX >> (64 - bits));
+            let mates = by_band.entry((b, value)).or_default();
+            for &j in mates.iter() {
+                let other = items[j].phash.unwrap_or(0);
+                if (h ^ other).count_ones() <= distance {
+                    union(&mut parent, i, j);
+                }
+            }
+            mates.push(i);
+        }
+    }
+
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..items.len() {
+        let root = find(&mut parent, i);
+        groups.entry(root).or_default().push(i);
+    }
+    conn.execute(
+        "UPDATE items SET duplicate_of = NULL WHERE dataset = ?1 AND duplicate_of IS NOT NULL",
+        [ds],
+    )?;
+    let mut mark = conn.prepare("UPDATE items SET duplicate_of = ?2 WHERE id = ?1")?;
+    let mut hidden = 0u64;
+    for members in groups.values().filter(|g| g.len() > 1) {
+        let winner = members
+            .iter()
+            .min_by(|&&a, &&b| order(&items[a]).cmp(&order(&items[b])))
+            .copied()
+            .expect("group is not empty");
+        for &m in members.iter().filter(|&&m| m != winner) {
+            mark.execute(params![items[m].id, items[winner].id])?;
+            hidden += 1;
+        }
+    }
+    Ok(hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_priority_ignores_punctuation_and_case() {
+        assert_eq!(source_rank(Some("yandere")), 1);
+        assert_eq!(source_rank(Some("Yande.re")), 1);
+        assert_eq!(source_rank(Some("danbooru")), 8);
+        assert_eq!(source_rank(Some("pixiv")), 9);
+        assert_eq!(source_rank(None), 9);
+    }
+}

@@ -1,0 +1,635 @@
+//! Merging a release into a pool.
+//!
+//! Crash safety, the invariant this module keeps: the pool database changes only inside
+//! one SQLite transaction per merge (WAL, `synchronous = FULL`). Files come first: each
+//! shard and the index are copied (or hard-linked) under a temporary name, checked
+//! against the blake3 in the signed manifest, and renamed into place; then the
+//! transaction records the release, every item's fate and its provenance, and commits.
+//! A merge killed before the commit leaves the database as it was (and maybe verified
+//! files no release names yet, which the next merge reuses); after it, fully merged.
+//!
+//! Item fates, comparing the release's index with the pool's items of the dataset:
+//! `added` (new key), `changed` (new content; the replaced version goes to
+//! `item_history`), `restored` (a key removed earlier comes back), `moved` (same content
+//! in another shard, after a repack: not a content change), `same`, and `removed` (in the
+//! pool, not in the release). Merging a release the pool already has changes nothing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::{duplicates, schema, Pool, PoolError};
+use crate::index::{self, IndexError, IndexReader};
+use crate::manifest::{Manifest, ManifestError};
+use crate::progress::{Progress, Unit};
+use crate::shard::ShardId;
+use crate::store::{self, file_error, FileError, Store, StoreError};
+use crate::torrent::Metainfo;
+
+#[derive(Clone, Debug)]
+pub struct MergePlan {
+    pub manifest: PathBuf,
+    pub pool: PathBuf,
+    /// The store holding the release's files.
+    pub from: PathBuf,
+    /// Accept a publisher key other than the one the pool pinned for the dataset.
+    pub trust_key: bool,
+    /// Accept a release older than the one the pool holds.
+    pub allow_older: bool,
+    /// Near duplicates: largest Hamming distance between perceptual hashes.
+    pub phash_distance: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MergeReport {
+    pub dataset: String,
+    pub version: String,
+    pub items: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub restored: u64,
+    pub moved: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+    /// Live items hidden as duplicates of another item after this merge.
+    pub duplicates: u64,
+    pub shards_fetched: u64,
+    pub bytes_fetched: u64,
+    pub already_merged: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("the pool pinned key `{pinned}` for dataset `{dataset}`, but this manifest is signed by `{found}`; pass --trust-key if the publisher really changed keys")]
+    KeyChanged {
+        dataset: String,
+        pinned: String,
+        found: String,
+    },
+    #[error("the pool already holds a different release `{version}` of `{dataset}` (another manifest with the same version)")]
+    VersionClash { dataset: String, version: String },
+    #[error("release `{version}` ({created}) is older than release `{head}` ({head_created}) that the pool holds; pass --allow-older to merge it anyway")]
+    Older {
+        version: String,
+        created: String,
+        head: String,
+        head_created: String,
+    },
+    #[error("`{path}` does not match the manifest: {problem}")]
+    Mismatch { path: PathBuf, problem: String },
+    #[error("shard `{shard}` of release `{version}` is not in `{store}`")]
+    MissingShard {
+        shard: String,
+        version: String,
+        store: PathBuf,
+    },
+    #[error("index of release `{version}` is inconsistent: {problem}")]
+    Inconsistent { version: String, problem: String },
+    #[error("pool database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Merges one release from a store into a pool (see the module doc).
+pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, MergeError> {
+    let (manifest, manifest_bytes) = Manifest::load(&plan.manifest)?;
+    let dataset = manifest.dataset_name();
+    let version = manifest.version_name();
+    let manifest_hash = blake3::hash(&manifest_bytes).to_hex().to_string();
+    let mut pool = Pool::open_or_create(&plan.pool)?;
+
+    let mut report = MergeReport {
+        dataset: manifest.dataset.clone(),
+        version: manifest.version.clone(),
+        ..MergeReport::default()
+    };
+    if let Some(already) = check_release(pool.connection(), &manifest, &manifest_hash, plan)? {
+        report.already_merged = true;
+        report.items = already;
+        return Ok(report);
+    }
+
+    // Files first: verified copies in the pool's store layout.
+    let source = Store::open(&plan.from, &dataset)?;
+    let target = pool.store(&dataset)?;
+    let present = present_shards(pool.connection())?;
+    let (fetched, bytes) = import_files(
+        &manifest,
+        &manifest_bytes,
+        &source,
+        &target,
+        &present,
+        progress,
+    )?;
+    report.shards_fetched = fetched;
+    report.bytes_fetched = bytes;
+
+    // The index, decompressed next to the pool for the merge, removed afterwards.
+    let tmp = TempFile(pool.root().join(format!(
+        ".merge-{}-{}.sqlite",
+        version,
+        std::process::id()
+    )));
+    let index_zst = target.dataset_dir().join(&manifest.index.path);
+    index::decompress(&index_zst, &tmp.0, manifest.index.uncompressed_size)?;
+    check_index(&tmp.0, &manifest)?;
+
+    progress.stage("merging into the pool", 0, Unit::Items);
+    let counts = merge_index(
+        pool.connection_mut(),
+        &manifest,
+        &manifest_hash,
+        &tmp.0,
+        plan.phash_distance,
+    )?;
+    report.added = counts.added;
+    report.changed = counts.changed;
+    report.restored = counts.restored;
+    report.moved = counts.moved;
+    report.removed = counts.removed;
+    report.unchanged = counts.same;
+    report.duplicates = counts.duplicates;
+    report.items = counts.items;
+    Ok(report)
+}
+
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Returns the live item count when this exact release is merged already; refuses
+/// clashes, changed keys and older releases.
+fn check_release(
+    conn: &Connection,
+    m: &Manifest,
+    manifest_hash: &str,
+    plan: &MergePlan,
+) -> Result<Option<u64>, MergeError> {
+    let signer = m.public_key().unwrap_or_default();
+    let pinned: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, public_key FROM datasets WHERE name = ?1",
+            [&m.dataset],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    let Some((ds, key)) = pinned else {
+        return Ok(None);
+    };
+    if key != signer && !plan.trust_key {
+        return Err(MergeError::KeyChanged {
+            dataset: m.dataset.clone(),
+            pinned: key,
+            found: signer.to_string(),
+        });
+    }
+    let existing: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT manifest_blake3, items FROM releases WHERE dataset = ?1 AND version = ?2",
+            params![ds, m.version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    if let Some((hash, items)) = existing {
+        if hash == manifest_hash {
+            return Ok(Some(items as u64));
+        }
+        return Err(MergeError::VersionClash {
+            dataset: m.dataset.clone(),
+            version: m.version.clone(),
+        });
+    }
+    let head: Option<(String, String)> = conn
+        .query_row(
+            "SELECT r.version, r.created FROM datasets d JOIN releases r ON r.id = d.head_release WHERE d.id = ?1",
+            [ds],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    if let Some((head, head_created)) = head {
+        if m.created < head_created && !plan.allow_older {
+            return Err(MergeError::Older {
+                version: m.version.clone(),
+                created: m.created.clone(),
+                head,
+                head_created,
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn present_shards(conn: &Connection) -> Result<BTreeSet<String>, MergeError> {
+    let mut st = conn.prepare("SELECT id FROM shards WHERE present = 1")?;
+    let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
+/// Brings the release's shards, index, torrent and manifest into the pool's store
+/// layout, verifying each against the manifest. Returns shards fetched and their bytes.
+fn import_files(
+    m: &Manifest,
+    manifest_bytes: &[u8],
+    source: &Store,
+    target: &Store,
+    present: &BTreeSet<String>,
+    progress: &dyn Progress,
+) -> Result<(u64, u64), MergeError> {
+    let todo: Vec<(ShardId, u64)> = m
+        .shards
+        .iter()
+        .zip(m.shard_ids())
+        .filter(|(e, _)| !present.contains(&e.id))
+        .map(|(e, id)| (id, e.size))
+        .collect();
+    progress.stage(
+        "fetching shards",
+        todo.iter().map(|(_, s)| s).sum(),
+        Unit::Bytes,
+    );
+    let mut bytes = 0;
+    for (id, size) in &todo {
+        let to = target.shard_path(*id);
+        let already = std::fs::metadata(&to).is_ok_and(|md| md.len() == *size)
+            && store::hash_file(&to).is_ok_and(|h| h.to_hex().as_str() == id.to_hex());
+        if !already {
+            let from = source.shard_path(*id);
+            if !from.is_file() {
+                return Err(MergeError::MissingShard {
+                    shard: id.to_hex(),
+                    version: m.version.clone(),
+                    store: source.root().to_path_buf(),
+                });
+            }
+            bring(&from, &to, &id.to_hex(), *size)?;
+            bytes += size;
+        }
+        progress.advance(*size);
+    }
+    let index_rel = &m.index.path;
+    bring(
+        &source.dataset_dir().join(index_rel),
+        &target.dataset_dir().join(index_rel),
+        &m.index.blake3,
+        m.index.size,
+    )?;
+    let version = m.version_name();
+    let torrent_from = source.torrent_path(&version);
+    let torrent_bytes =
+        std::fs::read(&torrent_from).map_err(file_error("read torrent", &torrent_from))?;
+    let info_hash = Metainfo::parse(&torrent_bytes)
+        .map(|t| t.info_hash.to_hex())
+        .map_err(|e| MergeError::Mismatch {
+            path: torrent_from.clone(),
+            problem: e.to_string(),
+        })?;
+    if info_hash != m.torrent.info_hash {
+        return Err(MergeError::Mismatch {
+            path: torrent_from,
+            problem: format!(
+                "info hash `{info_hash}`, the manifest says `{}`",
+                m.torrent.info_hash
+            ),
+        });
+    }
+    write_atomically(&target.torrent_path(&version), &torrent_bytes)?;
+    write_atomically(&target.manifest_path(&version), manifest_bytes)?;
+    Ok((todo.len() as u64, bytes))
+}
+
+/// Puts a verified copy of `from` at `to`: hard link when the two share a file system
+/// (shards never change, so sharing the inode is safe), else a copy.
+fn bring(from: &Path, to: &Path, blake3_hex: &str, size: u64) -> Result<(), MergeError> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+    let tmp = TempFile(dir.join(format!(
+        ".incoming-{}-{}",
+        std::process::id(),
+        &blake3_hex[..16]
+    )));
+    let _ = std::fs::remove_file(&tmp.0);
+    if std::fs::hard_link(from, &tmp.0).is_err() {
+        std::fs::copy(from, &tmp.0).map_err(file_error("copy", from))?;
+    }
+    let found_size = std::fs::metadata(&tmp.0)
+        .map_err(file_error("read", &tmp.0))?
+        .len();
+    if found_size != size {
+        return Err(MergeError::Mismatch {
+            path: from.to_path_buf(),
+            problem: format!("expected {size} bytes, found {found_size}"),
+        });
+    }
+    let hash = store::hash_file(&tmp.0).map_err(file_error("read", &tmp.0))?;
+    if hash.to_hex().as_str() != blake3_hex {
+        return Err(MergeError::Mismatch {
+            path: from.to_path_buf(),
+            problem: format!(
+                "blake3 is `{}`, the manifest says `{blake3_hex}`",
+                hash.to_hex()
+            ),
+        });
+    }
+    std::fs::File::open(&tmp.0)
+        .and_then(|f| f.sync_all())
+        .map_err(file_error("sync", &tmp.0))?;
+    std::fs::rename(&tmp.0, to).map_err(file_error("move into place", to))?;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MergeError> {
+    let tmp = TempFile(path.with_extension("incoming"));
+    store::write_synced(&tmp.0, bytes).map_err(file_error("write", &tmp.0))?;
+    std::fs::rename(&tmp.0, path).map_err(file_error("move into place", path))?;
+    Ok(())
+}
+
+/// The index must describe this release: its dataset and version, exactly the
+/// manifest's shards, and items only in those shards.
+fn check_index(path: &Path, m: &Manifest) -> Result<(), MergeError> {
+    let reader = IndexReader::open(path)?;
+    let conn = reader.connection();
+    let inconsistent = |problem: String| MergeError::Inconsistent {
+        version: m.version.clone(),
+        problem,
+    };
+    let meta = |name: &str| -> Option<String> {
+        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .ok()
+    };
+    if meta("dataset").as_deref() != Some(m.dataset.as_str())
+        || meta("version").as_deref() != Some(m.version.as_str())
+    {
+        return Err(inconsistent(
+            "its dataset or version is not the manifest's".into(),
+        ));
+    }
+    let listed: BTreeSet<String> = m.shards.iter().map(|s| s.id.clone()).collect();
+    let in_index: BTreeSet<String> = reader.shards()?.into_iter().map(|s| s.id).collect();
+    if let Some(extra) = in_index.difference(&listed).next() {
+        return Err(inconsistent(format!(
+            "shard `{extra}` is not in the manifest"
+        )));
+    }
+    let orphan: Option<(String, String)> = conn
+        .query_row(
+            "SELECT key, shard FROM items WHERE shard NOT IN (SELECT id FROM shards) LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    // The shards table is a subset of the manifest's, so this finds every stray item.
+    if let Some((key, shard)) = orphan {
+        return Err(inconsistent(format!(
+            "item `{key}` references shard `{shard}`, which the manifest does not list"
+        )));
+    }
+    let items: i64 = conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0))?;
+    if items as u64 != m.counts.items {
+        return Err(inconsistent(format!(
+            "{items} items, the manifest says {}",
+            m.counts.items
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    items: u64,
+    added: u64,
+    changed: u64,
+    restored: u64,
+    moved: u64,
+    same: u64,
+    removed: u64,
+    duplicates: u64,
+}
+
+/// A path as an SQLite URI that opens it read-only and immutable.
+fn read_only_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
+/// The transaction: everything the pool learns from the release, or nothing.
+fn merge_index(
+    conn: &mut Connection,
+    m: &Manifest,
+    manifest_hash: &str,
+    index_path: &Path,
+    phash_distance: u32,
+) -> Result<Counts, MergeError> {
+    conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
+    let result = (|| -> Result<Counts, MergeError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let signer = m.public_key().unwrap_or_default();
+        tx.execute(
+            "INSERT INTO datasets(name, public_key) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET public_key = excluded.public_key",
+            params![m.dataset, signer],
+        )?;
+        let ds: i64 = tx.query_row(
+            "SELECT id FROM datasets WHERE name = ?1",
+            [&m.dataset],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO releases(dataset, version, parent_version, manifest_blake3, created, merged_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                ds,
+                m.version,
+                m.parent.as_ref().map(|p| p.version.clone()),
+                manifest_hash,
+                m.created,
+                crate::publish::format_time(now())
+            ],
+        )?;
+        let rel = tx.last_insert_rowid();
+
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS temp.incoming;
+             CREATE TEMP TABLE incoming(
+                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT, record TEXT, source TEXT,
+                item INTEGER, old_hash TEXT, old_shard TEXT, was_removed INTEGER, fate TEXT
+             ) WITHOUT ROWID;
+             INSERT INTO incoming(key, shard, hash, volume, record, source)
+                SELECT key, shard, hash, volume, record, coalesce(json_extract(record, '$.booru'), '')
+                FROM idx.items;",
+        )?;
+        tx.execute(
+            "UPDATE incoming SET item = i.id, old_hash = i.hash, old_shard = i.shard,
+                    was_removed = (i.removed_in IS NOT NULL)
+             FROM items i WHERE i.dataset = ?1 AND i.key = incoming.key",
+            [ds],
+        )?;
+        tx.execute_batch(
+            "UPDATE incoming SET fate = CASE
+                WHEN item IS NULL THEN 'added'
+                WHEN was_removed THEN 'restored'
+                WHEN old_hash != hash THEN 'changed'
+                WHEN old_shard != shard THEN 'moved'
+                ELSE 'same' END;",
+        )?;
+
+        // What this release removes: live items of the dataset it no longer lists.
+        tx.execute(
+            "INSERT INTO provenance(item, release, action, hash)
+             SELECT id, ?2, 'removed', hash FROM items
+             WHERE dataset = ?1 AND removed_in IS NULL AND key NOT IN (SELECT key FROM incoming)",
+            params![ds, rel],
+        )?;
+        let removed = tx.execute(
+            "UPDATE items SET removed_in = ?2, duplicate_of = NULL
+             WHERE dataset = ?1 AND removed_in IS NULL AND key NOT IN (SELECT key FROM incoming)",
+            params![ds, rel],
+        )?;
+
+        // Changed content: keep the replaced version, then update in place.
+        tx.execute(
+            "INSERT INTO item_history(item, release, hash, shard, record)
+             SELECT i.id, ?1, i.hash, i.shard, i.record FROM incoming n JOIN items i ON i.id = n.item
+             WHERE n.fate = 'changed' OR (n.fate = 'restored' AND n.old_hash != n.hash)",
+            [rel],
+        )?;
+        tx.execute(
+            &format!(
+                "UPDATE items SET shard = n.shard, hash = n.hash, volume = n.volume, record = n.record, {},
+                    changed_in = CASE WHEN n.fate = 'same' OR n.fate = 'moved' THEN items.changed_in ELSE ?1 END,
+                    removed_in = NULL
+                 FROM incoming n WHERE items.id = n.item AND n.fate IN ('changed', 'restored', 'moved')",
+                schema::record_assignments("n.record")
+            ),
+            [rel],
+        )?;
+        let (cols, exprs) = schema::record_select("record");
+        tx.execute(
+            &format!(
+                "INSERT INTO items(dataset, key, shard, hash, volume, record, {cols}, added_in)
+                 SELECT ?1, key, shard, hash, volume, record, {exprs}, ?2 FROM incoming
+                 WHERE fate = 'added' ORDER BY key"
+            ),
+            params![ds, rel],
+        )?;
+        tx.execute(
+            "UPDATE incoming SET item = (SELECT id FROM items WHERE dataset = ?1 AND key = incoming.key)
+             WHERE fate = 'added'",
+            [ds],
+        )?;
+        tx.execute(
+            "INSERT INTO provenance(item, release, action, hash)
+             SELECT item, ?1, fate, hash FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
+            [rel],
+        )?;
+
+        // Where each member lies, for every item whose content or shard is new.
+        tx.execute_batch(
+            "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same');
+             INSERT INTO members(item, ext, offset, length, blake3)
+                SELECT n.item, m.ext, m.offset, m.length, m.blake3
+                FROM incoming n JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';
+             DELETE FROM item_tags WHERE item IN (SELECT item FROM incoming WHERE fate IN ('changed', 'restored'));
+             INSERT OR IGNORE INTO tags(name, category, source)
+                SELECT DISTINCT t.tag, t.category, n.source
+                FROM incoming n JOIN idx.tags t ON t.key = n.key
+                WHERE n.fate IN ('added', 'changed', 'restored');
+             INSERT OR IGNORE INTO item_tags(item, tag)
+                SELECT n.item, g.id
+                FROM incoming n JOIN idx.tags t ON t.key = n.key
+                JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = n.source
+                WHERE n.fate IN ('added', 'changed', 'restored');",
+        )?;
+
+        // Shards of the release: all verified in the pool by now.
+        {
+            let mut shard = tx.prepare(
+                "INSERT INTO shards(id, dataset, size, items, volume, present) VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                 ON CONFLICT(id) DO UPDATE SET present = 1",
+            )?;
+            let mut link =
+                tx.prepare("INSERT OR IGNORE INTO release_shards(release, shard) VALUES (?1, ?2)")?;
+            for s in &m.shards {
+                shard.execute(params![s.id, ds, s.size as i64, s.items as i64, s.volume])?;
+                link.execute(params![rel, s.id])?;
+            }
+        }
+
+        let mut counts = Counts::default();
+        {
+            let mut st = tx.prepare("SELECT fate, count(*) FROM incoming GROUP BY fate")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            for row in rows {
+                let (fate, n) = row?;
+                match fate.as_str() {
+                    "added" => counts.added = n,
+                    "changed" => counts.changed = n,
+                    "restored" => counts.restored = n,
+                    "moved" => counts.moved = n,
+                    _ => counts.same = n,
+                }
+            }
+        }
+        counts.removed = removed as u64;
+        counts.duplicates = duplicates::resolve(&tx, ds, phash_distance)?;
+        counts.items = tx.query_row(
+            "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL",
+            [ds],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        tx.execute(
+            "UPDATE releases SET items = ?2, added = ?3, changed = ?4, removed = ?5 WHERE id = ?1",
+            params![
+                rel,
+                counts.items as i64,
+                (counts.added + counts.restored) as i64,
+                counts.changed as i64,
+                counts.removed as i64
+            ],
+        )?;
+        tx.execute(
+            "UPDATE datasets SET head_release = ?2 WHERE id = ?1",
+            params![ds, rel],
+        )?;
+        tx.execute_batch("DROP TABLE temp.incoming")?;
+        tx.commit()?;
+        Ok(counts)
+    })();
+    let detached = conn.execute_batch("DETACH DATABASE idx");
+    let counts = result?;
+    detached?;
+    Ok(counts)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

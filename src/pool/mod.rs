@@ -1,0 +1,257 @@
+//! The local pool: one folder holding every release of some datasets, merged.
+//!
+//! ```text
+//! POOL/pool.sqlite                         every item of every release (WAL)
+//! POOL/<dataset>-<version>.manifest.json   as in a store, so a pool can seed
+//! POOL/<dataset>-<version>.torrent
+//! POOL/<dataset>/shards/<id>.tar
+//! POOL/<dataset>/index/<version>.sqlite.zst
+//! ```
+//!
+//! A pool is a store plus a database, so a downloader becomes a seeder without a copy.
+//! The database changes only inside one transaction per merge (see `merge`), so it is
+//! always as before a merge or fully merged.
+
+pub mod duplicates;
+pub mod merge;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::FileError;
+
+pub const DATABASE: &str = "pool.sqlite";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("`{0}` is not a seedpool pool: it is a non-empty folder without `pool.sqlite` (give an empty or new folder to create a pool)")]
+    NotAPool(PathBuf),
+    #[error("`{0}` does not exist; merge or sync a release to create a pool there")]
+    Missing(PathBuf),
+    #[error("`{path}` is not a seedpool pool database: {problem}")]
+    Foreign { path: PathBuf, problem: String },
+    #[error("pool `{path}` has format version {found}, newer than this seedpool's {supported}; upgrade seedpool")]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("pool database `{path}`: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+pub struct Pool {
+    root: PathBuf,
+    conn: Connection,
+}
+
+impl Pool {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.root.join(DATABASE)
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> PoolError + '_ {
+        move |source| PoolError::Sqlite {
+            path: self.database_path(),
+            source,
+        }
+    }
+
+    /// Opens a pool, creating it when `root` is missing or an empty folder.
+    pub fn open_or_create(root: &Path) -> Result<Self, PoolError> {
+        let db = root.join(DATABASE);
+        if !db.exists() {
+            match std::fs::read_dir(root) {
+                Ok(mut entries) => {
+                    if entries.next().is_some() {
+                        return Err(PoolError::NotAPool(root.to_path_buf()));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(root)
+                        .map_err(crate::store::file_error("create pool", root))?;
+                }
+                Err(e) => return Err(crate::store::file_error("read pool", root)(e).into()),
+            }
+        }
+        Self::open_with(root, OpenFlags::default())
+    }
+
+    /// Opens an existing pool for changes.
+    pub fn open(root: &Path) -> Result<Self, PoolError> {
+        Self::check_exists(root)?;
+        Self::open_with(root, OpenFlags::default())
+    }
+
+    /// Opens an existing pool for queries: read-only, and nothing is migrated.
+    pub fn open_read_only(root: &Path) -> Result<Self, PoolError> {
+        Self::check_exists(root)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Self::open_with(root, flags)
+    }
+
+    fn check_exists(root: &Path) -> Result<(), PoolError> {
+        if !root.exists() {
+            return Err(PoolError::Missing(root.to_path_buf()));
+        }
+        if !root.join(DATABASE).is_file() {
+            return Err(PoolError::NotAPool(root.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    fn open_with(root: &Path, flags: OpenFlags) -> Result<Self, PoolError> {
+        let path = root.join(DATABASE);
+        let sql = |source| PoolError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let read_only = flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY);
+        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(sql)?;
+        conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = OFF;")
+            .map_err(sql)?;
+        let pool = Self {
+            root: root.to_path_buf(),
+            conn,
+        };
+        let (app, version): (i64, i64) = pool
+            .conn
+            .query_row(
+                "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| PoolError::Foreign {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?;
+        let fresh = app == 0 && version == 0 && pool.table_count()? == 0;
+        if !fresh && app != schema::APPLICATION_ID {
+            return Err(PoolError::Foreign {
+                path,
+                problem: format!("application id is {app:#x}"),
+            });
+        }
+        if version > schema::FORMAT_VERSION {
+            return Err(PoolError::Newer {
+                path,
+                found: version,
+                supported: schema::FORMAT_VERSION,
+            });
+        }
+        if !read_only {
+            pool.conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                .map_err(pool.sql())?;
+            pool.migrate(version)?;
+        } else if version < schema::FORMAT_VERSION {
+            return Err(PoolError::Foreign {
+                path,
+                problem: format!(
+                    "format {version} needs upgrading: run a merge, or open it once for writing"
+                ),
+            });
+        }
+        Ok(pool)
+    }
+
+    fn table_count(&self) -> Result<i64, PoolError> {
+        self.conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(self.sql())
+    }
+
+    fn migrate(&self, from: i64) -> Result<(), PoolError> {
+        for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let to = i as i64 + 1;
+            let batch = format!(
+                "BEGIN IMMEDIATE; {step}; PRAGMA application_id = {}; PRAGMA user_version = {to}; COMMIT;",
+                schema::APPLICATION_ID
+            );
+            if let Err(e) = self.conn.execute_batch(&batch) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(self.sql()(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store view of the pool: the same layout, so shards and indexes live where a
+    /// BitTorrent client or `seedpool seed` expects them.
+    pub fn store(
+        &self,
+        dataset: &crate::name::DatasetName,
+    ) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::open(&self.root, dataset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_pool_is_created_in_a_missing_or_empty_folder_only() {
+        let t = tempfile::tempdir().unwrap();
+        let p = Pool::open_or_create(&t.path().join("new")).unwrap();
+        let v: i64 = p
+            .connection()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::FORMAT_VERSION);
+        drop(p);
+        Pool::open(&t.path().join("new")).unwrap();
+        std::fs::write(t.path().join("stuff.txt"), b"x").unwrap();
+        let err = Pool::open_or_create(t.path()).err().unwrap().to_string();
+        assert!(err.contains("is not a seedpool pool"), "{err}");
+    }
+
+    #[test]
+    fn pools_from_newer_versions_and_other_databases_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("p");
+        drop(Pool::open_or_create(&root).unwrap());
+        Connection::open(root.join(DATABASE))
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let err = Pool::open(&root).err().unwrap().to_string();
+        assert!(
+            err.contains("format version 99, newer than this seedpool's 1; upgrade seedpool"),
+            "{err}"
+        );
+
+        let other = t.path().join("o");
+        std::fs::create_dir(&other).unwrap();
+        Connection::open(other.join(DATABASE))
+            .unwrap()
+            .execute_batch("CREATE TABLE x(y)")
+            .unwrap();
+        let err = Pool::open(&other).err().unwrap().to_string();
+        assert!(err.contains("is not a seedpool pool database"), "{err}");
+    }
+}

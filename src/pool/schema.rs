@@ -1,0 +1,188 @@
+//! The pool database schema and its migrations. docs/pool.md documents every table.
+//!
+//! `user_version` holds the pool format version. Opening a pool applies the migrations
+//! it lacks, each in its own transaction; a pool from a newer seedpool is refused
+//! rather than guessed at.
+
+/// Migrations, in order: migration `i` takes a pool from format `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: releases, shards, items with provenance, members, tags.
+    "
+CREATE TABLE datasets(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL,
+    head_release INTEGER
+);
+CREATE TABLE releases(
+    id INTEGER PRIMARY KEY,
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    version TEXT NOT NULL,
+    parent_version TEXT,
+    manifest_blake3 TEXT NOT NULL,
+    created TEXT NOT NULL,
+    merged_at TEXT NOT NULL,
+    items INTEGER NOT NULL DEFAULT 0,
+    added INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(dataset, version)
+);
+CREATE TABLE shards(
+    id TEXT PRIMARY KEY,
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    size INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    volume TEXT NOT NULL,
+    present INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE release_shards(
+    release INTEGER NOT NULL REFERENCES releases(id),
+    shard TEXT NOT NULL REFERENCES shards(id),
+    PRIMARY KEY(release, shard)
+) WITHOUT ROWID;
+CREATE TABLE items(
+    id INTEGER PRIMARY KEY,
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    key TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    record TEXT,
+    booru TEXT,
+    post_id INTEGER,
+    md5 TEXT,
+    rating TEXT,
+    score INTEGER,
+    favs INTEGER,
+    posted TEXT,
+    year INTEGER,
+    width INTEGER,
+    height INTEGER,
+    bytes INTEGER,
+    quality REAL,
+    faces INTEGER,
+    composition TEXT,
+    phash TEXT,
+    added_in INTEGER NOT NULL REFERENCES releases(id),
+    changed_in INTEGER REFERENCES releases(id),
+    removed_in INTEGER REFERENCES releases(id),
+    duplicate_of INTEGER REFERENCES items(id),
+    UNIQUE(dataset, key)
+);
+CREATE INDEX items_by_md5 ON items(dataset, md5) WHERE md5 IS NOT NULL;
+CREATE INDEX items_by_shard ON items(shard);
+CREATE INDEX items_by_year ON items(year, booru);
+CREATE TABLE members(
+    item INTEGER NOT NULL REFERENCES items(id),
+    ext TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    blake3 TEXT NOT NULL,
+    PRIMARY KEY(item, ext)
+) WITHOUT ROWID;
+CREATE TABLE tags(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    category TEXT NOT NULL,
+    source TEXT NOT NULL,
+    UNIQUE(name, category, source)
+);
+CREATE TABLE item_tags(
+    item INTEGER NOT NULL REFERENCES items(id),
+    tag INTEGER NOT NULL REFERENCES tags(id),
+    PRIMARY KEY(item, tag)
+) WITHOUT ROWID;
+CREATE INDEX item_tags_by_tag ON item_tags(tag, item);
+CREATE TABLE provenance(
+    item INTEGER NOT NULL REFERENCES items(id),
+    release INTEGER NOT NULL REFERENCES releases(id),
+    action TEXT NOT NULL CHECK(action IN ('added', 'changed', 'removed', 'restored')),
+    hash TEXT,
+    PRIMARY KEY(item, release)
+) WITHOUT ROWID;
+CREATE TABLE item_history(
+    item INTEGER NOT NULL REFERENCES items(id),
+    release INTEGER NOT NULL REFERENCES releases(id),
+    hash TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    record TEXT,
+    PRIMARY KEY(item, release)
+) WITHOUT ROWID;
+CREATE TABLE tag_info(
+    name TEXT PRIMARY KEY,
+    category TEXT NOT NULL,
+    danbooru_id INTEGER,
+    post_count INTEGER,
+    franchise TEXT,
+    mal_id INTEGER,
+    mal_name TEXT,
+    mal_count INTEGER
+) WITHOUT ROWID;
+CREATE TABLE tag_aliases(
+    alias TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE VIEW live AS
+    SELECT * FROM items WHERE removed_in IS NULL AND duplicate_of IS NULL;
+CREATE VIEW item_tag_names AS
+    SELECT it.item AS item, t.name AS tag, t.category AS category, t.source AS source
+    FROM item_tags it JOIN tags t ON t.id = it.tag;
+",
+];
+
+/// The format this seedpool writes.
+pub const FORMAT_VERSION: i64 = MIGRATIONS.len() as i64;
+/// "SPPL", SQLite's `application_id` of a pool database.
+pub const APPLICATION_ID: i64 = 0x5350_504C;
+
+/// The record fields the pool keeps in columns, as SQL over a record (a JSON text)
+/// written `$R`. Shared by inserts and updates so both read records the same way.
+pub const RECORD_COLUMNS: &[(&str, &str)] = &[
+    ("booru", "json_extract($R, '$.booru')"),
+    ("post_id", "json_extract($R, '$.post_id')"),
+    ("md5", "json_extract($R, '$.md5')"),
+    ("rating", "json_extract($R, '$.rating')"),
+    ("score", "json_extract($R, '$.score')"),
+    ("favs", "json_extract($R, '$.favs')"),
+    ("posted", "coalesce(json_extract($R, '$.posted'), json_extract($R, '$.created_at'))"),
+    (
+        "year",
+        "CAST(substr(coalesce(json_extract($R, '$.posted'), json_extract($R, '$.created_at')), 1, 4) AS INTEGER)",
+    ),
+    ("width", "coalesce(json_extract($R, '$.width'), json_extract($R, '$.image_width'))"),
+    ("height", "coalesce(json_extract($R, '$.height'), json_extract($R, '$.image_height'))"),
+    ("bytes", "coalesce(json_extract($R, '$.bytes'), json_extract($R, '$.file_size'))"),
+    ("quality", "json_extract($R, '$.quality')"),
+    (
+        "faces",
+        "CASE json_type($R, '$.faces') WHEN 'array' THEN json_array_length($R, '$.faces') \
+         WHEN 'object' THEN json_array_length($R, '$.faces.medium') ELSE json_extract($R, '$.faces') END",
+    ),
+    ("composition", "json_extract($R, '$.composition')"),
+    ("phash", "json_extract($R, '$.phash')"),
+];
+
+/// `column = expression` pairs for an UPDATE, reading the record from `record_sql`.
+pub fn record_assignments(record_sql: &str) -> String {
+    RECORD_COLUMNS
+        .iter()
+        .map(|(col, expr)| format!("{col} = {}", expr.replace("$R", record_sql)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The column names and the matching expressions, for an INSERT ... SELECT.
+pub fn record_select(record_sql: &str) -> (String, String) {
+    let cols = RECORD_COLUMNS
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exprs = RECORD_COLUMNS
+        .iter()
+        .map(|(_, e)| e.replace("$R", record_sql))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (cols, exprs)
+}
