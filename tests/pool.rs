@@ -1,0 +1,643 @@
+//! End-to-end tests of `seedpool merge` and `seedpool query` on real pools.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+struct Env {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    store: PathBuf,
+    pool: PathBuf,
+    key: PathBuf,
+}
+
+fn env() -> Env {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_path_buf();
+    Env {
+        key: fixed_key(&root),
+        store: root.join("store"),
+        pool: root.join("pool"),
+        root,
+        _t: t,
+    }
+}
+
+impl Env {
+    fn publish(&self, rel: &Path, version: &str, parent: Option<&str>, extra: &[&str]) {
+        let mut args = publish_args(s(rel), s(&self.store), s(&self.key), version);
+        let parent_path = parent.map(|p| self.manifest(p));
+        if let Some(p) = &parent_path {
+            args.extend(["--parent", s(p)]);
+        }
+        args.extend(extra);
+        let r = run(&args);
+        assert_eq!(r.code, 0, "publish {version}: {}", r.stderr);
+    }
+
+    fn manifest(&self, version: &str) -> PathBuf {
+        self.store.join(format!("test-ds-{version}.manifest.json"))
+    }
+
+    fn merge(&self, version: &str, extra: &[&str]) -> Run {
+        let m = self.manifest(version);
+        let mut args = vec![
+            "merge",
+            s(&m),
+            "--pool",
+            s(&self.pool),
+            "--from",
+            s(&self.store),
+            "--json",
+        ];
+        args.extend(extra);
+        run(&args)
+    }
+
+    fn merged(&self, version: &str) -> serde_json::Value {
+        let r = self.merge(version, &[]);
+        assert_eq!(r.code, 0, "merge {version}: {}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    fn sql(&self, sql: &str) -> Vec<serde_json::Value> {
+        let r = run(&[
+            "query",
+            "--pool",
+            s(&self.pool),
+            "--sql",
+            sql,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(r.code, 0, "{sql}: {}", r.stderr);
+        serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn one(&self, sql: &str) -> serde_json::Value {
+        let rows = self.sql(sql);
+        rows[0]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .clone()
+    }
+
+    /// A fingerprint of everything the pool database says about items and releases.
+    fn digest(&self) -> String {
+        let rows = self.sql(
+            "SELECT (SELECT count(*) FROM releases) AS releases,
+                    (SELECT count(*) FROM provenance) AS provenance,
+                    (SELECT count(*) FROM members) AS members,
+                    (SELECT count(*) FROM item_tags) AS item_tags,
+                    (SELECT group_concat(key || ':' || hash || ':' || coalesce(removed_in, '-'), ',')
+                       FROM (SELECT key, hash, removed_in FROM items ORDER BY key)) AS items",
+        );
+        blake3::hash(serde_json::to_string(&rows).unwrap().as_bytes())
+            .to_hex()
+            .to_string()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn remove_item(dir: &Path, i: usize) {
+    for ext in ["jpg", "json"] {
+        let _ = std::fs::remove_file(dir.join(format!("danbooru-{}.{ext}", 1000 + i)));
+    }
+}
+
+#[test]
+fn merge_records_every_items_fate_and_is_idempotent() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..40, 300);
+    e.publish(&r1, "1", None, &["--shard-items", "10"]);
+    let m1 = e.merged("1");
+    assert_eq!(m1["added"], 40);
+    assert_eq!(m1["shards_fetched"], 4);
+
+    // Release 2: two removed, one record changed, five new.
+    let r2 = e.root.join("r2");
+    write_items(&r2, 0..45, 300);
+    remove_item(&r2, 7);
+    remove_item(&r2, 8);
+    std::fs::write(
+        r2.join("danbooru-1003.json"),
+        r#"{"booru":"danbooru","score":777,"volume":"1x1-2021"}"#,
+    )
+    .unwrap();
+    e.publish(&r2, "2", Some("1"), &["--shard-items", "10"]);
+    let m2 = e.merged("2");
+    assert_eq!(
+        (
+            m2["added"].as_u64(),
+            m2["changed"].as_u64(),
+            m2["removed"].as_u64()
+        ),
+        (Some(5), Some(1), Some(2))
+    );
+    assert_eq!(m2["unchanged"], 37);
+    assert_eq!(m2["items"], 43);
+
+    assert_eq!(e.one("SELECT count(*) FROM live"), 43);
+    assert_eq!(
+        e.one("SELECT score FROM items WHERE key = 'danbooru-1003'"),
+        777
+    );
+    assert_eq!(
+        e.one("SELECT json_extract(h.record, '$.score') FROM item_history h JOIN items i ON i.id = h.item WHERE i.key = 'danbooru-1003'"),
+        3
+    );
+    let fates = e.sql(
+        "SELECT r.version, p.action, count(*) AS n FROM provenance p JOIN releases r ON r.id = p.release
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    );
+    assert_eq!(
+        serde_json::to_string(&fates).unwrap(),
+        r#"[{"version":"1","action":"added","n":40},{"version":"2","action":"added","n":5},{"version":"2","action":"changed","n":1},{"version":"2","action":"removed","n":2}]"#
+    );
+    assert_eq!(
+        e.one("SELECT count(*) FROM items WHERE removed_in IS NOT NULL"),
+        2
+    );
+
+    // The same release again: nothing changes.
+    let before = e.digest();
+    let again = e.merged("2");
+    assert_eq!(again["already_merged"], true);
+    assert_eq!(e.digest(), before);
+
+    // Release 3 brings a removed item back.
+    let r3 = e.root.join("r3");
+    copy_dir(&r2, &r3);
+    write_items(&r3, 7..8, 300);
+    e.publish(&r3, "3", Some("2"), &["--shard-items", "10"]);
+    let m3 = e.merged("3");
+    assert_eq!(m3["restored"], 1);
+    assert_eq!(
+        e.one("SELECT removed_in IS NULL FROM items WHERE key = 'danbooru-1007'"),
+        1
+    );
+}
+
+#[test]
+fn items_moved_by_a_repack_keep_their_identity_and_new_offsets() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..40, 700);
+    e.publish(&r1, "1", None, &["--shard-items", "10"]);
+    e.merged("1");
+    // Drop 8 of the 10 items of one shard: the 2 left are repacked into a new shard.
+    let shard = e.one("SELECT shard FROM items WHERE key = 'danbooru-1000'");
+    let keys = e.sql(&format!(
+        "SELECT key FROM items WHERE shard = '{}' ORDER BY key",
+        shard.as_str().unwrap()
+    ));
+    let r2 = e.root.join("r2");
+    copy_dir(&r1, &r2);
+    for k in keys.iter().take(8) {
+        let key = k["key"].as_str().unwrap();
+        for ext in ["jpg", "json"] {
+            std::fs::remove_file(r2.join(format!("{key}.{ext}"))).unwrap();
+        }
+    }
+    e.publish(&r2, "2", Some("1"), &["--shard-items", "10"]);
+    let m2 = e.merged("2");
+    assert_eq!(m2["moved"], 2, "{m2}");
+    assert_eq!(m2["changed"], 0);
+    assert_eq!(m2["removed"], 8);
+    // The moved items point into their new shard, at offsets that hold their bytes.
+    let moved = e.sql(&format!(
+        "SELECT i.key, i.shard, m.offset, m.length FROM items i JOIN members m ON m.item = i.id
+         WHERE i.key = '{}' AND m.ext = 'jpg'",
+        keys[9]["key"].as_str().unwrap()
+    ));
+    let row = &moved[0];
+    assert_ne!(row["shard"], shard);
+    let bytes = std::fs::read(e.pool.join(format!(
+        "test-ds/shards/{}.tar",
+        row["shard"].as_str().unwrap()
+    )))
+    .unwrap();
+    let (off, len) = (
+        row["offset"].as_u64().unwrap() as usize,
+        row["length"].as_u64().unwrap() as usize,
+    );
+    let i: usize = row["key"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("danbooru-")
+        .parse::<usize>()
+        .unwrap()
+        - 1000;
+    assert_eq!(&bytes[off..off + len], &item_files(i, "", 700).1[..]);
+}
+
+#[test]
+fn duplicates_follow_resolution_then_source_then_ancestor() {
+    let e = env();
+    let rec = |booru: &str, md5: &str, w: u32, phash: &str| {
+        format!(
+            r#"{{"booru":"{booru}","md5":"{md5}","width":{w},"height":{w},"phash":"{phash}","volume":"v"}}"#
+        )
+    };
+    let r1 = e.root.join("r1");
+    std::fs::create_dir_all(&r1).unwrap();
+    let put = |dir: &Path, key: &str, record: String| {
+        std::fs::write(dir.join(format!("{key}.json")), record).unwrap();
+        std::fs::write(dir.join(format!("{key}.jpg")), key.as_bytes()).unwrap();
+    };
+    put(
+        &r1,
+        "danbooru-1",
+        rec("danbooru", "aaa", 1000, "ffff000000000000"),
+    );
+    put(
+        &r1,
+        "gelbooru-9",
+        rec("gelbooru", "bbb", 1000, "0000ffff00000000"),
+    );
+    e.publish(&r1, "1", None, &[]);
+    assert_eq!(e.merged("1")["duplicates"], 0);
+
+    let r2 = e.root.join("r2");
+    copy_dir(&r1, &r2);
+    // Same md5 from a preferred source at the same size: the newer copy wins.
+    put(
+        &r2,
+        "safebooru-5",
+        rec("safebooru", "aaa", 1000, "1234123412341234"),
+    );
+    // Near duplicate of gelbooru-9 (2 bits apart) but smaller: the ancestor stays.
+    put(
+        &r2,
+        "konachan-3",
+        rec("konachan", "ccc", 800, "0000ffff00000003"),
+    );
+    // Two copies inside the release, equal in all but key: the smaller key wins.
+    put(
+        &r2,
+        "yandere-2",
+        rec("yande.re", "ddd", 500, "00000000ffff0000"),
+    );
+    put(
+        &r2,
+        "yandere-1",
+        rec("yande.re", "ddd", 500, "aaaaaaaaaaaaaaaa"),
+    );
+    e.publish(&r2, "2", Some("1"), &[]);
+    let m2 = e.merged("2");
+    assert_eq!(m2["duplicates"], 3, "{m2}");
+    let live: Vec<String> = e
+        .sql("SELECT key FROM live ORDER BY key")
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(live, ["gelbooru-9", "safebooru-5", "yandere-1"]);
+    assert_eq!(
+        e.one("SELECT w.key FROM items l JOIN items w ON w.id = l.duplicate_of WHERE l.key = 'danbooru-1'"),
+        "safebooru-5"
+    );
+    // With near-duplicate matching off, konachan-3 is its own item again.
+    let r3 = e.root.join("r3");
+    copy_dir(&r2, &r3);
+    put(
+        &r3,
+        "zerochan-1",
+        rec("zerochan", "eee", 100, "0101010101010101"),
+    );
+    e.publish(&r3, "3", Some("2"), &[]);
+    let r = e.merge("3", &["--phash-distance", "0"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        e.one("SELECT count(*) FROM live WHERE key = 'konachan-3'"),
+        1
+    );
+}
+
+#[test]
+fn the_publisher_key_is_pinned_on_first_merge() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..5, 100);
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+    // Release 2 signed by somebody else.
+    let other = e.root.join("other.key");
+    seedpool::signing::PublisherKey::from_seed([9; 32])
+        .save(&other, false)
+        .unwrap();
+    write_items(&r1, 5..6, 100);
+    let mut args = publish_args(s(&r1), s(&e.store), s(&other), "2");
+    let parent = e.manifest("1");
+    args.extend(["--parent", s(&parent)]);
+    assert_eq!(run(&args).code, 0);
+    let before = e.digest();
+    let r = e.merge("2", &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("the pool pinned key") && r.stderr.contains("--trust-key"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.digest(), before);
+    let r = e.merge("2", &["--trust-key"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn bad_releases_and_pools_change_nothing() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..20, 200);
+    e.publish(&r1, "1", None, &["--shard-items", "5"]);
+    e.merged("1");
+    write_items(&r1, 20..30, 200);
+    e.publish(&r1, "2", Some("1"), &["--shard-items", "5"]);
+    let before = e.digest();
+    let pool_files = tree(&e.pool);
+
+    // A shard that does not match its hash in the manifest.
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.manifest("2")).unwrap()).unwrap();
+    let new_shard = m2["shards"].as_array().unwrap().iter().find(|s| {
+        !e.pool
+            .join(format!("test-ds/shards/{}.tar", s["id"].as_str().unwrap()))
+            .exists()
+    });
+    let id = new_shard.unwrap()["id"].as_str().unwrap().to_string();
+    let path = e.store.join(format!("test-ds/shards/{id}.tar"));
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[100] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    let r = e.merge("2", &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains(&format!("{id}.tar` does not match the manifest: blake3 is")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.digest(), before);
+    assert_eq!(tree(&e.pool), pool_files, "pool files changed");
+
+    // The shard missing from the store.
+    std::fs::remove_file(&path).unwrap();
+    let r = e.merge("2", &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains(&format!("shard `{id}` of release `2` is not in")),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&path, &good).unwrap();
+
+    // An index that does not match the manifest.
+    let index = e.store.join("test-ds/index/2.sqlite.zst");
+    let good_index = std::fs::read(&index).unwrap();
+    let mut bad_index = good_index.clone();
+    let n = bad_index.len();
+    bad_index[n - 5] ^= 1;
+    std::fs::write(&index, &bad_index).unwrap();
+    let r = e.merge("2", &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("2.sqlite.zst` does not match the manifest"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&index, &good_index).unwrap();
+    assert_eq!(e.digest(), before);
+
+    // A folder that is not a pool.
+    let not_pool = e.root.join("r1");
+    let m = e.manifest("2");
+    let r = run(&[
+        "merge",
+        s(&m),
+        "--pool",
+        s(&not_pool),
+        "--from",
+        s(&e.store),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not a seedpool pool"), "{}", r.stderr);
+
+    // Finally the good release merges.
+    assert_eq!(e.merged("2")["added"], 10);
+}
+
+#[test]
+fn a_signed_index_whose_items_name_a_missing_shard_is_refused() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..6, 100);
+    e.publish(&r1, "1", None, &[]);
+    // Rewrite the index so an item points at a shard the manifest does not list, and
+    // sign the manifest again, as a buggy or hostile publisher could.
+    let zst = e.store.join("test-ds/index/1.sqlite.zst");
+    let db = e.root.join("index.sqlite");
+    seedpool::index::decompress(&zst, &db, 1 << 30).unwrap();
+    {
+        let reader = seedpool::index::IndexReader::open(&db).unwrap();
+        drop(reader);
+        let status = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE items SET shard='ab'||substr(shard,3) WHERE key='danbooru-1002'\"); c.commit()"])
+            .arg(&db)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let c = seedpool::index::compress(&db, &zst, 262144).unwrap();
+    let mpath = e.manifest("1");
+    let mut m: seedpool::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m.index.blake3 = c.blake3.to_hex().to_string();
+    m.index.size = c.size;
+    m.index.uncompressed_size = c.uncompressed_size;
+    m.sign(&seedpool::signing::PublisherKey::load(&e.key).unwrap());
+    std::fs::write(&mpath, m.to_bytes()).unwrap();
+    let r = e.merge("1", &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("item `danbooru-1002` references shard `ab"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("which the manifest does not list"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.one("SELECT count(*) FROM releases"), 0);
+}
+
+#[test]
+fn queries_refuse_writes_and_bad_sql() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..10, 100);
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+    let before = e.digest();
+    for (sql, expect) in [
+        (
+            "DELETE FROM items",
+            "queries are read-only: DELETE from `items` is refused",
+        ),
+        (
+            "UPDATE items SET score = 0",
+            "queries are read-only: UPDATE of `items` is refused",
+        ),
+        (
+            "INSERT INTO tags(name, category, source) VALUES ('x','y','z')",
+            "INSERT into `tags` is refused",
+        ),
+        ("ATTACH DATABASE 'x.db' AS x", "ATTACH of `x.db` is refused"),
+        (
+            "PRAGMA journal_mode = DELETE",
+            "PRAGMA `journal_mode` is refused",
+        ),
+        ("SELEKT 1", "invalid SQL: near \"SELEKT\": syntax error"),
+        (
+            "SELECT nope FROM items",
+            "invalid SQL: no such column: nope",
+        ),
+    ] {
+        let r = run(&["query", "--pool", s(&e.pool), "--sql", sql]);
+        assert_eq!(r.code, 1, "{sql}");
+        assert!(r.stderr.contains(expect), "{sql}: {}", r.stderr);
+    }
+    assert_eq!(e.digest(), before);
+    let r = run(&["query", "--pool", s(&e.pool), "no-such-parade"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("unknown query `no-such-parade`; `seedpool query --list`"),
+        "{}",
+        r.stderr
+    );
+    // Every named query runs on a real pool.
+    let list = run(&["query", "--pool", s(&e.pool), "--list", "--format", "json"]);
+    for q in serde_json::from_str::<serde_json::Value>(&list.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+    {
+        let name = q["name"].as_str().unwrap();
+        let r = run(&["query", "--pool", s(&e.pool), name, "--format", "csv"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+    }
+    let r = run(&[
+        "query",
+        "--pool",
+        s(&e.pool),
+        "characters-by-year",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        r.stdout
+            .starts_with("year,rank,character,items,score,favs\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// SIGKILL a real merge at spread-out moments: every time the pool is either exactly as
+/// before or fully merged, and merging again completes it.
+#[test]
+fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..3000, 40);
+    e.publish(&r1, "1", None, &["--shard-items", "200"]);
+    e.merged("1");
+    let r2 = e.root.join("r2");
+    copy_dir(&r1, &r2);
+    for i in (0..3000).step_by(3) {
+        remove_item(&r2, i);
+    }
+    write_items(&r2, 3000..5000, 40);
+    e.publish(&r2, "2", Some("1"), &["--shard-items", "200"]);
+
+    let base = e.root.join("pool-base");
+    copy_dir(&e.pool, &base);
+    let before = e.digest();
+    let started = std::time::Instant::now();
+    e.merged("2");
+    let full_time = started.elapsed();
+    let after = e.digest();
+    assert_ne!(before, after);
+
+    let bin = assert_cmd::cargo::cargo_bin("seedpool");
+    let mut outcomes = (0, 0);
+    for step in 1..=8u32 {
+        let pool = e.root.join(format!("pool-{step}"));
+        copy_dir(&base, &pool);
+        let mut child = std::process::Command::new(&bin)
+            .args([
+                "merge",
+                s(&e.manifest("2")),
+                "--pool",
+                s(&pool),
+                "--from",
+                s(&e.store),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full_time * step / 9);
+        let _ = child.kill();
+        let _ = child.wait();
+        let probe = Env {
+            _t: tempfile::tempdir().unwrap(),
+            root: e.root.clone(),
+            store: e.store.clone(),
+            pool: pool.clone(),
+            key: e.key.clone(),
+        };
+        let state = probe.digest();
+        if state == before {
+            outcomes.0 += 1;
+        } else {
+            assert_eq!(
+                state, after,
+                "killed at {step}/9 of a merge: the pool is half-merged"
+            );
+            outcomes.1 += 1;
+        }
+        probe.merged("2");
+        assert_eq!(probe.digest(), after);
+    }
+    eprintln!(
+        "killed merges: {} left the pool as before, {} fully merged",
+        outcomes.0, outcomes.1
+    );
+}
