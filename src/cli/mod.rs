@@ -5,6 +5,7 @@
 //! stdout (`seedpool ... | head`) counts as success.
 
 mod demo;
+mod extract;
 mod key;
 mod merge;
 mod output;
@@ -41,6 +42,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     Merge(merge::MergeArgs),
     Query(query::QueryArgs),
+    Extract(extract::ExtractArgs),
+    Export(extract::ExportArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -91,6 +94,8 @@ where
         Command::Verify(a) => verify::run(a, out),
         Command::Merge(a) => merge::run(a, out),
         Command::Query(a) => query::run(a, out),
+        Command::Extract(a) => extract::run_extract(a, out),
+        Command::Export(a) => extract::run_export(a, out),
         Command::Key(a) => key::run(a, out),
     };
     match result {

@@ -4,6 +4,8 @@
 //! that would write, attach a file or change a pragma is refused with the action named,
 //! before it runs. Results are small tables printed as text, CSV or JSON.
 
+pub mod export;
+pub mod extract;
 pub mod parades;
 
 use std::io::Write;
@@ -26,8 +28,8 @@ pub enum QueryError {
     Sql(String),
     #[error("unknown query `{0}`; `seedpool query --list` lists the named queries")]
     Unknown(String),
-    #[error("query `{name}` needs {what}")]
-    Missing { name: String, what: &'static str },
+    #[error("failed to write the results")]
+    Output(#[source] std::io::Error),
 }
 
 /// Parameters the named queries understand.
@@ -106,6 +108,22 @@ pub fn run_sql(
     sql: &str,
     named: &[(&str, rusqlite::types::Value)],
 ) -> Result<Table, QueryError> {
+    let mut rows = Vec::new();
+    let columns = stream_sql(pool, sql, named, |row| {
+        rows.push(row.to_vec());
+        Ok(())
+    })?;
+    Ok(Table { columns, rows })
+}
+
+/// Runs SQL and hands each row to `visit` as it comes: memory stays flat however many
+/// rows there are. Returns the column names.
+pub fn stream_sql(
+    pool: &Pool,
+    sql: &str,
+    named: &[(&str, rusqlite::types::Value)],
+    mut visit: impl FnMut(&[Value]) -> std::io::Result<()>,
+) -> Result<Vec<String>, QueryError> {
     let denied = guard(pool);
     let explain = |e: rusqlite::Error| match denied.lock().ok().and_then(|mut d| d.take()) {
         Some(what) => QueryError::Write(what),
@@ -123,9 +141,9 @@ pub fn run_sql(
         }
     }
     let mut rows = st.raw_query();
-    let mut out = Vec::new();
+    let mut values = Vec::with_capacity(columns.len());
     while let Some(row) = rows.next().map_err(explain)? {
-        let mut values = Vec::with_capacity(columns.len());
+        values.clear();
         for i in 0..columns.len() {
             values.push(match row.get_ref(i).map_err(explain)? {
                 ValueRef::Null => Value::Null,
@@ -137,9 +155,9 @@ pub fn run_sql(
                 ValueRef::Blob(b) => Value::String(hex::encode(b)),
             });
         }
-        out.push(values);
+        visit(&values).map_err(QueryError::Output)?;
     }
-    Ok(Table { columns, rows: out })
+    Ok(columns)
 }
 
 pub fn run(plan: &QueryPlan) -> Result<Table, QueryError> {
