@@ -16,5 +16,6 @@ pub mod release;
 pub mod shard;
 pub mod signing;
 pub mod store;
+pub mod tags;
 pub mod torrent;
 pub mod verify;

@@ -641,3 +641,274 @@ fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
         outcomes.0, outcomes.1
     );
 }
+
+#[test]
+fn extract_writes_chosen_members_and_catches_damage() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..12, 900);
+    e.publish(&r1, "1", None, &["--shard-items", "4"]);
+    e.merged("1");
+    let out = e.root.join("out");
+    let r = run(&[
+        "extract",
+        "--pool",
+        s(&e.pool),
+        "--where",
+        "l.score < 5",
+        "--out",
+        s(&out),
+        "--ext",
+        "jpg",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["items"], 5);
+    for i in 0..5 {
+        let bytes = std::fs::read(out.join(format!("danbooru-{}.jpg", 1000 + i))).unwrap();
+        assert_eq!(bytes, item_files(i, "", 900).1);
+    }
+    assert!(
+        !out.join("danbooru-1000.json").exists(),
+        "--ext jpg wrote a json"
+    );
+
+    let named = e.root.join("named");
+    let r = run(&[
+        "extract",
+        "--pool",
+        s(&e.pool),
+        "--where",
+        "l.key = 'danbooru-1001'",
+        "--out",
+        s(&named),
+        "--names",
+        "booru",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut names: Vec<String> = std::fs::read_dir(&named)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["danbooru - 1001 - ~ c1.jpg", "danbooru - 1001 - ~ c1.json"]
+    );
+
+    // A damaged shard is caught by the member hashes.
+    let shard = e.one("SELECT shard FROM items WHERE key = 'danbooru-1002'");
+    let path = e
+        .pool
+        .join(format!("test-ds/shards/{}.tar", shard.as_str().unwrap()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let offset = e.one("SELECT m.offset FROM members m JOIN items i ON i.id = m.item WHERE i.key = 'danbooru-1002' AND m.ext = 'jpg'");
+    bytes[offset.as_u64().unwrap() as usize + 10] ^= 1;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let r = run(&[
+        "extract",
+        "--pool",
+        s(&e.pool),
+        "--where",
+        "l.key = 'danbooru-1002'",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("member `danbooru-1002.jpg` in shard")
+            && r.stderr.contains("does not match its blake3"),
+        "{}",
+        r.stderr
+    );
+    // A condition that writes is refused like any query.
+    let r = run(&[
+        "extract",
+        "--pool",
+        s(&e.pool),
+        "--where",
+        "1) ; DELETE FROM items; --",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(e.one("SELECT count(*) FROM items"), 12);
+}
+
+#[test]
+fn export_writes_tsv_and_json_lines() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..9, 50);
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+    let tsv = e.root.join("items.tsv");
+    let r = run(&[
+        "export",
+        "--pool",
+        s(&e.pool),
+        "--format",
+        "tsv",
+        "--out",
+        s(&tsv),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&tsv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10);
+    let header: Vec<&str> = lines[0].split('\t').collect();
+    assert_eq!(header[1], "key");
+    let row: Vec<&str> = lines[1].split('\t').collect();
+    assert_eq!(row.len(), header.len());
+    assert_eq!(row[1], "danbooru-1000");
+    let general = header.iter().position(|h| *h == "tags_general").unwrap();
+    assert_eq!(row[general], "g0 solo");
+
+    let jsonl = e.root.join("items.jsonl");
+    let r = run(&[
+        "export",
+        "--pool",
+        s(&e.pool),
+        "--format",
+        "jsonl",
+        "--out",
+        s(&jsonl),
+        "--where",
+        "l.score >= 4",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0]["tags"]["character"], serde_json::json!(["c4"]));
+    assert_eq!(rows[0]["record"]["post_id"], 1004);
+    assert_eq!(rows[0]["added_in"], "1");
+}
+
+#[test]
+fn tag_lists_systematize_tags_and_conflicts_show_disagreement() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    std::fs::create_dir_all(&r1).unwrap();
+    let put = |key: &str, booru: &str, tags: &str| {
+        std::fs::write(
+            r1.join(format!("{key}.json")),
+            format!(r#"{{"booru":"{booru}","year":2020,"posted":"2020-01-01","tags":{tags}}}"#),
+        )
+        .unwrap();
+    };
+    put(
+        "danbooru-1",
+        "danbooru",
+        r#"{"character":["hatsune_miku"],"copyright":["vocaloid"]}"#,
+    );
+    put(
+        "gelbooru-2",
+        "gelbooru",
+        r#"{"character":["Hatsune Miku"],"copyright":["vocaloid_(series)"]}"#,
+    );
+    put(
+        "konachan-3",
+        "konachan",
+        r#"{"general":["hatsune_miku"],"copyright":["project_diva"]}"#,
+    );
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+
+    let list = e.root.join("tags.csv");
+    std::fs::write(
+        &list,
+        "TAG_CAT;TAG_ID;TAG_NAME;TAG_CNT;FR_ID;MAL_ID;MAL_NAME;MAL_CNT;ALIASES\n\
+         3;10;vocaloid;90000;10;;;;vocaloid_(series)\n\
+         3;11;project_diva;3000;10;;;;\n\
+         4;20;hatsune_miku;80000;10;5;Hatsune Miku;100;\n",
+    )
+    .unwrap();
+    let r = run(&["tags", "import", s(&list), "--pool", s(&e.pool), "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (
+            report["tags"].as_u64(),
+            report["franchises"].as_u64(),
+            report["aliases"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1))
+    );
+    // The two spellings of the character and the aliased copyright now count as one.
+    let rows = run(&[
+        "query",
+        "--pool",
+        s(&e.pool),
+        "character-copyrights",
+        "--format",
+        "json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(&rows.stdout).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"character": "hatsune_miku", "copyright": "vocaloid", "items": 2, "share": 1.0}])
+    );
+    let fr = run(&[
+        "query",
+        "--pool",
+        s(&e.pool),
+        "franchises",
+        "--format",
+        "json",
+    ]);
+    let fr: serde_json::Value = serde_json::from_str(&fr.stdout).unwrap();
+    assert_eq!(
+        fr,
+        serde_json::json!([{"franchise": "vocaloid", "copyrights": 2, "items": 3}])
+    );
+    assert_eq!(
+        e.one("SELECT mal_id FROM tag_info WHERE name = 'hatsune_miku'"),
+        5
+    );
+
+    let c = run(&[
+        "tags",
+        "conflicts",
+        "--pool",
+        s(&e.pool),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let c: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(c.as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c[0]["tag"], "hatsune_miku");
+    assert_eq!(c[0]["tag_list_says"], "character");
+    assert!(
+        c[0]["seen_as"]
+            .as_str()
+            .unwrap()
+            .contains("general on konachan"),
+        "{c}"
+    );
+
+    // A malformed list names its bad lines and changes nothing.
+    let before = e.digest();
+    let info_before = e.one("SELECT count(*) FROM tag_info");
+    std::fs::write(
+        &list,
+        "TAG_CAT;TAG_ID;TAG_NAME\n4;30;new_tag\n7;31;bad\n4;x;worse\n",
+    )
+    .unwrap();
+    let r = run(&["tags", "import", s(&list), "--pool", s(&e.pool)]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("line 3: TAG_CAT `7`") && r.stderr.contains("line 4: TAG_ID `x`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the pool is unchanged"), "{}", r.stderr);
+    assert_eq!(e.one("SELECT count(*) FROM tag_info"), info_before);
+    assert_eq!(e.digest(), before);
+}

@@ -11,6 +11,7 @@ mod merge;
 mod output;
 mod publish;
 mod query;
+mod tags;
 mod verify;
 
 use std::ffi::OsString;
@@ -44,6 +45,8 @@ enum Command {
     Query(query::QueryArgs),
     Extract(extract::ExtractArgs),
     Export(extract::ExportArgs),
+    #[command(subcommand)]
+    Tags(tags::TagsCommand),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -96,6 +99,7 @@ where
         Command::Query(a) => query::run(a, out),
         Command::Extract(a) => extract::run_extract(a, out),
         Command::Export(a) => extract::run_export(a, out),
+        Command::Tags(a) => tags::run(a, out),
         Command::Key(a) => key::run(a, out),
     };
     match result {

@@ -550,7 +550,7 @@ fn merge_index(
 
         // Where each member lies, for every item whose content or shard is new.
         tx.execute_batch(
-            "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same');
+            &"DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same');
              INSERT INTO members(item, ext, offset, length, blake3)
                 SELECT n.item, m.ext, m.offset, m.length, m.blake3
                 FROM incoming n JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';
@@ -559,11 +559,13 @@ fn merge_index(
                 SELECT DISTINCT t.tag, t.category, n.source
                 FROM incoming n JOIN idx.tags t ON t.key = n.key
                 WHERE n.fate IN ('added', 'changed', 'restored');
+             UPDATE tags SET canonical = $CANONICAL WHERE canonical IS NULL;
              INSERT OR IGNORE INTO item_tags(item, tag)
                 SELECT n.item, g.id
                 FROM incoming n JOIN idx.tags t ON t.key = n.key
                 JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = n.source
-                WHERE n.fate IN ('added', 'changed', 'restored');",
+                WHERE n.fate IN ('added', 'changed', 'restored');"
+                .replace("$CANONICAL", &crate::tags::CANONICAL_SQL.replace("$N", "tags.name")),
         )?;
 
         // Shards of the release: all verified in the pool by now.

@@ -103,9 +103,17 @@ impl Pool {
         Self::open_with(root, OpenFlags::default())
     }
 
-    /// Opens an existing pool for queries: read-only, and nothing is migrated.
+    /// Opens an existing pool for queries, read-only. A pool of an older format is
+    /// migrated first (that one time, for writing).
     pub fn open_read_only(root: &Path) -> Result<Self, PoolError> {
         Self::check_exists(root)?;
+        let version: i64 =
+            Connection::open_with_flags(root.join(DATABASE), OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+                .unwrap_or(schema::FORMAT_VERSION);
+        if version < schema::FORMAT_VERSION {
+            drop(Self::open(root)?);
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -231,6 +239,32 @@ mod tests {
     }
 
     #[test]
+    fn an_older_pool_is_migrated_when_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("p");
+        std::fs::create_dir(&root).unwrap();
+        let conn = Connection::open(root.join(DATABASE)).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {}; PRAGMA user_version = 1;",
+            schema::APPLICATION_ID
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO tags(name, category, source) VALUES ('Hatsune Miku', 'character', 'x')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let pool = Pool::open_read_only(&root).unwrap();
+        let canonical: String = pool
+            .connection()
+            .query_row("SELECT canonical FROM tags", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(canonical, "hatsune_miku");
+    }
+
+    #[test]
     fn pools_from_newer_versions_and_other_databases_are_refused() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("p");
@@ -241,7 +275,7 @@ mod tests {
             .unwrap();
         let err = Pool::open(&root).err().unwrap().to_string();
         assert!(
-            err.contains("format version 99, newer than this seedpool's 1; upgrade seedpool"),
+            err.contains("format version 99, newer than this seedpool's 2; upgrade seedpool"),
             "{err}"
         );
 

@@ -129,6 +129,18 @@ CREATE VIEW item_tag_names AS
     SELECT it.item AS item, t.name AS tag, t.category AS category, t.source AS source
     FROM item_tags it JOIN tags t ON t.id = it.tag;
 ",
+    // 1 -> 2: one canonical name per tag across sources (see `tags`).
+    "
+ALTER TABLE tags ADD COLUMN canonical TEXT;
+UPDATE tags SET canonical = coalesce(
+    (SELECT a.name FROM tag_aliases a WHERE a.alias = lower(replace(trim(tags.name), ' ', '_'))),
+    lower(replace(trim(tags.name), ' ', '_')));
+CREATE INDEX tags_by_canonical ON tags(canonical, category);
+DROP VIEW item_tag_names;
+CREATE VIEW item_tag_names AS
+    SELECT it.item AS item, t.canonical AS tag, t.name AS written, t.category AS category, t.source AS source
+    FROM item_tags it JOIN tags t ON t.id = it.tag;
+",
 ];
 
 /// The format this seedpool writes.

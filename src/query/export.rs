@@ -82,7 +82,7 @@ pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, E
         .iter()
         .map(|c| {
             format!(
-                "(SELECT group_concat(name, ' ') FROM (SELECT DISTINCT t.name FROM item_tags it JOIN tags t ON t.id = it.tag
+                "(SELECT group_concat(name, ' ') FROM (SELECT DISTINCT t.canonical AS name FROM item_tags it JOIN tags t ON t.id = it.tag
                    WHERE it.item = l.id AND t.category = '{c}' ORDER BY t.name)) AS tags_{c}"
             )
         })

@@ -53,6 +53,8 @@ pub enum ExtractError {
     File(#[from] FileError),
     #[error("member `{name}` in shard `{shard}` does not match its blake3 in the index: the shard is damaged; run `seedpool verify`")]
     Damaged { name: String, shard: String },
+    #[error("shard `{0}` is gone from the pool although the pool database lists it; run `seedpool verify` on the release and merge it again")]
+    MissingShard(PathBuf),
     #[error("the pool lists a member with an unsafe name `{0}`")]
     UnsafeName(String),
 }
@@ -104,7 +106,10 @@ fn booru_name(
 ) -> String {
     let mut name = format!("{booru} - {post_id}");
     if !copyrights.is_empty() || !characters.is_empty() {
-        name.push_str(&format!(" - {copyrights}"));
+        name.push_str(" -");
+        if !copyrights.is_empty() {
+            name.push_str(&format!(" {copyrights}"));
+        }
         if !characters.is_empty() {
             name.push_str(&format!(" ~ {characters}"));
         }
@@ -119,7 +124,7 @@ pub fn run(plan: &ExtractPlan, progress: &dyn Progress) -> Result<ExtractReport,
     let pool = Pool::open_read_only(&plan.pool).map_err(QueryError::from)?;
     let tags = |cat: &str| {
         format!(
-            "(SELECT group_concat(name, ' ') FROM (SELECT DISTINCT t.name FROM item_tags it JOIN tags t ON t.id = it.tag
+            "(SELECT group_concat(name, ' ') FROM (SELECT DISTINCT t.canonical AS name FROM item_tags it JOIN tags t ON t.id = it.tag
                WHERE it.item = l.id AND t.category = '{cat}' ORDER BY t.name))"
         )
     };

@@ -27,13 +27,13 @@ pub const PARADES: &[Parade] = &[
         params: "--year, --portraits (one face, close-up or portrait), --limit per year",
         default_limit: 10,
         sql: "WITH c AS (
-                SELECT l.year AS year, t.name AS character, count(*) AS items,
+                SELECT l.year AS year, t.canonical AS character, count(*) AS items,
                        sum(l.score) AS score, sum(l.favs) AS favs
                 FROM tags t JOIN item_tags it ON it.tag = t.id JOIN live l ON l.id = it.item
                 WHERE t.category = 'character' AND l.year IS NOT NULL
                   AND (:year IS NULL OR l.year = :year) AND $DATASET
                   AND (:portraits = 0 OR (l.faces = 1 AND l.composition IN ('close-up', 'portrait')))
-                GROUP BY l.year, t.name)
+                GROUP BY l.year, t.canonical)
               SELECT year, rank, character, items, score, favs FROM (
                 SELECT *, row_number() OVER (PARTITION BY year ORDER BY items DESC, score DESC, character) AS rank
                 FROM c)
@@ -48,14 +48,14 @@ pub const PARADES: &[Parade] = &[
                 SELECT l.id FROM live l
                 WHERE $DATASET AND (json_array_length(:tags) = 0 OR l.id IN (
                   SELECT it.item FROM tags t JOIN item_tags it ON it.tag = t.id
-                  WHERE t.name IN (SELECT value FROM json_each(:tags))
-                  GROUP BY it.item HAVING count(DISTINCT t.name) = json_array_length(:tags)))),
+                  WHERE t.canonical IN (SELECT value FROM json_each(:tags))
+                  GROUP BY it.item HAVING count(DISTINCT t.canonical) = json_array_length(:tags)))),
               pairs AS (
-                SELECT a.name AS artist, s.name AS series, count(*) AS items
+                SELECT a.canonical AS artist, s.canonical AS series, count(*) AS items
                 FROM chosen c
                 JOIN item_tags ia ON ia.item = c.id JOIN tags a ON a.id = ia.tag AND a.category = 'artist'
                 JOIN item_tags isr ON isr.item = c.id JOIN tags s ON s.id = isr.tag AND s.category = 'copyright'
-                GROUP BY a.name, s.name),
+                GROUP BY a.canonical, s.canonical),
               ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY artist ORDER BY items DESC, series) AS r,
                        sum(items) OVER (PARTITION BY artist) AS artist_items
@@ -86,7 +86,7 @@ pub const PARADES: &[Parade] = &[
         description: "Tags by category: distinct tags, uses on live items, items tagged",
         params: "",
         default_limit: 100,
-        sql: "SELECT t.category, count(DISTINCT t.name) AS tags, count(*) AS uses, count(DISTINCT it.item) AS items
+        sql: "SELECT t.category, count(DISTINCT t.canonical) AS tags, count(*) AS uses, count(DISTINCT it.item) AS items
               FROM item_tags it JOIN tags t ON t.id = it.tag JOIN live l ON l.id = it.item
               WHERE $DATASET
               GROUP BY t.category ORDER BY uses DESC LIMIT :limit",
@@ -97,11 +97,11 @@ pub const PARADES: &[Parade] = &[
         params: "--limit (rows)",
         default_limit: 50,
         sql: "WITH pairs AS (
-                SELECT c.name AS character, s.name AS copyright, count(*) AS items
+                SELECT c.canonical AS character, s.canonical AS copyright, count(*) AS items
                 FROM tags c JOIN item_tags ic ON ic.tag = c.id JOIN live l ON l.id = ic.item
                 JOIN item_tags isr ON isr.item = l.id JOIN tags s ON s.id = isr.tag AND s.category = 'copyright'
                 WHERE c.category = 'character' AND $DATASET
-                GROUP BY c.name, s.name),
+                GROUP BY c.canonical, s.canonical),
               totals AS (SELECT character, sum(items) AS total FROM pairs GROUP BY character)
               SELECT p.character, p.copyright, p.items, round(1.0 * p.items / t.total, 3) AS share
               FROM pairs p JOIN totals t USING (character)
@@ -112,10 +112,10 @@ pub const PARADES: &[Parade] = &[
         description: "Items per franchise: copyrights grouped by the imported tag list's franchise (else by themselves)",
         params: "--limit",
         default_limit: 30,
-        sql: "SELECT coalesce(ti.franchise, t.name) AS franchise, count(DISTINCT t.name) AS copyrights,
+        sql: "SELECT coalesce(ti.franchise, t.canonical) AS franchise, count(DISTINCT t.canonical) AS copyrights,
                      count(DISTINCT l.id) AS items
               FROM tags t JOIN item_tags it ON it.tag = t.id JOIN live l ON l.id = it.item
-              LEFT JOIN tag_info ti ON ti.name = t.name
+              LEFT JOIN tag_info ti ON ti.name = t.canonical
               WHERE t.category = 'copyright' AND $DATASET
               GROUP BY 1 ORDER BY items DESC, franchise LIMIT :limit",
     },
@@ -157,7 +157,12 @@ pub fn sql_of(parade: &Parade) -> String {
 pub fn run(pool: &Pool, name: &str, params: &Params) -> Result<Table, QueryError> {
     let parade = find(name).ok_or_else(|| QueryError::Unknown(name.to_string()))?;
     let text = |v: &Option<String>| v.clone().map_or(SqlValue::Null, SqlValue::Text);
-    let tags = serde_json::to_string(&params.tags).expect("strings serialize");
+    let wanted: Vec<String> = params
+        .tags
+        .iter()
+        .map(|t| crate::tags::normalize(t))
+        .collect();
+    let tags = serde_json::to_string(&wanted).expect("strings serialize");
     let metric = params.metric.clone().unwrap_or_else(|| "score".into());
     let named: Vec<(&str, SqlValue)> = vec![
         (":dataset", text(&params.dataset)),

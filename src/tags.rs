@@ -1,0 +1,339 @@
+//! Tag systematization: one name for a tag across boorus, categories and franchises
+//! from a Danbooru-style tag list, and the tags whose category the sources disagree on.
+//!
+//! Each tag a pool sees is kept as the source wrote it (`tags.name`, per category and
+//! source booru) and mapped to a `canonical` name: the normalised name (lower case,
+//! trimmed, spaces as `_`), or what an alias of the imported list points to. Queries
+//! group by the canonical name, so `Hatsune Miku` on one booru and `hatsune_miku` on
+//! another count as one character.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::pool::{Pool, PoolError};
+use crate::store::{file_error, FileError};
+
+/// SQL computing a tag's canonical name from `$N` (its name as written), with aliases.
+pub const CANONICAL_SQL: &str =
+    "coalesce((SELECT a.name FROM tag_aliases a WHERE a.alias = lower(replace(trim($N), ' ', '_'))), lower(replace(trim($N), ' ', '_')))";
+
+/// The normalised form of a tag name (the same as `CANONICAL_SQL` without aliases).
+pub fn normalize(name: &str) -> String {
+    name.trim().replace(' ', "_").to_lowercase()
+}
+
+/// Danbooru's category codes.
+fn category_of(code: i64) -> Option<&'static str> {
+    match code {
+        0 => Some("general"),
+        1 => Some("artist"),
+        3 => Some("copyright"),
+        4 => Some("character"),
+        5 => Some("meta"),
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TagsError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("tag list `{path}` is malformed:\n{problems}")]
+    Malformed { path: PathBuf, problems: String },
+    #[error("pool database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    line: usize,
+    category: &'static str,
+    id: i64,
+    name: String,
+    count: Option<i64>,
+    franchise_id: Option<i64>,
+    mal_id: Option<i64>,
+    mal_name: Option<String>,
+    mal_count: Option<i64>,
+    aliases: Vec<String>,
+}
+
+/// Splits a `;`-separated line; fields may be double-quoted with `""` for a quote.
+fn split_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if field.is_empty() => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            (';', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// Parses a tag list, collecting every problem with its line number.
+fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, TagsError> {
+    let mut problems = Vec::new();
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(TagsError::Malformed {
+            path: path.to_path_buf(),
+            problems: "  the file is empty (expected a header line: TAG_CAT;TAG_ID;TAG_NAME;...)"
+                .into(),
+        });
+    };
+    let columns: Vec<String> = split_fields(header.trim_start_matches('\u{feff}'))
+        .iter()
+        .map(|c| c.trim().to_ascii_uppercase())
+        .collect();
+    let col = |name: &str| columns.iter().position(|c| c == name);
+    let (Some(cat_i), Some(id_i), Some(name_i)) = (col("TAG_CAT"), col("TAG_ID"), col("TAG_NAME"))
+    else {
+        return Err(TagsError::Malformed {
+            path: path.to_path_buf(),
+            problems: format!(
+                "  line 1: the header needs TAG_CAT, TAG_ID and TAG_NAME; found `{}`",
+                header.trim()
+            ),
+        });
+    };
+    let (cnt_i, fr_i, mal_i, maln_i, malc_i, alias_i) = (
+        col("TAG_CNT"),
+        col("FR_ID"),
+        col("MAL_ID"),
+        col("MAL_NAME"),
+        col("MAL_CNT"),
+        col("ALIASES"),
+    );
+    let mut entries = Vec::new();
+    for (n, line) in lines {
+        let line_no = n + 1;
+        let fields = split_fields(line);
+        if fields.len() != columns.len() {
+            problems.push(format!(
+                "  line {line_no}: {} fields, the header has {}",
+                fields.len(),
+                columns.len()
+            ));
+            continue;
+        }
+        let field = |i: Option<usize>| i.map(|i| fields[i].trim()).filter(|f| !f.is_empty());
+        let mut number = |i: Option<usize>, what: &str| -> Option<i64> {
+            let f = field(i)?;
+            match f.parse::<i64>() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    problems.push(format!(
+                        "  line {line_no}: {what} `{f}` is not a whole number"
+                    ));
+                    None
+                }
+            }
+        };
+        let code = number(Some(cat_i), "TAG_CAT");
+        let id = number(Some(id_i), "TAG_ID");
+        let count = number(cnt_i, "TAG_CNT");
+        let franchise_id = number(fr_i, "FR_ID");
+        let mal_id = number(mal_i, "MAL_ID");
+        let mal_count = number(malc_i, "MAL_CNT");
+        let category = match code.map(|c| (c, category_of(c))) {
+            Some((_, Some(cat))) => Some(cat),
+            Some((c, None)) => {
+                problems.push(format!(
+                    "  line {line_no}: TAG_CAT `{c}` is not 0, 1, 3, 4 or 5"
+                ));
+                None
+            }
+            None => {
+                if field(Some(cat_i)).is_none() {
+                    problems.push(format!("  line {line_no}: TAG_CAT is empty"));
+                }
+                None
+            }
+        };
+        let Some(name) = field(Some(name_i)).map(normalize) else {
+            problems.push(format!("  line {line_no}: TAG_NAME is empty"));
+            continue;
+        };
+        if let (Some(category), Some(id)) = (category, id) {
+            entries.push(Entry {
+                line: line_no,
+                category,
+                id,
+                name,
+                count,
+                franchise_id,
+                mal_id,
+                mal_name: field(maln_i).map(String::from),
+                mal_count,
+                aliases: field(alias_i)
+                    .map(|a| {
+                        a.split(',')
+                            .map(normalize)
+                            .filter(|a| !a.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        } else if id.is_none() && field(Some(id_i)).is_none() {
+            problems.push(format!("  line {line_no}: TAG_ID is empty"));
+        }
+    }
+    if !problems.is_empty() {
+        let shown = problems.len().min(20);
+        let mut text = problems[..shown].join("\n");
+        if problems.len() > shown {
+            text.push_str(&format!("\n  ... and {} more", problems.len() - shown));
+        }
+        return Err(TagsError::Malformed {
+            path: path.to_path_buf(),
+            problems: text,
+        });
+    }
+    Ok(entries)
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub tags: u64,
+    pub franchises: u64,
+    pub with_mal_id: u64,
+    pub aliases: u64,
+    /// Distinct canonical tags of the pool that the list describes.
+    pub pool_tags_matched: u64,
+}
+
+/// Imports a tag list into a pool in one transaction: all of it or, on any problem,
+/// nothing.
+pub fn import(pool_root: &Path, list: &Path) -> Result<ImportReport, TagsError> {
+    let text = std::fs::read_to_string(list).map_err(file_error("read tag list", list))?;
+    let entries = parse(&text, list)?;
+    let by_id: std::collections::HashMap<i64, &str> =
+        entries.iter().map(|e| (e.id, e.name.as_str())).collect();
+    let mut pool = Pool::open(pool_root)?;
+    let tx = pool.connection_mut().transaction()?;
+    let mut report = ImportReport::default();
+    {
+        let mut info = tx.prepare(
+            "INSERT OR REPLACE INTO tag_info(name, category, danbooru_id, post_count, franchise, mal_id, mal_name, mal_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut alias =
+            tx.prepare("INSERT OR REPLACE INTO tag_aliases(alias, name) VALUES (?1, ?2)")?;
+        let mut franchises = std::collections::BTreeSet::new();
+        for e in &entries {
+            let franchise = e.franchise_id.map(|f| {
+                by_id
+                    .get(&f)
+                    .map_or_else(|| format!("franchise-{f}"), |n| n.to_string())
+            });
+            if let Some(f) = &franchise {
+                franchises.insert(f.clone());
+            }
+            info.execute(params![
+                e.name,
+                e.category,
+                e.id,
+                e.count,
+                franchise,
+                e.mal_id,
+                e.mal_name,
+                e.mal_count
+            ])?;
+            for a in e.aliases.iter().filter(|a| **a != e.name) {
+                alias.execute(params![a, e.name])?;
+                report.aliases += 1;
+            }
+            report.with_mal_id += u64::from(e.mal_id.is_some());
+            let _ = e.line;
+        }
+        report.tags = entries.len() as u64;
+        report.franchises = franchises.len() as u64;
+    }
+    tx.execute(
+        &format!(
+            "UPDATE tags SET canonical = {}",
+            CANONICAL_SQL.replace("$N", "tags.name")
+        ),
+        [],
+    )?;
+    report.pool_tags_matched = tx.query_row(
+        "SELECT count(DISTINCT t.canonical) FROM tags t JOIN tag_info i ON i.name = t.canonical",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    tx.commit()?;
+    Ok(report)
+}
+
+/// SQL listing canonical tags whose category differs between sources or from the list.
+pub const CONFLICTS_SQL: &str = "
+    SELECT t.canonical AS tag,
+           group_concat(DISTINCT t.category || ' on ' || CASE t.source WHEN '' THEN '?' ELSE t.source END) AS seen_as,
+           i.category AS tag_list_says
+    FROM tags t LEFT JOIN tag_info i ON i.name = t.canonical
+    GROUP BY t.canonical
+    HAVING count(DISTINCT t.category) > 1 OR (i.category IS NOT NULL AND sum(t.category != i.category) > 0)
+    ORDER BY t.canonical";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_lists_parse_with_optional_columns_and_quotes() {
+        let text = "TAG_CAT;TAG_ID;TAG_NAME;TAG_CNT;FR_ID;MAL_ID;MAL_NAME;MAL_CNT\n\
+                    3;100;Vocaloid;5000;100;;;\n\
+                    4;200;hatsune_miku;4000;100;1;\"Miku; the \"\"singer\"\"\";12\n";
+        let e = parse(text, Path::new("t.csv")).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].name, "vocaloid");
+        assert_eq!(e[0].category, "copyright");
+        assert_eq!(e[1].mal_name.as_deref(), Some("Miku; the \"singer\""));
+        assert_eq!(e[1].franchise_id, Some(100));
+    }
+
+    #[test]
+    fn malformed_lists_name_every_bad_line() {
+        let text = "TAG_CAT;TAG_ID;TAG_NAME\n4;1;ok\n9;2;bad_cat\nx;3;bad_num\n4;4\n4;5;\n";
+        let err = parse(text, Path::new("t.csv")).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3: TAG_CAT `9` is not 0, 1, 3, 4 or 5"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 4: TAG_CAT `x` is not a whole number"),
+            "{err}"
+        );
+        assert!(err.contains("line 5: 2 fields, the header has 3"), "{err}");
+        assert!(err.contains("line 6: TAG_NAME is empty"), "{err}");
+        let err = parse("NAME;ID\n", Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1: the header needs TAG_CAT, TAG_ID and TAG_NAME"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn normalisation_matches_the_sql() {
+        assert_eq!(normalize("  Hatsune Miku "), "hatsune_miku");
+    }
+}
