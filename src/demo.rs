@@ -9,8 +9,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::name::{DatasetName, Version};
+use crate::pool::merge::{self, MergePlan, MergeReport};
 use crate::progress::{Progress, Unit};
 use crate::publish::{self, PublishPlan, PublishReport};
+use crate::query::{self, Params, QueryPlan, Table, What};
 use crate::signing::PublisherKey;
 use crate::store::{file_error, FileError};
 use crate::verify::{self, VerifyPlan, VerifyReport};
@@ -40,8 +42,13 @@ pub struct DemoReport {
     pub workdir: PathBuf,
     pub key: PathBuf,
     pub store: PathBuf,
+    pub pool: PathBuf,
     pub releases: Vec<PublishReport>,
     pub verified: Vec<VerifyReport>,
+    pub merges: Vec<MergeReport>,
+    /// Two hit-parades of the merged pool: (name, columns, rows).
+    #[serde(skip)]
+    pub parades: Vec<(String, Table)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,10 @@ pub enum DemoError {
     Publish(#[from] crate::publish::PublishError),
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
+    #[error(transparent)]
+    Merge(#[from] crate::pool::merge::MergeError),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
     #[error("demo release `{0}` failed verification")]
     Unverified(String),
 }
@@ -317,11 +328,45 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
         releases.push(report);
         verified.push(check);
     }
+    // A downloader's view: both releases merged into a pool, then two hit-parades.
+    let pool = work.join("pool");
+    if pool.exists() {
+        std::fs::remove_dir_all(&pool).map_err(io("clear", &pool))?;
+    }
+    let mut merges = Vec::new();
+    for r in &releases {
+        merges.push(merge::run(
+            &MergePlan {
+                manifest: r.manifest.clone(),
+                pool: pool.clone(),
+                from: store.clone(),
+                trust_key: false,
+                allow_older: false,
+                phash_distance: 3,
+            },
+            progress,
+        )?);
+    }
+    let mut parades = Vec::new();
+    for (name, limit) in [("characters-by-year", 3), ("top-items", 1)] {
+        let table = query::run(&QueryPlan {
+            pool: pool.clone(),
+            what: What::Named(name.into()),
+            params: Params {
+                limit: Some(limit),
+                ..Params::default()
+            },
+        })?;
+        parades.push((name.to_string(), table));
+    }
     Ok(DemoReport {
         workdir: work.clone(),
         key: key_path,
         store,
+        pool,
         releases,
         verified,
+        merges,
+        parades,
     })
 }

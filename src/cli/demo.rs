@@ -9,12 +9,13 @@ use super::publish::human_bytes;
 use super::{CommandResult, Output};
 use crate::demo::{self, DemoPlan};
 
-/// Build a small example dataset and publish it twice, incrementally, then verify.
+/// Build a small example dataset, publish it twice, merge it into a pool and query it.
 ///
 /// Draws real JPEG images with booru-style JSON records (nothing is downloaded),
 /// publishes them as release 1, then a release 2 that removes two items, corrects one
 /// record and adds new items, reusing release 1's unchanged shards. Both releases are
-/// verified. Everything goes into --workdir; running again starts it afresh.
+/// verified, merged into a pool one after the other, and two hit-parades are printed.
+/// Everything goes into --workdir; running again starts it afresh.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Work folder for the example (release folders, store, key).
@@ -93,5 +94,17 @@ pub fn run(args: DemoArgs, out: &mut Output) -> CommandResult {
         "store: `{}` holds both releases, one copy of each shard",
         report.store.display()
     )?;
+    for m in &report.merges {
+        writeln!(
+            w,
+            "pool:  merged release {}: {} added, {} changed, {} removed, {} unchanged ({} shards fetched)",
+            m.version, m.added, m.changed, m.removed, m.unchanged, m.shards_fetched
+        )?;
+    }
+    for (name, table) in &report.parades {
+        writeln!(w)?;
+        writeln!(w, "seedpool query --pool {} {name}", report.pool.display())?;
+        crate::query::write(table, crate::query::Format::Table, &mut **w)?;
+    }
     Ok(())
 }
