@@ -273,6 +273,8 @@ pub fn import(pool_root: &Path, list: &Path) -> Result<ImportReport, TagsError> 
         ),
         [],
     )?;
+    // Canonical names changed: the counts the hit-parades read follow.
+    crate::pool::aggregates::rebuild(&tx)?;
     report.pool_tags_matched = tx.query_row(
         "SELECT count(DISTINCT t.canonical) FROM tags t JOIN tag_info i ON i.name = t.canonical",
         [],

@@ -37,6 +37,7 @@ pub fn source_rank(booru: Option<&str>) -> usize {
 
 struct Candidate {
     id: i64,
+    was_hidden: bool,
     md5: Option<String>,
     phash: Option<u64>,
     pixels: i64,
@@ -65,11 +66,22 @@ fn union(parent: &mut [usize], a: usize, b: usize) {
     }
 }
 
-/// Recomputes the duplicate groups of dataset `ds`; returns how many live items are
-/// hidden as duplicates.
-pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Result<u64> {
+/// What `resolve` changed.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Live items hidden as duplicates now.
+    pub hidden: u64,
+    /// Items hidden by this call that were visible before.
+    pub newly_hidden: Vec<i64>,
+    /// Items visible after this call that were hidden before.
+    pub newly_visible: Vec<i64>,
+}
+
+/// Recomputes the duplicate groups of dataset `ds`, changing only the items whose
+/// `duplicate_of` changes.
+pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Result<Resolved> {
     let mut st = conn.prepare(
-        "SELECT id, md5, phash, coalesce(width, 0) * coalesce(height, 0), booru, added_in, key
+        "SELECT id, md5, phash, coalesce(width, 0) * coalesce(height, 0), booru, added_in, key, duplicate_of
          FROM items WHERE dataset = ?1 AND removed_in IS NULL AND (md5 IS NOT NULL OR phash IS NOT NULL)",
     )?;
     let items: Vec<Candidate> = st
@@ -88,6 +100,7 @@ pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Res
                 rank: source_rank(booru.as_deref()),
                 added_in: r.get(5)?,
                 key: r.get(6)?,
+                was_hidden: r.get::<_, Option<i64>>(7)?.is_some(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -135,12 +148,7 @@ pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Res
         let root = find(&mut parent, i);
         groups.entry(root).or_default().push(i);
     }
-    conn.execute(
-        "UPDATE items SET duplicate_of = NULL WHERE dataset = ?1 AND duplicate_of IS NOT NULL",
-        [ds],
-    )?;
-    let mut mark = conn.prepare("UPDATE items SET duplicate_of = ?2 WHERE id = ?1")?;
-    let mut hidden = 0u64;
+    let mut winner_of: Vec<Option<usize>> = vec![None; items.len()];
     for members in groups.values().filter(|g| g.len() > 1) {
         let winner = members
             .iter()
@@ -148,11 +156,39 @@ pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Res
             .copied()
             .expect("group is not empty");
         for &m in members.iter().filter(|&&m| m != winner) {
-            mark.execute(params![items[m].id, items[winner].id])?;
-            hidden += 1;
+            winner_of[m] = Some(winner);
         }
     }
-    Ok(hidden)
+    // Hidden items of the dataset that are no longer candidates (their md5 and phash
+    // went away) become visible again.
+    let mut stale = conn.prepare(
+        "SELECT id FROM items WHERE dataset = ?1 AND removed_in IS NULL AND duplicate_of IS NOT NULL
+         AND md5 IS NULL AND phash IS NULL",
+    )?;
+    let stale: Vec<i64> = stale
+        .query_map([ds], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut set = conn.prepare("UPDATE items SET duplicate_of = ?2 WHERE id = ?1")?;
+    let mut out = Resolved::default();
+    for id in stale {
+        set.execute(params![id, Option::<i64>::None])?;
+        out.newly_visible.push(id);
+    }
+    for (i, c) in items.iter().enumerate() {
+        let target = winner_of[i].map(|w| items[w].id);
+        out.hidden += u64::from(target.is_some());
+        // Winners can change within a group while an item stays hidden: always write
+        // hidden items' targets, and visibility changes are what the counts need.
+        if target.is_some() || c.was_hidden {
+            set.execute(params![c.id, target])?;
+        }
+        match (c.was_hidden, target.is_some()) {
+            (false, true) => out.newly_hidden.push(c.id),
+            (true, false) => out.newly_visible.push(c.id),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

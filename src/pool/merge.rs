@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use super::{duplicates, schema, Pool, PoolError};
+use super::{aggregates, duplicates, schema, Pool, PoolError};
 use crate::index::{self, IndexError, IndexReader};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
@@ -476,12 +476,10 @@ fn merge_index(
         tx.execute_batch(
             "DROP TABLE IF EXISTS temp.incoming;
              CREATE TEMP TABLE incoming(
-                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT, record TEXT, source TEXT,
+                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
                 item INTEGER, old_hash TEXT, old_shard TEXT, was_removed INTEGER, fate TEXT
              ) WITHOUT ROWID;
-             INSERT INTO incoming(key, shard, hash, volume, record, source)
-                SELECT key, shard, hash, volume, record, coalesce(json_extract(record, '$.booru'), '')
-                FROM idx.items;",
+             INSERT INTO incoming(key, shard, hash, volume) SELECT key, shard, hash, volume FROM idx.items;",
         )?;
         tx.execute(
             "UPDATE incoming SET item = i.id, old_hash = i.hash, old_shard = i.shard,
@@ -497,6 +495,18 @@ fn merge_index(
                 WHEN old_shard != shard THEN 'moved'
                 ELSE 'same' END;",
         )?;
+
+        // Counts: take out what is about to change or go (see `aggregates`).
+        aggregates::prepare(&tx)?;
+        tx.execute(
+            "INSERT INTO temp.contrib_ids(id)
+             SELECT i.id FROM items i
+             WHERE i.dataset = ?1 AND i.removed_in IS NULL AND i.duplicate_of IS NULL
+               AND (i.key NOT IN (SELECT key FROM incoming)
+                    OR i.id IN (SELECT item FROM incoming WHERE fate = 'changed'))",
+            [ds],
+        )?;
+        aggregates::apply(&tx, -1)?;
 
         // What this release removes: live items of the dataset it no longer lists.
         tx.execute(
@@ -520,20 +530,22 @@ fn merge_index(
         )?;
         tx.execute(
             &format!(
-                "UPDATE items SET shard = n.shard, hash = n.hash, volume = n.volume, record = n.record, {},
+                "UPDATE items SET shard = n.shard, hash = n.hash, volume = n.volume, record = x.record, {},
                     changed_in = CASE WHEN n.fate = 'same' OR n.fate = 'moved' THEN items.changed_in ELSE ?1 END,
                     removed_in = NULL
-                 FROM incoming n WHERE items.id = n.item AND n.fate IN ('changed', 'restored', 'moved')",
-                schema::record_assignments("n.record")
+                 FROM incoming n JOIN idx.items x ON x.key = n.key
+                 WHERE items.id = n.item AND n.fate IN ('changed', 'restored', 'moved')",
+                schema::record_assignments("x.record")
             ),
             [rel],
         )?;
-        let (cols, exprs) = schema::record_select("record");
+        let (cols, exprs) = schema::record_select("x.record");
         tx.execute(
             &format!(
                 "INSERT INTO items(dataset, key, shard, hash, volume, record, {cols}, added_in)
-                 SELECT ?1, key, shard, hash, volume, record, {exprs}, ?2 FROM incoming
-                 WHERE fate = 'added' ORDER BY key"
+                 SELECT ?1, n.key, n.shard, n.hash, n.volume, x.record, {exprs}, ?2
+                 FROM incoming n JOIN idx.items x ON x.key = n.key
+                 WHERE n.fate = 'added' ORDER BY n.key"
             ),
             params![ds, rel],
         )?;
@@ -556,14 +568,14 @@ fn merge_index(
                 FROM incoming n JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';
              DELETE FROM item_tags WHERE item IN (SELECT item FROM incoming WHERE fate IN ('changed', 'restored'));
              INSERT OR IGNORE INTO tags(name, category, source)
-                SELECT DISTINCT t.tag, t.category, n.source
-                FROM incoming n JOIN idx.tags t ON t.key = n.key
+                SELECT DISTINCT t.tag, t.category, coalesce(i.booru, '')
+                FROM incoming n JOIN items i ON i.id = n.item JOIN idx.tags t ON t.key = n.key
                 WHERE n.fate IN ('added', 'changed', 'restored');
              UPDATE tags SET canonical = $CANONICAL WHERE canonical IS NULL;
              INSERT OR IGNORE INTO item_tags(item, tag)
                 SELECT n.item, g.id
-                FROM incoming n JOIN idx.tags t ON t.key = n.key
-                JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = n.source
+                FROM incoming n JOIN items i ON i.id = n.item JOIN idx.tags t ON t.key = n.key
+                JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = coalesce(i.booru, '')
                 WHERE n.fate IN ('added', 'changed', 'restored');"
                 .replace("$CANONICAL", &crate::tags::CANONICAL_SQL.replace("$N", "tags.name")),
         )?;
@@ -600,7 +612,25 @@ fn merge_index(
             }
         }
         counts.removed = removed as u64;
-        counts.duplicates = duplicates::resolve(&tx, ds, phash_distance)?;
+        let resolved = duplicates::resolve(&tx, ds, phash_distance)?;
+        counts.duplicates = resolved.hidden;
+        // Counts: add what is new or changed and visible, and items whose visibility
+        // alone changed (their tags did not).
+        tx.execute(
+            "INSERT INTO temp.contrib_ids(id)
+             SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
+             WHERE n.fate IN ('added', 'changed', 'restored') AND i.duplicate_of IS NULL",
+            [],
+        )?;
+        aggregates::apply(&tx, 1)?;
+        for (ids, sign) in [(&resolved.newly_hidden, -1), (&resolved.newly_visible, 1)] {
+            tx.execute(
+                "INSERT INTO temp.contrib_ids(id) SELECT value FROM json_each(?1)
+                 WHERE value NOT IN (SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored'))",
+                [serde_json::to_string(ids).expect("ids serialize")],
+            )?;
+            aggregates::apply(&tx, sign)?;
+        }
         counts.items = tx.query_row(
             "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL",
             [ds],

@@ -12,6 +12,7 @@
 //! The database changes only inside one transaction per merge (see `merge`), so it is
 //! always as before a merge or fully merged.
 
+pub mod aggregates;
 pub mod duplicates;
 pub mod merge;
 pub mod schema;
@@ -205,6 +206,18 @@ impl Pool {
                 return Err(self.sql()(e));
             }
         }
+        // Pools from before the counts existed get them computed once.
+        if from > 0 && from < 3 {
+            let rebuild = || -> rusqlite::Result<()> {
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                aggregates::rebuild(&self.conn)?;
+                self.conn.execute_batch("COMMIT")
+            };
+            if let Err(e) = rebuild() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(self.sql()(e));
+            }
+        }
         Ok(())
     }
 
@@ -275,7 +288,7 @@ mod tests {
             .unwrap();
         let err = Pool::open(&root).err().unwrap().to_string();
         assert!(
-            err.contains("format version 99, newer than this seedpool's 2; upgrade seedpool"),
+            err.contains("format version 99, newer than this seedpool's 3; upgrade seedpool"),
             "{err}"
         );
 

@@ -141,6 +141,39 @@ CREATE VIEW item_tag_names AS
     SELECT it.item AS item, t.canonical AS tag, t.name AS written, t.category AS category, t.source AS source
     FROM item_tags it JOIN tags t ON t.id = it.tag;
 ",
+    // 2 -> 3: counts over live items kept up to date by every merge (see `aggregates`),
+    // so hit-parades read thousands of rows instead of every item's tags; and indexes
+    // over live items for per-group rankings.
+    "
+CREATE TABLE tag_counts(
+    dataset INTEGER NOT NULL,
+    canonical TEXT NOT NULL,
+    category TEXT NOT NULL,
+    year INTEGER NOT NULL,
+    portrait INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    score INTEGER NOT NULL,
+    favs INTEGER NOT NULL,
+    PRIMARY KEY(dataset, canonical, category, year, portrait)
+) WITHOUT ROWID;
+CREATE INDEX tag_counts_by_category ON tag_counts(category, year);
+CREATE TABLE pair_counts(
+    dataset INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    PRIMARY KEY(dataset, kind, a, b)
+) WITHOUT ROWID;
+CREATE TABLE category_counts(
+    dataset INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    PRIMARY KEY(dataset, category)
+) WITHOUT ROWID;
+CREATE INDEX live_by_score ON items(dataset, booru, year, score) WHERE removed_in IS NULL AND duplicate_of IS NULL;
+CREATE INDEX live_by_favs ON items(dataset, booru, year, favs) WHERE removed_in IS NULL AND duplicate_of IS NULL;
+",
 ];
 
 /// The format this seedpool writes.

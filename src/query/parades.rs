@@ -19,6 +19,30 @@ pub struct Parade {
 
 const DATASET: &str =
     "(:dataset IS NULL OR l.dataset IN (SELECT id FROM datasets WHERE name = :dataset))";
+/// The same filter for the count tables, whose rows carry `dataset`.
+const DATASET_OF: &str =
+    "(:dataset IS NULL OR dataset IN (SELECT id FROM datasets WHERE name = :dataset))";
+
+/// `series-by-artist` with `--tags`: items are chosen one by one, starting from the
+/// rarest tag (`:rarest`) and checking the others (`:others`) per item.
+const SERIES_WITH_TAGS: &str = "WITH chosen AS (
+        SELECT DISTINCT it.item AS id FROM tags t JOIN item_tags it ON it.tag = t.id JOIN live l ON l.id = it.item
+        WHERE t.canonical = :rarest AND $DATASET AND NOT EXISTS (
+          SELECT 1 FROM json_each(:others) w WHERE NOT EXISTS (
+            SELECT 1 FROM item_tags it2 JOIN tags t2 ON t2.id = it2.tag
+            WHERE it2.item = it.item AND t2.canonical = w.value))),
+      pairs AS (
+        SELECT a.canonical AS artist, s.canonical AS series, count(DISTINCT c.id) AS items
+        FROM chosen c
+        JOIN item_tags ia ON ia.item = c.id JOIN tags a ON a.id = ia.tag AND a.category = 'artist'
+        JOIN item_tags isr ON isr.item = c.id JOIN tags s ON s.id = isr.tag AND s.category = 'copyright'
+        GROUP BY 1, 2),
+      ranked AS (
+        SELECT *, row_number() OVER (PARTITION BY artist ORDER BY items DESC, series) AS r,
+               sum(items) OVER (PARTITION BY artist) AS artist_items
+        FROM pairs)
+      SELECT artist, series, items, artist_items FROM ranked WHERE r = 1
+      ORDER BY items DESC, artist LIMIT :limit";
 
 pub const PARADES: &[Parade] = &[
     Parade {
@@ -27,13 +51,11 @@ pub const PARADES: &[Parade] = &[
         params: "--year, --portraits (one face, close-up or portrait), --limit per year",
         default_limit: 10,
         sql: "WITH c AS (
-                SELECT l.year AS year, t.canonical AS character, count(*) AS items,
-                       sum(l.score) AS score, sum(l.favs) AS favs
-                FROM tags t JOIN item_tags it ON it.tag = t.id JOIN live l ON l.id = it.item
-                WHERE t.category = 'character' AND l.year IS NOT NULL
-                  AND (:year IS NULL OR l.year = :year) AND $DATASET
-                  AND (:portraits = 0 OR (l.faces = 1 AND l.composition IN ('close-up', 'portrait')))
-                GROUP BY l.year, t.canonical)
+                SELECT year, canonical AS character, sum(items) AS items, sum(score) AS score, sum(favs) AS favs
+                FROM tag_counts
+                WHERE category = 'character' AND year != 0 AND (:year IS NULL OR year = :year)
+                  AND $DATASET_OF AND (:portraits = 0 OR portrait = 1)
+                GROUP BY year, canonical)
               SELECT year, rank, character, items, score, favs FROM (
                 SELECT *, row_number() OVER (PARTITION BY year ORDER BY items DESC, score DESC, character) AS rank
                 FROM c)
@@ -44,18 +66,9 @@ pub const PARADES: &[Parade] = &[
         description: "For items with all the given tags: each artist's most numerous series (copyright)",
         params: "--tags a,b (optional), --limit",
         default_limit: 20,
-        sql: "WITH chosen AS (
-                SELECT l.id FROM live l
-                WHERE $DATASET AND (json_array_length(:tags) = 0 OR l.id IN (
-                  SELECT it.item FROM tags t JOIN item_tags it ON it.tag = t.id
-                  WHERE t.canonical IN (SELECT value FROM json_each(:tags))
-                  GROUP BY it.item HAVING count(DISTINCT t.canonical) = json_array_length(:tags)))),
-              pairs AS (
-                SELECT a.canonical AS artist, s.canonical AS series, count(*) AS items
-                FROM chosen c
-                JOIN item_tags ia ON ia.item = c.id JOIN tags a ON a.id = ia.tag AND a.category = 'artist'
-                JOIN item_tags isr ON isr.item = c.id JOIN tags s ON s.id = isr.tag AND s.category = 'copyright'
-                GROUP BY a.canonical, s.canonical),
+        sql: "WITH pairs AS (
+                SELECT a AS artist, b AS series, sum(items) AS items FROM pair_counts
+                WHERE kind = 'artist-copyright' AND $DATASET_OF GROUP BY a, b),
               ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY artist ORDER BY items DESC, series) AS r,
                        sum(items) OVER (PARTITION BY artist) AS artist_items
@@ -68,27 +81,19 @@ pub const PARADES: &[Parade] = &[
         description: "Top items by score (or favs) per booru and year, normalised by the booru-year mean so boorus compare",
         params: "--metric score|favs, --booru, --year, --limit per booru and year",
         default_limit: 5,
-        sql: "WITH m AS (
-                SELECT l.key, l.booru, l.year, CASE :metric WHEN 'favs' THEN l.favs ELSE l.score END AS value
-                FROM live l
-                WHERE l.booru IS NOT NULL AND l.year IS NOT NULL AND $DATASET
-                  AND (:booru IS NULL OR l.booru = :booru) AND (:year IS NULL OR l.year = :year)),
-              n AS (
-                SELECT *, avg(value) OVER w AS mean, percent_rank() OVER (w ORDER BY value) AS pct,
-                       row_number() OVER (w ORDER BY value DESC, key) AS rank
-                FROM m WHERE value IS NOT NULL WINDOW w AS (PARTITION BY booru, year))
-              SELECT year, booru, rank, key, value, round(value / nullif(mean, 0), 3) AS normalized,
-                     round(pct, 4) AS percentile
-              FROM n WHERE rank <= :limit ORDER BY year DESC, booru, rank",
+        sql: "",
     },
     Parade {
         name: "tag-stats",
         description: "Tags by category: distinct tags, uses on live items, items tagged",
         params: "",
         default_limit: 100,
-        sql: "SELECT t.category, count(DISTINCT t.canonical) AS tags, count(*) AS uses, count(DISTINCT it.item) AS items
-              FROM item_tags it JOIN tags t ON t.id = it.tag JOIN live l ON l.id = it.item
-              WHERE $DATASET
+        sql: "SELECT t.category, count(DISTINCT t.canonical) AS tags, sum(t.items) AS uses,
+                     (SELECT sum(c.items) FROM category_counts c
+                      WHERE c.category = t.category AND (:dataset IS NULL OR c.dataset IN
+                        (SELECT id FROM datasets WHERE name = :dataset))) AS items
+              FROM tag_counts t
+              WHERE (:dataset IS NULL OR t.dataset IN (SELECT id FROM datasets WHERE name = :dataset))
               GROUP BY t.category ORDER BY uses DESC LIMIT :limit",
     },
     Parade {
@@ -97,11 +102,8 @@ pub const PARADES: &[Parade] = &[
         params: "--limit (rows)",
         default_limit: 50,
         sql: "WITH pairs AS (
-                SELECT c.canonical AS character, s.canonical AS copyright, count(*) AS items
-                FROM tags c JOIN item_tags ic ON ic.tag = c.id JOIN live l ON l.id = ic.item
-                JOIN item_tags isr ON isr.item = l.id JOIN tags s ON s.id = isr.tag AND s.category = 'copyright'
-                WHERE c.category = 'character' AND $DATASET
-                GROUP BY c.canonical, s.canonical),
+                SELECT a AS character, b AS copyright, sum(items) AS items FROM pair_counts
+                WHERE kind = 'character-copyright' AND $DATASET_OF GROUP BY a, b),
               totals AS (SELECT character, sum(items) AS total FROM pairs GROUP BY character)
               SELECT p.character, p.copyright, p.items, round(1.0 * p.items / t.total, 3) AS share
               FROM pairs p JOIN totals t USING (character)
@@ -109,15 +111,14 @@ pub const PARADES: &[Parade] = &[
     },
     Parade {
         name: "franchises",
-        description: "Items per franchise: copyrights grouped by the imported tag list's franchise (else by themselves)",
+        description: "Franchises (copyrights grouped by the imported tag list, else each its own): copyrights and item-copyright tags",
         params: "--limit",
         default_limit: 30,
         sql: "SELECT coalesce(ti.franchise, t.canonical) AS franchise, count(DISTINCT t.canonical) AS copyrights,
-                     count(DISTINCT l.id) AS items
-              FROM tags t JOIN item_tags it ON it.tag = t.id JOIN live l ON l.id = it.item
-              LEFT JOIN tag_info ti ON ti.name = t.canonical
-              WHERE t.category = 'copyright' AND $DATASET
-              GROUP BY 1 ORDER BY items DESC, franchise LIMIT :limit",
+                     sum(t.items) AS items_tagged
+              FROM tag_counts t LEFT JOIN tag_info ti ON ti.name = t.canonical
+              WHERE t.category = 'copyright' AND $DATASET_OF
+              GROUP BY 1 ORDER BY items_tagged DESC, franchise LIMIT :limit",
     },
     Parade {
         name: "top-quality",
@@ -149,9 +150,10 @@ pub fn find(name: &str) -> Option<&'static Parade> {
     PARADES.iter().find(|p| p.name == name)
 }
 
-/// The SQL of a named query, with the dataset filter in place.
-pub fn sql_of(parade: &Parade) -> String {
-    parade.sql.replace("$DATASET", DATASET)
+/// SQL with the dataset filters in place.
+fn with_filters(sql: &str) -> String {
+    sql.replace("$DATASET_OF", DATASET_OF)
+        .replace("$DATASET", DATASET)
 }
 
 pub fn run(pool: &Pool, name: &str, params: &Params) -> Result<Table, QueryError> {
@@ -182,10 +184,130 @@ pub fn run(pool: &Pool, name: &str, params: &Params) -> Result<Table, QueryError
             ),
         ),
     ];
-    let mut table = run_sql(pool, &sql_of(parade), &named)?;
-    if name == "top-items" {
-        if let Some(col) = table.columns.iter_mut().find(|c| *c == "value") {
-            *col = params.metric.clone().unwrap_or_else(|| "score".into());
+    match name {
+        "top-items" => top_items(pool, params, &named),
+        "series-by-artist" if !wanted.is_empty() => {
+            // The rarest tag picks the candidates; the others are checked per item.
+            let mut counted = Vec::new();
+            for tag in &wanted {
+                let n = run_sql(
+                    pool,
+                    "SELECT coalesce(sum(items), 0) FROM tag_counts WHERE canonical = :tag",
+                    &[(":tag", SqlValue::Text(tag.clone()))],
+                )?;
+                counted.push((n.rows[0][0].as_i64().unwrap_or(0), tag.clone()));
+            }
+            counted.sort();
+            let rarest = counted[0].1.clone();
+            let others: Vec<&String> = counted[1..].iter().map(|(_, t)| t).collect();
+            let mut named = named;
+            named.push((":rarest", SqlValue::Text(rarest)));
+            named.push((
+                ":others",
+                SqlValue::Text(serde_json::to_string(&others).expect("strings serialize")),
+            ));
+            run_sql(pool, &with_filters(SERIES_WITH_TAGS), &named)
+        }
+        _ => run_sql(pool, &with_filters(parade.sql), &named),
+    }
+}
+
+/// Top items per (dataset, booru, year) group by score or favs, each with its value
+/// relative to the group's mean and its percentile rank in the group. Every step reads
+/// the partial indexes over live items, so the cost grows with the number of groups,
+/// not of items.
+fn top_items(
+    pool: &Pool,
+    params: &Params,
+    named: &[(&str, SqlValue)],
+) -> Result<Table, QueryError> {
+    let metric = match params.metric.as_deref() {
+        Some("favs") => "favs",
+        _ => "score",
+    };
+    let live = "removed_in IS NULL AND duplicate_of IS NULL";
+    let groups = run_sql(
+        pool,
+        &format!(
+            "SELECT dataset, booru, year, count(*), avg({metric}) FROM items
+             WHERE {live} AND booru IS NOT NULL AND year IS NOT NULL AND {metric} IS NOT NULL
+               AND (:dataset IS NULL OR dataset IN (SELECT id FROM datasets WHERE name = :dataset))
+               AND (:booru IS NULL OR booru = :booru) AND (:year IS NULL OR year = :year)
+             GROUP BY dataset, booru, year ORDER BY year DESC, booru, dataset"
+        ),
+        named,
+    )?;
+    let limit = named
+        .iter()
+        .find(|(n, _)| *n == ":limit")
+        .and_then(|(_, v)| {
+            if let SqlValue::Integer(i) = v {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(5);
+    let mut table = Table {
+        columns: [
+            "year",
+            "booru",
+            "rank",
+            "key",
+            metric,
+            "normalized",
+            "percentile",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect(),
+        rows: Vec::new(),
+    };
+    for g in &groups.rows {
+        let (count, mean) = (g[3].as_i64().unwrap_or(0), g[4].as_f64().unwrap_or(0.0));
+        let group: Vec<(&str, SqlValue)> = vec![
+            (":ds", SqlValue::Integer(g[0].as_i64().unwrap_or(0))),
+            (
+                ":booru",
+                SqlValue::Text(g[1].as_str().unwrap_or("").to_string()),
+            ),
+            (":year", SqlValue::Integer(g[2].as_i64().unwrap_or(0))),
+            (":limit", SqlValue::Integer(limit)),
+        ];
+        let top = run_sql(
+            pool,
+            &format!(
+                "SELECT key, {metric}, (SELECT count(*) FROM items b WHERE b.dataset = :ds AND b.booru = :booru
+                        AND b.year = :year AND b.{live} AND b.{metric} < t.{metric}) AS below
+                 FROM items t WHERE dataset = :ds AND booru = :booru AND year = :year AND {live}
+                   AND {metric} IS NOT NULL
+                 ORDER BY {metric} DESC, key LIMIT :limit"
+            ),
+            &group,
+        )?;
+        for (rank, row) in top.rows.iter().enumerate() {
+            let value = row[1].as_f64().unwrap_or(0.0);
+            let below = row[2].as_f64().unwrap_or(0.0);
+            let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+            let normalized = if mean == 0.0 {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!(round(value / mean, 3))
+            };
+            let percentile = if count > 1 {
+                round(below / (count - 1) as f64, 4)
+            } else {
+                0.0
+            };
+            table.rows.push(vec![
+                g[2].clone(),
+                g[1].clone(),
+                serde_json::json!(rank + 1),
+                row[0].clone(),
+                row[1].clone(),
+                normalized,
+                serde_json::json!(percentile),
+            ]);
         }
     }
     Ok(table)

@@ -45,9 +45,11 @@ pub fn item_files(i: usize, volume: &str, payload_len: usize) -> (String, Vec<u8
         .map(|j| ((i * 31 + j * 7) % 251) as u8)
         .collect();
     let record = format!(
-        r#"{{"booru":"danbooru","post_id":{},"score":{},"volume":"{volume}","tags":{{"character":["c{}"],"general":["solo","g{}"]}}}}"#,
+        r#"{{"booru":"danbooru","post_id":{},"score":{},"volume":"{volume}","tags":{{"artist":["a{}"],"copyright":["s{}"],"character":["c{}"],"general":["solo","g{}"]}}}}"#,
         1000 + i,
         i % 97,
+        i % 4,
+        i % 2,
         i % 5,
         i % 3
     );

@@ -1,0 +1,85 @@
+"""Generates a BOORU-CHARS-like release folder of item records for the pool benchmark.
+
+Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR]
+  Writes ITEMS records `<booru>-<id>.json` (about 12 tags each: 1 artist, 1-2
+  copyrights, 1-2 characters, ~7 general, 1 meta) into OUT/<bucket>/, deterministic.
+  With --from DIR and --changes N: OUT becomes DIR (hard links) with N changes: 60%
+  changed records, 20% removed items, 20% new items.
+"""
+import hashlib
+import json
+import os
+import random
+import sys
+
+BOORUS = ["safebooru", "danbooru", "gelbooru", "yande.re", "konachan", "e-shuushuu", "zerochan", "anime-pictures", "sankaku"]
+ASPECTS = ["7x10", "3x4", "1x1", "3x2", "2x3", "other"]
+
+
+def record(i, rng, bump=0):
+    booru = BOORUS[i % len(BOORUS)]
+    year = 2010 + (i * 7919) % 16
+    chars = [f"character_{rng.randrange(20000)}" for _ in range(1 + (i % 2))]
+    general = sorted({f"general_{rng.randrange(2000)}" for _ in range(7)})
+    return booru, {
+        "booru": booru,
+        "post_id": 100000 + i,
+        "md5": hashlib.md5(str(i).encode()).hexdigest(),
+        "rating": "gs"[i % 2],
+        "score": rng.randrange(1000) + bump,
+        "favs": rng.randrange(3000),
+        "posted": f"{year}-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z",
+        "width": 900 + rng.randrange(3000),
+        "height": 900 + rng.randrange(3000),
+        "bytes": 200000 + rng.randrange(5000000),
+        "tags": {
+            "artist": [f"artist_{rng.randrange(20000)}"],
+            "copyright": [f"series_{rng.randrange(3000)}" for _ in range(1 + (i % 3 == 0))],
+            "character": chars,
+            "general": general,
+            "meta": ["highres"],
+        },
+        "volume": f"{ASPECTS[i % len(ASPECTS)]}-{year}",
+    }
+
+
+def path_of(out, i, booru):
+    bucket = os.path.join(out, f"{i // 1000:05d}")
+    return bucket, os.path.join(bucket, f"{booru.replace('.', '')}-{100000 + i}.json")
+
+
+def write(out, i, bump=0):
+    rng = random.Random(i)
+    booru, rec = record(i, rng, bump)
+    bucket, path = path_of(out, i, booru)
+    os.makedirs(bucket, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(rec, f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def main():
+    out, items = sys.argv[1], int(sys.argv[2])
+    args = sys.argv[3:]
+    if "--from" in args:
+        src = args[args.index("--from") + 1]
+        changes = int(args[args.index("--changes") + 1])
+        os.system(f"cp -al '{src}' '{out}'")
+        rng = random.Random(42)
+        picked = rng.sample(range(items), changes * 4 // 5)
+        changed, removed = picked[: changes * 3 // 5], picked[changes * 3 // 5:]
+        for i in changed:
+            write(out, i, bump=1)  # os.replace: never writes through the hard link
+        for i in removed:
+            booru = BOORUS[i % len(BOORUS)]
+            os.remove(path_of(out, i, booru)[1])
+        for i in range(items, items + changes // 5):
+            write(out, i)
+    else:
+        for i in range(items):
+            write(out, i)
+
+
+if __name__ == "__main__":
+    main()

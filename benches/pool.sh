@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Benchmark for docs/performance.md: merge a generated release of ITEMS items (default
+# 1,000,000, about 12 tags each) into an empty pool, then an incremental release of
+# CHANGES changes (default 100,000: 60% changed, 20% removed, 20% new), then run every
+# named query on the result. Needs hyperfine.
+# Usage: benches/pool.sh        (data and results in target/bench/pool/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITEMS=${ITEMS:-1000000}
+CHANGES=${CHANGES:-100000}
+WORK=${WORK:-target/bench/pool-$ITEMS}
+BIN=$PWD/target/release/seedpool
+cargo build --release --locked --quiet
+mkdir -p "$WORK"
+KEY=$WORK/bench.key
+[ -f "$KEY" ] || "$BIN" key generate --out "$KEY" >/dev/null
+t() { local start=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $start" | bc; }
+if [ ! -f "$WORK/store/bench-2.manifest.json" ]; then
+  rm -rf "$WORK/r1" "$WORK/r2" "$WORK/store"
+  echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS"
+  echo "publish 1: $(t "$BIN" publish "$WORK/r1" --dataset bench --version 1 --store "$WORK/store" --key "$KEY" --created 1) s"
+  python3 benches/gen_release.py "$WORK/r2" "$ITEMS" --from "$WORK/r1" --changes "$CHANGES"
+  echo "publish 2: $(t "$BIN" publish "$WORK/r2" --dataset bench --version 2 --store "$WORK/store" --key "$KEY" --created 2 \
+       --parent "$WORK/store/bench-1.manifest.json") s"
+fi
+POOL=$WORK/pool
+rm -rf "$POOL"
+echo "merge 1 ($ITEMS items into an empty pool): $(t "$BIN" merge "$WORK/store/bench-1.manifest.json" --pool "$POOL" --from "$WORK/store") s"
+cp -a "$POOL" "$WORK/pool-after-1"
+echo "merge 2 ($CHANGES changes): $(t "$BIN" merge "$WORK/store/bench-2.manifest.json" --pool "$POOL" --from "$WORK/store") s"
+rm -rf "$WORK/pool-after-1"
+ARGS=()
+for q in characters-by-year "series-by-artist --tags general_1,highres" top-items tag-stats character-copyrights franchises top-quality releases; do
+  ARGS+=(-n "$q" "$BIN query --pool $POOL $q --format csv")
+done
+hyperfine --warmup 1 --runs 5 --export-markdown "$WORK/queries.md" "${ARGS[@]}" >/dev/null
+cat "$WORK/queries.md"
+du -sh "$POOL/pool.sqlite" "$WORK/store/bench/index"
