@@ -773,7 +773,7 @@ fn extract_writes_chosen_members_and_catches_damage() {
     names.sort();
     assert_eq!(
         names,
-        ["danbooru - 1001 - ~ c1.jpg", "danbooru - 1001 - ~ c1.json"]
+        ["danbooru - 1001 - s1 ~ c1 (a1).jpg", "danbooru - 1001 - s1 ~ c1 (a1).json"]
     );
 
     // A damaged shard is caught by the member hashes.
