@@ -447,6 +447,12 @@ fn merge_index(
 ) -> Result<Counts, MergeError> {
     conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
     let result = (|| -> Result<Counts, MergeError> {
+        let t0 = std::time::Instant::now();
+        let step = |what: &str| {
+            if std::env::var_os("SEEDPOOL_TIMINGS").is_some() {
+                eprintln!("{:>8.3}s {what}", t0.elapsed().as_secs_f64());
+            }
+        };
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let signer = m.public_key().unwrap_or_default();
         tx.execute(
@@ -476,7 +482,7 @@ fn merge_index(
         tx.execute_batch(
             "DROP TABLE IF EXISTS temp.incoming;
              CREATE TEMP TABLE incoming(
-                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
+                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT, source TEXT,
                 item INTEGER, old_hash TEXT, old_shard TEXT, was_removed INTEGER, fate TEXT
              ) WITHOUT ROWID;
              INSERT INTO incoming(key, shard, hash, volume) SELECT key, shard, hash, volume FROM idx.items;",
@@ -496,6 +502,7 @@ fn merge_index(
                 ELSE 'same' END;",
         )?;
 
+        step("incoming classified");
         // Counts: take out what is about to change or go (see `aggregates`).
         aggregates::prepare(&tx)?;
         tx.execute(
@@ -508,6 +515,7 @@ fn merge_index(
         )?;
         aggregates::apply(&tx, -1)?;
 
+        step("counts subtracted");
         // What this release removes: live items of the dataset it no longer lists.
         tx.execute(
             "INSERT INTO provenance(item, release, action, hash)
@@ -521,6 +529,7 @@ fn merge_index(
             params![ds, rel],
         )?;
 
+        step("removed marked");
         // Changed content: keep the replaced version, then update in place.
         tx.execute(
             "INSERT INTO item_history(item, release, hash, shard, record)
@@ -560,26 +569,57 @@ fn merge_index(
             [rel],
         )?;
 
+        step("items inserted/updated");
         // Where each member lies, for every item whose content or shard is new.
-        tx.execute_batch(
-            &"DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same');
-             INSERT INTO members(item, ext, offset, length, blake3)
-                SELECT n.item, m.ext, m.offset, m.length, m.blake3
-                FROM incoming n JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';
-             DELETE FROM item_tags WHERE item IN (SELECT item FROM incoming WHERE fate IN ('changed', 'restored'));
-             INSERT OR IGNORE INTO tags(name, category, source)
-                SELECT DISTINCT t.tag, t.category, coalesce(i.booru, '')
-                FROM incoming n JOIN items i ON i.id = n.item JOIN idx.tags t ON t.key = n.key
-                WHERE n.fate IN ('added', 'changed', 'restored');
-             UPDATE tags SET canonical = $CANONICAL WHERE canonical IS NULL;
-             INSERT OR IGNORE INTO item_tags(item, tag)
-                SELECT n.item, g.id
-                FROM incoming n JOIN items i ON i.id = n.item JOIN idx.tags t ON t.key = n.key
-                JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = coalesce(i.booru, '')
-                WHERE n.fate IN ('added', 'changed', 'restored');"
-                .replace("$CANONICAL", &crate::tags::CANONICAL_SQL.replace("$N", "tags.name")),
+        tx.execute(
+            "UPDATE incoming SET source = coalesce((SELECT booru FROM items WHERE id = incoming.item), '')
+             WHERE fate IN ('added', 'changed', 'restored')",
+            [],
         )?;
+        // A bulk merge (many new items for the pool's size) rebuilds the tag index once
+        // instead of inserting into it at random.
+        let (new_items, pool_items): (i64, i64) = tx.query_row(
+            "SELECT (SELECT count(*) FROM incoming WHERE fate IN ('added', 'changed', 'restored')),
+                    (SELECT count(*) FROM items)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let bulk = new_items > 10_000 && new_items * 3 > pool_items;
+        if bulk {
+            tx.execute_batch("DROP INDEX item_tags_by_tag")?;
+        }
+        let canonical = crate::tags::CANONICAL_SQL.replace("$N", "tags.name");
+        for (label, sql) in [
+            ("members cleared", "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same')".to_string()),
+            ("members", "INSERT INTO members(item, ext, offset, length, blake3)
+                SELECT n.item, m.ext, m.offset, m.length, m.blake3
+                FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same'".to_string()),
+            ("item tags cleared", "DELETE FROM item_tags WHERE item IN (SELECT item FROM incoming WHERE fate IN ('changed', 'restored'))".to_string()),
+            ("tags", "INSERT OR IGNORE INTO tags(name, category, source)
+                SELECT t.tag, t.category, n.source
+                FROM incoming n CROSS JOIN idx.tags t ON t.key = n.key
+                WHERE n.fate IN ('added', 'changed', 'restored')".to_string()),
+            ("canonical", format!("UPDATE tags SET canonical = {canonical} WHERE canonical IS NULL")),
+            ("item tags", "INSERT OR IGNORE INTO item_tags(item, tag)
+                SELECT n.item, g.id
+                FROM incoming n CROSS JOIN idx.tags t ON t.key = n.key
+                JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = n.source
+                WHERE n.fate IN ('added', 'changed', 'restored')".to_string()),
+        ] {
+            if std::env::var_os("SEEDPOOL_PLANS").is_some() {
+                let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let plan: Vec<String> = st.query_map([], |r| r.get::<_, String>(3))?.collect::<Result<_, _>>()?;
+                eprintln!("{label}: {}", plan.join(" | "));
+            }
+            tx.execute_batch(&sql)?;
+            step(label);
+        }
+        if bulk {
+            tx.execute_batch("CREATE INDEX item_tags_by_tag ON item_tags(tag, item)")?;
+            step("tag index rebuilt");
+        }
 
+        step("members and tags");
         // Shards of the release: all verified in the pool by now.
         {
             let mut shard = tx.prepare(
@@ -612,8 +652,10 @@ fn merge_index(
             }
         }
         counts.removed = removed as u64;
+        step("shards and fates counted");
         let resolved = duplicates::resolve(&tx, ds, phash_distance)?;
         counts.duplicates = resolved.hidden;
+        step("duplicates resolved");
         // Counts: add what is new or changed and visible, and items whose visibility
         // alone changed (their tags did not).
         tx.execute(
@@ -651,6 +693,7 @@ fn merge_index(
             params![ds, rel],
         )?;
         tx.execute_batch("DROP TABLE temp.incoming")?;
+        step("counts added");
         tx.commit()?;
         Ok(counts)
     })();
