@@ -77,8 +77,11 @@ def main():
         for i in range(items, items + changes // 5):
             write(out, i)
     else:
-        for i in range(items):
-            write(out, i)
+        # One process per core: writing a million small files is the slow part.
+        from multiprocessing import Pool
+
+        with Pool() as pool:
+            pool.starmap(write, ((out, i) for i in range(items)), chunksize=5000)
 
 
 if __name__ == "__main__":

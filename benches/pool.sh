@@ -15,11 +15,21 @@ mkdir -p "$WORK"
 KEY=$WORK/bench.key
 [ -f "$KEY" ] || "$BIN" key generate --out "$KEY" >/dev/null
 t() { local start=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $start" | bc; }
-if [ ! -f "$WORK/store/bench-2.manifest.json" ]; then
-  rm -rf "$WORK/r1" "$WORK/r2" "$WORK/store"
+# Each step is skipped when its result is there, so an interrupted run resumes.
+if [ ! -f "$WORK/.r1-done" ]; then
+  rm -rf "$WORK/r1"
   echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS"
+  touch "$WORK/.r1-done"
+fi
+if [ ! -f "$WORK/store/bench-1.manifest.json" ]; then
   echo "publish 1: $(t "$BIN" publish "$WORK/r1" --dataset bench --version 1 --store "$WORK/store" --key "$KEY" --created 1) s"
+fi
+if [ ! -f "$WORK/.r2-done" ]; then
+  rm -rf "$WORK/r2"
   python3 benches/gen_release.py "$WORK/r2" "$ITEMS" --from "$WORK/r1" --changes "$CHANGES"
+  touch "$WORK/.r2-done"
+fi
+if [ ! -f "$WORK/store/bench-2.manifest.json" ]; then
   echo "publish 2: $(t "$BIN" publish "$WORK/r2" --dataset bench --version 2 --store "$WORK/store" --key "$KEY" --created 2 \
        --parent "$WORK/store/bench-1.manifest.json") s"
 fi

@@ -12,6 +12,8 @@ struct Env {
     store: PathBuf,
     pool: PathBuf,
     key: PathBuf,
+    /// Merge in bulk mode (indexes dropped and rebuilt) whatever the release's size.
+    bulk: bool,
 }
 
 fn env() -> Env {
@@ -23,6 +25,7 @@ fn env() -> Env {
         pool: root.join("pool"),
         root,
         _t: t,
+        bulk: false,
     }
 }
 
@@ -54,7 +57,8 @@ impl Env {
             "--json",
         ];
         args.extend(extra);
-        run(&args)
+        let min = if self.bulk { "0" } else { "1000000000" };
+        run_env(&args, &[("SEEDPOOL_BULK_MERGE_MIN", min)])
     }
 
     fn merged(&self, version: &str) -> serde_json::Value {
@@ -168,7 +172,8 @@ fn remove_item(dir: &Path, i: usize) {
 
 #[test]
 fn merge_records_every_items_fate_and_is_idempotent() {
-    let e = env();
+    let mut e = env();
+    e.bulk = true;
     let r1 = e.root.join("r1");
     write_items(&r1, 0..40, 300);
     e.publish(&r1, "1", None, &["--shard-items", "10"]);
@@ -295,7 +300,8 @@ fn items_moved_by_a_repack_keep_their_identity_and_new_offsets() {
 
 #[test]
 fn duplicates_follow_resolution_then_source_then_ancestor() {
-    let e = env();
+    let mut e = env();
+    e.bulk = true;
     let rec = |booru: &str, md5: &str, w: u32, phash: &str| {
         format!(
             r#"{{"booru":"{booru}","md5":"{md5}","width":{w},"height":{w},"phash":"{phash}","volume":"v"}}"#
@@ -703,6 +709,7 @@ fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
             store: e.store.clone(),
             pool: pool.clone(),
             key: e.key.clone(),
+            bulk: false,
         };
         let state = probe.digest();
         if state == before {

@@ -502,6 +502,20 @@ fn merge_index(
                 ELSE 'same' END;",
         )?;
 
+        // A bulk merge (many new items for the pool's size) builds the secondary
+        // indexes once after its inserts instead of inserting into them at random.
+        let (new_items, pool_items): (i64, i64) = tx.query_row(
+            "SELECT (SELECT count(*) FROM incoming WHERE fate IN ('added', 'changed', 'restored')),
+                    (SELECT count(*) FROM items)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let bulk = new_items > bulk_minimum() && new_items * 3 > pool_items;
+        if bulk {
+            for (name, _) in schema::BULK_INDEXES {
+                tx.execute_batch(&format!("DROP INDEX {name}"))?;
+            }
+        }
         step("incoming classified");
         // Counts: take out what is about to change or go (see `aggregates`).
         aggregates::prepare(&tx)?;
@@ -576,18 +590,6 @@ fn merge_index(
              WHERE fate IN ('added', 'changed', 'restored')",
             [],
         )?;
-        // A bulk merge (many new items for the pool's size) rebuilds the tag index once
-        // instead of inserting into it at random.
-        let (new_items, pool_items): (i64, i64) = tx.query_row(
-            "SELECT (SELECT count(*) FROM incoming WHERE fate IN ('added', 'changed', 'restored')),
-                    (SELECT count(*) FROM items)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let bulk = new_items > 10_000 && new_items * 3 > pool_items;
-        if bulk {
-            tx.execute_batch("DROP INDEX item_tags_by_tag")?;
-        }
         let canonical = crate::tags::CANONICAL_SQL.replace("$N", "tags.name");
         for (label, sql) in [
             ("members cleared", "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same')".to_string()),
@@ -615,8 +617,10 @@ fn merge_index(
             step(label);
         }
         if bulk {
-            tx.execute_batch("CREATE INDEX item_tags_by_tag ON item_tags(tag, item)")?;
-            step("tag index rebuilt");
+            for (_, create) in schema::BULK_INDEXES {
+                tx.execute_batch(create)?;
+            }
+            step("indexes rebuilt");
         }
 
         step("members and tags");
@@ -701,6 +705,15 @@ fn merge_index(
     let counts = result?;
     detached?;
     Ok(counts)
+}
+
+/// Fewest new items for a bulk merge; `SEEDPOOL_BULK_MERGE_MIN` overrides it (tests use
+/// it to run the bulk path on small releases).
+fn bulk_minimum() -> i64 {
+    std::env::var("SEEDPOOL_BULK_MERGE_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 fn now() -> u64 {

@@ -6,7 +6,8 @@
 
 /// Migrations, in order: migration `i` takes a pool from format `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: releases, shards, items with provenance, members, tags.
+    // 0 -> 1: releases, shards, items with provenance, members, tags. (Index
+    // definitions repeated in BULK_INDEXES must stay identical.)
     "
 CREATE TABLE datasets(
     id INTEGER PRIMARY KEY,
@@ -173,7 +174,30 @@ CREATE TABLE category_counts(
 ) WITHOUT ROWID;
 CREATE INDEX live_by_score ON items(dataset, booru, year, score) WHERE removed_in IS NULL AND duplicate_of IS NULL;
 CREATE INDEX live_by_favs ON items(dataset, booru, year, favs) WHERE removed_in IS NULL AND duplicate_of IS NULL;
+CREATE INDEX live_by_quality ON items(quality, key) WHERE removed_in IS NULL AND duplicate_of IS NULL AND quality IS NOT NULL;
 ",
+];
+
+/// Secondary indexes that a bulk merge drops and builds again after its inserts (one
+/// sort each instead of millions of random inserts). Their definitions must match the
+/// migrations'.
+pub const BULK_INDEXES: &[(&str, &str)] = &[
+    ("items_by_md5", "CREATE INDEX items_by_md5 ON items(dataset, md5) WHERE md5 IS NOT NULL"),
+    ("items_by_shard", "CREATE INDEX items_by_shard ON items(shard)"),
+    ("items_by_year", "CREATE INDEX items_by_year ON items(year, booru)"),
+    (
+        "live_by_score",
+        "CREATE INDEX live_by_score ON items(dataset, booru, year, score) WHERE removed_in IS NULL AND duplicate_of IS NULL",
+    ),
+    (
+        "live_by_favs",
+        "CREATE INDEX live_by_favs ON items(dataset, booru, year, favs) WHERE removed_in IS NULL AND duplicate_of IS NULL",
+    ),
+    (
+        "live_by_quality",
+        "CREATE INDEX live_by_quality ON items(quality, key) WHERE removed_in IS NULL AND duplicate_of IS NULL AND quality IS NOT NULL",
+    ),
+    ("item_tags_by_tag", "CREATE INDEX item_tags_by_tag ON item_tags(tag, item)"),
 ];
 
 /// The format this seedpool writes.

@@ -98,16 +98,19 @@ pub const PARADES: &[Parade] = &[
     },
     Parade {
         name: "character-copyrights",
-        description: "Copyrights that co-occur with each character, with their share of the character's items",
+        description: "Copyrights that co-occur with the most drawn characters, with the share of the character's items they tag",
         params: "--limit (rows)",
         default_limit: 50,
-        sql: "WITH pairs AS (
-                SELECT a AS character, b AS copyright, sum(items) AS items FROM pair_counts
-                WHERE kind = 'character-copyright' AND $DATASET_OF GROUP BY a, b),
-              totals AS (SELECT character, sum(items) AS total FROM pairs GROUP BY character)
-              SELECT p.character, p.copyright, p.items, round(1.0 * p.items / t.total, 3) AS share
-              FROM pairs p JOIN totals t USING (character)
-              ORDER BY t.total DESC, p.character, p.items DESC, p.copyright LIMIT :limit",
+        sql: "WITH top AS (
+                SELECT canonical AS character, sum(items) AS total FROM tag_counts
+                WHERE category = 'character' AND $DATASET_OF
+                GROUP BY canonical ORDER BY total DESC, canonical LIMIT :limit)
+              SELECT t.character, p.b AS copyright, sum(p.items) AS items,
+                     round(1.0 * sum(p.items) / t.total, 3) AS share
+              FROM top t JOIN pair_counts p ON p.kind = 'character-copyright' AND p.a = t.character
+                AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
+              GROUP BY t.character, p.b
+              ORDER BY t.total DESC, t.character, items DESC, copyright LIMIT :limit",
     },
     Parade {
         name: "franchises",
@@ -229,7 +232,7 @@ fn top_items(
     let groups = run_sql(
         pool,
         &format!(
-            "SELECT dataset, booru, year, count(*), avg({metric}) FROM items
+            "SELECT dataset, booru, year, count(*), avg({metric}) FROM items INDEXED BY live_by_{metric}
              WHERE {live} AND booru IS NOT NULL AND year IS NOT NULL AND {metric} IS NOT NULL
                AND (:dataset IS NULL OR dataset IN (SELECT id FROM datasets WHERE name = :dataset))
                AND (:booru IS NULL OR booru = :booru) AND (:year IS NULL OR year = :year)
@@ -278,7 +281,7 @@ fn top_items(
             pool,
             &format!(
                 "SELECT key, {metric}, (SELECT count(*) FROM items b WHERE b.dataset = :ds AND b.booru = :booru
-                        AND b.year = :year AND b.{live} AND b.{metric} < t.{metric}) AS below
+                        AND b.year = :year AND b.{live} AND b.{metric} >= t.{metric}) AS at_or_above
                  FROM items t WHERE dataset = :ds AND booru = :booru AND year = :year AND {live}
                    AND {metric} IS NOT NULL
                  ORDER BY {metric} DESC, key LIMIT :limit"
@@ -287,7 +290,9 @@ fn top_items(
         )?;
         for (rank, row) in top.rows.iter().enumerate() {
             let value = row[1].as_f64().unwrap_or(0.0);
-            let below = row[2].as_f64().unwrap_or(0.0);
+            // Items below = the group's count minus those at or above: the latter are few
+            // for top items, so this reads a short stretch of the index.
+            let below = count as f64 - row[2].as_f64().unwrap_or(0.0);
             let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
             let normalized = if mean == 0.0 {
                 serde_json::Value::Null

@@ -21,7 +21,16 @@ pub struct Run {
 }
 
 pub fn run(args: &[&str]) -> Run {
-    let out: Output = seedpool().args(args).output().expect("seedpool runs");
+    run_env(args, &[])
+}
+
+/// Runs seedpool with extra environment variables.
+pub fn run_env(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut cmd = seedpool();
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.args(args).output().expect("seedpool runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
