@@ -608,11 +608,6 @@ fn merge_index(
                 JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = n.source
                 WHERE n.fate IN ('added', 'changed', 'restored')".to_string()),
         ] {
-            if std::env::var_os("SEEDPOOL_PLANS").is_some() {
-                let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let plan: Vec<String> = st.query_map([], |r| r.get::<_, String>(3))?.collect::<Result<_, _>>()?;
-                eprintln!("{label}: {}", plan.join(" | "));
-            }
             tx.execute_batch(&sql)?;
             step(label);
         }

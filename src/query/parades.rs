@@ -63,18 +63,22 @@ pub const PARADES: &[Parade] = &[
     },
     Parade {
         name: "series-by-artist",
-        description: "For items with all the given tags: each artist's most numerous series (copyright)",
+        description: "The most prolific artists (of items with all the given tags) and each one's most numerous series",
         params: "--tags a,b (optional), --limit",
         default_limit: 20,
-        sql: "WITH pairs AS (
-                SELECT a AS artist, b AS series, sum(items) AS items FROM pair_counts
-                WHERE kind = 'artist-copyright' AND $DATASET_OF GROUP BY a, b),
+        sql: "WITH top AS (
+                SELECT canonical AS artist, sum(items) AS artist_items FROM tag_counts
+                WHERE category = 'artist' AND $DATASET_OF
+                GROUP BY canonical ORDER BY artist_items DESC, canonical LIMIT :limit),
+              pairs AS (
+                SELECT t.artist, p.b AS series, sum(p.items) AS items, t.artist_items
+                FROM top t JOIN pair_counts p ON p.kind = 'artist-copyright' AND p.a = t.artist
+                  AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
+                GROUP BY t.artist, p.b),
               ranked AS (
-                SELECT *, row_number() OVER (PARTITION BY artist ORDER BY items DESC, series) AS r,
-                       sum(items) OVER (PARTITION BY artist) AS artist_items
-                FROM pairs)
+                SELECT *, row_number() OVER (PARTITION BY artist ORDER BY items DESC, series) AS r FROM pairs)
               SELECT artist, series, items, artist_items FROM ranked WHERE r = 1
-              ORDER BY items DESC, artist LIMIT :limit",
+              ORDER BY artist_items DESC, artist LIMIT :limit",
     },
     Parade {
         name: "top-items",
