@@ -382,6 +382,51 @@ fn duplicates_follow_resolution_then_source_then_ancestor() {
     );
 }
 
+/// Without perceptual hashes a merge recomputes only the md5 groups it touched: a better
+/// copy takes over, a removed winner hands over to the next best, and the counts follow.
+#[test]
+fn md5_groups_touched_by_a_merge_are_resolved_again() {
+    let e = env();
+    let rec = |booru: &str, md5: &str, w: u32| {
+        format!(
+            r#"{{"booru":"{booru}","md5":"{md5}","width":{w},"height":{w},"posted":"2020-01-01","tags":{{"character":["c_{md5}"]}}}}"#
+        )
+    };
+    let put = |dir: &Path, key: &str, record: String| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(format!("{key}.json")), record).unwrap();
+    };
+    let r1 = e.root.join("r1");
+    put(&r1, "danbooru-1", rec("danbooru", "aaa", 1000));
+    put(&r1, "gelbooru-1", rec("gelbooru", "aaa", 900));
+    put(&r1, "konachan-1", rec("konachan", "bbb", 500));
+    put(&r1, "zerochan-1", rec("zerochan", "ccc", 500));
+    e.publish(&r1, "1", None, &[]);
+    assert_eq!(e.merged("1")["duplicates"], 1);
+    let live = |e: &Env| -> Vec<String> {
+        e.sql("SELECT key FROM live ORDER BY key")
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(live(&e), ["danbooru-1", "konachan-1", "zerochan-1"]);
+
+    // Release 2: the winner of `aaa` goes, a bigger copy of `bbb` arrives, `ccc` changes md5.
+    let r2 = e.root.join("r2");
+    put(&r2, "gelbooru-1", rec("gelbooru", "aaa", 900));
+    put(&r2, "konachan-1", rec("konachan", "bbb", 500));
+    put(&r2, "sankaku-7", rec("sankaku", "bbb", 2000));
+    put(&r2, "zerochan-1", rec("zerochan", "ddd", 500));
+    put(&r2, "safebooru-3", rec("safebooru", "ccc", 100));
+    e.publish(&r2, "2", Some("1"), &[]);
+    let m2 = e.merged("2");
+    assert_eq!(m2["duplicates"], 1, "{m2}");
+    assert_eq!(
+        live(&e),
+        ["gelbooru-1", "safebooru-3", "sankaku-7", "zerochan-1"]
+    );
+}
+
 #[test]
 fn the_publisher_key_is_pinned_on_first_merge() {
     let e = env();

@@ -138,11 +138,17 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
         flush(current, &mut tags);
     }
 
+    // Each upsert returns the new count; a key that reaches zero is deleted there and
+    // then (no sweep over the whole table).
     let mut up_tag = conn.prepare(
         "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
-            items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs",
+            items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs
+         RETURNING items",
+    )?;
+    let mut del_tag = conn.prepare(
+        "DELETE FROM tag_counts WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 AND year = ?4 AND portrait = ?5",
     )?;
     // Written in key order: B-tree inserts then append instead of jumping around.
     let mut tag_counts: Vec<_> = tag_counts.into_iter().collect();
@@ -159,20 +165,35 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
         key(&a.0).cmp(&key(&b.0))
     });
     for ((ds, name, cat, year, portrait), s) in &tag_counts {
-        up_tag.execute(params![
-            ds,
-            canon[*name as usize],
-            category_name(*cat),
-            year,
-            portrait,
-            sign * s.items,
-            sign * s.score,
-            sign * s.favs
-        ])?;
+        let left: i64 = up_tag.query_row(
+            params![
+                ds,
+                canon[*name as usize],
+                category_name(*cat),
+                year,
+                portrait,
+                sign * s.items,
+                sign * s.score,
+                sign * s.favs
+            ],
+            |r| r.get(0),
+        )?;
+        if left == 0 {
+            del_tag.execute(params![
+                ds,
+                canon[*name as usize],
+                category_name(*cat),
+                year,
+                portrait
+            ])?;
+        }
     }
     let mut up_pair = conn.prepare(
         "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
+         ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items RETURNING items",
+    )?;
+    let mut del_pair = conn.prepare(
+        "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
     )?;
     let mut pair_counts: Vec<_> = pair_counts.into_iter().collect();
     pair_counts.sort_by(|x, y| {
@@ -192,13 +213,11 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
         } else {
             "character-copyright"
         };
-        up_pair.execute(params![
-            ds,
-            kind,
-            canon[*a as usize],
-            canon[*b as usize],
-            sign * n
-        ])?;
+        let (a, b) = (&canon[*a as usize], &canon[*b as usize]);
+        let left: i64 = up_pair.query_row(params![ds, kind, a, b, sign * n], |r| r.get(0))?;
+        if left == 0 {
+            del_pair.execute(params![ds, kind, a, b])?;
+        }
     }
     let mut up_cat = conn.prepare(
         "INSERT INTO category_counts(dataset, category, items) VALUES (?1, ?2, ?3)
@@ -207,13 +226,7 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
     for ((ds, cat), n) in &category_counts {
         up_cat.execute(params![ds, category_name(*cat), sign * n])?;
     }
-    if sign < 0 {
-        conn.execute_batch(
-            "DELETE FROM tag_counts WHERE items = 0;
-             DELETE FROM pair_counts WHERE items = 0;
-             DELETE FROM category_counts WHERE items = 0;",
-        )?;
-    }
+    conn.execute("DELETE FROM category_counts WHERE items = 0", [])?;
     conn.execute_batch("DELETE FROM temp.contrib_ids;")
 }
 

@@ -69,23 +69,58 @@ fn union(parent: &mut [usize], a: usize, b: usize) {
 /// What `resolve` changed.
 #[derive(Debug, Default)]
 pub struct Resolved {
-    /// Live items hidden as duplicates now.
-    pub hidden: u64,
     /// Items hidden by this call that were visible before.
     pub newly_hidden: Vec<i64>,
     /// Items visible after this call that were hidden before.
     pub newly_visible: Vec<i64>,
 }
 
-/// Recomputes the duplicate groups of dataset `ds`, changing only the items whose
-/// `duplicate_of` changes.
-pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Result<Resolved> {
-    let mut st = conn.prepare(
-        "SELECT id, md5, phash, coalesce(width, 0) * coalesce(height, 0), booru, added_in, key, duplicate_of
-         FROM items WHERE dataset = ?1 AND removed_in IS NULL AND (md5 IS NOT NULL OR phash IS NOT NULL)",
-    )?;
+/// Which groups to recompute.
+pub enum Scope<'a> {
+    /// Every group of the dataset.
+    All,
+    /// Only the groups of these md5 values, and these items (valid when no item of the
+    /// dataset has a perceptual hash: groups are then md5 groups, and only groups whose
+    /// members changed can change).
+    Md5s {
+        md5s: &'a [String],
+        items: &'a [i64],
+    },
+}
+
+/// Recomputes the duplicate groups of dataset `ds` (or those in `scope`), changing only
+/// the items whose `duplicate_of` changes.
+pub fn resolve(
+    conn: &Connection,
+    ds: i64,
+    phash_distance: u32,
+    scope: Scope<'_>,
+) -> rusqlite::Result<Resolved> {
+    let columns = "id, md5, phash, coalesce(width, 0) * coalesce(height, 0), booru, added_in, key, duplicate_of";
+    let (sql, args): (String, Vec<rusqlite::types::Value>) = match &scope {
+        Scope::All => (
+            format!(
+                "SELECT {columns} FROM items
+                 WHERE dataset = ?1 AND removed_in IS NULL AND (md5 IS NOT NULL OR phash IS NOT NULL)"
+            ),
+            vec![ds.into()],
+        ),
+        Scope::Md5s { md5s, items } => (
+            format!(
+                "SELECT {columns} FROM items
+                 WHERE dataset = ?1 AND removed_in IS NULL
+                   AND (md5 IN (SELECT value FROM json_each(?2)) OR id IN (SELECT value FROM json_each(?3)))"
+            ),
+            vec![
+                ds.into(),
+                serde_json::to_string(md5s).unwrap_or_default().into(),
+                serde_json::to_string(items).unwrap_or_default().into(),
+            ],
+        ),
+    };
+    let mut st = conn.prepare(&sql)?;
     let items: Vec<Candidate> = st
-        .query_map([ds], |r| {
+        .query_map(rusqlite::params_from_iter(args), |r| {
             let phash: Option<String> = r.get(2).ok().flatten();
             let booru: Option<String> = r.get(4).ok().flatten();
             Ok(Candidate {
@@ -176,7 +211,6 @@ pub fn resolve(conn: &Connection, ds: i64, phash_distance: u32) -> rusqlite::Res
     }
     for (i, c) in items.iter().enumerate() {
         let target = winner_of[i].map(|w| items[w].id);
-        out.hidden += u64::from(target.is_some());
         // Winners can change within a group while an item stays hidden: always write
         // hidden items' targets, and visibility changes are what the counts need.
         if target.is_some() || c.was_hidden {

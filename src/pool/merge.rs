@@ -652,8 +652,44 @@ fn merge_index(
         }
         counts.removed = removed as u64;
         step("shards and fates counted");
-        let resolved = duplicates::resolve(&tx, ds, phash_distance)?;
-        counts.duplicates = resolved.hidden;
+        // Without perceptual hashes, only the md5 groups this merge touched can change.
+        let has_phash: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM items WHERE dataset = ?1 AND phash IS NOT NULL)",
+            [ds],
+            |r| r.get(0),
+        )?;
+        let resolved = if has_phash {
+            duplicates::resolve(&tx, ds, phash_distance, duplicates::Scope::All)?
+        } else {
+            let mut st = tx.prepare(
+                "SELECT md5 FROM items WHERE dataset = ?1 AND md5 IS NOT NULL
+                   AND (removed_in = ?2 OR id IN (SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')))
+                 UNION
+                 SELECT json_extract(record, '$.md5') FROM item_history
+                 WHERE release = ?2 AND json_extract(record, '$.md5') IS NOT NULL",
+            )?;
+            let md5s: Vec<String> = st
+                .query_map(params![ds, rel], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut st = tx.prepare(
+                "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
+            )?;
+            let touched: Vec<i64> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            duplicates::resolve(
+                &tx,
+                ds,
+                phash_distance,
+                duplicates::Scope::Md5s {
+                    md5s: &md5s,
+                    items: &touched,
+                },
+            )?
+        };
+        counts.duplicates = tx.query_row(
+            "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL AND duplicate_of IS NOT NULL",
+            [ds],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
         step("duplicates resolved");
         // Counts: add what is new or changed and visible, and items whose visibility
         // alone changed (their tags did not).
