@@ -34,6 +34,15 @@ struct Sums {
 /// Adds (`sign` = 1) or subtracts (-1) the contributions of the items in `contrib_ids`
 /// as they are now, then empties `contrib_ids`.
 pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| {
+        if std::env::var_os("SEEDPOOL_TIMINGS").is_some() {
+            eprintln!(
+                "      counts ({sign:+}) {what}: {:.3}s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    };
     // Tag ids to their canonical name and category, shared by every row.
     let mut names: HashMap<i64, (u32, u8)> = HashMap::new();
     let mut canon: Vec<String> = Vec::new();
@@ -75,6 +84,7 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
         }
     };
 
+    step("tag names");
     let mut tag_counts: HashMap<(i64, u32, u8, i64, i64), Sums> = HashMap::new();
     let mut pair_counts: HashMap<(i64, u8, u32, u32), i64> = HashMap::new();
     let mut category_counts: HashMap<(i64, u8), i64> = HashMap::new();
@@ -138,6 +148,7 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
         flush(current, &mut tags);
     }
 
+    step("tallied");
     // Each upsert returns the new count; a key that reaches zero is deleted there and
     // then (no sweep over the whole table).
     let mut up_tag = conn.prepare(
@@ -219,6 +230,7 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
             del_pair.execute(params![ds, kind, a, b])?;
         }
     }
+    step("tags and pairs written");
     let mut up_cat = conn.prepare(
         "INSERT INTO category_counts(dataset, category, items) VALUES (?1, ?2, ?3)
          ON CONFLICT(dataset, category) DO UPDATE SET items = items + excluded.items",

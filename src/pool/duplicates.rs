@@ -96,20 +96,23 @@ pub fn resolve(
     phash_distance: u32,
     scope: Scope<'_>,
 ) -> rusqlite::Result<Resolved> {
-    let columns = "id, md5, phash, coalesce(width, 0) * coalesce(height, 0), booru, added_in, key, duplicate_of";
+    let columns = "i.id, i.md5, i.phash, coalesce(i.width, 0) * coalesce(i.height, 0), i.booru, i.added_in, i.key, i.duplicate_of";
     let (sql, args): (String, Vec<rusqlite::types::Value>) = match &scope {
         Scope::All => (
             format!(
-                "SELECT {columns} FROM items
-                 WHERE dataset = ?1 AND removed_in IS NULL AND (md5 IS NOT NULL OR phash IS NOT NULL)"
+                "SELECT {columns} FROM items i
+                 WHERE i.dataset = ?1 AND i.removed_in IS NULL AND (i.md5 IS NOT NULL OR i.phash IS NOT NULL)"
             ),
             vec![ds.into()],
         ),
         Scope::Md5s { md5s, items } => (
+            // Two indexed lookups; an OR of the two would scan every item.
             format!(
-                "SELECT {columns} FROM items
-                 WHERE dataset = ?1 AND removed_in IS NULL
-                   AND (md5 IN (SELECT value FROM json_each(?2)) OR id IN (SELECT value FROM json_each(?3)))"
+                "SELECT {columns} FROM json_each(?2) j CROSS JOIN items i ON i.dataset = ?1 AND i.md5 = j.value
+                 WHERE i.removed_in IS NULL AND i.md5 IS NOT NULL
+                 UNION
+                 SELECT {columns} FROM json_each(?3) j CROSS JOIN items i ON i.id = j.value
+                 WHERE i.dataset = ?1 AND i.removed_in IS NULL"
             ),
             vec![
                 ds.into(),

@@ -531,16 +531,23 @@ fn merge_index(
 
         step("counts subtracted");
         // What this release removes: live items of the dataset it no longer lists.
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS temp.removed;
+             CREATE TEMP TABLE removed(id INTEGER PRIMARY KEY);",
+        )?;
+        tx.execute(
+            "INSERT INTO temp.removed(id) SELECT id FROM items
+             WHERE dataset = ?1 AND removed_in IS NULL AND key NOT IN (SELECT key FROM incoming)",
+            [ds],
+        )?;
         tx.execute(
             "INSERT INTO provenance(item, release, action, hash)
-             SELECT id, ?2, 'removed', hash FROM items
-             WHERE dataset = ?1 AND removed_in IS NULL AND key NOT IN (SELECT key FROM incoming)",
-            params![ds, rel],
+             SELECT i.id, ?1, 'removed', i.hash FROM temp.removed r JOIN items i ON i.id = r.id",
+            [rel],
         )?;
         let removed = tx.execute(
-            "UPDATE items SET removed_in = ?2, duplicate_of = NULL
-             WHERE dataset = ?1 AND removed_in IS NULL AND key NOT IN (SELECT key FROM incoming)",
-            params![ds, rel],
+            "UPDATE items SET removed_in = ?1, duplicate_of = NULL WHERE id IN (SELECT id FROM temp.removed)",
+            [rel],
         )?;
 
         step("removed marked");
@@ -662,14 +669,16 @@ fn merge_index(
             duplicates::resolve(&tx, ds, phash_distance, duplicates::Scope::All)?
         } else {
             let mut st = tx.prepare(
-                "SELECT md5 FROM items WHERE dataset = ?1 AND md5 IS NOT NULL
-                   AND (removed_in = ?2 OR id IN (SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')))
+                "SELECT i.md5 FROM temp.removed r JOIN items i ON i.id = r.id WHERE i.md5 IS NOT NULL
+                 UNION
+                 SELECT i.md5 FROM incoming n JOIN items i ON i.id = n.item
+                 WHERE n.fate IN ('added', 'changed', 'restored') AND i.md5 IS NOT NULL
                  UNION
                  SELECT json_extract(record, '$.md5') FROM item_history
-                 WHERE release = ?2 AND json_extract(record, '$.md5') IS NOT NULL",
+                 WHERE release = ?1 AND json_extract(record, '$.md5') IS NOT NULL",
             )?;
             let md5s: Vec<String> = st
-                .query_map(params![ds, rel], |r| r.get(0))?
+                .query_map([rel], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut st = tx.prepare(
                 "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
@@ -727,7 +736,7 @@ fn merge_index(
             "UPDATE datasets SET head_release = ?2 WHERE id = ?1",
             params![ds, rel],
         )?;
-        tx.execute_batch("DROP TABLE temp.incoming")?;
+        tx.execute_batch("DROP TABLE temp.incoming; DROP TABLE temp.removed;")?;
         step("counts added");
         tx.commit()?;
         Ok(counts)

@@ -175,6 +175,9 @@ CREATE TABLE category_counts(
 CREATE INDEX live_by_score ON items(dataset, booru, year, score) WHERE removed_in IS NULL AND duplicate_of IS NULL;
 CREATE INDEX live_by_favs ON items(dataset, booru, year, favs) WHERE removed_in IS NULL AND duplicate_of IS NULL;
 CREATE INDEX live_by_quality ON items(quality, key) WHERE removed_in IS NULL AND duplicate_of IS NULL AND quality IS NOT NULL;
+CREATE INDEX items_with_phash ON items(dataset) WHERE phash IS NOT NULL;
+CREATE INDEX items_hidden ON items(dataset) WHERE duplicate_of IS NOT NULL AND removed_in IS NULL;
+CREATE INDEX items_state ON items(dataset, key, hash, shard, removed_in, duplicate_of);
 ",
 ];
 
@@ -196,6 +199,15 @@ pub const BULK_INDEXES: &[(&str, &str)] = &[
     (
         "live_by_quality",
         "CREATE INDEX live_by_quality ON items(quality, key) WHERE removed_in IS NULL AND duplicate_of IS NULL AND quality IS NOT NULL",
+    ),
+    ("items_with_phash", "CREATE INDEX items_with_phash ON items(dataset) WHERE phash IS NOT NULL"),
+    (
+        "items_hidden",
+        "CREATE INDEX items_hidden ON items(dataset) WHERE duplicate_of IS NOT NULL AND removed_in IS NULL",
+    ),
+    (
+        "items_state",
+        "CREATE INDEX items_state ON items(dataset, key, hash, shard, removed_in, duplicate_of)",
     ),
     ("item_tags_by_tag", "CREATE INDEX item_tags_by_tag ON item_tags(tag, item)"),
 ];
