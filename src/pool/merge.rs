@@ -665,7 +665,8 @@ fn merge_index(
             [ds],
             |r| r.get(0),
         )?;
-        let resolved = if has_phash {
+        // A bulk merge touches most groups anyway: one pass over all is cheaper.
+        let resolved = if has_phash || bulk {
             duplicates::resolve(&tx, ds, phash_distance, duplicates::Scope::All)?
         } else {
             let mut st = tx.prepare(
