@@ -158,6 +158,12 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
             items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs
          RETURNING items",
     )?;
+    let mut add_tag = conn.prepare(
+        "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
+            items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs",
+    )?;
     let mut del_tag = conn.prepare(
         "DELETE FROM tag_counts WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 AND year = ?4 AND portrait = ?5",
     )?;
@@ -176,19 +182,22 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
         key(&a.0).cmp(&key(&b.0))
     });
     for ((ds, name, cat, year, portrait), s) in &tag_counts {
-        let left: i64 = up_tag.query_row(
-            params![
-                ds,
-                canon[*name as usize],
-                category_name(*cat),
-                year,
-                portrait,
-                sign * s.items,
-                sign * s.score,
-                sign * s.favs
-            ],
-            |r| r.get(0),
-        )?;
+        let args = params![
+            ds,
+            canon[*name as usize],
+            category_name(*cat),
+            year,
+            portrait,
+            sign * s.items,
+            sign * s.score,
+            sign * s.favs
+        ];
+        // Adding never brings a count to zero: no need to read it back.
+        if sign > 0 {
+            add_tag.execute(args)?;
+            continue;
+        }
+        let left: i64 = up_tag.query_row(args, |r| r.get(0))?;
         if left == 0 {
             del_tag.execute(params![
                 ds,
@@ -202,6 +211,10 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
     let mut up_pair = conn.prepare(
         "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items RETURNING items",
+    )?;
+    let mut add_pair = conn.prepare(
+        "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
     )?;
     let mut del_pair = conn.prepare(
         "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
@@ -225,6 +238,10 @@ pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
             "character-copyright"
         };
         let (a, b) = (&canon[*a as usize], &canon[*b as usize]);
+        if sign > 0 {
+            add_pair.execute(params![ds, kind, a, b, n])?;
+            continue;
+        }
         let left: i64 = up_pair.query_row(params![ds, kind, a, b, sign * n], |r| r.get(0))?;
         if left == 0 {
             del_pair.execute(params![ds, kind, a, b])?;
