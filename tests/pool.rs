@@ -926,6 +926,72 @@ fn export_writes_tsv_and_json_lines() {
     assert_eq!(rows[0]["added_in"], "1");
 }
 
+/// Parquet output read back by pyarrow (from PyPI; `.ci/run` installs it), a reader we did
+/// not write: same rows and values as the JSON Lines export, typed columns.
+#[test]
+fn export_writes_parquet_that_pyarrow_reads() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..25, 50);
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+    let parquet = e.root.join("items.parquet");
+    let r = run(&[
+        "export",
+        "--pool",
+        s(&e.pool),
+        "--format",
+        "parquet",
+        "--out",
+        s(&parquet),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\"items\":25"), "{}", r.stdout);
+    let jsonl = e.root.join("items.jsonl");
+    assert_eq!(
+        run(&[
+            "export",
+            "--pool",
+            s(&e.pool),
+            "--format",
+            "jsonl",
+            "--out",
+            s(&jsonl)
+        ])
+        .code,
+        0
+    );
+    let check = r#"
+import json, sys
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+rows = [json.loads(l) for l in open(sys.argv[2])]
+assert t.num_rows == len(rows) == 25, (t.num_rows, len(rows))
+assert str(t.schema.field("score").type) == "int64", t.schema
+assert str(t.schema.field("quality").type) == "double", t.schema
+for i, row in enumerate(rows):
+    for col in ("key", "booru", "score", "year", "shard", "added_in"):
+        assert t.column(col)[i].as_py() == row[col], (col, i)
+    assert t.column("tags_character")[i].as_py() == " ".join(row["tags"]["character"])
+    assert json.loads(t.column("record")[i].as_py()) == row["record"]
+    assert t.column("quality")[i].as_py() is None
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", check])
+        .arg(&parquet)
+        .arg(&jsonl)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "pyarrow check failed (is pyarrow installed? see .ci/run): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn tag_lists_systematize_tags_and_conflicts_show_disagreement() {
     let e = env();

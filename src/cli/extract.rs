@@ -71,10 +71,11 @@ pub fn run_extract(args: ExtractArgs, out: &mut Output) -> CommandResult {
     Ok(())
 }
 
-/// Export the pool's live items and their tags as TSV or JSON Lines.
+/// Export the pool's live items and their tags as TSV, JSON Lines or Parquet.
 ///
 /// For analysis beyond one SQLite file: DuckDB (`read_json('items.jsonl')`,
-/// `read_csv('items.tsv', delim='\t')`), pandas, Polars or Spark read these directly.
+/// `read_csv('items.tsv', delim='\t')`, `read_parquet('items.parquet')`), pandas, Polars
+/// or Spark read these directly.
 /// Columns: dataset, key, booru, post_id, md5, rating, score, favs, posted, year, width,
 /// height, bytes, volume, quality, faces, composition, shard, added_in, changed_in and
 /// the tags by category (JSON Lines also carries the full record).
