@@ -166,7 +166,16 @@ fn unreadable_file() {
     let is_root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("seedpool"));
+    let mut bin = assert_cmd::cargo::cargo_bin("seedpool");
+    if is_root {
+        // `nobody` may not reach the build folder (a checkout under /root, say): run a
+        // copy from the test's own folder.
+        let copy = s_.root.join("seedpool-bin");
+        std::fs::copy(&bin, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin = copy;
+    }
+    let mut cmd = std::process::Command::new(&bin);
     cmd.args(publish_args(s(&s_.rel), s(&s_.store), s(&s_.key), "2"));
     if is_root {
         use std::os::unix::process::CommandExt;
