@@ -57,10 +57,6 @@ impl ShardId {
     pub fn relative_path(self) -> String {
         format!("shards/{}.tar", self.to_hex())
     }
-
-    pub fn short(self) -> String {
-        hex::encode(&self.0[..4])
-    }
 }
 
 impl fmt::Display for ShardId {

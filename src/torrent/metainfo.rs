@@ -167,10 +167,6 @@ impl ParsedFile {
     pub fn first_piece(&self, piece_length: u64) -> usize {
         (self.offset / piece_length) as usize
     }
-
-    pub fn piece_count(&self, piece_length: u64) -> usize {
-        self.length.div_ceil(piece_length) as usize
-    }
 }
 
 #[derive(Clone, Debug)]

@@ -36,10 +36,6 @@ impl FilePieces {
             .map(|t| if last_file { &t.short } else { &t.padded });
         self.full.iter().chain(tail)
     }
-
-    pub fn count(&self) -> usize {
-        self.full.len() + usize::from(self.tail.is_some())
-    }
 }
 
 /// Streams bytes of one file and cuts them into pieces.
@@ -157,7 +153,7 @@ mod tests {
         let mut h = PieceHasher::new(4);
         h.update(&[1, 2, 3, 4, 5, 6, 7, 8]);
         let p = h.finish();
-        assert_eq!(p.count(), 2);
+        assert_eq!(p.hashes(false).count(), 2);
         assert!(p.tail.is_none());
     }
 }
