@@ -154,11 +154,22 @@ pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, E
             .and_then(|()| w.get_ref().sync_all())
             .map_err(|e| file_error("write", &tmp)(e).into())
     });
+    commit(&tmp, plan, finished, items)
+}
+
+/// Ends an export written to `tmp`: renamed into place when `finished` is Ok, removed
+/// otherwise, so a failed export never leaves a partial file under the wanted name.
+fn commit(
+    tmp: &std::path::Path,
+    plan: &ExportPlan,
+    finished: Result<(), ExportError>,
+    items: u64,
+) -> Result<ExportReport, ExportError> {
     if let Err(e) = finished {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &plan.out).map_err(file_error("write", &plan.out))?;
+    std::fs::rename(tmp, &plan.out).map_err(file_error("write", &plan.out))?;
     Ok(ExportReport {
         items,
         out: plan.out.clone(),
@@ -336,14 +347,6 @@ mod parquet {
                     .map_err(|e| ExportError::from(file_error("write", &tmp)(e)))
             })(),
         };
-        if let Err(e) = finished {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        std::fs::rename(&tmp, &plan.out).map_err(file_error("write", &plan.out))?;
-        Ok(ExportReport {
-            items,
-            out: plan.out.clone(),
-        })
+        super::commit(&tmp, plan, finished, items)
     }
 }
