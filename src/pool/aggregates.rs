@@ -34,15 +34,8 @@ struct Sums {
 /// Adds (`sign` = 1) or subtracts (-1) the contributions of the items in `contrib_ids`
 /// as they are now, then empties `contrib_ids`.
 pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
-    let t0 = std::time::Instant::now();
-    let step = |what: &str| {
-        if std::env::var_os("SEEDPOOL_TIMINGS").is_some() {
-            eprintln!(
-                "      counts ({sign:+}) {what}: {:.3}s",
-                t0.elapsed().as_secs_f64()
-            );
-        }
-    };
+    let timings = super::Timings::new(format!("      counts ({sign:+})"));
+    let step = |what: &str| timings.step(what);
     // Tag ids to their canonical name and category, shared by every row.
     let mut names: HashMap<i64, (u32, u8)> = HashMap::new();
     let mut canon: Vec<String> = Vec::new();

@@ -447,12 +447,8 @@ fn merge_index(
 ) -> Result<Counts, MergeError> {
     conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
     let result = (|| -> Result<Counts, MergeError> {
-        let t0 = std::time::Instant::now();
-        let step = |what: &str| {
-            if std::env::var_os("SEEDPOOL_TIMINGS").is_some() {
-                eprintln!("{:>8.3}s {what}", t0.elapsed().as_secs_f64());
-            }
-        };
+        let timings = super::Timings::new("");
+        let step = |what: &str| timings.step(what);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let signer = m.public_key().unwrap_or_default();
         tx.execute(

@@ -49,6 +49,35 @@ pub enum PoolError {
     File(#[from] FileError),
 }
 
+/// Step timings of long pool work, printed on stderr when `SEEDPOOL_TIMINGS` is set
+/// (docs/performance.md uses them); silent otherwise.
+pub struct Timings {
+    start: std::time::Instant,
+    prefix: String,
+    on: bool,
+}
+
+impl Timings {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            prefix: prefix.into(),
+            on: std::env::var_os("SEEDPOOL_TIMINGS").is_some(),
+        }
+    }
+
+    /// Prints how long after the start `what` ended.
+    pub fn step(&self, what: &str) {
+        if self.on {
+            eprintln!(
+                "{}{:>8.3}s {what}",
+                self.prefix,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 pub struct Pool {
     root: PathBuf,
     conn: Connection,
