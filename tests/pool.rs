@@ -41,6 +41,20 @@ impl Env {
         assert_eq!(r.code, 0, "publish {version}: {}", r.stderr);
     }
 
+    /// Writes items `range` into `r1`, publishes them as release 1 and merges it; returns
+    /// the release folder and the merge report.
+    fn release_one(
+        &self,
+        range: std::ops::Range<usize>,
+        payload: usize,
+        extra: &[&str],
+    ) -> (PathBuf, serde_json::Value) {
+        let r1 = self.root.join("r1");
+        write_items(&r1, range, payload);
+        self.publish(&r1, "1", None, extra);
+        (r1, self.merged("1"))
+    }
+
     fn manifest(&self, version: &str) -> PathBuf {
         self.store.join(format!("test-ds-{version}.manifest.json"))
     }
@@ -174,10 +188,7 @@ fn remove_item(dir: &Path, i: usize) {
 fn merge_records_every_items_fate_and_is_idempotent() {
     let mut e = env();
     e.bulk = true;
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..40, 300);
-    e.publish(&r1, "1", None, &["--shard-items", "10"]);
-    let m1 = e.merged("1");
+    let (_, m1) = e.release_one(0..40, 300, &["--shard-items", "10"]);
     assert_eq!(m1["added"], 40);
     assert_eq!(m1["shards_fetched"], 4);
 
@@ -248,10 +259,7 @@ fn merge_records_every_items_fate_and_is_idempotent() {
 #[test]
 fn items_moved_by_a_repack_keep_their_identity_and_new_offsets() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..40, 700);
-    e.publish(&r1, "1", None, &["--shard-items", "10"]);
-    e.merged("1");
+    let (r1, _) = e.release_one(0..40, 700, &["--shard-items", "10"]);
     // Drop 8 of the 10 items of one shard: the 2 left are repacked into a new shard.
     let shard = e.one("SELECT shard FROM items WHERE key = 'danbooru-1000'");
     let keys = e.sql(&format!(
@@ -430,10 +438,7 @@ fn md5_groups_touched_by_a_merge_are_resolved_again() {
 #[test]
 fn the_publisher_key_is_pinned_on_first_merge() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..5, 100);
-    e.publish(&r1, "1", None, &[]);
-    e.merged("1");
+    let (r1, _) = e.release_one(0..5, 100, &[]);
     // Release 2 signed by somebody else.
     let other = e.root.join("other.key");
     seedpool::signing::PublisherKey::from_seed([9; 32])
@@ -460,10 +465,7 @@ fn the_publisher_key_is_pinned_on_first_merge() {
 #[test]
 fn bad_releases_and_pools_change_nothing() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..20, 200);
-    e.publish(&r1, "1", None, &["--shard-items", "5"]);
-    e.merged("1");
+    let (r1, _) = e.release_one(0..20, 200, &["--shard-items", "5"]);
     write_items(&r1, 20..30, 200);
     e.publish(&r1, "2", Some("1"), &["--shard-items", "5"]);
     let before = e.digest();
@@ -591,10 +593,7 @@ fn a_signed_index_whose_items_name_a_missing_shard_is_refused() {
 #[test]
 fn queries_refuse_writes_and_bad_sql() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..10, 100);
-    e.publish(&r1, "1", None, &[]);
-    e.merged("1");
+    e.release_one(0..10, 100, &[]);
     let before = e.digest();
     for (sql, expect) in [
         (
@@ -706,10 +705,7 @@ fn queries_refuse_writes_and_bad_sql() {
 #[test]
 fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..3000, 40);
-    e.publish(&r1, "1", None, &["--shard-items", "200"]);
-    e.merged("1");
+    let (r1, _) = e.release_one(0..3000, 40, &["--shard-items", "200"]);
     let r2 = e.root.join("r2");
     copy_dir(&r1, &r2);
     for i in (0..3000).step_by(3) {
@@ -778,10 +774,7 @@ fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
 #[test]
 fn extract_writes_chosen_members_and_catches_damage() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..12, 900);
-    e.publish(&r1, "1", None, &["--shard-items", "4"]);
-    e.merged("1");
+    e.release_one(0..12, 900, &["--shard-items", "4"]);
     let out = e.root.join("out");
     let r = run(&[
         "extract",
@@ -876,10 +869,7 @@ fn extract_writes_chosen_members_and_catches_damage() {
 #[test]
 fn export_writes_tsv_and_json_lines() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..9, 50);
-    e.publish(&r1, "1", None, &[]);
-    e.merged("1");
+    e.release_one(0..9, 50, &[]);
     let tsv = e.root.join("items.tsv");
     let r = run(&[
         "export",
@@ -931,10 +921,7 @@ fn export_writes_tsv_and_json_lines() {
 #[test]
 fn export_writes_parquet_that_pyarrow_reads() {
     let e = env();
-    let r1 = e.root.join("r1");
-    write_items(&r1, 0..25, 50);
-    e.publish(&r1, "1", None, &[]);
-    e.merged("1");
+    e.release_one(0..25, 50, &[]);
     let parquet = e.root.join("items.parquet");
     let r = run(&[
         "export",
