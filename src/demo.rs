@@ -336,14 +336,7 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
     let mut merges = Vec::new();
     for r in &releases {
         merges.push(merge::run(
-            &MergePlan {
-                manifest: r.manifest.clone(),
-                pool: pool.clone(),
-                from: store.clone(),
-                trust_key: false,
-                allow_older: false,
-                phash_distance: 3,
-            },
+            &MergePlan::new(r.manifest.clone(), pool.clone(), store.clone()),
             progress,
         )?);
     }

@@ -16,6 +16,7 @@ pub mod release;
 pub mod shard;
 pub mod signing;
 pub mod store;
+pub mod swarm;
 pub mod tags;
 pub mod torrent;
 pub mod verify;

@@ -43,12 +43,10 @@ pub struct MergeArgs {
 
 pub fn run(args: MergeArgs, out: &mut Output) -> CommandResult {
     let plan = MergePlan {
-        manifest: args.manifest.clone(),
-        pool: args.pool.clone(),
-        from: args.from.clone(),
         trust_key: args.trust_key,
         allow_older: args.allow_older,
         phash_distance: args.phash_distance,
+        ..MergePlan::new(args.manifest.clone(), args.pool.clone(), args.from.clone())
     };
     let bars = out.progress();
     let result = merge::run(&plan, &bars);

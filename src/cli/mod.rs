@@ -11,6 +11,7 @@ mod merge;
 mod output;
 mod publish;
 mod query;
+mod swarm;
 mod tags;
 mod verify;
 
@@ -41,6 +42,8 @@ enum Command {
     Demo(demo::DemoArgs),
     Publish(publish::PublishArgs),
     Verify(verify::VerifyArgs),
+    Seed(swarm::SeedArgs),
+    Sync(swarm::SyncArgs),
     Merge(merge::MergeArgs),
     Query(query::QueryArgs),
     Extract(extract::ExtractArgs),
@@ -95,6 +98,8 @@ where
         Command::Demo(a) => demo::run(a, out),
         Command::Publish(a) => publish::run(a, out),
         Command::Verify(a) => verify::run(a, out),
+        Command::Seed(a) => swarm::run_seed(a, out),
+        Command::Sync(a) => swarm::run_sync(a, out),
         Command::Merge(a) => merge::run(a, out),
         Command::Query(a) => query::run(a, out),
         Command::Extract(a) => extract::run_extract(a, out),

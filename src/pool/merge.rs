@@ -40,6 +40,33 @@ pub struct MergePlan {
     pub allow_older: bool,
     /// Near duplicates: largest Hamming distance between perceptual hashes.
     pub phash_distance: u32,
+    /// The shards to bring into the pool (by id); `None` brings them all. The others
+    /// are recorded as known but not present, with their items (a selective sync).
+    pub selection: Option<BTreeSet<String>>,
+    /// Files (by blake3) the caller already checked against the manifest and put in
+    /// place in the pool, so they are not hashed a second time (`sync` downloads and
+    /// verifies them itself).
+    pub verified: BTreeSet<String>,
+}
+
+impl MergePlan {
+    /// A plan with the defaults of `seedpool merge`: every shard, nothing pre-verified.
+    pub fn new(manifest: PathBuf, pool: PathBuf, from: PathBuf) -> Self {
+        Self {
+            manifest,
+            pool,
+            from,
+            trust_key: false,
+            allow_older: false,
+            phash_distance: 3,
+            selection: None,
+            verified: BTreeSet::new(),
+        }
+    }
+
+    fn wants(&self, shard: &str) -> bool {
+        self.selection.as_ref().is_none_or(|s| s.contains(shard))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -57,6 +84,9 @@ pub struct MergeReport {
     pub duplicates: u64,
     pub shards_fetched: u64,
     pub bytes_fetched: u64,
+    /// Shards of the release the pool holds after this merge, and those it only knows.
+    pub shards_present: u64,
+    pub shards_missing: u64,
     pub already_merged: bool,
 }
 
@@ -114,11 +144,7 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
         version: manifest.version.clone(),
         ..MergeReport::default()
     };
-    if let Some(already) = check_release(pool.connection(), &manifest, &manifest_hash, plan)? {
-        report.already_merged = true;
-        report.items = already;
-        return Ok(report);
-    }
+    let already = check_release(pool.connection(), &manifest, &manifest_hash, plan)?;
 
     // Files first: verified copies in the pool's store layout.
     let source = Store::open(&plan.from, &dataset)?;
@@ -130,10 +156,20 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
         &source,
         &target,
         &present,
+        plan,
         progress,
     )?;
     report.shards_fetched = fetched;
     report.bytes_fetched = bytes;
+    if let Some(items) = already {
+        // The release is merged; a later sync may only have brought shards it lacked.
+        mark_present(pool.connection_mut(), &manifest, plan)?;
+        report.already_merged = true;
+        report.items = items;
+        (report.shards_present, report.shards_missing) =
+            shard_presence(pool.connection(), &manifest_hash)?;
+        return Ok(report);
+    }
 
     // The index, decompressed next to the pool for the merge, removed afterwards.
     let tmp = TempFile(pool.root().join(format!(
@@ -151,7 +187,7 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
         &manifest,
         &manifest_hash,
         &tmp.0,
-        plan.phash_distance,
+        plan,
     )?;
     report.added = counts.added;
     report.changed = counts.changed;
@@ -161,7 +197,33 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
     report.unchanged = counts.same;
     report.duplicates = counts.duplicates;
     report.items = counts.items;
+    (report.shards_present, report.shards_missing) =
+        shard_presence(pool.connection(), &manifest_hash)?;
     Ok(report)
+}
+
+/// Records the selected shards of an already merged release as present.
+fn mark_present(conn: &mut Connection, m: &Manifest, plan: &MergePlan) -> Result<(), MergeError> {
+    let tx = conn.transaction()?;
+    {
+        let mut st = tx.prepare("UPDATE shards SET present = 1 WHERE id = ?1 AND present = 0")?;
+        for s in m.shards.iter().filter(|s| plan.wants(&s.id)) {
+            st.execute([&s.id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// (present, missing) shard counts of the release with this manifest.
+fn shard_presence(conn: &Connection, manifest_hash: &str) -> Result<(u64, u64), MergeError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(s.present), 0), count(*) - coalesce(sum(s.present), 0)
+         FROM releases r JOIN release_shards rs ON rs.release = r.id JOIN shards s ON s.id = rs.shard
+         WHERE r.manifest_blake3 = ?1",
+        [manifest_hash],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )?)
 }
 
 struct TempFile(PathBuf);
@@ -174,7 +236,7 @@ impl Drop for TempFile {
 
 /// Returns the live item count when this exact release is merged already; refuses
 /// clashes, changed keys and older releases.
-fn check_release(
+pub(crate) fn check_release(
     conn: &Connection,
     m: &Manifest,
     manifest_hash: &str,
@@ -248,13 +310,14 @@ fn import_files(
     source: &Store,
     target: &Store,
     present: &BTreeSet<String>,
+    plan: &MergePlan,
     progress: &dyn Progress,
 ) -> Result<(u64, u64), MergeError> {
     let todo: Vec<(ShardId, u64)> = m
         .shards
         .iter()
         .zip(m.shard_ids())
-        .filter(|(e, _)| !present.contains(&e.id))
+        .filter(|(e, _)| !present.contains(&e.id) && plan.wants(&e.id))
         .map(|(e, id)| (id, e.size))
         .collect();
     progress.stage(
@@ -265,8 +328,10 @@ fn import_files(
     let mut bytes = 0;
     for (id, size) in &todo {
         let to = target.shard_path(*id);
+        let hex = id.to_hex();
         let already = std::fs::metadata(&to).is_ok_and(|md| md.len() == *size)
-            && store::hash_file(&to).is_ok_and(|h| h.to_hex().as_str() == id.to_hex());
+            && (plan.verified.contains(&hex)
+                || store::hash_file(&to).is_ok_and(|h| h.to_hex().as_str() == hex));
         if !already {
             let from = source.shard_path(*id);
             if !from.is_file() {
@@ -282,12 +347,14 @@ fn import_files(
         progress.advance(*size);
     }
     let index_rel = &m.index.path;
-    bring(
-        &source.dataset_dir().join(index_rel),
-        &target.dataset_dir().join(index_rel),
-        &m.index.blake3,
-        m.index.size,
-    )?;
+    if !plan.verified.contains(&m.index.blake3) {
+        bring(
+            &source.dataset_dir().join(index_rel),
+            &target.dataset_dir().join(index_rel),
+            &m.index.blake3,
+            m.index.size,
+        )?;
+    }
     let version = m.version_name();
     let torrent_from = source.torrent_path(&version);
     let torrent_bytes =
@@ -443,8 +510,9 @@ fn merge_index(
     m: &Manifest,
     manifest_hash: &str,
     index_path: &Path,
-    phash_distance: u32,
+    plan: &MergePlan,
 ) -> Result<Counts, MergeError> {
+    let phash_distance = plan.phash_distance;
     conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
     let result = (|| -> Result<Counts, MergeError> {
         let timings = super::Timings::new("");
@@ -622,16 +690,25 @@ fn merge_index(
         }
 
         step("members and tags");
-        // Shards of the release: all verified in the pool by now.
+        // Shards of the release: the selected ones are verified in the pool by now; the
+        // others are known, with their items, but not present.
         {
             let mut shard = tx.prepare(
-                "INSERT INTO shards(id, dataset, size, items, volume, present) VALUES (?1, ?2, ?3, ?4, ?5, 1)
-                 ON CONFLICT(id) DO UPDATE SET present = 1",
+                "INSERT INTO shards(id, dataset, size, items, volume, present) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET present = max(present, excluded.present)",
             )?;
             let mut link =
                 tx.prepare("INSERT OR IGNORE INTO release_shards(release, shard) VALUES (?1, ?2)")?;
             for s in &m.shards {
-                shard.execute(params![s.id, ds, s.size as i64, s.items as i64, s.volume])?;
+                let present = plan.wants(&s.id);
+                shard.execute(params![
+                    s.id,
+                    ds,
+                    s.size as i64,
+                    s.items as i64,
+                    s.volume,
+                    present
+                ])?;
                 link.execute(params![rel, s.id])?;
             }
         }

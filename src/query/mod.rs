@@ -74,9 +74,15 @@ pub enum Format {
 
 /// Installs the read-only authorizer; the denied action lands in the returned slot.
 fn guard(pool: &Pool) -> Arc<Mutex<Option<String>>> {
+    read_only_guard(pool.connection())
+}
+
+/// Lets `conn` only read from now on: an authorizer denies writes, ATTACH and pragmas,
+/// and names what it denied in the returned slot (for the error message).
+pub fn read_only_guard(conn: &rusqlite::Connection) -> Arc<Mutex<Option<String>>> {
     let denied = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&denied);
-    pool.connection()
+    conn
         .authorizer(Some(move |ctx: AuthContext<'_>| {
             let refuse = |what: String| {
                 if let Ok(mut s) = slot.lock() {

@@ -1,0 +1,411 @@
+//! `seedpool seed` and `seedpool sync`: arguments → plans → `swarm::{seed, sync}`, and
+//! the one view of swarm events both share: bars on a terminal, log lines when piped,
+//! JSON lines with `--json`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::publish::human_bytes;
+use super::{parse_size, CommandResult, Failure, Output};
+use crate::swarm::seed::{self, SeedError, SeedPlan};
+use crate::swarm::sync::{self, SyncError, SyncPlan};
+use crate::swarm::{Event, Events, SwarmError, SwarmOptions};
+
+/// How to reach the swarm; shared by `seed` and `sync`.
+#[derive(Args, Debug)]
+struct SwarmArgs {
+    /// Do not use the mainline DHT to find peers.
+    #[arg(long)]
+    no_dht: bool,
+    /// Do not announce to the trackers the torrent names.
+    #[arg(long)]
+    no_trackers: bool,
+    /// Most bytes per second to upload, e.g. `20MiB` (no limit by default).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    upload_limit: Option<u64>,
+    /// Most bytes per second to download, e.g. `50MiB` (no limit by default).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    download_limit: Option<u64>,
+    /// Print events as JSON lines on stdout (progress, files, result).
+    #[arg(long)]
+    json: bool,
+}
+
+impl SwarmArgs {
+    fn options(&self, listen: SocketAddr) -> SwarmOptions {
+        SwarmOptions {
+            listen,
+            dht: !self.no_dht,
+            trackers: !self.no_trackers,
+            upload_limit: self.upload_limit,
+            download_limit: self.download_limit,
+        }
+    }
+}
+
+/// Seed releases from a store (or a pool) until Ctrl-C.
+///
+/// Every release of a dataset shares the store's one copy of each shard. Each file is
+/// checked against the torrent's piece hashes before seeding starts, so a damaged store
+/// is reported instead of served. Peers find the seeder through the manifests'
+/// trackers, the DHT, or by dialing --listen directly.
+#[derive(Args, Debug)]
+pub struct SeedArgs {
+    /// Manifests of the releases to seed (`STORE/<dataset>-<version>.manifest.json`).
+    #[arg(required = true)]
+    manifests: Vec<PathBuf>,
+    /// The store (or pool) holding the releases' files.
+    #[arg(long, env = "SEEDPOOL_STORE")]
+    store: PathBuf,
+    /// Address to accept peers on (TCP and uTP); port 0 picks a free one.
+    #[arg(long, default_value = "0.0.0.0:6881")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    swarm: SwarmArgs,
+}
+
+/// Download a release into a pool: only the shards it lacks, verified, then merged.
+///
+/// Reads the manifest (a path, or an http(s) URL with the torrent beside it) and checks
+/// its signature; the pool pins the publisher key on first sync. Shards the pool holds
+/// from earlier releases are not fetched again. Files download into
+/// POOL/.seedpool-sync/ and enter POOL/<dataset>/shards/ only after their blake3
+/// matches the manifest; the release is then merged in one transaction. A killed or
+/// interrupted sync resumes where it stopped when run again.
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// The release's manifest: a local path or an http(s) URL.
+    manifest: String,
+    /// The pool folder (created when missing or empty).
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// A peer to dial, `IP:PORT`; repeat for more.
+    #[arg(long = "peer", value_name = "ADDR")]
+    peers: Vec<SocketAddr>,
+    /// Fetch only the shards holding items that match this SQL condition on the
+    /// release index's `items` table, e.g. `volume LIKE '3x4-%'` or
+    /// `key IN (SELECT key FROM tags WHERE tag = 'hatsune_miku')`. The index comes first;
+    /// the pool then knows every item, with the unselected shards marked not present.
+    #[arg(long = "where", value_name = "SQL")]
+    selection: Option<String>,
+    /// Address to accept peers on while downloading; port 0 picks a free one.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    listen: SocketAddr,
+    /// Give up when no data arrives for this long, e.g. `90s` or `10m`.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Accept a manifest signed by another key than the one the pool pinned.
+    #[arg(long)]
+    trust_key: bool,
+    /// Accept a release older than the newest one the pool holds.
+    #[arg(long)]
+    allow_older: bool,
+    #[command(flatten)]
+    swarm: SwarmArgs,
+}
+
+pub fn run_seed(args: SeedArgs, out: &mut Output) -> CommandResult {
+    let plan = SeedPlan {
+        manifests: args.manifests.clone(),
+        store: args.store.clone(),
+        swarm: args.swarm.options(args.listen),
+        report_every: if out.color() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        },
+    };
+    let view = View::new(out, args.swarm.json);
+    let result = seed::run(&plan, &view);
+    view.finish();
+    let uploaded = result.map_err(|e| match e {
+        SeedError::Swarm(SwarmError::Listen { .. }) => Failure::Usage(anyhow!(e)),
+        e => Failure::Data(anyhow!(e).context("failed to seed")),
+    })?;
+    if args.swarm.json {
+        out.json(&serde_json::json!({"event": "result", "uploaded": uploaded}))?;
+    } else {
+        writeln!(out.err, "stopped; uploaded {}", human_bytes(uploaded))?;
+    }
+    Ok(())
+}
+
+pub fn run_sync(args: SyncArgs, out: &mut Output) -> CommandResult {
+    let plan = SyncPlan {
+        manifest: args.manifest.clone(),
+        pool: args.pool.clone(),
+        peers: args.peers.clone(),
+        selection: args.selection.clone(),
+        trust_key: args.trust_key,
+        allow_older: args.allow_older,
+        phash_distance: 3,
+        swarm: args.swarm.options(args.listen),
+        stall_timeout: args.timeout,
+    };
+    let view = View::new(out, args.swarm.json);
+    let result = sync::run(&plan, &view);
+    view.finish();
+    let r = result.map_err(|e| match e {
+        SyncError::Swarm(SwarmError::Listen { .. }) => Failure::Usage(anyhow!(e)),
+        e => Failure::Data(anyhow!(e).context(format!("failed to sync `{}`", plan.manifest))),
+    })?;
+    if args.swarm.json {
+        let mut value = serde_json::to_value(&r)?;
+        value["event"] = "result".into();
+        out.json(&value)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    writeln!(
+        w,
+        "synced {} {} into `{}` in {:.1} s",
+        r.dataset,
+        r.version,
+        plan.pool.display(),
+        r.seconds
+    )?;
+    writeln!(
+        w,
+        "  {} shards: {} downloaded ({}; {} received from peers), {} already in the pool{}",
+        r.shards,
+        r.shards_downloaded,
+        human_bytes(r.bytes_downloaded),
+        human_bytes(r.bytes_received),
+        r.shards_in_pool,
+        if r.shards_not_selected > 0 {
+            format!(", {} not selected", r.shards_not_selected)
+        } else {
+            String::new()
+        }
+    )?;
+    if let Some(items) = r.selected_items {
+        writeln!(w, "  {items} items match --where")?;
+    }
+    let m = &r.merge;
+    if m.already_merged {
+        writeln!(w, "  the release was merged before; its new shards are recorded")?;
+    } else {
+        writeln!(
+            w,
+            "  merged: {} added, {} changed, {} restored, {} removed, {} unchanged; {} live items",
+            m.added, m.changed, m.restored, m.removed, m.unchanged, m.items
+        )?;
+    }
+    if m.shards_missing > 0 {
+        writeln!(
+            w,
+            "  {} of the release's shards are in the pool, {} known but not downloaded",
+            m.shards_present, m.shards_missing
+        )?;
+    }
+    Ok(())
+}
+
+/// Draws swarm events: bars on a terminal, a log line every few seconds when piped, or
+/// JSON lines. Events arrive on one thread, hence the `RefCell`.
+struct View<'a> {
+    out: RefCell<&'a mut Output>,
+    json: bool,
+    bars: Option<Bars>,
+    last_log: RefCell<Instant>,
+    last_seed_line: RefCell<(u64, u64)>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    files: RefCell<BTreeMap<String, ProgressBar>>,
+}
+
+/// Most per-file bars shown at once; the total bar covers the rest.
+const FILE_BARS: usize = 4;
+
+impl<'a> View<'a> {
+    fn new(out: &'a mut Output, json: bool) -> Self {
+        let bars = (out.color() && !json).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let total = multi.add(ProgressBar::new(0));
+            total.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .expect("valid template"),
+            );
+            total.enable_steady_tick(Duration::from_millis(120));
+            Bars {
+                multi,
+                total,
+                files: RefCell::new(BTreeMap::new()),
+            }
+        });
+        Self {
+            out: RefCell::new(out),
+            json,
+            bars,
+            last_log: RefCell::new(Instant::now()),
+            last_seed_line: RefCell::new((0, 0)),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bars {
+            for bar in b.files.borrow().values() {
+                bar.finish_and_clear();
+            }
+            b.total.finish_and_clear();
+        }
+    }
+
+    fn log(&self, line: &str) {
+        if let Some(b) = &self.bars {
+            let _ = b.multi.println(line);
+        } else {
+            let _ = writeln!(self.out.borrow_mut().err, "{line}");
+        }
+    }
+
+    fn draw_progress(&self, have: u64, total: u64, rate: f64, peers: u64, active: &[(String, u64, u64)]) {
+        let Some(b) = &self.bars else {
+            let mut last = self.last_log.borrow_mut();
+            if last.elapsed() >= Duration::from_secs(5) {
+                *last = Instant::now();
+                drop(last);
+                self.log(&format!(
+                    "{} of {} ({:.0}%), {}/s, {peers} peers",
+                    human_bytes(have),
+                    human_bytes(total),
+                    100.0 * have as f64 / total.max(1) as f64,
+                    human_bytes(rate as u64)
+                ));
+            }
+            return;
+        };
+        if b.total.length() != Some(total) {
+            b.total.set_style(
+                ProgressStyle::with_template(
+                    "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.total.set_length(total);
+        }
+        b.total.set_position(have);
+        b.total.set_message(format!("{peers} peers"));
+        let mut files = b.files.borrow_mut();
+        files.retain(|name, bar| {
+            let keep = active.iter().any(|(n, _, _)| n == name);
+            if !keep {
+                bar.finish_and_clear();
+                b.multi.remove(bar);
+            }
+            keep
+        });
+        for (name, got, size) in active {
+            if !files.contains_key(name) && files.len() >= FILE_BARS {
+                continue;
+            }
+            let bar = files.entry(name.clone()).or_insert_with(|| {
+                let bar = b.multi.add(ProgressBar::new(*size));
+                bar.set_style(
+                    ProgressStyle::with_template("  {msg:30!} [{bar:30}] {bytes}/{total_bytes}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(short_name(name));
+                bar
+            });
+            bar.set_position(*got);
+        }
+    }
+}
+
+/// `shards/<64 hex>.tar` → `shards/<12 hex>….tar` for a bar label.
+fn short_name(path: &str) -> String {
+    match path.strip_prefix("shards/") {
+        Some(rest) if rest.len() > 20 => format!("shard {}…", &rest[..12]),
+        _ => path.to_string(),
+    }
+}
+
+impl Events for View<'_> {
+    fn emit(&self, event: Event) {
+        if self.json {
+            let _ = self.out.borrow_mut().json(&event);
+            return;
+        }
+        match event {
+            Event::Listening { addr } => self.log(&format!("listening for peers on {addr}")),
+            Event::Ready { addr, releases } => self.log(&format!(
+                "seeding {releases} release(s); accepting peers on {addr}; Ctrl-C stops"
+            )),
+            Event::Seeding {
+                dataset,
+                version,
+                info_hash,
+                files,
+                bytes,
+            } => self.log(&format!(
+                "checked {dataset} {version}: {files} files, {} (info hash {info_hash})",
+                human_bytes(bytes)
+            )),
+            Event::SeedStats {
+                peers,
+                uploaded,
+                upload_rate,
+            } => {
+                let line = format!(
+                    "{peers} peers, uploaded {}, {}/s",
+                    human_bytes(uploaded),
+                    human_bytes(upload_rate as u64)
+                );
+                match &self.bars {
+                    Some(b) => b.total.set_message(line),
+                    // A log gets a line when something changed, not a heartbeat.
+                    None => {
+                        let mut last = self.last_seed_line.borrow_mut();
+                        if (peers, uploaded) != *last {
+                            *last = (peers, uploaded);
+                            drop(last);
+                            self.log(&line);
+                        }
+                    }
+                }
+            }
+            Event::Plan {
+                dataset,
+                version,
+                phase,
+                files,
+                bytes,
+                ..
+            } => self.log(&format!(
+                "{dataset} {version}: fetching {files} {} ({})",
+                match phase {
+                    crate::swarm::Phase::Index => "index file",
+                    crate::swarm::Phase::Shards => "files",
+                },
+                human_bytes(bytes)
+            )),
+            Event::Progress {
+                have,
+                total,
+                rate,
+                peers,
+                active,
+                ..
+            } => self.draw_progress(have, total, rate, peers, &active),
+            Event::Verified { .. } => {}
+            Event::Refetch { file, problem } => {
+                self.log(&format!("`{file}` failed its check ({problem}); fetching it again"))
+            }
+            Event::Note { message } => self.log(&message),
+        }
+    }
+}

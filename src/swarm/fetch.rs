@@ -1,0 +1,167 @@
+//! Getting a release's manifest and torrent, from a local path or an http(s) URL. The
+//! torrent lies next to the manifest, under the name the manifest gives it; it must
+//! have the info hash the (signed) manifest names, which makes it as trusted as the
+//! manifest.
+
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
+use crate::store::{file_error, FileError};
+use crate::torrent::metainfo::MAX_TORRENT_BYTES;
+use crate::torrent::Metainfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot fetch `{url}`: {problem}")]
+    Http { url: String, problem: String },
+    #[error("torrent `{location}`: {problem}")]
+    Torrent { location: String, problem: String },
+    #[error("torrent `{location}` has info hash `{found}`, but the manifest names `{expected}`; the torrent does not belong to this release")]
+    InfoHash {
+        location: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// A release as a downloader first sees it.
+pub struct Release {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub torrent: Metainfo,
+    pub torrent_bytes: Vec<u8>,
+    /// Where the manifest came from, for messages.
+    pub origin: String,
+}
+
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Reads the manifest at `source` (path or URL), checks its signature and fields, then
+/// reads its torrent from beside it and checks the info hash.
+pub async fn release(source: &str) -> Result<Release, FetchError> {
+    let (manifest_bytes, torrent_location) = if is_url(source) {
+        let bytes = http_get(source, MAX_MANIFEST_BYTES).await?;
+        (bytes, None)
+    } else {
+        let path = Path::new(source);
+        let (_, bytes) = Manifest::load(path)?;
+        (bytes, Some(path.to_path_buf()))
+    };
+    let manifest = Manifest::from_slice(&manifest_bytes, Path::new(source))?;
+    let (location, torrent_bytes) = match torrent_location {
+        Some(path) => {
+            let torrent = sibling(&path, &manifest.torrent.file);
+            let bytes = read_limited(&torrent)?;
+            (torrent.display().to_string(), bytes)
+        }
+        None => {
+            let url = sibling_url(source, &manifest.torrent.file);
+            let bytes = http_get(&url, MAX_TORRENT_BYTES as u64).await?;
+            (url, bytes)
+        }
+    };
+    let torrent = Metainfo::parse(&torrent_bytes).map_err(|e| FetchError::Torrent {
+        location: location.clone(),
+        problem: e.to_string(),
+    })?;
+    let found = torrent.info_hash.to_hex();
+    if found != manifest.torrent.info_hash {
+        return Err(FetchError::InfoHash {
+            location,
+            found,
+            expected: manifest.torrent.info_hash.clone(),
+        });
+    }
+    Ok(Release {
+        manifest,
+        manifest_bytes,
+        torrent,
+        torrent_bytes,
+        origin: source.to_string(),
+    })
+}
+
+fn sibling(manifest: &Path, name: &str) -> PathBuf {
+    manifest.parent().unwrap_or(Path::new(".")).join(name)
+}
+
+fn sibling_url(manifest_url: &str, name: &str) -> String {
+    let base = manifest_url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(manifest_url);
+    match base.rfind('/') {
+        Some(i) => format!("{}{name}", &base[..=i]),
+        None => name.to_string(),
+    }
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, FetchError> {
+    let size = std::fs::metadata(path)
+        .map_err(file_error("read the torrent", path))?
+        .len();
+    if size > MAX_TORRENT_BYTES as u64 {
+        return Err(FetchError::Torrent {
+            location: path.display().to_string(),
+            problem: format!("{size} bytes, more than the {MAX_TORRENT_BYTES} accepted"),
+        });
+    }
+    Ok(std::fs::read(path).map_err(file_error("read the torrent", path))?)
+}
+
+/// GET with a size cap, so a hostile server cannot make us buffer without end.
+async fn http_get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+    let failed = |problem: String| FetchError::Http {
+        url: url.to_string(),
+        problem,
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(20))
+        .timeout(std::time::Duration::from_secs(300))
+        .user_agent(concat!("seedpool/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| failed(format!("{e:#}")))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("the server answered {}", response.status())));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| failed(format!("{e:#}")))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(failed(format!("more than the {limit} bytes accepted")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torrent_urls_sit_beside_the_manifest() {
+        assert_eq!(
+            sibling_url("https://h.org/d/x-1.manifest.json?t=1", "x-1.torrent"),
+            "https://h.org/d/x-1.torrent"
+        );
+        assert_eq!(
+            sibling_url("http://127.0.0.1:8/m.json", "t.torrent"),
+            "http://127.0.0.1:8/t.torrent"
+        );
+    }
+}

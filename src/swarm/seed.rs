@@ -1,0 +1,224 @@
+//! `seedpool seed`: seed releases from a store (or a pool, which has the same layout).
+//!
+//! Every release's torrent points librqbit at the same `<dataset>/` folder, so a shard
+//! shared by ten releases is one file on disk seeded by ten torrents. Files are checked
+//! before librqbit sees them: librqbit creates missing files when it opens a torrent,
+//! which would plant empty shards in the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use librqbit::{ManagedTorrent, Session, TorrentStatsState};
+
+use super::{Event, Events, SwarmError, SwarmOptions, TICK};
+use crate::manifest::{Manifest, ManifestError};
+use crate::store::{file_error, FileError, Store, StoreError};
+use crate::torrent::Metainfo;
+
+#[derive(Clone, Debug)]
+pub struct SeedPlan {
+    pub manifests: Vec<PathBuf>,
+    pub store: PathBuf,
+    pub swarm: SwarmOptions,
+    /// How often to report totals.
+    pub report_every: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    #[error("torrent `{path}`: {problem}")]
+    Torrent { path: PathBuf, problem: String },
+    #[error("`{path}` is missing or damaged ({problem}); run `seedpool verify` on the store")]
+    Damaged { path: PathBuf, problem: String },
+    #[error("no release to seed")]
+    Nothing,
+}
+
+/// Seeds until Ctrl-C or SIGTERM; returns the bytes uploaded.
+pub fn run(plan: &SeedPlan, events: &dyn Events) -> Result<u64, SeedError> {
+    let rt = super::runtime()?;
+    let result = rt.block_on(run_async(plan, events));
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+struct Seeded {
+    handle: Arc<ManagedTorrent>,
+    dataset_dir: PathBuf,
+    torrent: Metainfo,
+}
+
+/// Reads a manifest and its torrent from the store and checks that every file is there
+/// with its size (piece hashes are checked by librqbit when it opens the torrent).
+fn prepare(manifest: &Path, store_root: &Path) -> Result<(Manifest, Metainfo, Vec<u8>, Store), SeedError> {
+    let (m, _) = Manifest::load(manifest)?;
+    let store = Store::open(store_root, &m.dataset_name())?;
+    let torrent_path = store.torrent_path(&m.version_name());
+    let bytes = std::fs::read(&torrent_path).map_err(file_error("read", &torrent_path))?;
+    let torrent = Metainfo::parse(&bytes).map_err(|e| SeedError::Torrent {
+        path: torrent_path.clone(),
+        problem: e.to_string(),
+    })?;
+    if torrent.info_hash.to_hex() != m.torrent.info_hash {
+        return Err(SeedError::Torrent {
+            path: torrent_path,
+            problem: format!(
+                "info hash `{}`, the manifest `{}` names `{}`",
+                torrent.info_hash.to_hex(),
+                manifest.display(),
+                m.torrent.info_hash
+            ),
+        });
+    }
+    for f in torrent.data_files() {
+        let path = store.dataset_dir().join(&f.path);
+        match std::fs::metadata(&path) {
+            Ok(md) if md.len() == f.length => {}
+            Ok(md) => {
+                return Err(SeedError::Damaged {
+                    path,
+                    problem: format!("{} bytes, the torrent says {}", md.len(), f.length),
+                })
+            }
+            Err(e) => {
+                return Err(SeedError::Damaged {
+                    path,
+                    problem: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok((m, torrent, bytes, store))
+}
+
+async fn run_async(plan: &SeedPlan, events: &dyn Events) -> Result<u64, SeedError> {
+    if plan.manifests.is_empty() {
+        return Err(SeedError::Nothing);
+    }
+    let mut releases = Vec::new();
+    for manifest in &plan.manifests {
+        releases.push(prepare(manifest, &plan.store)?);
+    }
+    let session = super::session(&plan.swarm, &plan.store).await?;
+    let result = seed_all(&session, plan, events, releases).await;
+    session.cancellation_token().cancel();
+    result
+}
+
+async fn seed_all(
+    session: &Arc<Session>,
+    plan: &SeedPlan,
+    events: &dyn Events,
+    releases: Vec<(Manifest, Metainfo, Vec<u8>, Store)>,
+) -> Result<u64, SeedError> {
+    let mut seeded = Vec::new();
+    for (m, torrent, bytes, store) in releases {
+        let dir = store.dataset_dir();
+        let handle = super::add(session, &torrent.name, &bytes, &dir, None, &[]).await?;
+        handle
+            .wait_until_initialized()
+            .await
+            .map_err(|e| SwarmError::Torrent {
+                name: torrent.name.clone(),
+                problem: format!("{e:#}"),
+            })?;
+        let s = Seeded {
+            handle,
+            dataset_dir: dir,
+            torrent,
+        };
+        check_complete(&s)?;
+        events.emit(Event::Seeding {
+            dataset: m.dataset.clone(),
+            version: m.version.clone(),
+            info_hash: m.torrent.info_hash.clone(),
+            files: s.torrent.data_files().count() as u64,
+            bytes: s.torrent.data_files().map(|f| f.length).sum(),
+        });
+        seeded.push(s);
+    }
+    let addr = session
+        .listen_addr()
+        .map_or_else(|| "nowhere".to_string(), |a| a.to_string());
+    events.emit(Event::Ready {
+        addr,
+        releases: seeded.len() as u64,
+    });
+
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    let mut last = (Instant::now(), 0u64);
+    let mut last_report = Instant::now();
+    let mut rate = 0.0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = &mut stop => break,
+        }
+        let mut uploaded = 0u64;
+        let mut peers = 0;
+        for s in &seeded {
+            let stats = s.handle.stats();
+            if let TorrentStatsState::Error = stats.state {
+                return Err(SwarmError::Torrent {
+                    name: s.torrent.name.clone(),
+                    problem: stats.error.unwrap_or_default(),
+                }
+                .into());
+            }
+            uploaded += stats.uploaded_bytes;
+            peers += super::peers(&stats);
+        }
+        let now = Instant::now();
+        let dt = now.duration_since(last.0).as_secs_f64();
+        if dt >= 1.0 {
+            let instant = uploaded.saturating_sub(last.1) as f64 / dt;
+            rate = 0.5 * rate + 0.5 * instant;
+            last = (now, uploaded);
+        }
+        if now.duration_since(last_report) >= plan.report_every {
+            last_report = now;
+            events.emit(Event::SeedStats {
+                peers,
+                uploaded,
+                upload_rate: rate,
+            });
+        }
+    }
+    let uploaded = seeded.iter().map(|s| s.handle.stats().uploaded_bytes).sum();
+    for s in &seeded {
+        let _ = session.delete(s.handle.id().into(), false).await;
+    }
+    Ok(uploaded)
+}
+
+/// After librqbit's piece check every file must be complete: a flipped byte in the
+/// store would otherwise be served as "missing" and quietly re-downloaded by nobody.
+fn check_complete(s: &Seeded) -> Result<(), SeedError> {
+    let stats = s.handle.stats();
+    for (i, f) in s.torrent.files.iter().enumerate() {
+        if f.pad {
+            continue;
+        }
+        let have = stats.file_progress.get(i).copied().unwrap_or(0);
+        if have != f.length {
+            return Err(SeedError::Damaged {
+                path: s.dataset_dir.join(&f.path),
+                problem: format!(
+                    "only {have} of its {} bytes pass the torrent's piece hashes",
+                    f.length
+                ),
+            });
+        }
+    }
+    Ok(())
+}

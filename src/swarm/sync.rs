@@ -1,0 +1,752 @@
+//! `seedpool sync`: download the files of a release that a pool lacks, verify them, move
+//! them into the pool, then merge the release.
+//!
+//! Where bytes live while they travel, which is what makes sync resumable and safe:
+//!
+//! ```text
+//! POOL/.seedpool-sync/<dataset>-<version>/   librqbit's output folder (the torrent's
+//!     shards/<id>.tar, index/<v>.sqlite.zst   layout); partial files live only here
+//! POOL/<dataset>/shards/<id>.tar              only complete files whose blake3 matched
+//!                                             the manifest, renamed in after an fsync
+//! ```
+//!
+//! A sync killed at any moment leaves partial files in the staging folder, which the
+//! next run hands back to librqbit: it checks their pieces and fetches only what is
+//! missing. Files already moved into the pool are not fetched again; they are re-hashed
+//! once if the database does not know them yet. The database changes only in the merge
+//! at the end (one transaction, see `pool::merge`). Selection by file relies on the
+//! torrent's BEP 47 pad files: every file starts on a piece boundary, so fetching one
+//! file never fetches a neighbour's bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use librqbit::{ManagedTorrent, Session, TorrentStatsState};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::fetch::{self, FetchError, Release};
+use super::{Event, Events, Phase, SwarmError, SwarmOptions, TICK};
+use crate::index::{self, IndexError, IndexReader};
+use crate::pool::merge::{self, MergeError, MergePlan, MergeReport};
+use crate::pool::{Pool, PoolError};
+use crate::progress::Silent;
+use crate::store::{self, file_error, FileError, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct SyncPlan {
+    /// The manifest: a local path or an http(s) URL.
+    pub manifest: String,
+    pub pool: PathBuf,
+    /// Peers to dial at once, on top of what trackers and the DHT find.
+    pub peers: Vec<SocketAddr>,
+    /// SQL condition on the release index's `items`: fetch only shards holding matches.
+    pub selection: Option<String>,
+    pub trust_key: bool,
+    pub allow_older: bool,
+    pub phash_distance: u32,
+    pub swarm: SwarmOptions,
+    /// Give up when no byte arrives for this long.
+    pub stall_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub dataset: String,
+    pub version: String,
+    /// Shards in the release.
+    pub shards: u64,
+    /// Shards the pool had before this sync (from earlier releases or an interrupted run).
+    pub shards_in_pool: u64,
+    /// Shards downloaded by this run.
+    pub shards_downloaded: u64,
+    /// Shards left out by `--where`.
+    pub shards_not_selected: u64,
+    /// Items matching `--where`, when given.
+    pub selected_items: Option<u64>,
+    /// Size of the files this run downloaded (shards and index).
+    pub bytes_downloaded: u64,
+    /// Payload bytes received from peers (more than `bytes_downloaded` when pieces
+    /// came twice or failed their check).
+    pub bytes_received: u64,
+    /// Files fetched again after failing their blake3 check.
+    pub refetched: u64,
+    pub seconds: f64,
+    pub merge: MergeReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("--where `{sql}` cannot run on the release index: {problem} (it is a condition on the index's `items` table: key, shard, volume, hash, record; see docs/guide.md)")]
+    Selection { sql: String, problem: String },
+    #[error("not enough space in `{path}`: the download needs {needed} bytes, {free} are free")]
+    NoSpace { path: PathBuf, needed: u64, free: u64 },
+    #[error("no data arrived for {seconds} s ({peers} peers connected, {seen} seen); check the --peer addresses, or that trackers or the DHT can reach a seeder of this release. Files fetched so far are kept: run sync again to resume")]
+    Stalled { seconds: u64, peers: u64, seen: u64 },
+    #[error("`{file}` failed its blake3 check twice after download ({problem}): the seeders' data does not match the signed manifest. Nothing was merged")]
+    BadFile { file: String, problem: String },
+    #[error("interrupted; the files fetched so far are kept: run the same sync again to resume")]
+    Interrupted,
+    #[error("the download task failed: {0}")]
+    Task(String),
+}
+
+/// Runs a sync to the end (see the module doc).
+pub fn run(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, SyncError> {
+    let rt = super::runtime()?;
+    let result = rt.block_on(run_async(plan, events));
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+/// One file of the torrent that sync may fetch.
+#[derive(Clone, Debug)]
+struct Wanted {
+    /// Index in the torrent's file list, pad entries included.
+    index: usize,
+    /// Path inside the torrent (and inside the pool's dataset folder).
+    path: String,
+    size: u64,
+    blake3: String,
+}
+
+struct Ctx<'a> {
+    plan: &'a SyncPlan,
+    events: &'a dyn Events,
+    release: Release,
+    staging: PathBuf,
+    /// The pool's dataset folder: `<dataset>/`, laid out like the torrent.
+    target: PathBuf,
+    session: Option<Arc<Session>>,
+    received: u64,
+    refetched: u64,
+}
+
+async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let release = fetch::release(&plan.manifest).await?;
+    let m = &release.manifest.clone();
+    let dataset = m.dataset_name();
+    let version = m.version_name();
+    let manifest_hash = blake3::hash(&release.manifest_bytes).to_hex().to_string();
+
+    let pool = Pool::open_or_create(&plan.pool)?;
+    let store = Store::open_or_create(&plan.pool, &dataset)?;
+    let mut merge_plan = MergePlan {
+        trust_key: plan.trust_key,
+        allow_older: plan.allow_older,
+        phash_distance: plan.phash_distance,
+        ..MergePlan::new(
+            store.manifest_path(&version),
+            plan.pool.clone(),
+            plan.pool.clone(),
+        )
+    };
+    // Refuse a changed key, a clashing or older release before fetching anything.
+    merge::check_release(pool.connection(), m, &manifest_hash, &merge_plan)?;
+
+    let mut report = SyncReport {
+        dataset: m.dataset.clone(),
+        version: m.version.clone(),
+        shards: m.shards.len() as u64,
+        ..SyncReport::default()
+    };
+    let staging = plan
+        .pool
+        .join(".seedpool-sync")
+        .join(format!("{}-{}", m.dataset, m.version));
+    let mut ctx = Ctx {
+        plan,
+        events,
+        target: store.dataset_dir(),
+        release,
+        staging,
+        session: None,
+        received: 0,
+        refetched: 0,
+    };
+    let files = wanted_files(&ctx.release)?;
+    let present = present_shards(pool.connection())?;
+    drop(pool);
+
+    // Files in the pool the database does not know yet: left by an interrupted sync
+    // (moved in after their check) or by hand. Trust them only after a fresh check.
+    let mut verified = BTreeSet::new();
+    for f in files.values() {
+        if present.contains(&f.blake3) {
+            continue;
+        }
+        let path = ctx.target.join(&f.path);
+        if std::fs::metadata(&path).is_ok_and(|md| md.len() == f.size) {
+            if store::hash_file(&path).is_ok_and(|h| h.to_hex().as_str() == f.blake3) {
+                verified.insert(f.blake3.clone());
+            } else {
+                std::fs::remove_file(&path).map_err(file_error("remove", &path))?;
+            }
+        }
+    }
+    let have = |f: &Wanted, verified: &BTreeSet<String>| {
+        present.contains(&f.blake3) || verified.contains(&f.blake3)
+    };
+    let index = files
+        .values()
+        .find(|f| f.blake3 == ctx.release.manifest.index.blake3)
+        .cloned()
+        .ok_or_else(|| SyncError::Task("the torrent lacks the release index".into()))?;
+    let shard_files: Vec<&Wanted> = files
+        .values()
+        .filter(|f| f.blake3 != index.blake3)
+        .collect();
+    report.shards_in_pool = shard_files.iter().filter(|f| have(f, &verified)).count() as u64;
+
+    let mut to_fetch: Vec<Wanted> = Vec::new();
+    let mut selection = None;
+    if let Some(sql) = &plan.selection {
+        if !have(&index, &verified) {
+            let got = ctx.download(Phase::Index, vec![index.clone()]).await?;
+            verified.extend(got);
+        }
+        let (shards, items) = select(&ctx.target.join(&index.path), &ctx.release, sql)?;
+        report.selected_items = Some(items);
+        report.shards_not_selected = (shard_files.len() - shards.len()) as u64;
+        selection = Some(shards);
+    } else if !have(&index, &verified) {
+        to_fetch.push(index.clone());
+    }
+    let selected = |f: &Wanted| selection.as_ref().is_none_or(|s| s.contains(&f.blake3));
+    to_fetch.extend(
+        shard_files
+            .iter()
+            .filter(|f| !have(f, &verified) && selected(f))
+            .map(|f| (*f).clone()),
+    );
+    report.shards_downloaded = to_fetch.iter().filter(|f| f.blake3 != index.blake3).count() as u64;
+    report.bytes_downloaded = to_fetch.iter().map(|f| f.size).sum();
+    if !to_fetch.is_empty() {
+        let got = ctx.download(Phase::Shards, to_fetch).await?;
+        verified.extend(got);
+    }
+    if let Some(session) = ctx.session.take() {
+        session.cancellation_token().cancel();
+    }
+
+    // Everything is in the pool and checked: record the torrent and manifest, merge.
+    let t = store.torrent_path(&version);
+    write_if_changed(&t, &ctx.release.torrent_bytes)?;
+    let mp = store.manifest_path(&version);
+    write_if_changed(&mp, &ctx.release.manifest_bytes)?;
+    merge_plan.selection = selection;
+    merge_plan.verified = verified;
+    ctx.events.emit(Event::Note {
+        message: format!("merging {} {} into the pool", m.dataset, m.version),
+    });
+    report.merge = merge::run(&merge_plan, &Silent)?;
+    if ctx.staging.exists() {
+        std::fs::remove_dir_all(&ctx.staging).map_err(file_error("remove", &ctx.staging))?;
+    }
+    if let Some(parent) = ctx.staging.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    report.bytes_received = ctx.received;
+    report.refetched = ctx.refetched;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The torrent's data files, keyed by path, with the blake3 the manifest gives each.
+fn wanted_files(release: &Release) -> Result<BTreeMap<String, Wanted>, SyncError> {
+    let m = &release.manifest;
+    let mut by_path: BTreeMap<String, (u64, String)> = m
+        .shards
+        .iter()
+        .map(|s| (format!("shards/{}.tar", s.id), (s.size, s.id.clone())))
+        .collect();
+    by_path.insert(
+        m.index.path.clone(),
+        (m.index.size, m.index.blake3.clone()),
+    );
+    let mut out = BTreeMap::new();
+    for (i, f) in release.torrent.files.iter().enumerate() {
+        if f.pad {
+            continue;
+        }
+        let Some((size, blake3)) = by_path.remove(&f.path) else {
+            return Err(SyncError::Task(format!(
+                "the torrent holds `{}`, which the manifest does not list",
+                f.path
+            )));
+        };
+        if size != f.length {
+            return Err(SyncError::Task(format!(
+                "the torrent gives `{}` {} bytes, the manifest {size}",
+                f.path, f.length
+            )));
+        }
+        out.insert(
+            f.path.clone(),
+            Wanted {
+                index: i,
+                path: f.path.clone(),
+                size,
+                blake3,
+            },
+        );
+    }
+    if let Some(missing) = by_path.keys().next() {
+        return Err(SyncError::Task(format!(
+            "the manifest lists `{missing}`, which the torrent lacks"
+        )));
+    }
+    Ok(out)
+}
+
+fn present_shards(conn: &Connection) -> Result<BTreeSet<String>, SyncError> {
+    let read = || -> rusqlite::Result<BTreeSet<String>> {
+        let mut st = conn.prepare("SELECT id FROM shards WHERE present = 1")?;
+        let ids = st.query_map([], |r| r.get(0))?.collect();
+        ids
+    };
+    read().map_err(|e| SyncError::Task(format!("reading the pool: {e}")))
+}
+
+/// Runs `--where` on the release index; returns the shards holding matches and the
+/// number of matching items.
+fn select(
+    index_zst: &Path,
+    release: &Release,
+    sql: &str,
+) -> Result<(BTreeSet<String>, u64), SyncError> {
+    let m = &release.manifest;
+    let tmp = index_zst.with_extension(format!("select-{}.sqlite", std::process::id()));
+    let _cleanup = RemoveOnDrop(tmp.clone());
+    index::decompress(index_zst, &tmp, m.index.uncompressed_size)?;
+    let reader = IndexReader::open(&tmp)?;
+    let conn = reader.connection();
+    let denied = crate::query::read_only_guard(conn);
+    let failed = |e: rusqlite::Error| SyncError::Selection {
+        sql: sql.to_string(),
+        problem: match denied.lock().ok().and_then(|mut d| d.take()) {
+            Some(what) => format!("{what} is not allowed, only reads"),
+            None => e.to_string(),
+        },
+    };
+    if has_statement_end(sql) {
+        return Err(SyncError::Selection {
+            sql: sql.to_string(),
+            problem: "it holds `;`: give one condition, not statements".into(),
+        });
+    }
+    // On lines of its own, so a trailing `--` comment cannot swallow the parenthesis.
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT shard, count(*) FROM items WHERE (\n{sql}\n) GROUP BY shard"
+        ))
+        .map_err(failed)?;
+    if !st.readonly() {
+        return Err(SyncError::Selection {
+            sql: sql.to_string(),
+            problem: "it writes".into(),
+        });
+    }
+    let mut shards = BTreeSet::new();
+    let mut items = 0u64;
+    let mut rows = st.query([]).map_err(failed)?;
+    while let Some(row) = rows.next().map_err(failed)? {
+        shards.insert(row.get::<_, String>(0).map_err(failed)?);
+        items += row.get::<_, i64>(1).map_err(failed)? as u64;
+    }
+    Ok((shards, items))
+}
+
+/// Whether `sql` has a `;` outside string literals, quoted names and comments.
+fn has_statement_end(sql: &str) -> bool {
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' | '[' => {
+                let close = if c == '[' { ']' } else { c };
+                for d in chars.by_ref() {
+                    if d == close {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for d in chars.by_ref() {
+                    if star && d == '/' {
+                        break;
+                    }
+                    star = d == '*';
+                }
+            }
+            ';' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
+    if std::fs::read(path).is_ok_and(|b| b == bytes) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("incoming");
+    store::write_synced(&tmp, bytes).map_err(file_error("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(file_error("move into place", path))?;
+    Ok(())
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Result of checking one downloaded file.
+enum Check {
+    /// In the pool now.
+    Moved,
+    /// Wrong content; removed from staging.
+    Bad(String),
+}
+
+/// Checks a complete file in staging against the manifest and renames it into the pool.
+fn check_and_move(from: &Path, to: &Path, size: u64, blake3: &str) -> Result<Check, FileError> {
+    let found = std::fs::metadata(from)
+        .map_err(file_error("read", from))?
+        .len();
+    let problem = if found != size {
+        Some(format!("{found} bytes, the manifest says {size}"))
+    } else {
+        let hash = store::hash_file(from).map_err(file_error("read", from))?;
+        (hash.to_hex().as_str() != blake3)
+            .then(|| format!("blake3 `{}`, the manifest says `{blake3}`", hash.to_hex()))
+    };
+    if let Some(problem) = problem {
+        std::fs::remove_file(from).map_err(file_error("remove", from))?;
+        return Ok(Check::Bad(problem));
+    }
+    std::fs::File::open(from)
+        .and_then(|f| f.sync_all())
+        .map_err(file_error("sync", from))?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+    std::fs::rename(from, to).map_err(file_error("move into place", to))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error("sync", dir))?;
+    Ok(Check::Moved)
+}
+
+impl Ctx<'_> {
+    async fn session(&mut self) -> Result<Arc<Session>, SyncError> {
+        if let Some(s) = &self.session {
+            return Ok(Arc::clone(s));
+        }
+        let s = super::session(&self.plan.swarm, &self.staging).await?;
+        if let Some(addr) = s.listen_addr() {
+            self.events.emit(Event::Listening {
+                addr: addr.to_string(),
+            });
+        }
+        self.session = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    async fn add(
+        &mut self,
+        files: &[&Wanted],
+    ) -> Result<Arc<ManagedTorrent>, SyncError> {
+        let session = self.session().await?;
+        let only: Vec<usize> = files.iter().map(|f| f.index).collect();
+        Ok(super::add(
+            &session,
+            &self.release.torrent.name,
+            &self.release.torrent_bytes,
+            &self.staging,
+            Some(only),
+            &self.plan.peers,
+        )
+        .await?)
+    }
+
+    async fn drop_torrent(&mut self, handle: &Arc<ManagedTorrent>) {
+        if let Some(s) = &self.session {
+            let _ = s.delete(handle.id().into(), false).await;
+        }
+    }
+
+    /// Downloads `files` into staging, checks each as it completes and moves it into
+    /// the pool. Returns the blake3 of every file moved.
+    async fn download(
+        &mut self,
+        phase: Phase,
+        files: Vec<Wanted>,
+    ) -> Result<BTreeSet<String>, SyncError> {
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        std::fs::create_dir_all(&self.staging).map_err(file_error("create", &self.staging))?;
+        // Partial files already in staging count as used space.
+        let staged: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(self.staging.join(&f.path)).ok())
+            .map(|md| md.len())
+            .sum();
+        let needed = total.saturating_sub(staged);
+        if let Some(free) = free_space(&self.staging) {
+            if free < needed {
+                return Err(SyncError::NoSpace {
+                    path: self.plan.pool.clone(),
+                    needed,
+                    free,
+                });
+            }
+        }
+        let m = &self.release.manifest;
+        self.events.emit(Event::Plan {
+            dataset: m.dataset.clone(),
+            version: m.version.clone(),
+            phase,
+            files: files.len() as u64,
+            bytes: total,
+            shards_in_pool: 0,
+        });
+
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut checking: Vec<(Wanted, tokio::task::JoinHandle<Result<Check, FileError>>)> =
+            Vec::new();
+        let pending = |done: &BTreeSet<String>, checking: &[(Wanted, _)]| -> Vec<Wanted> {
+            files
+                .iter()
+                .filter(|f| {
+                    !done.contains(&f.blake3) && !checking.iter().any(|(c, _)| c.index == f.index)
+                })
+                .cloned()
+                .collect()
+        };
+        let first = pending(&done, &checking);
+        let mut handle = self.add(&first.iter().collect::<Vec<_>>()).await?;
+        let mut received_before = 0u64;
+        let mut last_change = Instant::now();
+        let mut last_seen = (0u64, 0u64);
+        let mut last_event = Instant::now() - Duration::from_secs(1);
+        let mut rate = 0.0f64;
+        let mut rate_at = (Instant::now(), 0u64);
+        let ctrl_c = super::shutdown_signal();
+        tokio::pin!(ctrl_c);
+
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = &mut ctrl_c => {
+                    self.drop_torrent(&handle).await;
+                    return Err(SyncError::Interrupted);
+                }
+            }
+            let stats = handle.stats();
+            let fetched_now = stats
+                .live
+                .as_ref()
+                .map_or(0, |l| l.snapshot.fetched_bytes);
+            if let TorrentStatsState::Error = stats.state {
+                let problem = stats.error.clone().unwrap_or_default();
+                self.drop_torrent(&handle).await;
+                return Err(SwarmError::Torrent {
+                    name: self.release.torrent.name.clone(),
+                    problem,
+                }
+                .into());
+            }
+
+            // Start checking files that just completed.
+            for f in pending(&done, &checking) {
+                if stats.file_progress.get(f.index) == Some(&f.size) {
+                    let from = self.staging.join(&f.path);
+                    let to = self.target.join(&f.path);
+                    let (size, blake3) = (f.size, f.blake3.clone());
+                    let task = tokio::task::spawn_blocking(move || {
+                        check_and_move(&from, &to, size, &blake3)
+                    });
+                    checking.push((f, task));
+                }
+            }
+            // Collect finished checks.
+            let mut restart = false;
+            let mut i = 0;
+            while i < checking.len() {
+                if !checking[i].1.is_finished() {
+                    i += 1;
+                    continue;
+                }
+                let (f, task) = checking.swap_remove(i);
+                let result = task.await.map_err(|e| SyncError::Task(e.to_string()))?;
+                match result? {
+                    Check::Moved => {
+                        self.events.emit(Event::Verified {
+                            file: f.path.clone(),
+                            bytes: f.size,
+                        });
+                        done.insert(f.blake3.clone());
+                    }
+                    Check::Bad(problem) => {
+                        let n = attempts.entry(f.index).or_default();
+                        *n += 1;
+                        if *n >= 2 {
+                            self.drop_torrent(&handle).await;
+                            return Err(SyncError::BadFile {
+                                file: f.path.clone(),
+                                problem,
+                            });
+                        }
+                        self.refetched += 1;
+                        self.events.emit(Event::Refetch {
+                            file: f.path.clone(),
+                            problem,
+                        });
+                        restart = true;
+                    }
+                }
+            }
+
+            let have: u64 = files
+                .iter()
+                .map(|f| {
+                    if done.contains(&f.blake3) {
+                        f.size
+                    } else {
+                        stats.file_progress.get(f.index).copied().unwrap_or(0)
+                    }
+                })
+                .sum();
+            let received = received_before + fetched_now;
+            let now = Instant::now();
+            let dt = now.duration_since(rate_at.0).as_secs_f64();
+            if dt >= 0.5 {
+                let instant = received.saturating_sub(rate_at.1) as f64 / dt;
+                rate = if rate == 0.0 { instant } else { 0.6 * rate + 0.4 * instant };
+                rate_at = (now, received);
+            }
+            let initializing = matches!(stats.state, TorrentStatsState::Initializing { .. });
+            if (have, received) != last_seen || initializing || !checking.is_empty() {
+                last_seen = (have, received);
+                last_change = now;
+            }
+            if done.len() == files.len() {
+                self.received += received;
+                self.events.emit(progress_event(phase, have, total, received, 0.0, &stats, &[]));
+                self.drop_torrent(&handle).await;
+                return Ok(done);
+            }
+            if now.duration_since(last_event) >= Duration::from_millis(500) {
+                last_event = now;
+                let active: Vec<(String, u64, u64)> = files
+                    .iter()
+                    .filter(|f| !done.contains(&f.blake3))
+                    .filter_map(|f| {
+                        let got = stats.file_progress.get(f.index).copied().unwrap_or(0);
+                        (got > 0).then(|| (f.path.clone(), got, f.size))
+                    })
+                    .collect();
+                self.events
+                    .emit(progress_event(phase, have, total, received, rate, &stats, &active));
+            }
+            if now.duration_since(last_change) >= self.plan.stall_timeout {
+                let (peers, seen) = stats.live.as_ref().map_or((0, 0), |l| {
+                    (
+                        u64::from(l.snapshot.peer_stats.live),
+                        u64::from(l.snapshot.peer_stats.seen),
+                    )
+                });
+                self.drop_torrent(&handle).await;
+                return Err(SyncError::Stalled {
+                    seconds: self.plan.stall_timeout.as_secs(),
+                    peers,
+                    seen,
+                });
+            }
+            if restart {
+                // librqbit believes it has the removed file's pieces: a fresh torrent
+                // re-checks staging and fetches the file again.
+                received_before += fetched_now;
+                self.drop_torrent(&handle).await;
+                let again = pending(&done, &checking);
+                handle = self.add(&again.iter().collect::<Vec<_>>()).await?;
+                last_change = Instant::now();
+            }
+        }
+    }
+}
+
+fn progress_event(
+    phase: Phase,
+    have: u64,
+    total: u64,
+    fetched: u64,
+    rate: f64,
+    stats: &librqbit::TorrentStats,
+    active: &[(String, u64, u64)],
+) -> Event {
+    let eta_seconds = (rate > 0.0).then(|| total.saturating_sub(have) as f64 / rate);
+    Event::Progress {
+        phase,
+        have,
+        total,
+        fetched,
+        rate,
+        peers: super::peers(stats),
+        eta_seconds,
+        active: active.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semicolons_count_only_outside_literals_and_comments() {
+        assert!(has_statement_end("1); DROP TABLE items"));
+        assert!(!has_statement_end("key = 'a;b'"));
+        assert!(!has_statement_end("\"we;ird\" = 1 -- c;\n"));
+        assert!(!has_statement_end("1 /* ; */ AND 2"));
+        assert!(has_statement_end("1 /* ; */ ; 2"));
+    }
+}

@@ -1,0 +1,73 @@
+"""A libtorrent peer on loopback, to exchange a seedpool release with a real client.
+
+Usage:
+  /usr/bin/python3 libtorrent_peer.py seed TORRENT SAVE_PATH
+      checks the data, prints {"port": N} once seeding, then seeds until stdin closes
+  /usr/bin/python3 libtorrent_peer.py download TORRENT SAVE_PATH IP:PORT
+      downloads from that peer, prints {"bytes": N, "seconds": S} when complete
+
+No DHT, LSD, UPnP, NAT-PMP or trackers; loopback only; everything bounded in time.
+"""
+import json
+import sys
+import threading
+import time
+
+import libtorrent as lt
+
+mode, torrent, save_path = sys.argv[1], sys.argv[2], sys.argv[3]
+session = lt.session({
+    "listen_interfaces": "127.0.0.1:0",
+    "enable_dht": False,
+    "enable_lsd": False,
+    "enable_upnp": False,
+    "enable_natpmp": False,
+    # librqbit speaks neither MSE encryption nor (here) outgoing uTP first.
+    "enable_outgoing_utp": False,
+    "out_enc_policy": 2,
+    "in_enc_policy": 2,
+    "allow_multiple_connections_per_ip": True,
+})
+params = lt.add_torrent_params()
+params.ti = lt.torrent_info(torrent)
+params.save_path = save_path
+handle = session.add_torrent(params)
+
+
+def wait_for(states, seconds, what):
+    deadline = time.time() + seconds
+    while True:
+        status = handle.status()
+        if status.state in states:
+            return status
+        if status.errc.value() != 0:
+            sys.exit("libtorrent error: " + status.errc.message())
+        if time.time() > deadline:
+            sys.exit("timed out " + what + " (state " + str(status.state) + ", "
+                     + str(status.total_wanted_done) + " of " + str(status.total_wanted) + " bytes)")
+        time.sleep(0.02)
+
+
+if mode == "seed":
+    status = wait_for((lt.torrent_status.seeding, lt.torrent_status.finished,
+                       lt.torrent_status.downloading), 60, "checking")
+    if not status.is_seeding:
+        sys.exit("the data is incomplete: " + str(status.num_pieces) + " pieces")
+    print(json.dumps({"port": session.listen_port()}), flush=True)
+    # Seed until the test closes stdin (or 120 s pass).
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    done.wait(120)
+elif mode == "download":
+    ip, port = sys.argv[4].rsplit(":", 1)
+    start = time.time()
+    handle.connect_peer((ip, int(port)))
+    status = wait_for((lt.torrent_status.seeding, lt.torrent_status.finished), 120,
+                      "downloading")
+    print(json.dumps({
+        "bytes": status.total_wanted,
+        "seconds": time.time() - start,
+        "payload_download": status.total_payload_download,
+    }))
+else:
+    sys.exit("unknown mode " + mode)
