@@ -247,3 +247,121 @@ for path in sys.argv[2:]:
     assert!(lines[1].ends_with(" valid"), "{text}");
     assert!(lines[2].contains("invalid"), "{text}");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_seedpool");
+
+fn publish_one(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = fixed_key(dir);
+    let release = dir.join("release");
+    write_items(&release, 0..24, 120_000);
+    let store = dir.join("store");
+    let mut args = publish_args(s(&release), s(&store), s(&key), "1");
+    args.extend(["--shard-items", "5"]);
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    (store.clone(), store.join("test-ds-1.manifest.json"))
+}
+
+/// Every data file of the torrent, byte for byte, in two folders laid out like a store.
+fn assert_same_files(torrent: &Path, a: &Path, b: &Path) {
+    let t = seedpool::torrent::Metainfo::parse(&std::fs::read(torrent).unwrap()).unwrap();
+    for f in t.data_files() {
+        let x = std::fs::read(a.join(&f.path)).unwrap();
+        let y = std::fs::read(b.join(&f.path)).unwrap_or_else(|e| panic!("{}: {e}", f.path));
+        assert!(x == y, "`{}` differs", f.path);
+    }
+}
+
+#[test]
+fn libtorrent_downloads_a_release_from_seedpool_seed() {
+    use std::io::{BufRead, BufReader};
+    let t = tempfile::tempdir().unwrap();
+    let (store, manifest) = publish_one(t.path());
+    let mut seeder = Command::new(BIN)
+        .args(["seed", s(&manifest), "--store", s(&store)])
+        .args(["--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-trackers"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
+    let _guard = Kill(seeder);
+    let addr = loop {
+        let line = lines.next().expect("seeder output").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "ready" {
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let torrent = store.join("test-ds-1.torrent");
+    let save = t.path().join("lt-download");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_peer.py");
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .args(["download", s(&torrent), s(&save), &addr])
+        .output()
+        .expect("python3-libtorrent (see .ci/run)");
+    assert!(
+        out.status.success(),
+        "libtorrent download failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["bytes"].as_u64().unwrap() > 2_000_000, "{report}");
+    // libtorrent saves under the torrent's name, which is the dataset folder.
+    assert_same_files(&torrent, &store.join("test-ds"), &save.join("test-ds"));
+}
+
+#[test]
+fn seedpool_sync_downloads_a_release_from_a_libtorrent_seeder() {
+    use std::io::{BufRead, BufReader};
+    let t = tempfile::tempdir().unwrap();
+    let (store, manifest) = publish_one(t.path());
+    let torrent = store.join("test-ds-1.torrent");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_peer.py");
+    // libtorrent seeds from the store's folder (save path = STORE, torrent name = dataset).
+    let mut seeder = Command::new(PYTHON)
+        .arg(&script)
+        .args(["seed", s(&torrent), s(&store)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3-libtorrent (see .ci/run)");
+    let mut first = String::new();
+    BufReader::new(seeder.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port = serde_json::from_str::<serde_json::Value>(&first)
+        .unwrap_or_else(|_| panic!("libtorrent seeder did not start: {first}"))["port"]
+        .as_u64()
+        .unwrap();
+    let pool = t.path().join("pool");
+    let r = run(&[
+        "sync",
+        s(&manifest),
+        "--pool",
+        s(&pool),
+        "--peer",
+        &format!("127.0.0.1:{port}"),
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout",
+        "30s",
+        "--no-dht",
+        "--no-trackers",
+    ]);
+    drop(seeder.stdin.take());
+    let _ = seeder.wait();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("24 added"), "{}", r.stdout);
+    assert_same_files(&torrent, &store.join("test-ds"), &pool.join("test-ds"));
+}
