@@ -9,12 +9,14 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::name::{DatasetName, Version};
-use crate::pool::merge::{self, MergePlan, MergeReport};
 use crate::progress::{Progress, Unit};
 use crate::publish::{self, PublishPlan, PublishReport};
 use crate::query::{self, Params, QueryPlan, Table, What};
 use crate::signing::PublisherKey;
 use crate::store::{file_error, FileError};
+use crate::swarm::seed::{self, SeedError, SeedPlan};
+use crate::swarm::sync::{self, SyncError, SyncPlan, SyncReport};
+use crate::swarm::{Event, Events, SwarmOptions};
 use crate::verify::{self, VerifyPlan, VerifyReport};
 
 pub const DATASET: &str = "booru-chars-demo";
@@ -45,7 +47,8 @@ pub struct DemoReport {
     pub pool: PathBuf,
     pub releases: Vec<PublishReport>,
     pub verified: Vec<VerifyReport>,
-    pub merges: Vec<MergeReport>,
+    /// Both releases synced over loopback BitTorrent from an in-process seeder.
+    pub syncs: Vec<SyncReport>,
     /// Two hit-parades of the merged pool: (name, columns, rows).
     #[serde(skip)]
     pub parades: Vec<(String, Table)>,
@@ -64,7 +67,11 @@ pub enum DemoError {
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
     #[error(transparent)]
-    Merge(#[from] crate::pool::merge::MergeError),
+    Seed(#[from] SeedError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("demo seeder: {0}")]
+    Seeder(String),
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
     #[error("demo release `{0}` failed verification")]
@@ -328,18 +335,15 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
         releases.push(report);
         verified.push(check);
     }
-    // A downloader's view: both releases merged into a pool, then two hit-parades.
+    // A downloader's view: both releases synced from a seeder on loopback into a pool,
+    // release 1 then release 2, then two hit-parades.
     let pool = work.join("pool");
     if pool.exists() {
         std::fs::remove_dir_all(&pool).map_err(io("clear", &pool))?;
     }
-    let mut merges = Vec::new();
-    for r in &releases {
-        merges.push(merge::run(
-            &MergePlan::new(r.manifest.clone(), pool.clone(), store.clone()),
-            progress,
-        )?);
-    }
+    progress.stage("seeding and syncing on loopback", 0, Unit::Items);
+    let manifests: Vec<PathBuf> = releases.iter().map(|r| r.manifest.clone()).collect();
+    let syncs = seed_and_sync(&store, &manifests, &pool)?;
     let mut parades = Vec::new();
     for (name, limit) in [("characters-by-year", 3), ("top-items", 1)] {
         let table = query::run(&QueryPlan {
@@ -359,7 +363,70 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
         pool,
         releases,
         verified,
-        merges,
+        syncs,
         parades,
     })
+}
+
+/// Passes the seeder's address out of its thread once it is ready.
+struct ReadySignal(std::sync::mpsc::Sender<String>);
+
+impl Events for ReadySignal {
+    fn emit(&self, event: Event) {
+        if let Event::Ready { addr, .. } = event {
+            let _ = self.0.send(addr);
+        }
+    }
+}
+
+/// Seeds the releases from `store` in a thread and syncs them one by one into `pool`.
+fn seed_and_sync(
+    store: &Path,
+    manifests: &[PathBuf],
+    pool: &Path,
+) -> Result<Vec<SyncReport>, DemoError> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let plan = SeedPlan {
+        manifests: manifests.to_vec(),
+        store: store.to_path_buf(),
+        swarm: SwarmOptions::loopback(),
+        report_every: std::time::Duration::from_secs(3600),
+        stop: Some(stop.clone()),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let seeder = std::thread::spawn(move || seed::run(&plan, &ReadySignal(tx)));
+    let result = (|| -> Result<Vec<SyncReport>, DemoError> {
+        let Ok(addr) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            return Ok(Vec::new());
+        };
+        let peer = addr.parse().map_err(|_| DemoError::Seeder(format!("bad address {addr}")))?;
+        let mut syncs = Vec::new();
+        for m in manifests {
+            syncs.push(sync::run(
+                &SyncPlan {
+                    manifest: m.to_string_lossy().into_owned(),
+                    pool: pool.to_path_buf(),
+                    peers: vec![peer],
+                    selection: None,
+                    trust_key: false,
+                    allow_older: false,
+                    phash_distance: 3,
+                    swarm: SwarmOptions::loopback(),
+                    stall_timeout: std::time::Duration::from_secs(60),
+                },
+                &crate::swarm::Quiet,
+            )?);
+        }
+        Ok(syncs)
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seeded = seeder
+        .join()
+        .map_err(|_| DemoError::Seeder("the seeder thread panicked".into()))?;
+    seeded?;
+    let syncs = result?;
+    if syncs.is_empty() {
+        return Err(DemoError::Seeder("the seeder never became ready".into()));
+    }
+    Ok(syncs)
 }

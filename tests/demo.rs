@@ -29,6 +29,17 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
         "{}",
         r.stdout
     );
+    // Release 2 came over BitTorrent from the demo's loopback seeder, new shards only.
+    assert!(
+        r.stdout.contains("sync:  release 2: 5 of 13 shards downloaded"),
+        "{}",
+        r.stdout
+    );
+    let pool = rusqlite::Connection::open(work.join("pool/pool.sqlite")).unwrap();
+    let live: i64 = pool
+        .query_row("SELECT count(*) FROM items WHERE removed_in IS NULL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(live, 59);
 
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
     for v in ["1", "2"] {

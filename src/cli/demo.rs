@@ -9,12 +9,13 @@ use super::publish::human_bytes;
 use super::{CommandResult, Output};
 use crate::demo::{self, DemoPlan};
 
-/// Build a small example dataset, publish it twice, merge it into a pool and query it.
+/// Build a small example dataset, publish it twice, sync it into a pool and query it.
 ///
 /// Draws real JPEG images with booru-style JSON records (nothing is downloaded),
 /// publishes them as release 1, then a release 2 that removes two items, corrects one
 /// record and adds new items, reusing release 1's unchanged shards. Both releases are
-/// verified, merged into a pool one after the other, and two hit-parades are printed.
+/// verified, seeded over BitTorrent on 127.0.0.1 (no DHT, no trackers) and synced into
+/// a pool one after the other; two hit-parades of the pool are printed.
 /// Everything goes into --workdir; running again starts it afresh.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -94,11 +95,35 @@ pub fn run(args: DemoArgs, out: &mut Output) -> CommandResult {
         "store: `{}` holds both releases, one copy of each shard",
         report.store.display()
     )?;
-    for m in &report.merges {
+    writeln!(
+        w,
+        "seed:  both releases seeded from the store on 127.0.0.1; synced into `{}`:",
+        report.pool.display()
+    )?;
+    for r in &report.syncs {
+        let m = &r.merge;
         writeln!(
             w,
-            "pool:  merged release {}: {} added, {} changed, {} removed, {} unchanged ({} shards fetched)",
-            m.version, m.added, m.changed, m.removed, m.unchanged, m.shards_fetched
+            "sync:  release {}: {} of {} shards downloaded, {} received over BitTorrent; {} added, {} changed, {} removed, {} unchanged",
+            r.version,
+            r.shards_downloaded,
+            r.shards,
+            human_bytes(r.bytes_received),
+            m.added,
+            m.changed,
+            m.removed,
+            m.unchanged
+        )?;
+    }
+    if let [first, second] = &report.syncs[..] {
+        writeln!(
+            w,
+            "       release {} fetched {} of new files ({:.0}% of what release {} fetched; {} on the wire, whole pieces); the rest was already in the pool",
+            second.version,
+            human_bytes(second.bytes_downloaded),
+            100.0 * second.bytes_downloaded as f64 / first.bytes_downloaded.max(1) as f64,
+            first.version,
+            human_bytes(second.bytes_received),
         )?;
     }
     for (name, table) in &report.parades {

@@ -122,6 +122,7 @@ pub fn run_seed(args: SeedArgs, out: &mut Output) -> CommandResult {
         } else {
             Duration::from_secs(10)
         },
+        stop: None,
     };
     let view = View::new(out, args.swarm.json);
     let result = seed::run(&plan, &view);

@@ -6,6 +6,7 @@
 //! which would plant empty shards in the store.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ pub struct SeedPlan {
     pub swarm: SwarmOptions,
     /// How often to report totals.
     pub report_every: Duration,
+    /// Stops seeding when set (besides Ctrl-C and SIGTERM); for seeding in-process.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,9 @@ async fn seed_all(
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = &mut stop => break,
+        }
+        if plan.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            break;
         }
         let mut uploaded = 0u64;
         let mut peers = 0;
