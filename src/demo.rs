@@ -399,7 +399,9 @@ fn seed_and_sync(
         let Ok(addr) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
             return Ok(Vec::new());
         };
-        let peer = addr.parse().map_err(|_| DemoError::Seeder(format!("bad address {addr}")))?;
+        let peer = addr
+            .parse()
+            .map_err(|_| DemoError::Seeder(format!("bad address {addr}")))?;
         let mut syncs = Vec::new();
         for m in manifests {
             syncs.push(sync::run(

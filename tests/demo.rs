@@ -31,13 +31,18 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
     );
     // Release 2 came over BitTorrent from the demo's loopback seeder, new shards only.
     assert!(
-        r.stdout.contains("sync:  release 2: 5 of 13 shards downloaded"),
+        r.stdout
+            .contains("sync:  release 2: 5 of 13 shards downloaded"),
         "{}",
         r.stdout
     );
     let pool = rusqlite::Connection::open(work.join("pool/pool.sqlite")).unwrap();
     let live: i64 = pool
-        .query_row("SELECT count(*) FROM items WHERE removed_in IS NULL", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM items WHERE removed_in IS NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(live, 59);
 

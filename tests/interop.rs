@@ -279,7 +279,13 @@ fn libtorrent_downloads_a_release_from_seedpool_seed() {
     let (store, manifest) = publish_one(t.path());
     let mut seeder = Command::new(BIN)
         .args(["seed", s(&manifest), "--store", s(&store)])
-        .args(["--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-trackers"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--no-dht",
+            "--no-trackers",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -194,7 +194,10 @@ fn sync_fetches_only_new_shards_and_merges_like_merge_does() {
         .filter(|s| !old.contains(s["id"].as_str().unwrap()))
         .collect();
     assert!(!new_shards.is_empty());
-    let new_bytes: u64 = new_shards.iter().map(|s| s["size"].as_u64().unwrap()).sum::<u64>()
+    let new_bytes: u64 = new_shards
+        .iter()
+        .map(|s| s["size"].as_u64().unwrap())
+        .sum::<u64>()
         + manifest2["index"]["size"].as_u64().unwrap();
     let new_files = new_shards.len() as u64 + 1;
     let piece = manifest2["torrent"]["piece_length"].as_u64().unwrap();
@@ -206,7 +209,10 @@ fn sync_fetches_only_new_shards_and_merges_like_merge_does() {
         "received {received} bytes for {new_bytes} bytes of {new_files} new files (piece {piece})"
     );
     let (size2, _) = data_size(&store.join("test-ds-2.torrent"));
-    assert!(received < size2, "received {received} of {size2}: not incremental");
+    assert!(
+        received < size2,
+        "received {received} of {size2}: not incremental"
+    );
     assert_eq!(r2["merge"]["added"], 12);
 
     // The same pool built by `merge` from the store has the same items.
@@ -228,7 +234,12 @@ fn sync_fetches_only_new_shards_and_merges_like_merge_does() {
     assert_only_verified_shards(&pool);
     assert!(!pool.join(".seedpool-sync").exists(), "staging left behind");
     // The pool holds everything `verify` checks, so it can seed in turn.
-    let v = run(&["verify", s(&pool.join("test-ds-2.manifest.json")), "--store", s(&pool)]);
+    let v = run(&[
+        "verify",
+        s(&pool.join("test-ds-2.manifest.json")),
+        "--store",
+        s(&pool),
+    ]);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 
     // Syncing again fetches nothing and changes nothing.
@@ -242,7 +253,7 @@ fn selective_sync_fetches_only_matching_shards_then_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let m1 = publish(dir.path(), &store, "1", 0..32, 10_000, None);
-    let seeder = Seeder::start(&store, &[m1.clone()], &[]);
+    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
     let pool = dir.path().join("pool");
 
     // The items of one shard, chosen through their records.
@@ -271,7 +282,10 @@ fn selective_sync_fetches_only_matching_shards_then_the_rest() {
     assert_eq!(r["shards_downloaded"], 1);
     assert_eq!(r["shards_not_selected"], 7);
     assert_eq!(pool_count(&pool, "SELECT count(*) FROM items"), 32);
-    assert_eq!(pool_count(&pool, "SELECT count(*) FROM shards WHERE present = 1"), 1);
+    assert_eq!(
+        pool_count(&pool, "SELECT count(*) FROM shards WHERE present = 1"),
+        1
+    );
     // Items of absent shards are known but not downloaded.
     assert_eq!(
         pool_count(
@@ -281,7 +295,9 @@ fn selective_sync_fetches_only_matching_shards_then_the_rest() {
         in_shard
     );
     assert_eq!(
-        std::fs::read_dir(pool.join("test-ds/shards")).unwrap().count(),
+        std::fs::read_dir(pool.join("test-ds/shards"))
+            .unwrap()
+            .count(),
         1
     );
     // extract writes what is present and says what is not.
@@ -301,11 +317,19 @@ fn selective_sync_fetches_only_matching_shards_then_the_rest() {
     let all = result(&sync(&m1, &pool, &seeder.addr, &[]));
     assert_eq!(all["shards_downloaded"], 7);
     assert_eq!(all["shards_in_pool"], 1);
-    assert_eq!(pool_count(&pool, "SELECT count(*) FROM shards WHERE present = 0"), 0);
+    assert_eq!(
+        pool_count(&pool, "SELECT count(*) FROM shards WHERE present = 0"),
+        0
+    );
     assert_only_verified_shards(&pool);
 
     // SQL that writes or does not parse is refused before any shard moves.
-    let bad = sync(&m1, &pool, &seeder.addr, &["--where", "1); DROP TABLE items; --"]);
+    let bad = sync(
+        &m1,
+        &pool,
+        &seeder.addr,
+        &["--where", "1); DROP TABLE items; --"],
+    );
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("--where"), "{}", bad.stderr);
 }
@@ -317,7 +341,11 @@ fn a_killed_sync_resumes_without_fetching_finished_shards_again() {
     // 8 shards of about 1.2 MB, seeded at 4 MiB/s: long enough to be killed midway.
     let m1 = publish(dir.path(), &store, "1", 0..32, 300_000, None);
     let (total, piece) = data_size(&store.join("test-ds-1.torrent"));
-    let seeder = Seeder::start(&store, &[m1.clone()], &["--upload-limit", "4MiB"]);
+    let seeder = Seeder::start(
+        &store,
+        std::slice::from_ref(&m1),
+        &["--upload-limit", "4MiB"],
+    );
     let pool = dir.path().join("pool");
 
     let start_sync = || {
@@ -332,7 +360,11 @@ fn a_killed_sync_resumes_without_fetching_finished_shards_again() {
     };
     // First kill: as soon as one shard is verified and in the pool.
     let mut child = start_sync();
-    let verified = wait_for_event(child.stdout.take().unwrap(), "verified", Duration::from_secs(60));
+    let verified = wait_for_event(
+        child.stdout.take().unwrap(),
+        "verified",
+        Duration::from_secs(60),
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let verified = verified.expect("a shard was verified before the kill");
@@ -361,7 +393,10 @@ fn a_killed_sync_resumes_without_fetching_finished_shards_again() {
     );
     assert_eq!(done["merge"]["added"], 32);
     assert_only_verified_shards(&pool);
-    assert_eq!(pool_count(&pool, "SELECT count(*) FROM shards WHERE present = 1"), 8);
+    assert_eq!(
+        pool_count(&pool, "SELECT count(*) FROM shards WHERE present = 1"),
+        8
+    );
     assert!(!pool.join(".seedpool-sync").exists());
 }
 
@@ -373,7 +408,9 @@ fn a_shard_that_fails_blake3_after_download_is_refetched_then_refused() {
     // A publisher mistake: the torrent carries other bytes under a shard's name. Its
     // piece hashes are right for those bytes, so only blake3 can tell.
     let (mut manifest, _) = Manifest::load(&m1).unwrap();
-    let victim = store.join("test-ds/shards").join(format!("{}.tar", manifest.shards[0].id));
+    let victim = store
+        .join("test-ds/shards")
+        .join(format!("{}.tar", manifest.shards[0].id));
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[600] ^= 0xff;
     std::fs::write(&victim, &bytes).unwrap();
@@ -405,7 +442,7 @@ fn a_shard_that_fails_blake3_after_download_is_refetched_then_refused() {
     manifest.sign(&seedpool::signing::PublisherKey::from_seed([42; 32]));
     std::fs::write(&m1, manifest.to_bytes()).unwrap();
 
-    let seeder = Seeder::start(&store, &[m1.clone()], &[]);
+    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
     let pool = dir.path().join("pool");
     let r = sync(&m1, &pool, &seeder.addr, &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
@@ -443,10 +480,18 @@ fn faults_get_clear_errors_and_change_nothing() {
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::copy(&m1, other.join("test-ds-1.manifest.json")).unwrap();
-    std::fs::copy(store.join("test-ds-2.torrent"), other.join("test-ds-1.torrent")).unwrap();
+    std::fs::copy(
+        store.join("test-ds-2.torrent"),
+        other.join("test-ds-1.torrent"),
+    )
+    .unwrap();
     let r = sync(&other.join("test-ds-1.manifest.json"), &pool, &addr, &[]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("does not belong to this release"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("does not belong to this release"),
+        "{}",
+        r.stderr
+    );
 
     // A folder that is not a pool.
     let notpool = dir.path().join("notpool");
@@ -461,27 +506,58 @@ fn faults_get_clear_errors_and_change_nothing() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     let r = run(&[
-        "seed", s(&m1), "--store", s(&store), "--listen", &busy_addr, "--no-dht", "--no-trackers",
+        "seed",
+        s(&m1),
+        "--store",
+        s(&store),
+        "--listen",
+        &busy_addr,
+        "--no-dht",
+        "--no-trackers",
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("cannot listen on {busy_addr}")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("cannot listen on {busy_addr}")),
+        "{}",
+        r.stderr
+    );
     let r = run(&[
-        "sync", s(&m1), "--pool", s(&pool), "--listen", &busy_addr, "--no-dht", "--no-trackers",
+        "sync",
+        s(&m1),
+        "--pool",
+        s(&pool),
+        "--listen",
+        &busy_addr,
+        "--no-dht",
+        "--no-trackers",
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("cannot listen on"), "{}", r.stderr);
 
     // A damaged store is reported instead of seeded.
     let (manifest, _) = Manifest::load(&m1).unwrap();
-    let shard = store.join("test-ds/shards").join(format!("{}.tar", manifest.shards[1].id));
+    let shard = store
+        .join("test-ds/shards")
+        .join(format!("{}.tar", manifest.shards[1].id));
     let mut bytes = std::fs::read(&shard).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&shard, &bytes).unwrap();
     let r = run(&[
-        "seed", s(&m1), "--store", s(&store), "--listen", "127.0.0.1:0", "--no-dht", "--no-trackers",
+        "seed",
+        s(&m1),
+        "--store",
+        s(&store),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-dht",
+        "--no-trackers",
     ]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("pass the torrent's piece hashes"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pass the torrent's piece hashes"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -506,7 +582,7 @@ fn a_full_disk_is_refused_before_downloading() {
         }
     }
     let _guard = Unmount(mnt.clone());
-    let seeder = Seeder::start(&store, &[m1.clone()], &[]);
+    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
     let pool = mnt.join("pool");
     let r = sync(&m1, &pool, &seeder.addr, &[]);
     assert_eq!(r.code, 1, "{}", r.stdout);
@@ -519,10 +595,19 @@ fn sync_reads_a_manifest_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let m1 = publish(dir.path(), &store, "1", 0..8, 5_000, None);
-    let seeder = Seeder::start(&store, &[m1.clone()], &[]);
+    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
     // A plain HTTP server on loopback serving the store folder.
     let mut server = Command::new("python3")
-        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", s(&store)])
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            s(&store),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -553,7 +638,14 @@ fn sync_reads_a_manifest_over_http() {
     let r = result(&run(&args));
     assert_eq!(r["merge"]["added"], 8);
     let missing = format!("http://127.0.0.1:{port}/nothing.manifest.json");
-    let r = run(&["sync", &missing, "--pool", s(&pool), "--no-dht", "--no-trackers"]);
+    let r = run(&[
+        "sync",
+        &missing,
+        "--pool",
+        s(&pool),
+        "--no-dht",
+        "--no-trackers",
+    ]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("404"), "{}", r.stderr);
     let _ = std::io::stdout().flush();

@@ -192,7 +192,10 @@ pub fn run_sync(args: SyncArgs, out: &mut Output) -> CommandResult {
     }
     let m = &r.merge;
     if m.already_merged {
-        writeln!(w, "  the release was merged before; its new shards are recorded")?;
+        writeln!(
+            w,
+            "  the release was merged before; its new shards are recorded"
+        )?;
     } else {
         writeln!(
             w,
@@ -235,8 +238,7 @@ impl<'a> View<'a> {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let total = multi.add(ProgressBar::new(0));
             total.set_style(
-                ProgressStyle::with_template("{spinner} {msg}")
-                    .expect("valid template"),
+                ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
             );
             total.enable_steady_tick(Duration::from_millis(120));
             Bars {
@@ -271,7 +273,14 @@ impl<'a> View<'a> {
         }
     }
 
-    fn draw_progress(&self, have: u64, total: u64, rate: f64, peers: u64, active: &[(String, u64, u64)]) {
+    fn draw_progress(
+        &self,
+        have: u64,
+        total: u64,
+        rate: f64,
+        peers: u64,
+        active: &[(String, u64, u64)],
+    ) {
         let Some(b) = &self.bars else {
             let mut last = self.last_log.borrow_mut();
             if last.elapsed() >= Duration::from_secs(5) {
@@ -403,9 +412,9 @@ impl Events for View<'_> {
                 ..
             } => self.draw_progress(have, total, rate, peers, &active),
             Event::Verified { .. } => {}
-            Event::Refetch { file, problem } => {
-                self.log(&format!("`{file}` failed its check ({problem}); fetching it again"))
-            }
+            Event::Refetch { file, problem } => self.log(&format!(
+                "`{file}` failed its check ({problem}); fetching it again"
+            )),
             Event::Note { message } => self.log(&message),
         }
     }

@@ -82,29 +82,26 @@ fn guard(pool: &Pool) -> Arc<Mutex<Option<String>>> {
 pub fn read_only_guard(conn: &rusqlite::Connection) -> Arc<Mutex<Option<String>>> {
     let denied = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&denied);
-    conn
-        .authorizer(Some(move |ctx: AuthContext<'_>| {
-            let refuse = |what: String| {
-                if let Ok(mut s) = slot.lock() {
-                    s.get_or_insert(what);
-                }
-                Authorization::Deny
-            };
-            match ctx.action {
-                AuthAction::Select
-                | AuthAction::Read { .. }
-                | AuthAction::Function { .. }
-                | AuthAction::Recursive => Authorization::Allow,
-                AuthAction::Insert { table_name } => refuse(format!("INSERT into `{table_name}`")),
-                AuthAction::Update { table_name, .. } => {
-                    refuse(format!("UPDATE of `{table_name}`"))
-                }
-                AuthAction::Delete { table_name } => refuse(format!("DELETE from `{table_name}`")),
-                AuthAction::Attach { filename } => refuse(format!("ATTACH of `{filename}`")),
-                AuthAction::Pragma { pragma_name, .. } => refuse(format!("PRAGMA `{pragma_name}`")),
-                other => refuse(format!("{other:?}")),
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        let refuse = |what: String| {
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert(what);
             }
-        }));
+            Authorization::Deny
+        };
+        match ctx.action {
+            AuthAction::Select
+            | AuthAction::Read { .. }
+            | AuthAction::Function { .. }
+            | AuthAction::Recursive => Authorization::Allow,
+            AuthAction::Insert { table_name } => refuse(format!("INSERT into `{table_name}`")),
+            AuthAction::Update { table_name, .. } => refuse(format!("UPDATE of `{table_name}`")),
+            AuthAction::Delete { table_name } => refuse(format!("DELETE from `{table_name}`")),
+            AuthAction::Attach { filename } => refuse(format!("ATTACH of `{filename}`")),
+            AuthAction::Pragma { pragma_name, .. } => refuse(format!("PRAGMA `{pragma_name}`")),
+            other => refuse(format!("{other:?}")),
+        }
+    }));
     denied
 }
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use librqbit::limits::LimitsConfig;
 use librqbit::{
-    AddTorrent, AddTorrentOptions, DhtSessionConfig, ManagedTorrent, ListenerMode, ListenerOptions, Session,
-    SessionOptions, TorrentStats,
+    AddTorrent, AddTorrentOptions, DhtSessionConfig, ListenerMode, ListenerOptions, ManagedTorrent,
+    Session, SessionOptions, TorrentStats,
 };
 use serde::Serialize;
 

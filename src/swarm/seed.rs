@@ -62,7 +62,10 @@ struct Seeded {
 
 /// Reads a manifest and its torrent from the store and checks that every file is there
 /// with its size (piece hashes are checked by librqbit when it opens the torrent).
-fn prepare(manifest: &Path, store_root: &Path) -> Result<(Manifest, Metainfo, Vec<u8>, Store), SeedError> {
+fn prepare(
+    manifest: &Path,
+    store_root: &Path,
+) -> Result<(Manifest, Metainfo, Vec<u8>, Store), SeedError> {
     let (m, _) = Manifest::load(manifest)?;
     let store = Store::open(store_root, &m.dataset_name())?;
     let torrent_path = store.torrent_path(&m.version_name());
@@ -167,7 +170,11 @@ async fn seed_all(
             _ = tokio::time::sleep(TICK) => {}
             _ = &mut stop => break,
         }
-        if plan.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if plan
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
         }
         let mut uploaded = 0u64;

@@ -97,7 +97,11 @@ pub enum SyncError {
     #[error("--where `{sql}` cannot run on the release index: {problem} (it is a condition on the index's `items` table: key, shard, volume, hash, record; see docs/guide.md)")]
     Selection { sql: String, problem: String },
     #[error("not enough space in `{path}`: the download needs {needed} bytes, {free} are free")]
-    NoSpace { path: PathBuf, needed: u64, free: u64 },
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("no data arrived for {seconds} s ({peers} peers connected, {seen} seen); check the --peer addresses, or that trackers or the DHT can reach a seeder of this release. Files fetched so far are kept: run sync again to resume")]
     Stalled { seconds: u64, peers: u64, seen: u64 },
     #[error("`{file}` failed its blake3 check twice after download ({problem}): the seeders' data does not match the signed manifest. Nothing was merged")]
@@ -278,10 +282,7 @@ fn wanted_files(release: &Release) -> Result<BTreeMap<String, Wanted>, SyncError
         .iter()
         .map(|s| (format!("shards/{}.tar", s.id), (s.size, s.id.clone())))
         .collect();
-    by_path.insert(
-        m.index.path.clone(),
-        (m.index.size, m.index.blake3.clone()),
-    );
+    by_path.insert(m.index.path.clone(), (m.index.size, m.index.blake3.clone()));
     let mut out = BTreeMap::new();
     for (i, f) in release.torrent.files.iter().enumerate() {
         if f.pad {
@@ -491,10 +492,7 @@ impl Ctx<'_> {
         Ok(s)
     }
 
-    async fn add(
-        &mut self,
-        files: &[&Wanted],
-    ) -> Result<Arc<ManagedTorrent>, SyncError> {
+    async fn add(&mut self, files: &[&Wanted]) -> Result<Arc<ManagedTorrent>, SyncError> {
         let session = self.session().await?;
         let only: Vec<usize> = files.iter().map(|f| f.index).collect();
         Ok(super::add(
@@ -582,10 +580,7 @@ impl Ctx<'_> {
                 }
             }
             let stats = handle.stats();
-            let fetched_now = stats
-                .live
-                .as_ref()
-                .map_or(0, |l| l.snapshot.fetched_bytes);
+            let fetched_now = stats.live.as_ref().map_or(0, |l| l.snapshot.fetched_bytes);
             if let TorrentStatsState::Error = stats.state {
                 let problem = stats.error.clone().unwrap_or_default();
                 self.drop_torrent(&handle).await;
@@ -661,7 +656,11 @@ impl Ctx<'_> {
             let dt = now.duration_since(rate_at.0).as_secs_f64();
             if dt >= 0.5 {
                 let instant = received.saturating_sub(rate_at.1) as f64 / dt;
-                rate = if rate == 0.0 { instant } else { 0.6 * rate + 0.4 * instant };
+                rate = if rate == 0.0 {
+                    instant
+                } else {
+                    0.6 * rate + 0.4 * instant
+                };
                 rate_at = (now, received);
             }
             let initializing = matches!(stats.state, TorrentStatsState::Initializing { .. });
@@ -671,7 +670,15 @@ impl Ctx<'_> {
             }
             if done.len() == files.len() {
                 self.received += received;
-                self.events.emit(progress_event(phase, have, total, received, 0.0, &stats, &[]));
+                self.events.emit(progress_event(
+                    phase,
+                    have,
+                    total,
+                    received,
+                    0.0,
+                    &stats,
+                    &[],
+                ));
                 self.drop_torrent(&handle).await;
                 return Ok(done);
             }
@@ -685,8 +692,9 @@ impl Ctx<'_> {
                         (got > 0).then(|| (f.path.clone(), got, f.size))
                     })
                     .collect();
-                self.events
-                    .emit(progress_event(phase, have, total, received, rate, &stats, &active));
+                self.events.emit(progress_event(
+                    phase, have, total, received, rate, &stats, &active,
+                ));
             }
             if now.duration_since(last_change) >= self.plan.stall_timeout {
                 let (peers, seen) = stats.live.as_ref().map_or((0, 0), |l| {
