@@ -352,23 +352,9 @@ fn full_disk_leaves_the_store_as_it_was() {
     let rel = t.path().join("rel");
     write_items(&rel, 0..40, 60_000);
     let mnt = t.path().join("tiny");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&mnt)])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+    let Some(_guard) = tiny_tmpfs(&mnt) else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
     let store = mnt.join("store");
     std::fs::create_dir(&store).unwrap();
     std::fs::write(store.join("keep.txt"), b"existing").unwrap();

@@ -290,15 +290,8 @@ fn libtorrent_downloads_a_release_from_seedpool_seed() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
-    let _guard = Kill(seeder);
+    let _guard = KillOnDrop(seeder);
     let addr = loop {
         let line = lines.next().expect("seeder output").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,7 +18,7 @@ const OFFLINE: [&str; 2] = ["--no-dht", "--no-trackers"];
 
 /// A `seedpool seed` process, killed when dropped.
 struct Seeder {
-    child: Child,
+    _child: KillOnDrop,
     addr: String,
 }
 
@@ -44,16 +44,22 @@ impl Seeder {
             );
         };
         Seeder {
-            child,
+            _child: KillOnDrop(child),
             addr: ready["addr"].as_str().unwrap().to_string(),
         }
     }
-}
 
-impl Drop for Seeder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Publishes release 1 of `items` items into `dir/store` and seeds it.
+    fn release_1(
+        dir: &Path,
+        items: std::ops::Range<usize>,
+        payload: usize,
+        extra: &[&str],
+    ) -> (PathBuf, PathBuf, Seeder) {
+        let store = dir.join("store");
+        let m1 = publish(dir, &store, "1", items, payload, None);
+        let seeder = Seeder::start(&store, std::slice::from_ref(&m1), extra);
+        (store, m1, seeder)
     }
 }
 
@@ -251,9 +257,7 @@ fn sync_fetches_only_new_shards_and_merges_like_merge_does() {
 #[test]
 fn selective_sync_fetches_only_matching_shards_then_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let m1 = publish(dir.path(), &store, "1", 0..32, 10_000, None);
-    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
+    let (store, m1, seeder) = Seeder::release_1(dir.path(), 0..32, 10_000, &[]);
     let pool = dir.path().join("pool");
 
     // The items of one shard, chosen through their records.
@@ -566,22 +570,9 @@ fn a_full_disk_is_refused_before_downloading() {
     let store = dir.path().join("store");
     let m1 = publish(dir.path(), &store, "1", 0..16, 200_000, None);
     let mnt = dir.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&mnt)])
-        .status()
-        .is_ok_and(|st| st.success());
-    if !mounted {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+    let Some(_guard) = tiny_tmpfs(&mnt) else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
     let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
     let pool = mnt.join("pool");
     let r = sync(&m1, &pool, &seeder.addr, &[]);
@@ -593,9 +584,7 @@ fn a_full_disk_is_refused_before_downloading() {
 #[test]
 fn sync_reads_a_manifest_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let m1 = publish(dir.path(), &store, "1", 0..8, 5_000, None);
-    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
+    let (store, _m1, seeder) = Seeder::release_1(dir.path(), 0..8, 5_000, &[]);
     // A plain HTTP server on loopback serving the store folder.
     let mut server = Command::new("python3")
         .args([
@@ -622,14 +611,7 @@ fn sync_reads_a_manifest_over_http() {
         .and_then(|r| r.split_whitespace().next())
         .expect("http.server prints its port")
         .to_string();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let _server = KillOnDrop(server);
     let url = format!("http://127.0.0.1:{port}/test-ds-1.manifest.json");
     let pool = dir.path().join("pool");
     let mut args = vec!["sync", &url, "--pool", s(&pool), "--peer", &seeder.addr];

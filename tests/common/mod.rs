@@ -146,3 +146,37 @@ impl Index {
             .unwrap()
     }
 }
+
+/// Unmounts a test file system when dropped.
+pub struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a 1 MiB tmpfs at `mnt` (created), a real full disk for tests; `None` when
+/// mounting is not allowed (tests run as root in CI).
+pub fn tiny_tmpfs(mnt: &Path) -> Option<Unmount> {
+    std::fs::create_dir_all(mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(mnt)])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return None;
+    }
+    Some(Unmount(mnt.to_path_buf()))
+}
+
+/// A child process (a seeder, a server) killed when the test ends, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
