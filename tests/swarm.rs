@@ -342,13 +342,13 @@ fn selective_sync_fetches_only_matching_shards_then_the_rest() {
 fn a_killed_sync_resumes_without_fetching_finished_shards_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    // 8 shards of about 1.2 MB, seeded at 4 MiB/s: long enough to be killed midway.
+    // 8 shards of about 1.2 MB, seeded at 2 MiB/s: long enough to be killed midway.
     let m1 = publish(dir.path(), &store, "1", 0..32, 300_000, None);
     let (total, piece) = data_size(&store.join("test-ds-1.torrent"));
     let seeder = Seeder::start(
         &store,
         std::slice::from_ref(&m1),
-        &["--upload-limit", "4MiB"],
+        &["--upload-limit", "2MiB"],
     );
     let pool = dir.path().join("pool");
 
@@ -369,6 +369,10 @@ fn a_killed_sync_resumes_without_fetching_finished_shards_again() {
         "verified",
         Duration::from_secs(60),
     );
+    // Meanwhile the pool is locked: a second sync or a merge waits its turn.
+    let busy = sync(&m1, &pool, &seeder.addr, &[]);
+    assert_eq!(busy.code, 1);
+    assert!(busy.stderr.contains("is busy"), "{}", busy.stderr);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let verified = verified.expect("a shard was verified before the kill");

@@ -138,6 +138,7 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
     let version = manifest.version_name();
     let manifest_hash = blake3::hash(&manifest_bytes).to_hex().to_string();
     let mut pool = Pool::open_or_create(&plan.pool)?;
+    let _lock = pool.lock()?;
 
     let mut report = MergeReport {
         dataset: manifest.dataset.clone(),

@@ -45,8 +45,22 @@ pub enum PoolError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "pool `{0}` is busy: another seedpool sync or merge is changing it; wait for it to end"
+    )]
+    Busy(PathBuf),
     #[error(transparent)]
     File(#[from] FileError),
+}
+
+/// Name of the lock file in a pool's folder.
+pub const LOCK: &str = ".seedpool.lock";
+
+/// Holds the pool's write lock while alive: one process at a time syncs or merges into
+/// a pool. It is a POSIX record lock, so it belongs to the process: a merge inside a
+/// sync takes it again without waiting, and a killed process never leaves it behind.
+pub struct PoolLock {
+    _file: std::fs::File,
 }
 
 /// Step timings of long pool work, printed on stderr when `SEEDPOOL_TIMINGS` is set
@@ -125,6 +139,34 @@ impl Pool {
             }
         }
         Self::open_with(root, OpenFlags::default())
+    }
+
+    /// Takes the pool's write lock, or fails at once when another process holds it.
+    pub fn lock(&self) -> Result<PoolLock, PoolError> {
+        use std::os::unix::io::AsRawFd;
+        let path = self.root.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(crate::store::file_error("create", &path))?;
+        // SAFETY: a zeroed flock is valid; the fields set describe a write lock on the
+        // whole file, and the fd is open for the call.
+        let rc = unsafe {
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as _;
+            fl.l_whence = libc::SEEK_SET as _;
+            libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl)
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EAGAIN) => Err(PoolError::Busy(self.root.clone())),
+                _ => Err(crate::store::file_error("lock", &path)(e).into()),
+            };
+        }
+        Ok(PoolLock { _file: file })
     }
 
     /// Opens an existing pool for changes.

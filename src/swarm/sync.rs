@@ -152,6 +152,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     let manifest_hash = blake3::hash(&release.manifest_bytes).to_hex().to_string();
 
     let pool = Pool::open_or_create(&plan.pool)?;
+    let _lock = pool.lock()?;
     let store = Store::open_or_create(&plan.pool, &dataset)?;
     let mut merge_plan = MergePlan {
         trust_key: plan.trust_key,
