@@ -141,6 +141,8 @@ struct Ctx<'a> {
     session: Option<Arc<Session>>,
     received: u64,
     refetched: u64,
+    /// Shards of the release the pool had before this run (for the plan event).
+    in_pool: u64,
 }
 
 async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, SyncError> {
@@ -186,6 +188,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         session: None,
         received: 0,
         refetched: 0,
+        in_pool: 0,
     };
     let files = wanted_files(&ctx.release)?;
     let present = present_shards(pool.connection())?;
@@ -220,6 +223,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         .filter(|f| f.blake3 != index.blake3)
         .collect();
     report.shards_in_pool = shard_files.iter().filter(|f| have(f, &verified)).count() as u64;
+    ctx.in_pool = report.shards_in_pool;
 
     let mut to_fetch: Vec<Wanted> = Vec::new();
     let mut selection = None;
@@ -545,7 +549,7 @@ impl Ctx<'_> {
             phase,
             files: files.len() as u64,
             bytes: total,
-            shards_in_pool: 0,
+            shards_in_pool: self.in_pool,
         });
 
         let mut done: BTreeSet<String> = BTreeSet::new();
