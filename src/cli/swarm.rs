@@ -34,6 +34,10 @@ struct SwarmArgs {
     /// Most bytes per second to download, e.g. `50MiB` (no limit by default).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     download_limit: Option<u64>,
+    /// Threads for the BitTorrent engine: 1 (one thread, fastest on small machines),
+    /// N for N threads, 0 for one per core.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
     /// Print events as JSON lines on stdout (progress, files, result).
     #[arg(long)]
     json: bool,
@@ -47,6 +51,7 @@ impl SwarmArgs {
             trackers: !self.no_trackers,
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
+            threads: self.threads,
         }
     }
 }

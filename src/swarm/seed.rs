@@ -48,7 +48,7 @@ pub enum SeedError {
 
 /// Seeds until Ctrl-C or SIGTERM; returns the bytes uploaded.
 pub fn run(plan: &SeedPlan, events: &dyn Events) -> Result<u64, SeedError> {
-    let rt = super::runtime()?;
+    let rt = super::runtime(plan.swarm.threads)?;
     let result = rt.block_on(run_async(plan, events));
     rt.shutdown_timeout(Duration::from_millis(500));
     result

@@ -114,7 +114,7 @@ pub enum SyncError {
 
 /// Runs a sync to the end (see the module doc).
 pub fn run(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, SyncError> {
-    let rt = super::runtime()?;
+    let rt = super::runtime(plan.swarm.threads)?;
     let result = rt.block_on(run_async(plan, events));
     rt.shutdown_timeout(Duration::from_millis(500));
     result
