@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod demo;
 pub mod index;
+pub mod ingest;
 pub mod manifest;
 pub mod name;
 pub mod pool;

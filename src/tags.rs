@@ -209,6 +209,22 @@ fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, TagsError> {
     Ok(entries)
 }
 
+/// Reads a tag list and returns each tag's category by normalised name, aliases
+/// included (for `ingest`, which sorts uncategorised booru tags with it).
+pub fn categories(
+    list: &Path,
+) -> Result<std::collections::HashMap<String, &'static str>, TagsError> {
+    let text = std::fs::read_to_string(list).map_err(file_error("read tag list", list))?;
+    let mut out = std::collections::HashMap::new();
+    for e in parse(&text, list)? {
+        for alias in &e.aliases {
+            out.insert(normalize(alias), e.category);
+        }
+        out.insert(normalize(&e.name), e.category);
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ImportReport {
     pub tags: u64,

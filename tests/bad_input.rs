@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 
@@ -162,28 +162,14 @@ fn unreadable_file() {
     let secret = s_.rel.join("danbooru-1003.jpg");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
     let before = tree(&s_.store);
-    // Root reads anything, so run the binary as `nobody` when the tests run as root.
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    let mut bin = assert_cmd::cargo::cargo_bin("seedpool");
-    if is_root {
-        // `nobody` may not reach the build folder (a checkout under /root, say): run a
-        // copy from the test's own folder.
-        let copy = s_.root.join("seedpool-bin");
-        std::fs::copy(&bin, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        bin = copy;
-    }
-    let mut cmd = std::process::Command::new(&bin);
+    // Root reads anything, so the binary runs as `nobody` when the tests run as root.
+    let (mut cmd, as_nobody) = unprivileged_seedpool(&s_.root);
     cmd.args(publish_args(s(&s_.rel), s(&s_.store), s(&s_.key), "2"));
-    if is_root {
-        use std::os::unix::process::CommandExt;
+    if as_nobody {
         for p in [&s_.root, &s_.rel, &s_.store] {
             open_up(p);
         }
         std::os::unix::fs::chown(&s_.key, Some(65534), Some(65534)).unwrap();
-        cmd.uid(65534).gid(65534);
     }
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -195,18 +181,6 @@ fn unreadable_file() {
         "{stderr}"
     );
     assert!(tree(&s_.store) == before);
-}
-
-/// Lets another user walk and write a test folder tree.
-fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            open_up(&p);
-        }
-    }
 }
 
 #[test]

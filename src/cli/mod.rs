@@ -6,6 +6,7 @@
 
 mod demo;
 mod extract;
+mod ingest;
 mod key;
 mod merge;
 mod output;
@@ -40,6 +41,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Demo(demo::DemoArgs),
+    Ingest(ingest::IngestArgs),
     Publish(publish::PublishArgs),
     Verify(verify::VerifyArgs),
     Seed(swarm::SeedArgs),
@@ -96,6 +98,7 @@ where
     };
     let result = match cli.command {
         Command::Demo(a) => demo::run(a, out),
+        Command::Ingest(a) => ingest::run(a, out),
         Command::Publish(a) => publish::run(a, out),
         Command::Verify(a) => verify::run(a, out),
         Command::Seed(a) => swarm::run_seed(a, out),

@@ -180,3 +180,37 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A command running seedpool as `nobody` when the tests run as root (root reads
+/// anything, so permission tests need another user), else as the current user. Returns
+/// whether it switches user. `nobody` may not reach the build folder (a checkout under
+/// /root, say), so it runs a copy of the binary placed in `scratch`.
+pub fn unprivileged_seedpool(scratch: &Path) -> (std::process::Command, bool) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let bin = assert_cmd::cargo::cargo_bin("seedpool");
+    if !is_root {
+        return (std::process::Command::new(bin), false);
+    }
+    let copy = scratch.join("seedpool-bin");
+    std::fs::copy(&bin, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = std::process::Command::new(&copy);
+    cmd.uid(65534).gid(65534);
+    (cmd, true)
+}
+
+/// Lets another user walk and write a test folder tree.
+pub fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            open_up(&p);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `seedpool ingest`: arguments → `IngestPlan` → `ingest::run`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CommandResult, Failure, Output};
+use crate::ingest::{self, IngestPlan, Rules};
+
+/// Curate downloaded originals into a release folder for `seedpool publish`.
+///
+/// Scans ORIGINALS (files or folders, recursively) for JPEG, PNG, WebP and GIF images,
+/// decodes each once, and writes per kept image `<key>.thumb.jpg` (fits 512x512),
+/// `<key>.sample.jpg` (1280 px long side, 1024 for square-ish images, never upscaled)
+/// and `<key>.json` (its record), with key `<booru>-<post id>`. Records come from
+/// --meta dumps (matched by md5, then booru and post id), then the BOORU-CHARS file
+/// name `<booru> - <id> - <copyright> ~ <characters> (<artist>).<ext>`, then the image.
+/// Images below the quality floor are filtered; exact and near duplicates keep their best
+/// copy. Every input gets a line in RELEASE_DIR/ingest-report.tsv; bad files never stop
+/// the run. Re-running skips originals already analysed with the same settings.
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Files or folders of downloaded originals.
+    #[arg(required = true)]
+    originals: Vec<PathBuf>,
+    /// The release folder to write (created when missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// A booru API dump: Danbooru posts.json, Gelbooru/Safebooru DAPI JSON or Moebooru
+    /// JSON; `BOORU:PATH` names its booru when the format cannot (e.g. `konachan:k.json`).
+    #[arg(long = "meta", value_name = "FILE")]
+    meta: Vec<String>,
+    /// A Danbooru-style tag list (`;`-separated, TAG_CAT, TAG_NAME, ...) that sorts the
+    /// flat tag lists of Gelbooru and Moebooru dumps into categories.
+    #[arg(long, value_name = "CSV")]
+    taglist: Option<PathBuf>,
+    /// Curation rules in TOML (any of: min_width, min_height, min_megapixels,
+    /// phash_distance, source_priority, aspects, sizes, limits); flags override it.
+    #[arg(long, value_name = "TOML")]
+    config: Option<PathBuf>,
+    /// Smallest width kept [default: 900].
+    #[arg(long)]
+    min_width: Option<u32>,
+    /// Smallest height kept [default: 900].
+    #[arg(long)]
+    min_height: Option<u32>,
+    /// Fewest megapixels kept [default: 1.2].
+    #[arg(long)]
+    min_megapixels: Option<f64>,
+    /// Near duplicates: largest Hamming distance between perceptual hashes, 0-7 [default: 4].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=7))]
+    phash_distance: Option<u32>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
+    let mut rules = match &args.config {
+        Some(path) => Rules::from_toml(path).map_err(|e| Failure::Usage(e.into()))?,
+        None => Rules::default(),
+    };
+    if let Some(v) = args.min_width {
+        rules.min_width = v;
+    }
+    if let Some(v) = args.min_height {
+        rules.min_height = v;
+    }
+    if let Some(v) = args.min_megapixels {
+        rules.min_megapixels = v;
+    }
+    if let Some(v) = args.phash_distance {
+        rules.phash_distance = v;
+    }
+    let plan = IngestPlan {
+        inputs: args.originals.clone(),
+        out: args.out.clone(),
+        meta: args.meta.clone(),
+        taglist: args.taglist.clone(),
+        rules,
+    };
+    let bars = out.progress();
+    let result = ingest::run(&plan, &bars);
+    bars.finish();
+    let r = result.map_err(|e| Failure::Data(anyhow::Error::new(e).context("ingest failed")))?;
+    if args.json {
+        out.json(&r)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    writeln!(
+        w,
+        "ingested {} inputs into `{}` in {:.1} s",
+        r.inputs,
+        r.out.display(),
+        r.seconds
+    )?;
+    writeln!(
+        w,
+        "  {} kept, {} filtered, {} duplicates, {} unreadable, {} ignored; {} analyses reused",
+        r.kept, r.filtered, r.duplicates, r.unreadable, r.ignored, r.reused
+    )?;
+    writeln!(w, "  report: {}", r.report.display())?;
+    Ok(())
+}

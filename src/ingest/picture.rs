@@ -1,0 +1,545 @@
+//! One original, decoded once: its size, hashes of its pixels, statistics, and the
+//! thumbnail and sample made from that one decode.
+//!
+//! Decoding runs under limits checked against the header before any pixel buffer is
+//! allocated, so a PNG declaring 100000x100000 pixels is refused at once. Resizing is
+//! Lanczos3 (SIMD, fast_image_resize) in linear light: sRGB is mapped to linear 16-bit,
+//! resized, and mapped back, so dark and bright edges keep their weight. JPEG output uses
+//! optimised Huffman tables.
+
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageReader};
+use serde::{Deserialize, Serialize};
+
+/// Largest side accepted, and the most bytes a decode may allocate.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DecodeLimits {
+    pub max_side: u32,
+    pub max_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_side: 30_000,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Output sizes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sizes {
+    /// The thumbnail fits in a square of this side.
+    pub thumb: u32,
+    /// The sample's long side, and for square-ish images (within 1x1's tolerance).
+    pub sample: u32,
+    pub sample_square: u32,
+    pub jpeg_quality: u8,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            thumb: 512,
+            sample: 1280,
+            sample_square: 1024,
+            jpeg_quality: 94,
+        }
+    }
+}
+
+/// Statistics of the decoded image (see docs/ingest.md for each field).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// Box left after trimming a border of near-uniform colour: x, y, width, height,
+    /// as fractions of the image.
+    pub trim: [f64; 4],
+    pub entropy: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub skewness: f64,
+    pub colors: u64,
+    pub chroma_mean: f64,
+    pub chroma_max: f64,
+    pub rgb_mean: [f64; 3],
+    pub edges: f64,
+    /// Estimated from the JPEG's quantisation tables; absent for other formats.
+    pub jpeg_quality: Option<u8>,
+}
+
+pub struct Picture {
+    pub width: u32,
+    pub height: u32,
+    /// blake3 of the RGB pixels: the same picture in another file format or container.
+    pub pixels_blake3: String,
+    /// 64-bit DCT perceptual hash, hex.
+    pub phash: String,
+    pub stats: Stats,
+    pub thumb: Vec<u8>,
+    pub sample: Vec<u8>,
+}
+
+/// Decodes `bytes` and makes everything ingest keeps of the image.
+pub fn analyse(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    sizes: Sizes,
+    square: (f64, f64),
+) -> Result<Picture, String> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    match reader.format() {
+        None => return Err("not an image (unknown format)".into()),
+        // The JPEG decoder fills a cut-off image with grey instead of failing; a
+        // download that stopped early must not pass as an original.
+        Some(image::ImageFormat::Jpeg) if !ends_with_eoi(bytes) => {
+            return Err("truncated JPEG (no end-of-image marker)".into())
+        }
+        Some(_) => {}
+    }
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_bytes);
+    let mut reader = reader;
+    reader.limits(l);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => format!(
+            "too large to decode safely (over {} pixels a side or {} MiB): {e}",
+            limits.max_side,
+            limits.max_bytes >> 20
+        ),
+        other => other.to_string(),
+    })?;
+    let rgb = flatten(img);
+    let (w, h) = rgb.dimensions();
+    let pixels_blake3 = blake3::hash(rgb.as_raw()).to_hex().to_string();
+
+    let ratio = w as f64 / h as f64;
+    let squareish = ratio >= square.0 && ratio <= square.1;
+    let long = if squareish {
+        sizes.sample_square
+    } else {
+        sizes.sample
+    };
+    let (sw, sh) = fit(w, h, long, long);
+    let sample_px = resize(&rgb, sw, sh)?;
+    let (tw, th) = fit(sw, sh, sizes.thumb, sizes.thumb);
+    let sample_img = image::RgbImage::from_raw(sw, sh, sample_px).ok_or("resize size mismatch")?;
+    let thumb_px = resize(&sample_img, tw, th)?;
+    let sample = encode_jpeg(sample_img.as_raw(), sw, sh, sizes.jpeg_quality)?;
+    let thumb = encode_jpeg(&thumb_px, tw, th, sizes.jpeg_quality)?;
+
+    let mut stats = statistics(&sample_img);
+    stats.jpeg_quality = jpeg_quality(bytes);
+    let phash = format!("{:016x}", phash(&sample_img));
+    Ok(Picture {
+        width: w,
+        height: h,
+        pixels_blake3,
+        phash,
+        stats,
+        thumb,
+        sample,
+    })
+}
+
+/// Whether a JPEG ends with its EOI marker (allowing a little padding after it, which
+/// some writers add).
+fn ends_with_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// RGB with any transparency composited over white (JPEG has no alpha; black would be
+/// what a plain conversion gives).
+fn flatten(img: DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = image::RgbImage::new(w, h);
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = u32::from(p[3]);
+        for c in 0..3 {
+            o[c] = ((u32::from(p[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// The largest size within (mw, mh) with the same aspect, never larger than (w, h).
+fn fit(w: u32, h: u32, mw: u32, mh: u32) -> (u32, u32) {
+    if w <= mw && h <= mh {
+        return (w, h);
+    }
+    let scale = (mw as f64 / w as f64).min(mh as f64 / h as f64);
+    (
+        ((w as f64 * scale).round() as u32).max(1),
+        ((h as f64 * scale).round() as u32).max(1),
+    )
+}
+
+fn resize(src: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, String> {
+    let (sw, sh) = src.dimensions();
+    if (sw, sh) == (w, h) {
+        return Ok(src.as_raw().clone());
+    }
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mapper = fast_image_resize::create_srgb_mapper();
+    let src8 = fast_image_resize::images::ImageRef::new(sw, sh, src.as_raw(), PixelType::U8x3)
+        .map_err(|e| err(&e))?;
+    let mut lin = Image::new(sw, sh, PixelType::U16x3);
+    mapper.forward_map(&src8, &mut lin).map_err(|e| err(&e))?;
+    let mut out = Image::new(w, h, PixelType::U16x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    Resizer::new()
+        .resize(&lin, &mut out, &options)
+        .map_err(|e| err(&e))?;
+    let mut out8 = Image::new(w, h, PixelType::U8x3);
+    mapper.backward_map(&out, &mut out8).map_err(|e| err(&e))?;
+    Ok(out8.into_vec())
+}
+
+fn encode_jpeg(rgb: &[u8], w: u32, h: u32, quality: u8) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
+    enc.set_optimized_huffman_tables(true);
+    let (w, h) = (
+        u16::try_from(w).map_err(|_| "too wide for JPEG")?,
+        u16::try_from(h).map_err(|_| "too tall for JPEG")?,
+    );
+    enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn luma(p: &image::Rgb<u8>) -> f64 {
+    0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])
+}
+
+fn statistics(img: &image::RgbImage) -> Stats {
+    let (w, h) = img.dimensions();
+    let n = f64::from(w) * f64::from(h);
+    let mut hist = [0u64; 256];
+    let mut sum = [0f64; 3];
+    let (mut chroma_sum, mut chroma_max) = (0f64, 0f64);
+    let mut colors = std::collections::HashSet::new();
+    let mut lum = Vec::with_capacity((w * h) as usize);
+    for p in img.pixels() {
+        let y = luma(p);
+        lum.push(y);
+        hist[y.round().clamp(0.0, 255.0) as usize] += 1;
+        for c in 0..3 {
+            sum[c] += f64::from(p[c]);
+        }
+        // Chroma as HCL defines it: the spread between the largest and smallest channel.
+        let c = f64::from(p.0.iter().max().unwrap() - p.0.iter().min().unwrap());
+        chroma_sum += c;
+        chroma_max = chroma_max.max(c);
+        colors.insert((u32::from(p[0]) << 16) | (u32::from(p[1]) << 8) | u32::from(p[2]));
+    }
+    let mean = lum.iter().sum::<f64>() / n;
+    let var = lum.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / n;
+    let std = var.sqrt();
+    let skewness = if std > 0.0 {
+        lum.iter().map(|y| ((y - mean) / std).powi(3)).sum::<f64>() / n
+    } else {
+        0.0
+    };
+    let entropy = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    // Sobel magnitude on the luma, averaged over the interior.
+    let at = |x: u32, y: u32| lum[(y * w + x) as usize];
+    let mut edge_sum = 0f64;
+    let mut edge_n = 0f64;
+    for y in 1..h.saturating_sub(1) {
+        for x in 1..w.saturating_sub(1) {
+            let gx = at(x + 1, y - 1) + 2.0 * at(x + 1, y) + at(x + 1, y + 1)
+                - at(x - 1, y - 1)
+                - 2.0 * at(x - 1, y)
+                - at(x - 1, y + 1);
+            let gy = at(x - 1, y + 1) + 2.0 * at(x, y + 1) + at(x + 1, y + 1)
+                - at(x - 1, y - 1)
+                - 2.0 * at(x, y - 1)
+                - at(x + 1, y - 1);
+            edge_sum += (gx * gx + gy * gy).sqrt();
+            edge_n += 1.0;
+        }
+    }
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    Stats {
+        trim: trim_box(img).map(round),
+        entropy: round(entropy),
+        mean: round(mean),
+        std: round(std),
+        skewness: round(skewness),
+        colors: colors.len() as u64,
+        chroma_mean: round(chroma_sum / n),
+        chroma_max,
+        rgb_mean: sum.map(|s| round(s / n)),
+        edges: round(if edge_n > 0.0 { edge_sum / edge_n } else { 0.0 }),
+        jpeg_quality: None,
+    }
+}
+
+/// The box inside a border whose rows and columns stay within 8 levels of the corner's
+/// colour, as fractions of the image.
+fn trim_box(img: &image::RgbImage) -> [f64; 4] {
+    let (w, h) = img.dimensions();
+    let corner = *img.get_pixel(0, 0);
+    let near =
+        |p: &image::Rgb<u8>| (0..3).all(|c| (i32::from(p[c]) - i32::from(corner[c])).abs() <= 8);
+    let row_uniform = |y: u32| (0..w).all(|x| near(img.get_pixel(x, y)));
+    let col_uniform = |x: u32, y0: u32, y1: u32| (y0..y1).all(|y| near(img.get_pixel(x, y)));
+    let mut top = 0;
+    while top < h && row_uniform(top) {
+        top += 1;
+    }
+    if top == h {
+        return [0.0, 0.0, 1.0, 1.0];
+    }
+    let mut bottom = h;
+    while bottom > top && row_uniform(bottom - 1) {
+        bottom -= 1;
+    }
+    let mut left = 0;
+    while left < w && col_uniform(left, top, bottom) {
+        left += 1;
+    }
+    let mut right = w;
+    while right > left && col_uniform(right - 1, top, bottom) {
+        right -= 1;
+    }
+    let (fw, fh) = (f64::from(w), f64::from(h));
+    [
+        f64::from(left) / fw,
+        f64::from(top) / fh,
+        f64::from(right - left) / fw,
+        f64::from(bottom - top) / fh,
+    ]
+}
+
+/// DCT perceptual hash: 32x32 luma, 2-D DCT, the 8x8 lowest frequencies (DC left out of
+/// the median), one bit each for above the median.
+fn phash(img: &image::RgbImage) -> u64 {
+    let small = image::imageops::resize(img, 32, 32, image::imageops::FilterType::Triangle);
+    let lum: Vec<f64> = small.pixels().map(luma).collect();
+    let n = 32usize;
+    let cos: Vec<f64> = (0..8)
+        .flat_map(|u| {
+            (0..n).map(move |x| {
+                (std::f64::consts::PI * (2 * x + 1) as f64 * u as f64 / (2 * n) as f64).cos()
+            })
+        })
+        .collect();
+    let mut coeffs = [0f64; 64];
+    for u in 0..8 {
+        for v in 0..8 {
+            let mut s = 0.0;
+            for y in 0..n {
+                for x in 0..n {
+                    s += lum[y * n + x] * cos[u * n + x] * cos[v * n + y];
+                }
+            }
+            coeffs[v * 8 + u] = s;
+        }
+    }
+    let mut sorted: Vec<f64> = coeffs[1..].to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    coeffs
+        .iter()
+        .enumerate()
+        .fold(0u64, |h, (i, &c)| if c > median { h | (1 << i) } else { h })
+}
+
+/// IJG-style quality estimate from the first (luminance) quantisation table: the scale
+/// against the standard table, inverted through libjpeg's quality formula.
+pub fn jpeg_quality(bytes: &[u8]) -> Option<u8> {
+    const STD: [u16; 64] = [
+        16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69,
+        56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81,
+        104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    ];
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return None;
+    }
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xDB {
+            let body = bytes.get(i + 4..i + 2 + len)?;
+            let precision16 = body.first()? >> 4 == 1;
+            let table: Vec<u16> = if precision16 {
+                body.get(1..129)?
+                    .chunks(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect()
+            } else {
+                body.get(1..65)?.iter().map(|&b| u16::from(b)).collect()
+            };
+            // Tables are stored in zigzag order; the ratio's mean does not care.
+            let mut zig = [0u16; 64];
+            zig.copy_from_slice(&table[..64]);
+            let std_zig = zigzag(&STD);
+            let scale: f64 = zig
+                .iter()
+                .zip(std_zig.iter())
+                .map(|(&q, &s)| f64::from(q) * 100.0 / f64::from(s))
+                .sum::<f64>()
+                / 64.0;
+            let q = if scale <= 100.0 {
+                (200.0 - scale) / 2.0
+            } else {
+                5000.0 / scale
+            };
+            return Some(q.round().clamp(1.0, 100.0) as u8);
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+fn zigzag(natural: &[u16; 64]) -> [u16; 64] {
+    const ORDER: [usize; 64] = [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
+        20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+        58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    ];
+    let mut out = [0u16; 64];
+    for (i, &n) in ORDER.iter().enumerate() {
+        out[i] = natural[n];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::ImageEncoder;
+
+    fn jpeg(w: u32, h: u32, q: u8) -> Vec<u8> {
+        // Soft blobs placed by relative position, so a smaller copy is the same picture.
+        let blobs = [
+            (0.3, 0.35, 0.2, [220.0, 60.0, 50.0]),
+            (0.7, 0.6, 0.25, [40.0, 90.0, 210.0]),
+            (0.45, 0.8, 0.15, [250.0, 230.0, 90.0]),
+        ];
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let (fx, fy) = (x as f64 / w as f64, y as f64 / h as f64);
+            let mut px = [30.0f64; 3];
+            for (cx, cy, r, color) in blobs {
+                let d2 = ((fx - cx).powi(2) + (fy - cy).powi(2)) / (r * r);
+                let a = (-d2).exp();
+                for c in 0..3 {
+                    px[c] = px[c] * (1.0 - a) + color[c] * a;
+                }
+            }
+            image::Rgb(px.map(|v| v as u8))
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn thumbnails_and_samples_keep_aspect_and_never_upscale() {
+        let p = analyse(
+            &jpeg(1600, 1000, 90),
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .unwrap();
+        assert_eq!((p.width, p.height), (1600, 1000));
+        let s = image::load_from_memory(&p.sample).unwrap();
+        assert_eq!((s.width(), s.height()), (1280, 800));
+        let t = image::load_from_memory(&p.thumb).unwrap();
+        assert_eq!((t.width(), t.height()), (512, 320));
+        let small = analyse(
+            &jpeg(300, 200, 90),
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .unwrap();
+        let s = image::load_from_memory(&small.sample).unwrap();
+        assert_eq!((s.width(), s.height()), (300, 200));
+        let sq = analyse(
+            &jpeg(1500, 1400, 90),
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .unwrap();
+        let s = image::load_from_memory(&sq.sample).unwrap();
+        assert_eq!(s.width().max(s.height()), 1024);
+    }
+
+    #[test]
+    fn jpeg_quality_is_estimated_from_the_tables() {
+        for q in [50u8, 75, 90] {
+            let est = jpeg_quality(&jpeg(64, 64, q)).unwrap();
+            assert!((i32::from(est) - i32::from(q)).abs() <= 3, "{q} -> {est}");
+        }
+        assert_eq!(jpeg_quality(b"not a jpeg"), None);
+    }
+
+    #[test]
+    fn phash_survives_resizing_and_tells_pictures_apart() {
+        let a = analyse(
+            &jpeg(800, 600, 95),
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .unwrap();
+        let b = analyse(
+            &jpeg(400, 300, 70),
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .unwrap();
+        let d = |x: &str, y: &str| {
+            (u64::from_str_radix(x, 16).unwrap() ^ u64::from_str_radix(y, 16).unwrap()).count_ones()
+        };
+        assert!(d(&a.phash, &b.phash) <= 4, "{} {}", a.phash, b.phash);
+        let other = image::RgbImage::from_fn(800, 600, |x, _| {
+            image::Rgb([if x < 400 { 0 } else { 255 }; 3])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut bytes)
+            .write_image(other.as_raw(), 800, 600, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let c = analyse(
+            &bytes,
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .unwrap();
+        assert!(d(&a.phash, &c.phash) > 10);
+        assert_eq!(c.stats.colors, 2);
+    }
+}
