@@ -715,3 +715,32 @@ fn write_report(
     std::fs::rename(&tmp, path).map_err(file_error("move into place", path))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_configuration_is_the_default() {
+        let doc = include_str!("../../docs/ingest.md");
+        let toml_text = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/ingest.md has a toml block");
+        let rules: Rules = toml::from_str(toml_text).unwrap();
+        assert_eq!(rules, Rules::default());
+    }
+
+    #[test]
+    fn aspects_follow_the_documented_order() {
+        let r = Rules::default();
+        assert_eq!(r.aspect(700, 1000), "7x10");
+        assert_eq!(r.aspect(750, 1000), "3x4");
+        assert_eq!(r.aspect(1000, 1000), "1x1");
+        assert_eq!(r.aspect(1500, 1000), "3x2");
+        assert_eq!(r.aspect(1000, 1500), "2x3");
+        assert_eq!(r.aspect(600, 1000), "2x3");
+        assert_eq!(r.aspect(3000, 1000), "other");
+    }
+}
