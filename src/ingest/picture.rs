@@ -81,13 +81,7 @@ pub struct Picture {
     pub sample: Vec<u8>,
 }
 
-/// Decodes `bytes` and makes everything ingest keeps of the image.
-pub fn analyse(
-    bytes: &[u8],
-    limits: DecodeLimits,
-    sizes: Sizes,
-    square: (f64, f64),
-) -> Result<Picture, String> {
+fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, String> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
@@ -114,7 +108,32 @@ pub fn analyse(
         ),
         other => other.to_string(),
     })?;
-    let rgb = flatten(img);
+    Ok(flatten(img))
+}
+
+/// A JPEG thumbnail fitting in `side` x `side`, made as ingest makes them (one decode,
+/// linear-light Lanczos3, optimised JPEG); what `benches/thumbs.sh` times.
+pub fn thumbnail(
+    bytes: &[u8],
+    side: u32,
+    quality: u8,
+    limits: DecodeLimits,
+) -> Result<Vec<u8>, String> {
+    let rgb = decode(bytes, limits)?;
+    let (w, h) = rgb.dimensions();
+    let (tw, th) = fit(w, h, side, side);
+    let px = resize(&rgb, tw, th)?;
+    encode_jpeg(&px, tw, th, quality)
+}
+
+/// Decodes `bytes` and makes everything ingest keeps of the image.
+pub fn analyse(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    sizes: Sizes,
+    square: (f64, f64),
+) -> Result<Picture, String> {
+    let rgb = decode(bytes, limits)?;
     let (w, h) = rgb.dimensions();
     let pixels_blake3 = blake3::hash(rgb.as_raw()).to_hex().to_string();
 
