@@ -8,7 +8,10 @@ use rayon::prelude::*;
 use seedpool::ingest::picture::{thumbnail, DecodeLimits};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [input, output] = &args[..] else {
         eprintln!("usage: thumbs IN_DIR OUT_DIR");
         std::process::exit(2);

@@ -251,17 +251,21 @@ fn danbooru(o: &Map<String, Value>, booru: &str) -> Option<Post> {
     Some(p)
 }
 
+/// A field in Unix seconds, as RFC 3339.
+fn unix_time(o: &Map<String, Value>, k: &str) -> Option<String> {
+    let t = u64::try_from(int(o, k)?).ok()?;
+    Some(
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+        )
+        .to_string(),
+    )
+}
+
 fn moebooru(o: &Map<String, Value>, booru: &str) -> Option<Post> {
     let mut p = base(o, booru)?;
     p.favs = int(o, "fav_count");
-    p.posted = int(o, "created_at")
-        .and_then(|t| u64::try_from(t).ok())
-        .map(|t| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
-            )
-            .to_string()
-        });
+    p.posted = unix_time(o, "created_at");
     p.tags[3] = words(text(o, "tags"));
     Some(p)
 }
@@ -272,14 +276,7 @@ fn gelbooru(o: &Map<String, Value>, booru: &str) -> Option<Post> {
     p.posted = text(o, "created_at").map(|d| ctime_to_rfc3339(&d).unwrap_or(d));
     if p.posted.is_none() {
         // Safebooru's dump has only `change`, the last edit, in Unix seconds.
-        p.posted = int(o, "change")
-            .and_then(|t| u64::try_from(t).ok())
-            .map(|t| {
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
-                )
-                .to_string()
-            });
+        p.posted = unix_time(o, "change");
     }
     p.tags[3] = words(text(o, "tags"));
     Some(p)

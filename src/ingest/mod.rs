@@ -69,19 +69,10 @@ impl Default for Rules {
             min_height: 900,
             min_megapixels: 1.2,
             phash_distance: 4,
-            source_priority: [
-                "safebooru",
-                "yande.re",
-                "e-shuushuu",
-                "konachan",
-                "gelbooru",
-                "sankaku",
-                "zerochan",
-                "anime-pictures",
-                "danbooru",
-            ]
-            .map(String::from)
-            .to_vec(),
+            source_priority: crate::pool::duplicates::SOURCE_PRIORITY
+                .iter()
+                .map(|b| b.to_string())
+                .collect(),
             aspects: vec![
                 aspect("7x10", 0.7, 0.04),
                 aspect("3x4", 0.75, 0.10),
