@@ -278,6 +278,39 @@ pub fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
+/// How the file at `path` differs from what a manifest says of it, size first, then
+/// blake3; `None` when it matches.
+pub fn mismatch(path: &Path, size: u64, blake3_hex: &str) -> std::io::Result<Option<String>> {
+    let found = std::fs::metadata(path)?.len();
+    if found != size {
+        return Ok(Some(format!("expected {size} bytes, found {found}")));
+    }
+    let hash = hash_file(path)?;
+    Ok((hash.to_hex().as_str() != blake3_hex).then(|| {
+        format!(
+            "blake3 is `{}`, the manifest says `{blake3_hex}`",
+            hash.to_hex()
+        )
+    }))
+}
+
+/// Removes a file when dropped: for temporary files that must not outlive a failure.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let tmp = TempFile(path.with_extension("incoming"));
+    write_synced(&tmp.0, bytes).map_err(file_error("write", &tmp.0))?;
+    std::fs::rename(&tmp.0, path).map_err(file_error("move into place", path))?;
+    Ok(())
+}
+
 /// Writes a small file and flushes it to disk before it is renamed into place.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

@@ -161,6 +161,16 @@ fn assert_only_verified_shards(pool: &Path) {
     }
 }
 
+/// Damages shard `shard` of a release in `store` by flipping the byte at `offset`.
+fn flip_byte(store: &Path, manifest: &Manifest, shard: usize, offset: usize) {
+    let path = store
+        .join("test-ds/shards")
+        .join(format!("{}.tar", manifest.shards[shard].id));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+}
+
 fn data_size(torrent: &Path) -> (u64, u64) {
     let t = Metainfo::parse(&std::fs::read(torrent).unwrap()).unwrap();
     (t.data_files().map(|f| f.length).sum(), t.piece_length)
@@ -416,12 +426,7 @@ fn a_shard_that_fails_blake3_after_download_is_refetched_then_refused() {
     // A publisher mistake: the torrent carries other bytes under a shard's name. Its
     // piece hashes are right for those bytes, so only blake3 can tell.
     let (mut manifest, _) = Manifest::load(&m1).unwrap();
-    let victim = store
-        .join("test-ds/shards")
-        .join(format!("{}.tar", manifest.shards[0].id));
-    let mut bytes = std::fs::read(&victim).unwrap();
-    bytes[600] ^= 0xff;
-    std::fs::write(&victim, &bytes).unwrap();
+    flip_byte(&store, &manifest, 0, 600);
     let torrent_path = store.join("test-ds-1.torrent");
     let old = Metainfo::parse(&std::fs::read(&torrent_path).unwrap()).unwrap();
     let files = old
@@ -544,12 +549,7 @@ fn faults_get_clear_errors_and_change_nothing() {
 
     // A damaged store is reported instead of seeded.
     let (manifest, _) = Manifest::load(&m1).unwrap();
-    let shard = store
-        .join("test-ds/shards")
-        .join(format!("{}.tar", manifest.shards[1].id));
-    let mut bytes = std::fs::read(&shard).unwrap();
-    bytes[100] ^= 1;
-    std::fs::write(&shard, &bytes).unwrap();
+    flip_byte(&store, &manifest, 1, 100);
     let r = run(&[
         "seed",
         s(&m1),

@@ -25,7 +25,7 @@ use crate::index::{self, IndexError, IndexReader};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
 use crate::shard::ShardId;
-use crate::store::{self, file_error, FileError, Store, StoreError};
+use crate::store::{self, file_error, FileError, Store, StoreError, TempFile};
 use crate::torrent::Metainfo;
 
 #[derive(Clone, Debug)]
@@ -227,14 +227,6 @@ fn shard_presence(conn: &Connection, manifest_hash: &str) -> Result<(u64, u64), 
     )?)
 }
 
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Returns the live item count when this exact release is merged already; refuses
 /// clashes, changed keys and older releases.
 pub(crate) fn check_release(
@@ -297,7 +289,7 @@ pub(crate) fn check_release(
     Ok(None)
 }
 
-fn present_shards(conn: &Connection) -> Result<BTreeSet<String>, MergeError> {
+pub(crate) fn present_shards(conn: &Connection) -> Result<BTreeSet<String>, MergeError> {
     let mut st = conn.prepare("SELECT id FROM shards WHERE present = 1")?;
     let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(ids)
@@ -330,9 +322,9 @@ fn import_files(
     for (id, size) in &todo {
         let to = target.shard_path(*id);
         let hex = id.to_hex();
-        let already = std::fs::metadata(&to).is_ok_and(|md| md.len() == *size)
-            && (plan.verified.contains(&hex)
-                || store::hash_file(&to).is_ok_and(|h| h.to_hex().as_str() == hex));
+        let already = plan.verified.contains(&hex)
+            && std::fs::metadata(&to).is_ok_and(|md| md.len() == *size)
+            || store::mismatch(&to, *size, &hex).is_ok_and(|m| m.is_none());
         if !already {
             let from = source.shard_path(*id);
             if !from.is_file() {
@@ -375,8 +367,8 @@ fn import_files(
             ),
         });
     }
-    write_atomically(&target.torrent_path(&version), &torrent_bytes)?;
-    write_atomically(&target.manifest_path(&version), manifest_bytes)?;
+    store::write_atomically(&target.torrent_path(&version), &torrent_bytes)?;
+    store::write_atomically(&target.manifest_path(&version), manifest_bytes)?;
     Ok((todo.len() as u64, bytes))
 }
 
@@ -394,36 +386,18 @@ fn bring(from: &Path, to: &Path, blake3_hex: &str, size: u64) -> Result<(), Merg
     if std::fs::hard_link(from, &tmp.0).is_err() {
         std::fs::copy(from, &tmp.0).map_err(file_error("copy", from))?;
     }
-    let found_size = std::fs::metadata(&tmp.0)
-        .map_err(file_error("read", &tmp.0))?
-        .len();
-    if found_size != size {
+    if let Some(problem) =
+        store::mismatch(&tmp.0, size, blake3_hex).map_err(file_error("read", &tmp.0))?
+    {
         return Err(MergeError::Mismatch {
             path: from.to_path_buf(),
-            problem: format!("expected {size} bytes, found {found_size}"),
-        });
-    }
-    let hash = store::hash_file(&tmp.0).map_err(file_error("read", &tmp.0))?;
-    if hash.to_hex().as_str() != blake3_hex {
-        return Err(MergeError::Mismatch {
-            path: from.to_path_buf(),
-            problem: format!(
-                "blake3 is `{}`, the manifest says `{blake3_hex}`",
-                hash.to_hex()
-            ),
+            problem,
         });
     }
     std::fs::File::open(&tmp.0)
         .and_then(|f| f.sync_all())
         .map_err(file_error("sync", &tmp.0))?;
     std::fs::rename(&tmp.0, to).map_err(file_error("move into place", to))?;
-    Ok(())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MergeError> {
-    let tmp = TempFile(path.with_extension("incoming"));
-    store::write_synced(&tmp.0, bytes).map_err(file_error("write", &tmp.0))?;
-    std::fs::rename(&tmp.0, path).map_err(file_error("move into place", path))?;
     Ok(())
 }
 

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use librqbit::{ManagedTorrent, Session, TorrentStatsState};
-use rusqlite::Connection;
 use serde::Serialize;
 
 use super::fetch::{self, FetchError, Release};
@@ -34,7 +33,7 @@ use crate::index::{self, IndexError, IndexReader};
 use crate::pool::merge::{self, MergeError, MergePlan, MergeReport};
 use crate::pool::{Pool, PoolError};
 use crate::progress::Silent;
-use crate::store::{self, file_error, FileError, Store, StoreError};
+use crate::store::{self, file_error, FileError, Store, StoreError, TempFile};
 
 #[derive(Clone, Debug)]
 pub struct SyncPlan {
@@ -191,7 +190,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         in_pool: 0,
     };
     let files = wanted_files(&ctx.release)?;
-    let present = present_shards(pool.connection())?;
+    let present = merge::present_shards(pool.connection())?;
     drop(pool);
 
     // Files in the pool the database does not know yet: left by an interrupted sync
@@ -202,11 +201,12 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
             continue;
         }
         let path = ctx.target.join(&f.path);
-        if std::fs::metadata(&path).is_ok_and(|md| md.len() == f.size) {
-            if store::hash_file(&path).is_ok_and(|h| h.to_hex().as_str() == f.blake3) {
-                verified.insert(f.blake3.clone());
-            } else {
-                std::fs::remove_file(&path).map_err(file_error("remove", &path))?;
+        if path.is_file() {
+            match store::mismatch(&path, f.size, &f.blake3) {
+                Ok(None) => {
+                    verified.insert(f.blake3.clone());
+                }
+                _ => std::fs::remove_file(&path).map_err(file_error("remove", &path))?,
             }
         }
     }
@@ -258,9 +258,9 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
 
     // Everything is in the pool and checked: record the torrent and manifest, merge.
     let t = store.torrent_path(&version);
-    write_if_changed(&t, &ctx.release.torrent_bytes)?;
+    store::write_atomically(&t, &ctx.release.torrent_bytes)?;
     let mp = store.manifest_path(&version);
-    write_if_changed(&mp, &ctx.release.manifest_bytes)?;
+    store::write_atomically(&mp, &ctx.release.manifest_bytes)?;
     merge_plan.selection = selection;
     merge_plan.verified = verified;
     ctx.events.emit(Event::Note {
@@ -323,15 +323,6 @@ fn wanted_files(release: &Release) -> Result<BTreeMap<String, Wanted>, SyncError
     Ok(out)
 }
 
-fn present_shards(conn: &Connection) -> Result<BTreeSet<String>, SyncError> {
-    let read = || -> rusqlite::Result<BTreeSet<String>> {
-        let mut st = conn.prepare("SELECT id FROM shards WHERE present = 1")?;
-        let ids = st.query_map([], |r| r.get(0))?.collect();
-        ids
-    };
-    read().map_err(|e| SyncError::Task(format!("reading the pool: {e}")))
-}
-
 /// Runs `--where` on the release index; returns the shards holding matches and the
 /// number of matching items.
 fn select(
@@ -341,7 +332,7 @@ fn select(
 ) -> Result<(BTreeSet<String>, u64), SyncError> {
     let m = &release.manifest;
     let tmp = index_zst.with_extension(format!("select-{}.sqlite", std::process::id()));
-    let _cleanup = RemoveOnDrop(tmp.clone());
+    let _cleanup = TempFile(tmp.clone());
     index::decompress(index_zst, &tmp, m.index.uncompressed_size)?;
     let reader = IndexReader::open(&tmp)?;
     let conn = reader.connection();
@@ -418,24 +409,6 @@ fn has_statement_end(sql: &str) -> bool {
     false
 }
 
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
-    if std::fs::read(path).is_ok_and(|b| b == bytes) {
-        return Ok(());
-    }
-    let tmp = path.with_extension("incoming");
-    store::write_synced(&tmp, bytes).map_err(file_error("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(file_error("move into place", path))?;
-    Ok(())
-}
-
 /// Free bytes for an unprivileged writer on the file system holding `path`.
 fn free_space(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -456,16 +429,7 @@ enum Check {
 
 /// Checks a complete file in staging against the manifest and renames it into the pool.
 fn check_and_move(from: &Path, to: &Path, size: u64, blake3: &str) -> Result<Check, FileError> {
-    let found = std::fs::metadata(from)
-        .map_err(file_error("read", from))?
-        .len();
-    let problem = if found != size {
-        Some(format!("{found} bytes, the manifest says {size}"))
-    } else {
-        let hash = store::hash_file(from).map_err(file_error("read", from))?;
-        (hash.to_hex().as_str() != blake3)
-            .then(|| format!("blake3 `{}`, the manifest says `{blake3}`", hash.to_hex()))
-    };
+    let problem = store::mismatch(from, size, blake3).map_err(file_error("read", from))?;
     if let Some(problem) = problem {
         std::fs::remove_file(from).map_err(file_error("remove", from))?;
         return Ok(Check::Bad(problem));

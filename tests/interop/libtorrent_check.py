@@ -11,6 +11,8 @@ import time
 
 import libtorrent as lt
 
+from lt_session import loopback_session
+
 torrent, save_path = sys.argv[1], sys.argv[2]
 ti = lt.torrent_info(torrent)
 fs = ti.files()
@@ -23,13 +25,7 @@ for i in range(fs.num_files()):
         "pad": bool(fs.file_flags(i) & lt.file_storage.flag_pad_file),
     })
 
-session = lt.session({
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-})
+session = loopback_session()
 params = lt.add_torrent_params()
 params.ti = ti
 params.save_path = save_path

@@ -15,19 +15,10 @@ import time
 
 import libtorrent as lt
 
+from lt_session import loopback_session
+
 mode, torrent, save_path = sys.argv[1], sys.argv[2], sys.argv[3]
-session = lt.session({
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    # librqbit speaks neither MSE encryption nor (here) outgoing uTP first.
-    "enable_outgoing_utp": False,
-    "out_enc_policy": 2,
-    "in_enc_policy": 2,
-    "allow_multiple_connections_per_ip": True,
-})
+session = loopback_session()
 params = lt.add_torrent_params()
 params.ti = lt.torrent_info(torrent)
 params.save_path = save_path
