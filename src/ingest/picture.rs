@@ -81,7 +81,23 @@ pub struct Picture {
     pub sample: Vec<u8>,
 }
 
-fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, String> {
+/// Decoded pixels and the original's size: for a large JPEG the pixels are a reduced
+/// scale of it.
+struct Decoded {
+    rgb: image::RgbImage,
+    width: u32,
+    height: u32,
+}
+
+/// Decodes `bytes` once. `want` maps the original's size to the size the caller will
+/// resize to: a JPEG at least twice that size on both sides is decoded straight at the
+/// smallest DCT scale (1/2, 1/4 or 1/8) that still covers it, which skips most of the
+/// inverse DCT, colour conversion and resizing work. Other images decode at full size.
+fn decode(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    want: impl Fn(u32, u32) -> (u32, u32),
+) -> Result<Decoded, String> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
@@ -92,6 +108,16 @@ fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, String>
         Some(image::ImageFormat::Jpeg) if !ends_with_eoi(bytes) => {
             return Err("truncated JPEG (no end-of-image marker)".into())
         }
+        Some(image::ImageFormat::Jpeg) => {
+            if let Some(decoded) = decode_jpeg_scaled(bytes, limits, &want)? {
+                return Ok(decoded);
+            }
+        }
+        Some(image::ImageFormat::WebP) => {
+            if let Some(decoded) = decode_webp(bytes, limits, &want)? {
+                return Ok(decoded);
+            }
+        }
         Some(_) => {}
     }
     let mut l = image::Limits::default();
@@ -101,14 +127,130 @@ fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, String>
     let mut reader = reader;
     reader.limits(l);
     let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => format!(
-            "too large to decode safely (over {} pixels a side or {} MiB): {e}",
-            limits.max_side,
-            limits.max_bytes >> 20
-        ),
+        image::ImageError::Limits(_) => too_large(limits, &e),
         other => other.to_string(),
     })?;
-    Ok(flatten(img))
+    let rgb = flatten(img);
+    let (width, height) = rgb.dimensions();
+    Ok(Decoded { rgb, width, height })
+}
+
+/// A still WebP through libwebp (several times faster than the pure-Rust decoder, with
+/// SIMD), shrunk while decoding by the largest power of two up to 8 that still covers
+/// the target, as the JPEG path does. `None` for an animation or a header libwebp cannot
+/// read: the full decoder takes those and gives its own error.
+fn decode_webp(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    want: &dyn Fn(u32, u32) -> (u32, u32),
+) -> Result<Option<Decoded>, String> {
+    use libwebp_sys as webp;
+    let mut config =
+        webp::WebPDecoderConfig::new().map_err(|_| "libwebp refused its own ABI version")?;
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; libwebp
+    // only reads them and writes the features struct it is given.
+    let status = unsafe { webp::WebPGetFeatures(bytes.as_ptr(), bytes.len(), &mut config.input) };
+    if status != webp::VP8StatusCode::VP8_STATUS_OK || config.input.has_animation != 0 {
+        return Ok(None);
+    }
+    let (width, height) = (config.input.width as u32, config.input.height as u32);
+    let alpha = config.input.has_alpha != 0;
+    let bpp: u32 = if alpha { 4 } else { 3 };
+    let full_bytes = u64::from(width) * u64::from(height) * u64::from(bpp);
+    if width > limits.max_side || height > limits.max_side || full_bytes > limits.max_bytes {
+        return Err(too_large(limits, &format_args!("{width}x{height}")));
+    }
+    let (tw, th) = want(width, height);
+    let mut shrink = 1;
+    while shrink < 8 && width / (shrink * 2) >= tw && height / (shrink * 2) >= th {
+        shrink *= 2;
+    }
+    let (ow, oh) = (width.div_ceil(shrink), height.div_ceil(shrink));
+    if shrink > 1 {
+        config.options.use_scaling = 1;
+        config.options.scaled_width = ow as i32;
+        config.options.scaled_height = oh as i32;
+    }
+    let mut buf = vec![0u8; (ow * oh * bpp) as usize];
+    config.output.colorspace = if alpha {
+        webp::WEBP_CSP_MODE::MODE_RGBA
+    } else {
+        webp::WEBP_CSP_MODE::MODE_RGB
+    };
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA = webp::WebPRGBABuffer {
+        rgba: buf.as_mut_ptr(),
+        stride: (ow * bpp) as i32,
+        size: buf.len(),
+    };
+    // SAFETY: the output buffer is ours, exactly stride x height bytes as declared, and
+    // outlives the call; with external memory libwebp allocates nothing to free.
+    let status = unsafe { webp::WebPDecode(bytes.as_ptr(), bytes.len(), &mut config) };
+    if status != webp::VP8StatusCode::VP8_STATUS_OK {
+        return Err(format!("WebP decoding failed ({status:?})"));
+    }
+    let img = if alpha {
+        image::RgbaImage::from_raw(ow, oh, buf).map(DynamicImage::ImageRgba8)
+    } else {
+        image::RgbImage::from_raw(ow, oh, buf).map(DynamicImage::ImageRgb8)
+    }
+    .ok_or("WebP buffer size mismatch")?;
+    Ok(Some(Decoded {
+        rgb: flatten(img),
+        width,
+        height,
+    }))
+}
+
+fn too_large(limits: DecodeLimits, detail: &dyn std::fmt::Display) -> String {
+    format!(
+        "too large to decode safely (over {} pixels a side or {} MiB): {detail}",
+        limits.max_side,
+        limits.max_bytes >> 20
+    )
+}
+
+/// The reduced-scale JPEG decode, or `None` where a full decode is the right one: no
+/// reduction possible, CMYK or 16-bit data, or a header this decoder cannot read (the
+/// full decoder then gives its own error).
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    want: &dyn Fn(u32, u32) -> (u32, u32),
+) -> Result<Option<Decoded>, String> {
+    use jpeg_decoder::PixelFormat;
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    if dec.read_info().is_err() {
+        return Ok(None);
+    }
+    let Some(info) = dec.info() else {
+        return Ok(None);
+    };
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    let full_bytes = u64::from(width) * u64::from(height) * 4;
+    if width > limits.max_side || height > limits.max_side || full_bytes > limits.max_bytes {
+        return Err(too_large(limits, &format_args!("{width}x{height}")));
+    }
+    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
+        return Ok(None);
+    }
+    let (tw, th) = want(width, height);
+    if tw * 2 > width || th * 2 > height {
+        return Ok(None);
+    }
+    // Both fit in u16: a JPEG side is at most 65535 and the target is no larger.
+    let (sw, sh) = dec.scale(tw as u16, th as u16).map_err(|e| e.to_string())?;
+    dec.set_max_decoding_buffer_size(usize::try_from(limits.max_bytes).unwrap_or(usize::MAX));
+    let px = dec.decode().map_err(|e| e.to_string())?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    let rgb = match info.pixel_format {
+        PixelFormat::L8 => {
+            image::GrayImage::from_raw(sw, sh, px).map(|g| DynamicImage::ImageLuma8(g).into_rgb8())
+        }
+        _ => image::RgbImage::from_raw(sw, sh, px),
+    }
+    .ok_or("JPEG decoder returned fewer pixels than its header declares")?;
+    Ok(Some(Decoded { rgb, width, height }))
 }
 
 /// A JPEG thumbnail fitting in `side` x `side`, made as ingest makes them (one decode,
@@ -119,10 +261,10 @@ pub fn thumbnail(
     quality: u8,
     limits: DecodeLimits,
 ) -> Result<Vec<u8>, String> {
-    let rgb = decode(bytes, limits)?;
-    let (w, h) = rgb.dimensions();
-    let (tw, th) = fit(w, h, side, side);
-    let px = resize(&rgb, tw, th)?;
+    let fit_side = |w, h| fit(w, h, side, side);
+    let d = decode(bytes, limits, fit_side)?;
+    let (tw, th) = fit_side(d.width, d.height);
+    let px = resize(&d.rgb, tw, th)?;
     encode_jpeg(&px, tw, th, quality)
 }
 
@@ -133,18 +275,22 @@ pub fn analyse(
     sizes: Sizes,
     square: (f64, f64),
 ) -> Result<Picture, String> {
-    let rgb = decode(bytes, limits)?;
-    let (w, h) = rgb.dimensions();
-    let pixels_blake3 = blake3::hash(rgb.as_raw()).to_hex().to_string();
-
-    let ratio = w as f64 / h as f64;
-    let squareish = ratio >= square.0 && ratio <= square.1;
-    let long = if squareish {
-        sizes.sample_square
-    } else {
-        sizes.sample
+    let sample_size = |w: u32, h: u32| {
+        let ratio = f64::from(w) / f64::from(h);
+        let long = if ratio >= square.0 && ratio <= square.1 {
+            sizes.sample_square
+        } else {
+            sizes.sample
+        };
+        fit(w, h, long, long)
     };
-    let (sw, sh) = fit(w, h, long, long);
+    let Decoded {
+        rgb,
+        width: w,
+        height: h,
+    } = decode(bytes, limits, sample_size)?;
+    let pixels_blake3 = blake3::hash(rgb.as_raw()).to_hex().to_string();
+    let (sw, sh) = sample_size(w, h);
     let sample_px = resize(&rgb, sw, sh)?;
     let (tw, th) = fit(sw, sh, sizes.thumb, sizes.thumb);
     let sample_img = image::RgbImage::from_raw(sw, sh, sample_px).ok_or("resize size mismatch")?;
@@ -560,5 +706,71 @@ mod tests {
         .unwrap();
         assert!(d(&a.phash, &c.phash) > 10);
         assert_eq!(c.stats.colors, 2);
+    }
+
+    #[test]
+    fn large_jpegs_decode_at_a_reduced_scale_to_the_same_picture() {
+        let big = jpeg(3000, 2000, 92);
+        let p = analyse(&big, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        assert_eq!((p.width, p.height), (3000, 2000));
+        let s = image::load_from_memory(&p.sample).unwrap();
+        assert_eq!((s.width(), s.height()), (1280, 853));
+        let t =
+            image::load_from_memory(&thumbnail(&big, 512, 85, DecodeLimits::default()).unwrap())
+                .unwrap();
+        assert_eq!((t.width(), t.height()), (512, 341));
+        // The same picture as a PNG decodes at full size: its hash must agree.
+        let full = image::load_from_memory(&big).unwrap().into_rgb8();
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(full.as_raw(), 3000, 2000, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let q = analyse(&png, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        let d = (u64::from_str_radix(&p.phash, 16).unwrap()
+            ^ u64::from_str_radix(&q.phash, 16).unwrap())
+        .count_ones();
+        assert!(d <= 2, "{} {}", p.phash, q.phash);
+        // So must a lossless WebP of it, with an alpha channel, shrunk while decoding.
+        let rgba = image::DynamicImage::ImageRgb8(full.clone()).into_rgba8();
+        let mut webp = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+            .write_image(rgba.as_raw(), 3000, 2000, image::ExtendedColorType::Rgba8)
+            .unwrap();
+        let w = analyse(&webp, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        assert_eq!((w.width, w.height), (3000, 2000));
+        let s = image::load_from_memory(&w.sample).unwrap();
+        assert_eq!((s.width(), s.height()), (1280, 853));
+        let d = (u64::from_str_radix(&w.phash, 16).unwrap()
+            ^ u64::from_str_radix(&q.phash, 16).unwrap())
+        .count_ones();
+        assert!(d <= 2, "{} {}", w.phash, q.phash);
+        let err = analyse(
+            &webp[..webp.len() / 2],
+            DecodeLimits::default(),
+            Sizes::default(),
+            (0.8, 1.2),
+        )
+        .err()
+        .unwrap();
+        assert!(!err.is_empty());
+        // Limits hold before the reduced decode allocates anything.
+        let tight = DecodeLimits {
+            max_side: 2500,
+            max_bytes: 1 << 30,
+        };
+        let err = analyse(&big, tight, Sizes::default(), (0.8, 1.2))
+            .err()
+            .unwrap();
+        assert!(err.contains("too large"), "{err}");
+        // Greyscale takes the reduced path too and comes out as RGB.
+        let grey = image::DynamicImage::ImageRgb8(full).into_luma8();
+        let mut gj = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut gj, 90)
+            .encode_image(&grey)
+            .unwrap();
+        let g = analyse(&gj, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        let s = image::load_from_memory(&g.sample).unwrap();
+        assert_eq!((s.width(), s.height()), (1280, 853));
+        assert!(g.stats.chroma_max <= 2.0);
     }
 }
