@@ -1,6 +1,8 @@
-//! The built-in example: a small BOORU-CHARS-like dataset made by code (real JPEG
-//! images and booru-style JSON records, nothing downloaded), published as release 1 and
-//! an incremental release 2, then verified. Everything lands in one work folder.
+//! The built-in example: a small BOORU-CHARS-like dataset made by code (nothing is
+//! downloaded). It draws originals and writes them with booru API dumps and a tag list
+//! as a maintainer's downloads would look, curates them with ingest, publishes release 1
+//! and an incremental release 2, verifies both, seeds them on loopback, syncs them into
+//! a pool and queries it. Everything lands in one work folder.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +10,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
+use image::ImageEncoder;
+use md5::Digest;
+
+use crate::ingest::{self, IngestPlan, IngestReport, Rules};
 use crate::name::{DatasetName, Version};
 use crate::progress::{Progress, Unit};
 use crate::publish::{self, PublishPlan, PublishReport};
@@ -21,14 +27,15 @@ use crate::verify::{self, VerifyPlan, VerifyReport};
 
 pub const DATASET: &str = "booru-chars-demo";
 /// The demo's publisher key is derived from this public phrase, so the demo signs the
-/// same manifests on every machine (the ones in `manifests/`). It protects nothing:
-/// real releases are signed with a key from `seedpool key generate`.
+/// same manifests on every machine of one CPU class (the ones in `manifests/`, made on
+/// x86-64 with AVX2; see docs/guide.md). It protects nothing: real releases are signed
+/// with a key from `seedpool key generate`.
 const DEMO_KEY_PHRASE: &str = "seedpool demo publisher key - public, not secret";
 
 pub fn demo_key() -> PublisherKey {
     PublisherKey::from_seed(*blake3::hash(DEMO_KEY_PHRASE.as_bytes()).as_bytes())
 }
-/// Fixed release times, so the demo's releases are the same bytes on every machine.
+/// Fixed release times, so the demo's releases are the same bytes on every run.
 const CREATED: [u64; 2] = [1_767_225_600, 1_769_904_000];
 
 #[derive(Clone, Debug)]
@@ -45,6 +52,8 @@ pub struct DemoReport {
     pub key: PathBuf,
     pub store: PathBuf,
     pub pool: PathBuf,
+    /// What ingest made of the downloads, for each release.
+    pub ingested: Vec<IngestReport>,
     pub releases: Vec<PublishReport>,
     pub verified: Vec<VerifyReport>,
     /// Both releases synced over loopback BitTorrent from an in-process seeder.
@@ -62,6 +71,8 @@ pub enum DemoError {
     Image(#[from] image::ImageError),
     #[error(transparent)]
     Key(#[from] crate::signing::KeyError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error(transparent)]
@@ -138,21 +149,25 @@ const GENERAL: [&str; 10] = [
     "outdoors",
     "portrait",
 ];
-/// (aspect volume, width, height): sizes a thumbnail pipeline would see.
-const SHAPES: [(&str, u32, u32); 3] = [("3x4", 480, 640), ("1x1", 512, 512), ("2x3", 428, 640)];
+/// Original sizes, each just over BOORU-CHARS' quality filter (900x900, 1.2 megapixels):
+/// 3x4, 1x1 and 2x3 pictures.
+const SHAPES: [(u32, u32); 3] = [(960, 1280), (1100, 1100), (900, 1350)];
 
-/// One generated item: a JPEG with a drawn "character" and its booru record.
-struct DemoItem {
-    key: String,
-    jpeg: Vec<u8>,
-    record: serde_json::Value,
+/// One generated booru post: the original file as the booru serves it, its file name in
+/// the BOORU-CHARS convention, and its record in that booru's API dump format.
+struct DemoPost {
+    booru: &'static str,
+    file_name: String,
+    original: Vec<u8>,
+    picture: image::RgbImage,
+    api: serde_json::Value,
 }
 
-fn make_item(seed: u64) -> Result<DemoItem, DemoError> {
+fn make_post(seed: u64) -> Result<DemoPost, DemoError> {
     let mut rng = Rng(seed);
     let booru = rng.pick(&BOORUS);
     let post_id = 100_000 + rng.below(7_000_000);
-    let (aspect, w, h) = SHAPES[rng.below(SHAPES.len() as u64) as usize];
+    let (w, h) = SHAPES[rng.below(SHAPES.len() as u64) as usize];
     let year = 2023 + rng.below(2);
     let (copyright, characters) = SERIES[rng.below(SERIES.len() as u64) as usize];
     let character = characters[rng.below(3) as usize];
@@ -160,27 +175,113 @@ fn make_item(seed: u64) -> Result<DemoItem, DemoError> {
     let mut general: Vec<&str> = (0..4).map(|_| rng.pick(&GENERAL)).collect();
     general.sort_unstable();
     general.dedup();
+    let picture = draw(&mut rng, w, h);
+    // Danbooru serves many originals as PNG; the others here are JPEG.
+    let png = booru == "danbooru" && rng.below(2) == 0;
+    let mut original = Vec::new();
+    if png {
+        image::codecs::png::PngEncoder::new(&mut original).write_image(
+            picture.as_raw(),
+            w,
+            h,
+            image::ExtendedColorType::Rgb8,
+        )?;
+    } else {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut original, 92)
+            .encode_image(&picture)?;
+    }
+    let md5 = format!("{:x}", md5::Md5::digest(&original));
+    let score = rng.below(500);
+    let favs = rng.below(900);
+    let (month, day) = (1 + rng.below(12), 1 + rng.below(28));
+    let rating = ["g", "s"][rng.below(2) as usize];
+    let flat = || {
+        let mut all = vec![artist, copyright, character];
+        all.extend(&general);
+        all.push("highres");
+        all.join(" ")
+    };
+    // 12:00 UTC on the day, as each API writes a time.
+    let unix = days_from_civil(year as i64, month as i64, day as i64) * 86_400 + 43_200;
+    let api = match booru {
+        "danbooru" => json!({
+            "id": post_id, "md5": md5, "rating": rating, "score": score, "fav_count": favs,
+            "created_at": format!("{year}-{month:02}-{day:02}T12:00:00.000+00:00"),
+            "image_width": w, "image_height": h, "file_size": original.len(),
+            "file_ext": if png { "png" } else { "jpg" },
+            "tag_string_artist": artist, "tag_string_copyright": copyright,
+            "tag_string_character": character, "tag_string_general": general.join(" "),
+            "tag_string_meta": "highres", "tag_string": flat(),
+        }),
+        "safebooru" => json!({
+            "id": post_id, "hash": md5, "directory": rng.below(5000), "image": format!("{md5}.jpg"),
+            "change": unix, "rating": if rating == "g" { "general" } else { "sensitive" },
+            "score": score, "width": w, "height": h, "tags": flat(),
+        }),
+        "gelbooru" => json!({
+            "id": post_id, "md5": md5, "score": score, "width": w, "height": h,
+            "rating": if rating == "g" { "general" } else { "sensitive" },
+            "created_at": format!("{} {} {day:02} 12:00:00 +0000 {year}",
+                ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][((unix / 86_400 + 3) % 7) as usize],
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][month as usize - 1]),
+            "tags": flat(),
+        }),
+        // Moebooru (yande.re, konachan).
+        _ => json!({
+            "id": post_id, "md5": md5, "tags": flat(), "created_at": unix, "author": "uploader",
+            "score": score, "rating": rating.replace('g', "s"), "file_size": original.len(),
+            "width": w, "height": h,
+        }),
+    };
+    let ext = if png { "png" } else { "jpg" };
+    Ok(DemoPost {
+        booru,
+        file_name: format!("{booru} - {post_id} - {copyright} ~ {character} ({artist}).{ext}"),
+        original,
+        picture,
+        api,
+    })
+}
 
-    // A gradient sky, a hill and a face: real pixels with structure, cheap to draw.
-    let hue = [
-        rng.below(200) as f32,
-        rng.below(200) as f32,
-        rng.below(200) as f32,
-    ];
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A sky, a hill, a sun and a face, each placed and sized at random: real pixels with
+/// structure, and layouts far enough apart that no two posts are near duplicates.
+fn draw(rng: &mut Rng, w: u32, h: u32) -> image::RgbImage {
+    let f = |rng: &mut Rng, lo: f32, hi: f32| lo + (hi - lo) * rng.below(1000) as f32 / 1000.0;
+    let sky = [f(rng, 0.0, 220.0), f(rng, 0.0, 220.0), f(rng, 60.0, 255.0)];
+    let hill = f(rng, 0.55, 0.9);
+    let (sx, sy, sr) = (f(rng, 0.0, 1.0), f(rng, 0.0, 0.4), f(rng, 0.05, 0.15));
     let (cx, cy, r) = (
-        w as f32 * 0.5,
-        h as f32 * 0.42,
-        w.min(h) as f32 * (0.18 + rng.below(10) as f32 / 100.0),
+        w as f32 * f(rng, 0.25, 0.75),
+        h as f32 * f(rng, 0.25, 0.55),
+        w.min(h) as f32 * f(rng, 0.12, 0.3),
     );
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
+    let band = f(rng, -1.0, 1.0);
+    let (wf, hf) = (w as f32, h as f32);
+    image::RgbImage::from_fn(w, h, |x, y| {
         let (fx, fy) = (x as f32, y as f32);
-        let t = fy / h as f32;
+        let t = fy / hf;
         let mut px = [
-            hue[0] * (1.0 - t) + 40.0 * t,
-            hue[1] * (1.0 - t) + 90.0 * t,
-            hue[2] + 55.0 * t,
+            sky[0] * (1.0 - t) + 40.0 * t,
+            sky[1] * (1.0 - t) + 90.0 * t,
+            sky[2] * (1.0 - t) + 55.0 * t,
         ];
-        if fy > h as f32 * 0.75 + (fx / 37.0).sin() * 12.0 {
+        if ((fx / wf - sx).powi(2) + (t - sy).powi(2)).sqrt() < sr {
+            px = [255.0, 230.0, 120.0];
+        }
+        if (fx / wf + band * t - 0.5).abs() < 0.06 {
+            px = px.map(|v| v * 0.6);
+        }
+        if t > hill + (fx / 37.0).sin() * 0.01 {
             px = [60.0, 120.0 + (fx % 17.0), 50.0];
         }
         let d = ((fx - cx).powi(2) + (fy - cy).powi(2)).sqrt();
@@ -192,50 +293,95 @@ fn make_item(seed: u64) -> Result<DemoItem, DemoError> {
                 px = [30.0, 60.0, 160.0];
             }
         } else if d < r * 1.25 && fy < cy + r * 0.3 {
-            px = [90.0, 40.0 + hue[0] / 4.0, 30.0];
+            px = [90.0, 40.0 + sky[0] / 4.0, 30.0];
         }
         image::Rgb(px.map(|v| v.clamp(0.0, 255.0) as u8))
-    });
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 88).encode_image(&img)?;
-    let key = format!("{}-{post_id}", booru.replace('.', ""));
-    let rating = ["g", "s"][rng.below(2) as usize];
-    let record = json!({
-        "booru": booru,
-        "post_id": post_id,
-        "md5": format!("{:x}", md5_like(&jpeg)),
-        "rating": rating,
-        "score": rng.below(500),
-        "favs": rng.below(900),
-        "posted": format!("{year}-{:02}-{:02}T12:00:00Z", 1 + rng.below(12), 1 + rng.below(28)),
-        "width": w,
-        "height": h,
-        "bytes": jpeg.len(),
-        "tags": {
-            "artist": [artist],
-            "copyright": [copyright],
-            "character": [character],
-            "general": general,
-            "meta": ["highres"],
-        },
-        "volume": format!("{aspect}-{year}"),
-    });
-    Ok(DemoItem { key, jpeg, record })
+    })
 }
 
-/// A stand-in for the original's md5 (the demo has no originals): the first 16 bytes of
-/// the image's blake3, printed as hex.
-fn md5_like(bytes: &[u8]) -> u128 {
-    let h = blake3::hash(bytes);
-    u128::from_be_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"))
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
+    std::fs::write(path, bytes).map_err(io("write", path))
 }
 
-fn write_item(dir: &Path, item: &DemoItem) -> Result<(), DemoError> {
-    let jpg = dir.join(format!("{}.jpg", item.key));
-    std::fs::write(&jpg, &item.jpeg).map_err(io("write", &jpg))?;
-    let json_path = dir.join(format!("{}.json", item.key));
-    let text = serde_json::to_string_pretty(&item.record).expect("json");
-    std::fs::write(&json_path, text).map_err(io("write", &json_path))
+/// The originals folder as a maintainer's downloads leave it (one folder per booru), and
+/// one API dump per booru beside it. Besides the posts, the downloads hold a cross-post
+/// of the same file, a re-encoded copy, a picture too small to keep and a download cut
+/// short, made from the four `extras`, so that every curation rule has something to do.
+fn write_downloads(
+    originals: &Path,
+    meta: &Path,
+    posts: &[&DemoPost],
+    extras: [&DemoPost; 4],
+) -> Result<(), DemoError> {
+    fresh_dir(originals)?;
+    fresh_dir(meta)?;
+    let mut dumps: std::collections::BTreeMap<&str, Vec<&serde_json::Value>> =
+        BOORUS.iter().map(|b| (*b, Vec::new())).collect();
+    for b in BOORUS {
+        let dir = originals.join(b);
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    }
+    for p in posts {
+        write_file(&originals.join(p.booru).join(&p.file_name), &p.original)?;
+        dumps.get_mut(p.booru).expect("known booru").push(&p.api);
+    }
+    for (booru, list) in dumps {
+        // Gelbooru's DAPI wraps its posts; the others serve a plain list.
+        let body = if booru == "gelbooru" {
+            json!({"@attributes": {"limit": 100, "offset": 0, "count": list.len()}, "post": list})
+        } else {
+            json!(list)
+        };
+        write_file(
+            &meta.join(format!("{booru}.json")),
+            serde_json::to_string_pretty(&body)
+                .expect("json")
+                .as_bytes(),
+        )?;
+    }
+    let mut tags = String::from("TAG_CAT;TAG_ID;TAG_NAME;TAG_CNT;FR_ID;MAL_ID;MAL_NAME;MAL_CNT\n");
+    let mut id = 0;
+    let mut line = |cat: u8, name: &str| {
+        id += 1;
+        tags.push_str(&format!("{cat};{id};{name};{};;;;\n", 1000 - id));
+    };
+    ARTISTS.iter().for_each(|a| line(1, a));
+    for (copyright, characters) in SERIES {
+        line(3, copyright);
+        characters.iter().for_each(|c| line(4, c));
+    }
+    GENERAL.iter().for_each(|g| line(0, g));
+    line(5, "highres");
+    write_file(&meta.join("tags.csv"), tags.as_bytes())?;
+
+    {
+        let [first, second, third, fourth] = extras;
+        let dir = originals.join("sankaku");
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        // The same file cross-posted.
+        write_file(
+            &dir.join(format!(
+                "sankaku - 1 - {}",
+                first.file_name.splitn(3, " - ").nth(2).unwrap_or("x.jpg")
+            )),
+            &first.original,
+        )?;
+        // The same picture saved again at a lower quality: a near duplicate that loses
+        // to the larger file.
+        let mut again = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut again, 60)
+            .encode_image(&second.picture)?;
+        write_file(&dir.join("sankaku - 2 - resaved.jpg"), &again)?;
+        // Too small for the quality filter.
+        let mut small = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut small, 90)
+            .encode_image(&image::imageops::thumbnail(&third.picture, 600, 800))?;
+        write_file(&dir.join("sankaku - 3 - small.jpg"), &small)?;
+        // A download that stopped half-way.
+        let cut = &fourth.original[..fourth.original.len() / 2];
+        write_file(&dir.join("sankaku - 4 - cut short.jpg"), cut)?;
+    }
+    Ok(())
 }
 
 fn fresh_dir(path: &Path) -> Result<(), DemoError> {
@@ -243,6 +389,29 @@ fn fresh_dir(path: &Path) -> Result<(), DemoError> {
         std::fs::remove_dir_all(path).map_err(io("clear", path))?;
     }
     std::fs::create_dir_all(path).map_err(io("create", path))
+}
+
+/// Runs ingest over the downloads into `release`, with every dump and the tag list.
+fn ingest(
+    originals: &Path,
+    meta: &Path,
+    release: &Path,
+    progress: &dyn Progress,
+) -> Result<IngestReport, DemoError> {
+    let dumps = BOORUS
+        .iter()
+        .map(|b| format!("{b}:{}", meta.join(format!("{b}.json")).display()))
+        .collect();
+    Ok(ingest::run(
+        &IngestPlan {
+            inputs: vec![originals.to_path_buf()],
+            out: release.to_path_buf(),
+            meta: dumps,
+            taglist: Some(meta.join("tags.csv")),
+            rules: Rules::default(),
+        },
+        progress,
+    )?)
 }
 
 pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoError> {
@@ -254,72 +423,62 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
     fresh_dir(&store)?;
 
     progress.stage(
-        "drawing example images",
+        "drawing example originals",
         (plan.items + plan.items / 4 + 1) as u64,
         Unit::Items,
     );
     let count2 = plan.items / 4 + 1;
-    let all: Vec<DemoItem> = (0..(plan.items + count2) as u64)
+    let mut all: Vec<DemoPost> = (0..(plan.items + count2) as u64)
         .into_par_iter()
         .map(|i| {
-            let item = make_item(0x5eed_0000 + i);
+            let post = make_post(0x5eed_0000 + i);
             progress.advance(1);
-            item
+            post
         })
         .collect::<Result<_, _>>()?;
-    let (first, added) = all.split_at(plan.items);
+    let originals = work.join("originals");
+    let meta = work.join("meta");
+    let release = work.join("release");
+    fresh_dir(&release)?;
 
-    let r1 = work.join("release-1");
-    fresh_dir(&r1)?;
-    for item in first {
-        write_item(&r1, item)?;
-    }
-    // Release 2: two items withdrawn, one record corrected, new items added.
-    let r2 = work.join("release-2");
-    fresh_dir(&r2)?;
-    for (i, item) in first.iter().enumerate() {
-        if i == 3 || i == 11 {
-            continue;
-        }
-        if i == 5 {
-            let mut changed = DemoItem {
-                key: item.key.clone(),
-                jpeg: item.jpeg.clone(),
-                record: item.record.clone(),
-            };
-            changed.record["score"] = json!(9999);
-            write_item(&r2, &changed)?;
-        } else {
-            write_item(&r2, item)?;
-        }
-    }
-    for item in added {
-        write_item(&r2, item)?;
-    }
-
+    // Release 1: the first downloads, curated by ingest.
+    let first: Vec<&DemoPost> = all[..plan.items].iter().collect();
+    let extras = [&all[0], &all[1], &all[2], &all[3]];
+    write_downloads(&originals, &meta, &first, extras)?;
+    let mut ingested = vec![ingest(&originals, &meta, &release, progress)?];
     let dataset = DatasetName::parse(DATASET).expect("valid demo name");
-    let mut releases = Vec::new();
-    let mut verified = Vec::new();
-    let mut parent: Option<PathBuf> = None;
-    for (n, dir) in [(1u64, &r1), (2, &r2)] {
-        let version = Version::parse(&n.to_string()).expect("valid version");
-        let report = publish::run(
-            &PublishPlan {
-                release_dir: dir.clone(),
-                dataset: dataset.clone(),
-                version,
-                store: store.clone(),
-                parent: parent.clone(),
-                shard_items: plan.shard_items,
-                repack_above: publish::DEFAULT_REPACK_ABOVE,
-                trackers: Vec::new(),
-                web_seeds: Vec::new(),
-                key: key_path.clone(),
-                created: CREATED[(n - 1) as usize],
-                piece_length: None,
-            },
+    let first_release = publish_version(
+        plan, &release, &dataset, 1, None, &store, &key_path, progress,
+    )?;
+
+    // Release 2: two posts deleted upstream, one score corrected in its dump, new posts
+    // downloaded; ingest runs again into the same folder, reusing its analyses.
+    all[5].api["score"] = json!(9999);
+    let second: Vec<&DemoPost> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 11)
+        .map(|(_, p)| p)
+        .collect();
+    let extras = [&all[0], &all[1], &all[2], &all[3]];
+    write_downloads(&originals, &meta, &second, extras)?;
+    ingested.push(ingest(&originals, &meta, &release, progress)?);
+    let parent = first_release.manifest.clone();
+    let releases = vec![
+        first_release,
+        publish_version(
+            plan,
+            &release,
+            &dataset,
+            2,
+            Some(parent),
+            &store,
+            &key_path,
             progress,
-        )?;
+        )?,
+    ];
+    let mut verified = Vec::new();
+    for report in &releases {
         let check = verify::run(
             &VerifyPlan {
                 manifest: report.manifest.clone(),
@@ -331,8 +490,6 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
         if !check.ok() {
             return Err(DemoError::Unverified(report.version.clone()));
         }
-        parent = Some(report.manifest.clone());
-        releases.push(report);
         verified.push(check);
     }
     // A downloader's view: both releases synced from a seeder on loopback into a pool,
@@ -362,10 +519,41 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
         store,
         pool,
         releases,
+        ingested,
         verified,
         syncs,
         parades,
     })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish_version(
+    plan: &DemoPlan,
+    release: &Path,
+    dataset: &DatasetName,
+    n: u64,
+    parent: Option<PathBuf>,
+    store: &Path,
+    key: &Path,
+    progress: &dyn Progress,
+) -> Result<PublishReport, DemoError> {
+    Ok(publish::run(
+        &PublishPlan {
+            release_dir: release.to_path_buf(),
+            dataset: dataset.clone(),
+            version: Version::parse(&n.to_string()).expect("valid version"),
+            store: store.to_path_buf(),
+            parent,
+            shard_items: plan.shard_items,
+            repack_above: publish::DEFAULT_REPACK_ABOVE,
+            trackers: Vec::new(),
+            web_seeds: Vec::new(),
+            key: key.to_path_buf(),
+            created: CREATED[(n - 1) as usize],
+            piece_length: None,
+        },
+        progress,
+    )?)
 }
 
 /// Passes the seeder's address out of its thread once it is ready.

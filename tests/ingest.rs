@@ -345,6 +345,28 @@ fn ingest_curates_originals_into_a_release_that_publishes() {
         }
     }
 
+    // An original gone from the downloads takes its item out of the release on the next
+    // run; a file ingest never wrote stays.
+    std::fs::remove_file(orig.join("konachan - 303 - fate ~ saber (artist_c).png")).unwrap();
+    std::fs::write(out.join("extra-1.json"), r#"{"volume":"1x1-2024"}"#).unwrap();
+    let third = run(&[
+        "ingest",
+        s(&orig),
+        "--out",
+        s(&out),
+        "--meta",
+        s(&dumps.join("posts.json")),
+        "--json",
+    ]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    let third: serde_json::Value = serde_json::from_str(third.stdout.trim()).unwrap();
+    assert_eq!(third["removed"], 1, "{third}");
+    for suffix in [".thumb.jpg", ".sample.jpg", ".json"] {
+        assert!(!out.join(format!("konachan-303{suffix}")).exists(), "{suffix}");
+    }
+    assert!(out.join("gelbooru-202.json").exists());
+    assert!(out.join("extra-1.json").exists());
+
     // The release publishes as it is.
     let key = fixed_key(t.path());
     let store = t.path().join("store");

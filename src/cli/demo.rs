@@ -11,9 +11,13 @@ use crate::demo::{self, DemoPlan};
 
 /// Build a small example dataset, publish it twice, sync it into a pool and query it.
 ///
-/// Draws real JPEG images with booru-style JSON records (nothing is downloaded),
-/// publishes them as release 1, then a release 2 that removes two items, corrects one
-/// record and adds new items, reusing release 1's unchanged shards. Both releases are
+/// Draws originals (JPEG and PNG, named as BOORU-CHARS names them) and writes booru API
+/// dumps and a tag list beside them, as a maintainer's downloads look (nothing is
+/// downloaded). `seedpool ingest` curates them into a release folder: records, samples,
+/// thumbnails, duplicates and filtered pictures. That is published as release 1; then
+/// two posts are deleted, one score is corrected and new posts arrive, ingest runs again
+/// into the same folder, and release 2 is published, reusing release 1's unchanged
+/// shards. Both releases are
 /// verified, seeded over BitTorrent on 127.0.0.1 (no DHT, no trackers) and synced into
 /// a pool one after the other; two hit-parades of the pool are printed.
 /// Everything goes into --workdir; running again starts it afresh.
@@ -50,9 +54,26 @@ pub fn run(args: DemoArgs, out: &mut Output) -> CommandResult {
     let w = &mut out.out;
     writeln!(w, "seedpool demo in `{}`", report.workdir.display())?;
     writeln!(w, "publisher key `{}`", report.key.display())?;
-    for (r, v) in report.releases.iter().zip(&report.verified) {
+    for ((r, v), i) in report
+        .releases
+        .iter()
+        .zip(&report.verified)
+        .zip(&report.ingested)
+    {
         writeln!(w)?;
         writeln!(w, "release {} of {}:", r.version, r.dataset)?;
+        writeln!(
+            w,
+            "  ingest: {} originals: {} kept, {} duplicates, {} filtered, {} unreadable; {} analyses reused, {} items removed (report {})",
+            i.inputs,
+            i.kept,
+            i.duplicates,
+            i.filtered,
+            i.unreadable,
+            i.reused,
+            i.removed,
+            i.report.display()
+        )?;
         if let Some(parent) = &r.parent {
             writeln!(
                 w,

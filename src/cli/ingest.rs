@@ -98,8 +98,8 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
     )?;
     writeln!(
         w,
-        "  {} kept, {} filtered, {} duplicates, {} unreadable, {} ignored; {} analyses reused",
-        r.kept, r.filtered, r.duplicates, r.unreadable, r.ignored, r.reused
+        "  {} kept, {} filtered, {} duplicates, {} unreadable, {} ignored; {} analyses reused, {} items of an earlier run removed",
+        r.kept, r.filtered, r.duplicates, r.unreadable, r.ignored, r.reused, r.removed
     )?;
     writeln!(w, "  report: {}", r.report.display())?;
     Ok(())

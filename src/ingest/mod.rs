@@ -154,6 +154,9 @@ pub struct IngestReport {
     pub ignored: u64,
     /// Originals whose analysis came from an earlier run.
     pub reused: u64,
+    /// Items an earlier run into the same folder kept and this one did not (their
+    /// original gone, now a duplicate or filtered): their files were removed.
+    pub removed: u64,
     pub metadata_posts: u64,
     pub seconds: f64,
 }
@@ -188,11 +191,20 @@ struct Original {
 
 const WORK: &str = ".seedpool/ingest";
 const CACHE: &str = "analyses.jsonl";
+/// The keys the last run kept.
+const OUTPUTS: &str = "outputs.txt";
+/// The files ingest writes per kept item.
+const ITEM_FILES: [&str; 3] = [".thumb.jpg", ".sample.jpg", ".json"];
 pub const REPORT: &str = "ingest-report.tsv";
+
+/// Bumped whenever analysing the same bytes gives other results (decoder, statistics),
+/// so a re-run does not mix old analyses with new ones.
+const ANALYSIS_VERSION: u32 = 2;
 
 fn settings_fingerprint(rules: &Rules) -> String {
     let text = serde_json::to_string(&(
         env!("CARGO_PKG_VERSION"),
+        ANALYSIS_VERSION,
         &rules.sizes,
         &rules.limits,
         rules.square_range().0.to_bits(),
@@ -297,6 +309,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     }
     let winners = deduplicate(&survivors, rules);
     progress.stage("writing the release", survivors.len() as u64, Unit::Items);
+    let mut kept = std::collections::BTreeSet::new();
     for (i, c) in survivors.iter().enumerate() {
         let w = winners[i];
         if w != i {
@@ -309,14 +322,17 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         }
         write_item(&plan.out, &work, c, rules)?;
         fates.insert(c.original.path.clone(), Fate::Kept(c.key.clone()));
+        kept.insert(c.key.clone());
         progress.advance(1);
     }
+    let removed = remove_stale(&plan.out, &work, &kept)?;
 
     let report_path = plan.out.join(REPORT);
     let mut report = IngestReport {
         out: plan.out.clone(),
         report: report_path.clone(),
         reused: reused.into_inner(),
+        removed,
         metadata_posts: index.len() as u64,
         ..IngestReport::default()
     };
@@ -662,6 +678,41 @@ fn write_item(out: &Path, work: &Path, c: &Candidate, rules: &Rules) -> Result<(
     let text = serde_json::to_string_pretty(&record).expect("record serialises");
     std::fs::write(&json_path, text + "\n").map_err(file_error("write", &json_path))?;
     Ok(())
+}
+
+/// The keys this run kept, listed in the work folder; the files of keys that an earlier
+/// run listed and this one did not keep are removed, so the release holds exactly what
+/// this run kept. Files ingest never wrote are left alone.
+fn remove_stale(
+    out: &Path,
+    work: &Path,
+    kept: &std::collections::BTreeSet<String>,
+) -> Result<u64, IngestError> {
+    let list = work.join(OUTPUTS);
+    let earlier = std::fs::read_to_string(&list).unwrap_or_default();
+    let mut removed = 0;
+    for key in earlier
+        .lines()
+        .filter(|k| !k.is_empty() && !kept.contains(*k))
+    {
+        // A key is a file name the parser made (no separators); check anyway, since
+        // the list is a file on disk.
+        if key.contains('/') || key.starts_with('.') {
+            continue;
+        }
+        for suffix in ITEM_FILES {
+            let path = out.join(format!("{key}{suffix}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(file_error("remove", &path)(e).into()),
+            }
+        }
+        removed += 1;
+    }
+    let text: String = kept.iter().map(|k| format!("{k}\n")).collect();
+    crate::store::write_atomically(&list, text.as_bytes())?;
+    Ok(removed)
 }
 
 fn write_report(
