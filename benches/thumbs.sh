@@ -52,8 +52,9 @@ for ext in jpg png webp; do
   rm -rf "$WORK/by-format" && mkdir -p "$WORK/by-format/in" "$WORK/by-format/vips"
   cp "$WORK"/images/*."$ext" "$WORK/by-format/in/"
   n=$(ls "$WORK/by-format/in" | wc -l)
+  per=$(( (n + JOBS - 1) / JOBS )); [ "$per" -gt 16 ] && per=16
   sp=$( { /usr/bin/time -f %e "$BENCH" "$WORK/by-format/in" "$WORK/by-format/sp" >/dev/null; } 2>&1 )
-  vips=$( { /usr/bin/time -f %e sh -c "ls $WORK/by-format/in/* | xargs -P $JOBS -n 16 vipsthumbnail -s 512 -o $PWD/$WORK/by-format/vips/%s.jpg[Q=85] 2>/dev/null"; } 2>&1 )
+  vips=$( { /usr/bin/time -f %e sh -c "ls $WORK/by-format/in/* | xargs -P $JOBS -n $per vipsthumbnail -s 512 -o $PWD/$WORK/by-format/vips/%s.jpg[Q=85] 2>/dev/null"; } 2>&1 )
   echo "$ext: $n images, seedpool $sp s, vipsthumbnail $vips s"
 done
 echo "images: $N"
