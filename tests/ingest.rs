@@ -325,18 +325,21 @@ fn ingest_curates_originals_into_a_release_that_publishes() {
     assert_eq!((sample.width(), sample.height()), (1024, 1024));
 
     // A second run reuses every analysis and gives the same release.
+    let rerun = || {
+        let r = run(&[
+            "ingest",
+            s(&orig),
+            "--out",
+            s(&out),
+            "--meta",
+            s(&dumps.join("posts.json")),
+            "--json",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str::<serde_json::Value>(r.stdout.trim()).unwrap()
+    };
     let before = tree(&out);
-    let again = run(&[
-        "ingest",
-        s(&orig),
-        "--out",
-        s(&out),
-        "--meta",
-        s(&dumps.join("posts.json")),
-        "--json",
-    ]);
-    assert_eq!(again.code, 0, "{}", again.stderr);
-    let again: serde_json::Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    let again = rerun();
     assert_eq!(again["reused"], 11);
     let after = tree(&out);
     for (k, v) in &before {
@@ -349,20 +352,13 @@ fn ingest_curates_originals_into_a_release_that_publishes() {
     // run; a file ingest never wrote stays.
     std::fs::remove_file(orig.join("konachan - 303 - fate ~ saber (artist_c).png")).unwrap();
     std::fs::write(out.join("extra-1.json"), r#"{"volume":"1x1-2024"}"#).unwrap();
-    let third = run(&[
-        "ingest",
-        s(&orig),
-        "--out",
-        s(&out),
-        "--meta",
-        s(&dumps.join("posts.json")),
-        "--json",
-    ]);
-    assert_eq!(third.code, 0, "{}", third.stderr);
-    let third: serde_json::Value = serde_json::from_str(third.stdout.trim()).unwrap();
+    let third = rerun();
     assert_eq!(third["removed"], 1, "{third}");
     for suffix in [".thumb.jpg", ".sample.jpg", ".json"] {
-        assert!(!out.join(format!("konachan-303{suffix}")).exists(), "{suffix}");
+        assert!(
+            !out.join(format!("konachan-303{suffix}")).exists(),
+            "{suffix}"
+        );
     }
     assert!(out.join("gelbooru-202.json").exists());
     assert!(out.join("extra-1.json").exists());

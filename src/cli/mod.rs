@@ -5,6 +5,7 @@
 //! stdout (`seedpool ... | head`) counts as success.
 
 mod demo;
+mod detect;
 mod extract;
 mod ingest;
 mod key;
@@ -42,6 +43,7 @@ struct Cli {
 enum Command {
     Demo(demo::DemoArgs),
     Ingest(ingest::IngestArgs),
+    Detect(detect::DetectArgs),
     Publish(publish::PublishArgs),
     Verify(verify::VerifyArgs),
     Seed(swarm::SeedArgs),
@@ -99,6 +101,7 @@ where
     let result = match cli.command {
         Command::Demo(a) => demo::run(a, out),
         Command::Ingest(a) => ingest::run(a, out),
+        Command::Detect(a) => detect::run(a, out),
         Command::Publish(a) => publish::run(a, out),
         Command::Verify(a) => verify::run(a, out),
         Command::Seed(a) => swarm::run_seed(a, out),

@@ -253,6 +253,11 @@ fn decode_jpeg_scaled(
     Ok(Some(Decoded { rgb, width, height }))
 }
 
+/// The image's pixels at full size, as RGB (transparency over white).
+pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, String> {
+    Ok(decode(bytes, limits, |w, h| (w, h))?.rgb)
+}
+
 /// A JPEG thumbnail fitting in `side` x `side`, made as ingest makes them (one decode,
 /// linear-light Lanczos3, optimised JPEG); what `benches/thumbs.sh` times.
 pub fn thumbnail(

@@ -1,0 +1,238 @@
+//! `seedpool detect` against OpenCV's `CascadeClassifier.detectMultiScale`
+//! (python3-opencv) with the same LBP cascades and parameters, on real drawn portraits
+//! a Debian package ships (wesnoth-1.16-data's 241 character portraits), turned grey so
+//! that both read the same levels; and the cascade errors that must stop a run before
+//! any image is read. The cascades: OpenCV's own LBP face cascade (opencv-data) and,
+//! where ../shared/data has it, nagadomi's anime face cascade. `.ci/run` installs the
+//! packages.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const PORTRAITS: &str = "/usr/share/games/wesnoth/1.16/data/core/images/portraits";
+
+const OPENCV_FACES: &str = "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improved.xml";
+
+fn cascades() -> Vec<PathBuf> {
+    let opencv = PathBuf::from(OPENCV_FACES);
+    assert!(
+        opencv.is_file(),
+        "{OPENCV_FACES} is missing: install opencv-data (`.ci/run` does)"
+    );
+    let anime =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/lbpcascade_animeface.xml");
+    if anime.is_file() {
+        vec![opencv, anime]
+    } else {
+        eprintln!(
+            "note: {} is absent; checking OpenCV's cascade only",
+            anime.display()
+        );
+        vec![opencv]
+    }
+}
+
+/// Every portrait as a grey PNG (alpha over white), named after its path.
+fn grey_portraits(dir: &Path) -> usize {
+    let root = Path::new(PORTRAITS);
+    assert!(
+        root.is_dir(),
+        "{PORTRAITS} is missing: install wesnoth-1.16-data (`.ci/run` does)"
+    );
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "png") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in &files {
+        let rgba = image::open(f).unwrap().into_rgba8();
+        let grey = image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let p = rgba.get_pixel(x, y).0;
+            let a = u32::from(p[3]);
+            let over_white = |c: u8| (u32::from(c) * a + 255 * (255 - a) + 127) / 255;
+            let l = (over_white(p[0]) * 4899
+                + over_white(p[1]) * 9617
+                + over_white(p[2]) * 1868
+                + 8192)
+                >> 14;
+            image::Luma([l as u8])
+        });
+        let name = f
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('/', "_");
+        grey.save(dir.join(name)).unwrap();
+    }
+    files.len()
+}
+
+fn iou(a: &[i64; 4], b: &[i64; 4]) -> f64 {
+    let w = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let h = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    let inter = (w.max(0) * h.max(0)) as f64;
+    inter / ((a[2] * a[3] + b[2] * b[3]) as f64 - inter)
+}
+
+#[test]
+fn detect_finds_the_boxes_opencv_finds() {
+    let t = tempfile::tempdir().unwrap();
+    let n = grey_portraits(t.path());
+    assert!(n >= 200, "{n} portraits");
+    let images: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // Every window that passes (no grouping), then grouped faces as users ask for them.
+    for (cascade, min_neighbors) in cascades()
+        .into_iter()
+        .flat_map(|c| [(c.clone(), "0"), (c, "3")])
+    {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/opencv_detect.py"))
+            .args([s(&cascade), s(t.path()), "1.1", min_neighbors])
+            .output()
+            .expect("/usr/bin/python3 with python3-opencv");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reference: BTreeMap<String, Vec<[i64; 4]>> =
+            serde_json::from_slice(&out.stdout).unwrap();
+
+        let mut args = vec![
+            "detect",
+            "--cascade",
+            s(&cascade),
+            "--min-neighbors",
+            min_neighbors,
+            "--json",
+        ];
+        args.extend(images.iter().map(String::as_str));
+        let r = run(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let ours: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+        let (mut total, mut matched, mut extra) = (0usize, 0usize, 0usize);
+        for image in &ours {
+            let name = Path::new(image["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let mine: Vec<[i64; 4]> = image["faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| ["x", "y", "width", "height"].map(|k| b[k].as_i64().unwrap()))
+                .collect();
+            let theirs = &reference[&name];
+            let mut used = vec![false; mine.len()];
+            for b in theirs {
+                total += 1;
+                let best = mine
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !used[*i])
+                    .map(|(i, m)| (iou(b, m), i))
+                    .max_by(|x, y| x.0.total_cmp(&y.0));
+                if let Some((v, i)) = best.filter(|(v, _)| *v >= 0.5) {
+                    let _ = v;
+                    used[i] = true;
+                    matched += 1;
+                }
+            }
+            extra += used.iter().filter(|u| !**u).count();
+        }
+        assert!(
+            total > 10,
+            "OpenCV found only {total} boxes with min-neighbors {min_neighbors}"
+        );
+        eprintln!(
+            "{}, min-neighbors {min_neighbors}: OpenCV {total} boxes, {matched} matched, {extra} extra",
+            cascade.display()
+        );
+        assert!(
+            matched * 10 >= total * 9,
+            "{matched} of {total} OpenCV boxes matched"
+        );
+        assert!(
+            extra * 10 <= total,
+            "{extra} boxes OpenCV did not find (of {total})"
+        );
+    }
+}
+
+#[test]
+fn a_bad_cascade_stops_before_any_image() {
+    let t = tempfile::tempdir().unwrap();
+    // The image does not exist: a cascade error must come first.
+    let image = t.path().join("never-read.png");
+    let cases: [(&str, &str); 4] = [
+        ("not xml at all <", "not valid XML"),
+        (
+            "<?xml version=\"1.0\"?><opencv_storage><cascade><stageType>BOOST</stageType>\
+             <featureType>HAAR</featureType><height>24</height><width>24</width>\
+             </cascade></opencv_storage>",
+            "only LBP cascades",
+        ),
+        (
+            "<?xml version=\"1.0\"?><opencv_storage><cascade><stageType>BOOST</stageType>\
+             <featureType>LBP</featureType><height>24</height><width>24</width><stageNum>1</stageNum>\
+             <stages><_><maxWeakCount>1</maxWeakCount><stageThreshold>-1</stageThreshold>\
+             <weakClassifiers><_><internalNodes>0 -1 7 -1 -1 -1 -1 -1 -1 -1 -1</internalNodes>\
+             <leafValues>-1 1</leafValues></_></weakClassifiers></_></stages>\
+             <features><_><rect>0 0 1 1</rect></_></features></cascade></opencv_storage>",
+            "feature 7 of 1",
+        ),
+        (
+            "<?xml version=\"1.0\"?><opencv_storage><cascade><stageType>BOOST</stageType>\
+             <featureType>LBP</featureType><height>24</height><width>24</width>\
+             <stages></stages><features><_><rect>20 0 3 3</rect></_></features></cascade></opencv_storage>",
+            "leave the 24x24 window",
+        ),
+    ];
+    for (i, (xml, problem)) in cases.iter().enumerate() {
+        let path = t.path().join(format!("bad-{i}.xml"));
+        std::fs::write(&path, xml).unwrap();
+        let r = run(&["detect", s(&image), "--cascade", s(&path)]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("bad-{i}.xml")) && r.stderr.contains(problem),
+            "{problem}: {}",
+            r.stderr
+        );
+    }
+    let r = run(&[
+        "detect",
+        s(&image),
+        "--cascade",
+        s(&t.path().join("missing.xml")),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("missing.xml"), "{}", r.stderr);
+    // A good cascade with an unreadable image reports the image and goes on.
+    let r = run(&["detect", s(&image), "--cascade", OPENCV_FACES]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("never-read.png: unreadable"),
+        "{}",
+        r.stderr
+    );
+}
