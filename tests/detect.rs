@@ -236,3 +236,131 @@ fn a_bad_cascade_stops_before_any_image() {
         r.stderr
     );
 }
+
+#[test]
+fn ingest_records_faces_at_three_levels_and_a_composition() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("originals");
+    std::fs::create_dir(&orig).unwrap();
+    // Portraits with a frontal face and without one, named as BOORU-CHARS names files.
+    let picks = [
+        ("elves/captain.png", 1),
+        ("humans/mage-red.png", 2),
+        ("dwarves/guard.png", 3),
+        ("undead/ghoul.png", 4),
+        ("drakes/burner.png", 5),
+    ];
+    for (file, id) in picks {
+        let from = Path::new(PORTRAITS).join(file);
+        assert!(
+            from.is_file(),
+            "{} is missing: install wesnoth-1.16-data",
+            from.display()
+        );
+        std::fs::copy(
+            &from,
+            orig.join(format!("safebooru - {id} - wesnoth ~ x (y).png")),
+        )
+        .unwrap();
+    }
+    // Portraits are 400 to 500 px: let them through the quality filter.
+    let config = t.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "min_width = 100\nmin_height = 100\nmin_megapixels = 0.01\n",
+    )
+    .unwrap();
+    let out = t.path().join("release");
+    let r = run(&[
+        "ingest",
+        s(&orig),
+        "--out",
+        s(&out),
+        "--config",
+        s(&config),
+        "--cascade",
+        OPENCV_FACES,
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut compositions = Vec::new();
+    for (_, id) in picks {
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("safebooru-{id}.json"))).unwrap(),
+        )
+        .unwrap();
+        let about = &record["face_detector"];
+        assert_eq!(
+            about["cascade"], "lbpcascade_frontalface_improved.xml",
+            "{record}"
+        );
+        assert_eq!(about["medium"]["min_neighbors"], 3, "{record}");
+        assert_eq!(about["strict"]["min_size"], 48, "{record}");
+        for level in ["strict", "medium", "relaxed"] {
+            let boxes = record["faces"][level].as_array().unwrap();
+            assert!(boxes.len() <= 5);
+            for b in boxes {
+                let v: Vec<f64> = b
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                assert!(
+                    v.iter().all(|x| (0.0..=1.0).contains(x)) && v[0] + v[2] <= 1.0,
+                    "{record}"
+                );
+            }
+        }
+        // Stricter levels never find more than looser ones.
+        let n = |l: &str| record["faces"][l].as_array().unwrap().len();
+        assert!(
+            n("strict") <= n("medium") + 1 && n("medium") <= n("relaxed") + 1,
+            "{record}"
+        );
+        compositions.push(record["composition"].as_str().unwrap().to_string());
+    }
+    // The elf captain's face is about an eighth of the portrait's height.
+    assert_eq!(compositions[0], "upper-body", "{compositions:?}");
+    assert!(
+        compositions.iter().any(|c| c == "no-face"),
+        "{compositions:?}"
+    );
+
+    // The same run through the pool: the composition lands in the items table.
+    let store = t.path().join("store");
+    let key = fixed_key(t.path());
+    let mut args = publish_args(s(&out), s(&store), s(&key), "1");
+    args.push("--json");
+    let p = run(&args);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let manifest: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    let pool = t.path().join("pool");
+    let m = run(&[
+        "merge",
+        manifest["manifest"].as_str().unwrap(),
+        "--pool",
+        s(&pool),
+        "--from",
+        s(&store),
+    ]);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    let db = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
+    let (faces, composition): (i64, String) = db
+        .query_row(
+            "SELECT faces, composition FROM items WHERE key = 'safebooru-1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((faces, composition.as_str()), (1, "upper-body"));
+
+    // A bad cascade stops ingest before any original is read.
+    let bad = t.path().join("bad.xml");
+    std::fs::write(&bad, "<opencv_storage>").unwrap();
+    let out2 = t.path().join("release-2");
+    let r = run(&["ingest", s(&orig), "--out", s(&out2), "--cascade", s(&bad)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("bad.xml"), "{}", r.stderr);
+    assert!(!out2.join("ingest-report.tsv").exists());
+}

@@ -51,6 +51,11 @@ pub struct IngestArgs {
     /// Near duplicates: largest Hamming distance between perceptual hashes, 0-7 [default: 4].
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=7))]
     phash_distance: Option<u32>,
+    /// Search faces in every thumbnail with this OpenCV LBP cascade (e.g.
+    /// lbpcascade_animeface.xml) and record boxes at three strictness levels and the
+    /// composition (see docs/detect.md; levels and thresholds under [faces] in --config).
+    #[arg(long, value_name = "XML")]
+    cascade: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -79,11 +84,15 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
         meta: args.meta.clone(),
         taglist: args.taglist.clone(),
         rules,
+        cascade: args.cascade.clone(),
     };
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);
     bars.finish();
-    let r = result.map_err(|e| Failure::Data(anyhow::Error::new(e).context("ingest failed")))?;
+    let r = result.map_err(|e| match e {
+        ingest::IngestError::Cascade(_) => Failure::Usage(e.into()),
+        e => Failure::Data(anyhow::Error::new(e).context("ingest failed")),
+    })?;
     if args.json {
         out.json(&r)?;
         return Ok(());

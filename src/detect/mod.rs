@@ -1,6 +1,7 @@
 //! Face detection for ingest and `seedpool detect` (docs/detect.md).
 
 pub mod cascade;
+pub mod faces;
 
 use std::path::{Path, PathBuf};
 

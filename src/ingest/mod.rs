@@ -23,6 +23,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::detect::cascade::{self, Cascade, CascadeError};
+use crate::detect::faces::{self, FaceRules, Faces};
 use crate::progress::{Progress, Unit};
 use crate::store::{file_error, FileError};
 use meta::{MetaIndex, Post, CATEGORIES};
@@ -55,6 +57,8 @@ pub struct Rules {
     pub aspects: Vec<Aspect>,
     pub sizes: Sizes,
     pub limits: DecodeLimits,
+    /// Face search, when a cascade is given (`--cascade`).
+    pub faces: FaceRules,
 }
 
 impl Default for Rules {
@@ -82,6 +86,7 @@ impl Default for Rules {
             ],
             sizes: Sizes::default(),
             limits: DecodeLimits::default(),
+            faces: FaceRules::default(),
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct IngestPlan {
     pub meta: Vec<String>,
     pub taglist: Option<PathBuf>,
     pub rules: Rules,
+    /// An OpenCV LBP cascade: faces are searched in every thumbnail.
+    pub cascade: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +147,8 @@ pub enum IngestError {
     Tags(#[from] crate::tags::TagsError),
     #[error("no originals: `{0}` does not exist")]
     Missing(PathBuf),
+    #[error(transparent)]
+    Cascade(#[from] CascadeError),
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -171,6 +180,8 @@ struct Analysis {
     pixels: String,
     phash: String,
     stats: Stats,
+    #[serde(default)]
+    faces: Option<Faces>,
 }
 
 /// What happened to one input, for the report.
@@ -201,21 +212,58 @@ pub const REPORT: &str = "ingest-report.tsv";
 /// so a re-run does not mix old analyses with new ones.
 const ANALYSIS_VERSION: u32 = 2;
 
-fn settings_fingerprint(rules: &Rules) -> String {
+fn settings_fingerprint(rules: &Rules, detector: Option<&Detector>) -> String {
     let text = serde_json::to_string(&(
         env!("CARGO_PKG_VERSION"),
         ANALYSIS_VERSION,
         &rules.sizes,
         &rules.limits,
         rules.square_range().0.to_bits(),
+        detector.map(|d| (&d.blake3, &rules.faces)),
     ))
     .expect("settings serialise");
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
 }
 
+/// A loaded cascade and what the records say about it.
+struct Detector {
+    cascade: Cascade,
+    blake3: String,
+    record: Value,
+}
+
+impl Detector {
+    fn load(path: &Path, rules: &FaceRules) -> Result<Self, IngestError> {
+        let cascade = Cascade::load(path)?;
+        let bytes = std::fs::read(path).map_err(file_error("read", path))?;
+        let blake3 = blake3::hash(&bytes).to_hex().to_string();
+        let level =
+            |l: faces::Level| json!({"min_neighbors": l.min_neighbors, "min_size": l.min_size});
+        let record = json!({
+            "cascade": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "cascade_blake3": blake3,
+            "searched": "thumbnail",
+            "scale_factor": rules.scale_factor,
+            "strict": level(rules.strict),
+            "medium": level(rules.medium),
+            "relaxed": level(rules.relaxed),
+        });
+        Ok(Self {
+            cascade,
+            blake3,
+            record,
+        })
+    }
+}
+
 pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, IngestError> {
     let started = std::time::Instant::now();
     let rules = &plan.rules;
+    // A cascade that cannot be used stops the run before any original is read.
+    let detector = match &plan.cascade {
+        Some(path) => Some(Detector::load(path, &rules.faces)?),
+        None => None,
+    };
     let work = plan.out.join(WORK);
     std::fs::create_dir_all(&work).map_err(file_error("create", &work))?;
     let mut fates: BTreeMap<PathBuf, Fate> = BTreeMap::new();
@@ -246,7 +294,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     }
 
     // Pass 1: read, hash and analyse, in parallel; earlier analyses are reused.
-    let settings = settings_fingerprint(rules);
+    let settings = settings_fingerprint(rules, detector.as_ref());
     let cache_path = work.join(CACHE);
     let cached = read_cache(&cache_path, &settings);
     let cache_out = Mutex::new(
@@ -261,7 +309,16 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     let results: Vec<(PathBuf, Result<Original, String>)> = files
         .par_iter()
         .map(|path| {
-            let r = analyse_one(path, rules, &settings, &cached, &work, &cache_out, &reused);
+            let r = analyse_one(
+                path,
+                rules,
+                detector.as_ref().map(|d| &d.cascade),
+                &settings,
+                &cached,
+                &work,
+                &cache_out,
+                &reused,
+            );
             progress.advance(1);
             (path.clone(), r)
         })
@@ -279,7 +336,14 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     // Pass 2: records.
     let mut candidates: Vec<Candidate> = originals
         .into_iter()
-        .map(|o| candidate(o, &index, categories.as_ref()))
+        .map(|o| {
+            candidate(
+                o,
+                &index,
+                categories.as_ref(),
+                detector.as_ref().map(|d| (&d.record, &rules.faces)),
+            )
+        })
         .collect();
     candidates.sort_by(|a, b| a.original.path.cmp(&b.original.path));
 
@@ -410,9 +474,11 @@ fn work_file(work: &Path, md5: &str, what: &str) -> PathBuf {
     work.join(format!("{md5}.{what}.jpg"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn analyse_one(
     path: &Path,
     rules: &Rules,
+    detector: Option<&Cascade>,
     settings: &str,
     cached: &HashMap<String, Analysis>,
     work: &Path,
@@ -446,6 +512,16 @@ fn analyse_one(
             .and_then(|_| std::fs::rename(&tmp, &target))
             .map_err(|e| format!("writing `{}`: {e}", target.display()))?;
     }
+    let faces = detector.map(|c| {
+        let t = &pic.thumb_pixels;
+        faces::find(
+            c,
+            &cascade::grey(t.as_raw()),
+            t.width(),
+            t.height(),
+            &rules.faces,
+        )
+    });
     let analysis = Analysis {
         md5,
         settings: settings.to_string(),
@@ -454,6 +530,7 @@ fn analyse_one(
         pixels: pic.pixels_blake3,
         phash: pic.phash,
         stats: pic.stats,
+        faces,
     };
     let line = serde_json::to_string(&analysis).expect("analysis serialises");
     if let Ok(mut f) = cache_out.lock() {
@@ -481,6 +558,7 @@ fn candidate(
     o: Original,
     index: &MetaIndex,
     categories: Option<&HashMap<String, &'static str>>,
+    detector: Option<(&Value, &FaceRules)>,
 ) -> Candidate {
     let stem = o
         .path
@@ -524,7 +602,7 @@ fn candidate(
         .zip(tags.iter())
         .map(|(c, t)| ((*c).to_string(), json!(t)))
         .collect();
-    let record = json!({
+    let mut record = json!({
         "booru": booru,
         "post_id": post_id,
         "md5": a.md5,
@@ -541,6 +619,11 @@ fn candidate(
         "stats": a.stats,
         "source_file": o.path.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
+    if let (Some(found), Some((about, rules))) = (&a.faces, detector) {
+        record["faces"] = json!(found);
+        record["face_detector"] = about.clone();
+        record["composition"] = json!(faces::composition(found, &rules.composition));
+    }
     Candidate {
         named: named.post_id.is_some(),
         original: o,

@@ -79,6 +79,8 @@ pub struct Picture {
     pub stats: Stats,
     pub thumb: Vec<u8>,
     pub sample: Vec<u8>,
+    /// The thumbnail's pixels, before JPEG: what face detection searches.
+    pub thumb_pixels: image::RgbImage,
 }
 
 /// Decoded pixels and the original's size: for a large JPEG the pixels are a reduced
@@ -302,6 +304,7 @@ pub fn analyse(
     let thumb_px = resize(&sample_img, tw, th)?;
     let sample = encode_jpeg(sample_img.as_raw(), sw, sh, sizes.jpeg_quality)?;
     let thumb = encode_jpeg(&thumb_px, tw, th, sizes.jpeg_quality)?;
+    let thumb_pixels = image::RgbImage::from_raw(tw, th, thumb_px).ok_or("resize size mismatch")?;
 
     let mut stats = statistics(&sample_img);
     stats.jpeg_quality = jpeg_quality(bytes);
@@ -314,6 +317,7 @@ pub fn analyse(
         stats,
         thumb,
         sample,
+        thumb_pixels,
     })
 }
 
