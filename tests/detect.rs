@@ -240,36 +240,7 @@ fn a_bad_cascade_stops_before_any_image() {
 #[test]
 fn ingest_records_faces_at_three_levels_and_a_composition() {
     let t = tempfile::tempdir().unwrap();
-    let orig = t.path().join("originals");
-    std::fs::create_dir(&orig).unwrap();
-    // Portraits with a frontal face and without one, named as BOORU-CHARS names files.
-    let picks = [
-        ("elves/captain.png", 1),
-        ("humans/mage-red.png", 2),
-        ("dwarves/guard.png", 3),
-        ("undead/ghoul.png", 4),
-        ("drakes/burner.png", 5),
-    ];
-    for (file, id) in picks {
-        let from = Path::new(PORTRAITS).join(file);
-        assert!(
-            from.is_file(),
-            "{} is missing: install wesnoth-1.16-data",
-            from.display()
-        );
-        std::fs::copy(
-            &from,
-            orig.join(format!("safebooru - {id} - wesnoth ~ x (y).png")),
-        )
-        .unwrap();
-    }
-    // Portraits are 400 to 500 px: let them through the quality filter.
-    let config = t.path().join("rules.toml");
-    std::fs::write(
-        &config,
-        "min_width = 100\nmin_height = 100\nmin_megapixels = 0.01\n",
-    )
-    .unwrap();
+    let (orig, config) = portrait_originals(t.path());
     let out = t.path().join("release");
     let r = run(&[
         "ingest",
@@ -284,7 +255,7 @@ fn ingest_records_faces_at_three_levels_and_a_composition() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut compositions = Vec::new();
-    for (_, id) in picks {
+    for id in 1..=PICKS.len() {
         let record: serde_json::Value = serde_json::from_slice(
             &std::fs::read(out.join(format!("safebooru-{id}.json"))).unwrap(),
         )
@@ -363,4 +334,98 @@ fn ingest_records_faces_at_three_levels_and_a_composition() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("bad.xml"), "{}", r.stderr);
     assert!(!out2.join("ingest-report.tsv").exists());
+}
+
+/// Portraits with a frontal face and without one, named as BOORU-CHARS names files
+/// (`safebooru-1` ... `safebooru-5`), and rules that let 400 px pictures through.
+const PICKS: [&str; 5] = [
+    "elves/captain.png",
+    "humans/mage-red.png",
+    "dwarves/guard.png",
+    "undead/ghoul.png",
+    "drakes/burner.png",
+];
+
+fn portrait_originals(dir: &Path) -> (PathBuf, PathBuf) {
+    let orig = dir.join("originals");
+    std::fs::create_dir(&orig).unwrap();
+    for (i, file) in PICKS.iter().enumerate() {
+        let from = Path::new(PORTRAITS).join(file);
+        assert!(
+            from.is_file(),
+            "{} is missing: install wesnoth-1.16-data",
+            from.display()
+        );
+        let name = format!("safebooru - {} - wesnoth ~ x (y).png", i + 1);
+        std::fs::copy(&from, orig.join(name)).unwrap();
+    }
+    let config = dir.join("rules.toml");
+    std::fs::write(
+        &config,
+        "min_width = 100\nmin_height = 100\nmin_megapixels = 0.01\n",
+    )
+    .unwrap();
+    (orig, config)
+}
+
+#[test]
+fn detect_adds_faces_to_a_release_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let (orig, config) = portrait_originals(t.path());
+    let out = t.path().join("release");
+    let r = run(&["ingest", s(&orig), "--out", s(&out), "--config", s(&config)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record = |id: usize| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("safebooru-{id}.json"))).unwrap())
+            .unwrap()
+    };
+    assert!(record(1).get("faces").is_none());
+    let d = run(&["detect", s(&out), "--cascade", OPENCV_FACES, "--json"]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(
+        (report["records"].as_u64(), report["updated"].as_u64()),
+        (Some(5), Some(5)),
+        "{report}"
+    );
+    assert_eq!(record(1)["composition"], "upper-body");
+    assert_eq!(record(1)["face_detector"]["medium"]["min_size"], 32);
+    // Everything is current now: a second run (or the rest of an interrupted one)
+    // rewrites nothing.
+    let before = std::fs::metadata(out.join("safebooru-1.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let d = run(&["detect", s(&out), "--cascade", OPENCV_FACES, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(
+        (report["updated"].as_u64(), report["current"].as_u64()),
+        (Some(0), Some(5)),
+        "{report}"
+    );
+    let after = std::fs::metadata(out.join("safebooru-1.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+    // Other levels are other results: every record is searched again.
+    let stricter = t.path().join("stricter.toml");
+    std::fs::write(
+        &stricter,
+        "[faces]\nmedium = { min_neighbors = 6, min_size = 32 }\n",
+    )
+    .unwrap();
+    let d = run(&[
+        "detect",
+        s(&out),
+        "--cascade",
+        OPENCV_FACES,
+        "--config",
+        s(&stricter),
+        "--json",
+    ]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(report["updated"], 5, "{report}");
+    assert_eq!(record(1)["face_detector"]["medium"]["min_neighbors"], 6);
 }

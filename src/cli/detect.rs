@@ -7,21 +7,29 @@ use clap::Args;
 
 use super::{CommandResult, Failure, Output};
 use crate::detect::cascade::Params;
-use crate::detect::{self, DetectPlan};
+use crate::detect::{self, DetectError, DetectPlan, ReleasePlan};
 use crate::ingest::picture::DecodeLimits;
+use crate::ingest::Rules;
 
-/// Find faces in images with an OpenCV LBP cascade.
+/// Find faces in images, or in a release folder's records, with an OpenCV LBP cascade.
 ///
 /// Evaluates the cascade as OpenCV's CascadeClassifier.detectMultiScale does (same
-/// scales, window steps, LBP features and grouping), on each image's grey levels at
-/// its full size; give samples or thumbnails rather than large originals. For anime
+/// scales, window steps, LBP features and grouping). Given images, it searches each at
+/// its full size (give samples or thumbnails rather than large originals) and prints
+/// the boxes. Given one RELEASE_DIR made by ingest, it searches every record's
+/// thumbnail at the three strictness levels of ingest's [faces] rules (--config) and
+/// writes faces, face_detector and composition into each `<key>.json`, leaving records
+/// that already hold this cascade's results, so an interrupted run resumes. For anime
 /// faces use nagadomi's lbpcascade_animeface.xml. A cascade that cannot be read stops
 /// the run before any image; an unreadable image is reported and skipped.
 #[derive(Args, Debug)]
 pub struct DetectArgs {
-    /// Images (JPEG, PNG, WebP, GIF).
-    #[arg(required = true)]
+    /// Images (JPEG, PNG, WebP, GIF), or one release folder made by `seedpool ingest`.
+    #[arg(required = true, value_name = "IMAGE|RELEASE_DIR")]
     images: Vec<PathBuf>,
+    /// With a release folder: ingest's rules in TOML, of which [faces] is used.
+    #[arg(long, value_name = "TOML")]
+    config: Option<PathBuf>,
     /// The cascade XML (opencv_traincascade's format, LBP features).
     #[arg(long)]
     cascade: PathBuf,
@@ -48,6 +56,11 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
             "--scale-factor must be above 1 (got {})",
             args.scale_factor
         )));
+    }
+    if let [dir] = &args.images[..] {
+        if dir.is_dir() {
+            return run_release(&args, dir.clone(), out);
+        }
     }
     let plan = DetectPlan {
         images: args.images.clone(),
@@ -87,6 +100,48 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+fn run_release(args: &DetectArgs, dir: PathBuf, out: &mut Output) -> CommandResult {
+    let rules = match &args.config {
+        Some(path) => Rules::from_toml(path).map_err(|e| Failure::Usage(e.into()))?,
+        None => Rules::default(),
+    };
+    let plan = ReleasePlan {
+        dir,
+        cascade: args.cascade.clone(),
+        rules: rules.faces,
+    };
+    let bars = out.progress();
+    let result = detect::run_release(&plan, &bars);
+    bars.finish();
+    let report = result.map_err(|e| match e {
+        DetectError::Cascade(_) => Failure::Usage(e.into()),
+        e => Failure::Data(anyhow::Error::new(e).context("detect failed")),
+    })?;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    writeln!(
+        out.out,
+        "{} records in `{}`: {} updated, {} already current, {} skipped",
+        report.records,
+        report.dir.display(),
+        report.updated,
+        report.current,
+        report.skipped.len()
+    )?;
+    let counts: Vec<String> = report
+        .compositions
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    writeln!(out.out, "compositions: {}", counts.join(", "))?;
+    for s in &report.skipped {
+        writeln!(out.err, "skipped {s}")?;
     }
     Ok(())
 }

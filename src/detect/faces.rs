@@ -1,9 +1,12 @@
 //! Faces for ingest records: one cascade scan of the thumbnail, read at three strictness
 //! levels, and the composition class those boxes give (docs/detect.md).
 
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
-use super::cascade::{group_rectangles, Cascade, Params, Rect};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::cascade::{self, group_rectangles, Cascade, CascadeError, Params, Rect};
 
 /// One strictness level: `detectMultiScale`'s min-neighbors and min-size.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -79,6 +82,69 @@ pub struct Faces {
     pub strict: Vec<Box4>,
     pub medium: Vec<Box4>,
     pub relaxed: Vec<Box4>,
+}
+
+/// A loaded cascade with the rules it runs under, and what records say about both.
+pub struct FaceDetector {
+    cascade: Cascade,
+    rules: FaceRules,
+    /// `face_detector` in a record: the cascade's name and blake3 and the parameters.
+    about: Value,
+}
+
+impl FaceDetector {
+    pub fn load(path: &Path, rules: &FaceRules) -> Result<Self, CascadeError> {
+        let cascade = Cascade::load(path)?;
+        let bytes = std::fs::read(path).map_err(|source| CascadeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let level = |l: Level| json!({"min_neighbors": l.min_neighbors, "min_size": l.min_size});
+        let about = json!({
+            "cascade": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "cascade_blake3": blake3::hash(&bytes).to_hex().to_string(),
+            "searched": "thumbnail",
+            "scale_factor": rules.scale_factor,
+            "strict": level(rules.strict),
+            "medium": level(rules.medium),
+            "relaxed": level(rules.relaxed),
+            "composition": rules.composition,
+        });
+        Ok(Self {
+            cascade,
+            rules: rules.clone(),
+            about,
+        })
+    }
+
+    /// What identifies this detector's results: a different cascade or parameters
+    /// means they must be computed again.
+    pub fn fingerprint(&self) -> String {
+        blake3::hash(self.about.to_string().as_bytes()).to_hex()[..16].to_string()
+    }
+
+    /// Faces in an RGB image (the thumbnail).
+    pub fn find(&self, rgb: &image::RgbImage) -> Faces {
+        find(
+            &self.cascade,
+            &cascade::grey(rgb.as_raw()),
+            rgb.width(),
+            rgb.height(),
+            &self.rules,
+        )
+    }
+
+    /// Writes `faces`, `face_detector` and `composition` into a record.
+    pub fn annotate(&self, record: &mut Value, faces: &Faces) {
+        record["faces"] = json!(faces);
+        record["face_detector"] = self.about.clone();
+        record["composition"] = json!(composition(faces, &self.rules.composition));
+    }
+
+    /// Whether a record already holds this detector's results.
+    pub fn is_current(&self, record: &Value) -> bool {
+        record.get("face_detector") == Some(&self.about)
+    }
 }
 
 /// Scans once with every window kept, from the smallest size any level accepts, then

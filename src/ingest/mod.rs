@@ -23,8 +23,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::detect::cascade::{self, Cascade, CascadeError};
-use crate::detect::faces::{self, FaceRules, Faces};
+use crate::detect::cascade::CascadeError;
+use crate::detect::faces::{FaceDetector, FaceRules, Faces};
 use crate::progress::{Progress, Unit};
 use crate::store::{file_error, FileError};
 use meta::{MetaIndex, Post, CATEGORIES};
@@ -212,48 +212,17 @@ pub const REPORT: &str = "ingest-report.tsv";
 /// so a re-run does not mix old analyses with new ones.
 const ANALYSIS_VERSION: u32 = 2;
 
-fn settings_fingerprint(rules: &Rules, detector: Option<&Detector>) -> String {
+fn settings_fingerprint(rules: &Rules, detector: Option<&FaceDetector>) -> String {
     let text = serde_json::to_string(&(
         env!("CARGO_PKG_VERSION"),
         ANALYSIS_VERSION,
         &rules.sizes,
         &rules.limits,
         rules.square_range().0.to_bits(),
-        detector.map(|d| (&d.blake3, &rules.faces)),
+        detector.map(FaceDetector::fingerprint),
     ))
     .expect("settings serialise");
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
-}
-
-/// A loaded cascade and what the records say about it.
-struct Detector {
-    cascade: Cascade,
-    blake3: String,
-    record: Value,
-}
-
-impl Detector {
-    fn load(path: &Path, rules: &FaceRules) -> Result<Self, IngestError> {
-        let cascade = Cascade::load(path)?;
-        let bytes = std::fs::read(path).map_err(file_error("read", path))?;
-        let blake3 = blake3::hash(&bytes).to_hex().to_string();
-        let level =
-            |l: faces::Level| json!({"min_neighbors": l.min_neighbors, "min_size": l.min_size});
-        let record = json!({
-            "cascade": path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "cascade_blake3": blake3,
-            "searched": "thumbnail",
-            "scale_factor": rules.scale_factor,
-            "strict": level(rules.strict),
-            "medium": level(rules.medium),
-            "relaxed": level(rules.relaxed),
-        });
-        Ok(Self {
-            cascade,
-            blake3,
-            record,
-        })
-    }
 }
 
 pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, IngestError> {
@@ -261,7 +230,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     let rules = &plan.rules;
     // A cascade that cannot be used stops the run before any original is read.
     let detector = match &plan.cascade {
-        Some(path) => Some(Detector::load(path, &rules.faces)?),
+        Some(path) => Some(FaceDetector::load(path, &rules.faces)?),
         None => None,
     };
     let work = plan.out.join(WORK);
@@ -312,7 +281,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
             let r = analyse_one(
                 path,
                 rules,
-                detector.as_ref().map(|d| &d.cascade),
+                detector.as_ref(),
                 &settings,
                 &cached,
                 &work,
@@ -336,14 +305,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     // Pass 2: records.
     let mut candidates: Vec<Candidate> = originals
         .into_iter()
-        .map(|o| {
-            candidate(
-                o,
-                &index,
-                categories.as_ref(),
-                detector.as_ref().map(|d| (&d.record, &rules.faces)),
-            )
-        })
+        .map(|o| candidate(o, &index, categories.as_ref(), detector.as_ref()))
         .collect();
     candidates.sort_by(|a, b| a.original.path.cmp(&b.original.path));
 
@@ -478,7 +440,7 @@ fn work_file(work: &Path, md5: &str, what: &str) -> PathBuf {
 fn analyse_one(
     path: &Path,
     rules: &Rules,
-    detector: Option<&Cascade>,
+    detector: Option<&FaceDetector>,
     settings: &str,
     cached: &HashMap<String, Analysis>,
     work: &Path,
@@ -512,16 +474,7 @@ fn analyse_one(
             .and_then(|_| std::fs::rename(&tmp, &target))
             .map_err(|e| format!("writing `{}`: {e}", target.display()))?;
     }
-    let faces = detector.map(|c| {
-        let t = &pic.thumb_pixels;
-        faces::find(
-            c,
-            &cascade::grey(t.as_raw()),
-            t.width(),
-            t.height(),
-            &rules.faces,
-        )
-    });
+    let faces = detector.map(|d| d.find(&pic.thumb_pixels));
     let analysis = Analysis {
         md5,
         settings: settings.to_string(),
@@ -558,7 +511,7 @@ fn candidate(
     o: Original,
     index: &MetaIndex,
     categories: Option<&HashMap<String, &'static str>>,
-    detector: Option<(&Value, &FaceRules)>,
+    detector: Option<&FaceDetector>,
 ) -> Candidate {
     let stem = o
         .path
@@ -619,10 +572,8 @@ fn candidate(
         "stats": a.stats,
         "source_file": o.path.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
-    if let (Some(found), Some((about, rules))) = (&a.faces, detector) {
-        record["faces"] = json!(found);
-        record["face_detector"] = about.clone();
-        record["composition"] = json!(faces::composition(found, &rules.composition));
+    if let (Some(found), Some(d)) = (&a.faces, detector) {
+        d.annotate(&mut record, found);
     }
     Candidate {
         named: named.post_id.is_some(),
