@@ -429,3 +429,62 @@ fn detect_adds_faces_to_a_release_and_resumes() {
     assert_eq!(report["updated"], 5, "{report}");
     assert_eq!(record(1)["face_detector"]["medium"]["min_neighbors"], 6);
 }
+
+#[test]
+fn models_fetch_puts_a_checked_cascade_where_cascade_names_find_it() {
+    let t = tempfile::tempdir().unwrap();
+    let served = t.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::copy(OPENCV_FACES, served.join("mirror.xml")).unwrap();
+    std::fs::write(served.join("junk.xml"), "<html>not found</html>").unwrap();
+    let (_server, port) = http_server(&served);
+    let data = t.path().join("data");
+    let env = [("SEEDPOOL_DATA", s(&data))];
+
+    // Not fetched yet: a clear pointer to the command.
+    let image = t.path().join("face.png");
+    std::fs::copy(Path::new(PORTRAITS).join(PICKS[0]), &image).unwrap();
+    let r = run_env(&["detect", s(&image), "--cascade", "animeface"], &env);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("seedpool models fetch animeface"),
+        "{}",
+        r.stderr
+    );
+
+    // A download that is not a cascade, or not there, leaves nothing behind.
+    for bad in ["junk.xml", "missing.xml"] {
+        let url = format!("http://127.0.0.1:{port}/{bad}");
+        let r = run_env(&["models", "fetch", "animeface", "--from", &url], &env);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(bad), "{}", r.stderr);
+        assert!(!data.join("models/lbpcascade_animeface.xml").exists());
+    }
+
+    let url = format!("http://127.0.0.1:{port}/mirror.xml");
+    let r = run_env(
+        &["models", "fetch", "animeface", "--from", &url, "--json"],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fetched = data.join("models/lbpcascade_animeface.xml");
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(OPENCV_FACES).unwrap()
+    );
+    let list = run_env(&["models", "list", "--json"], &env);
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list[0]["fetched"], true, "{list}");
+
+    // The name now resolves; the boxes are the file's.
+    let by_name = run_env(
+        &["detect", s(&image), "--cascade", "animeface", "--json"],
+        &env,
+    );
+    let by_path = run(&["detect", s(&image), "--cascade", OPENCV_FACES, "--json"]);
+    assert_eq!(by_name.code, 0, "{}", by_name.stderr);
+    assert_eq!(by_name.stdout, by_path.stdout);
+    let r = run_env(&["models", "fetch", "nonesuch"], &env);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("animeface"), "{}", r.stderr);
+}

@@ -590,32 +590,8 @@ fn sync_reads_a_manifest_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _m1, seeder) = Seeder::release_1(dir.path(), 0..8, 5_000, &[]);
     // A plain HTTP server on loopback serving the store folder.
-    let mut server = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            s(&store),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let port = first
-        .split("port ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("http.server prints its port")
-        .to_string();
-    let _server = KillOnDrop(server);
+    let (_server, port) = http_server(&store);
+
     let url = format!("http://127.0.0.1:{port}/test-ds-1.manifest.json");
     let pool = dir.path().join("pool");
     let mut args = vec!["sync", &url, "--pool", s(&pool), "--peer", &seeder.addr];

@@ -30,8 +30,9 @@ pub struct DetectArgs {
     /// With a release folder: ingest's rules in TOML, of which [faces] is used.
     #[arg(long, value_name = "TOML")]
     config: Option<PathBuf>,
-    /// The cascade XML (opencv_traincascade's format, LBP features).
-    #[arg(long)]
+    /// The cascade XML (opencv_traincascade's format, LBP features), or the name of a
+    /// model fetched with `seedpool models fetch` (e.g. `animeface`).
+    #[arg(long, value_name = "XML|NAME")]
     cascade: PathBuf,
     /// Each scale is this much larger than the one before.
     #[arg(long, default_value_t = 1.1)]
@@ -57,14 +58,15 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
             args.scale_factor
         )));
     }
+    let cascade = super::models::cascade_path(&args.cascade)?;
     if let [dir] = &args.images[..] {
         if dir.is_dir() {
-            return run_release(&args, dir.clone(), out);
+            return run_release(&args, cascade, dir.clone(), out);
         }
     }
     let plan = DetectPlan {
         images: args.images.clone(),
-        cascade: args.cascade.clone(),
+        cascade,
         params: Params {
             scale_factor: args.scale_factor,
             min_neighbors: args.min_neighbors,
@@ -104,14 +106,19 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
     Ok(())
 }
 
-fn run_release(args: &DetectArgs, dir: PathBuf, out: &mut Output) -> CommandResult {
+fn run_release(
+    args: &DetectArgs,
+    cascade: PathBuf,
+    dir: PathBuf,
+    out: &mut Output,
+) -> CommandResult {
     let rules = match &args.config {
         Some(path) => Rules::from_toml(path).map_err(|e| Failure::Usage(e.into()))?,
         None => Rules::default(),
     };
     let plan = ReleasePlan {
         dir,
-        cascade: args.cascade.clone(),
+        cascade,
         rules: rules.faces,
     };
     let bars = out.progress();

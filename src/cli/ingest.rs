@@ -51,10 +51,10 @@ pub struct IngestArgs {
     /// Near duplicates: largest Hamming distance between perceptual hashes, 0-7 [default: 4].
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=7))]
     phash_distance: Option<u32>,
-    /// Search faces in every thumbnail with this OpenCV LBP cascade (e.g.
-    /// lbpcascade_animeface.xml) and record boxes at three strictness levels and the
+    /// Search faces in every thumbnail with this OpenCV LBP cascade (a path, or a model
+    /// name from `seedpool models fetch`, e.g. `animeface`) and record boxes at three strictness levels and the
     /// composition (see docs/detect.md; levels and thresholds under [faces] in --config).
-    #[arg(long, value_name = "XML")]
+    #[arg(long, value_name = "XML|NAME")]
     cascade: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
@@ -84,7 +84,11 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
         meta: args.meta.clone(),
         taglist: args.taglist.clone(),
         rules,
-        cascade: args.cascade.clone(),
+        cascade: args
+            .cascade
+            .as_deref()
+            .map(super::models::cascade_path)
+            .transpose()?,
     };
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);

@@ -10,6 +10,7 @@ mod extract;
 mod ingest;
 mod key;
 mod merge;
+mod models;
 mod output;
 mod publish;
 mod query;
@@ -56,6 +57,8 @@ enum Command {
     Tags(tags::TagsCommand),
     #[command(subcommand)]
     Key(key::KeyCommand),
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 /// How a command failed, which decides the exit code.
@@ -112,6 +115,7 @@ where
         Command::Export(a) => extract::run_export(a, out),
         Command::Tags(a) => tags::run(a, out),
         Command::Key(a) => key::run(a, out),
+        Command::Models(a) => models::run(a, out),
     };
     match result {
         Ok(()) => 0,

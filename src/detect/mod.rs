@@ -2,6 +2,7 @@
 
 pub mod cascade;
 pub mod faces;
+pub mod models;
 
 use std::path::{Path, PathBuf};
 

@@ -116,7 +116,7 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, FetchError> {
 }
 
 /// GET with a size cap, so a hostile server cannot make us buffer without end.
-async fn http_get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+pub(crate) async fn http_get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
     let failed = |problem: String| FetchError::Http {
         url: url.to_string(),
         problem,

@@ -214,3 +214,34 @@ pub fn open_up(dir: &Path) {
         }
     }
 }
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`, and its port.
+pub fn http_server(dir: &Path) -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let mut first = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port = first
+        .split("port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("http.server prints its port")
+        .to_string();
+    (KillOnDrop(server), port)
+}
