@@ -451,6 +451,24 @@ fn models_fetch_puts_a_checked_cascade_where_cascade_names_find_it() {
         "{}",
         r.stderr
     );
+    let (orig, config) = portrait_originals(t.path());
+    let release = t.path().join("release");
+    let ingest = [
+        "ingest",
+        s(&orig),
+        "--out",
+        s(&release),
+        "--config",
+        s(&config),
+        "--detect",
+    ];
+    let r = run_env(&ingest, &env);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("seedpool models fetch animeface"),
+        "{}",
+        r.stderr
+    );
 
     // A download that is not a cascade, or not there, leaves nothing behind.
     for bad in ["junk.xml", "missing.xml"] {
@@ -484,6 +502,15 @@ fn models_fetch_puts_a_checked_cascade_where_cascade_names_find_it() {
     let by_path = run(&["detect", s(&image), "--cascade", OPENCV_FACES, "--json"]);
     assert_eq!(by_name.code, 0, "{}", by_name.stderr);
     assert_eq!(by_name.stdout, by_path.stdout);
+    // `ingest --detect` uses the fetched model.
+    let r = run_env(&ingest, &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(release.join("safebooru-1.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["face_detector"]["cascade"], "lbpcascade_animeface.xml",
+        "{record}"
+    );
     let r = run_env(&["models", "fetch", "nonesuch"], &env);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("animeface"), "{}", r.stderr);

@@ -56,6 +56,10 @@ pub struct IngestArgs {
     /// composition (see docs/detect.md; levels and thresholds under [faces] in --config).
     #[arg(long, value_name = "XML|NAME")]
     cascade: Option<PathBuf>,
+    /// Search faces with the `animeface` model (fetched with `seedpool models fetch
+    /// animeface`) unless --cascade names another.
+    #[arg(long)]
+    detect: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -84,11 +88,11 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
         meta: args.meta.clone(),
         taglist: args.taglist.clone(),
         rules,
-        cascade: args
-            .cascade
-            .as_deref()
-            .map(super::models::cascade_path)
-            .transpose()?,
+        cascade: match (&args.cascade, args.detect) {
+            (Some(c), _) => Some(super::models::cascade_path(c)?),
+            (None, true) => Some(super::models::cascade_path("animeface".as_ref())?),
+            (None, false) => None,
+        },
     };
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);
