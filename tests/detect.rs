@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use seedpool::detect::cascade;
+use seedpool::ingest::picture;
 
 const PORTRAITS: &str = "/usr/share/games/wesnoth/1.16/data/core/images/portraits";
 
@@ -57,18 +59,11 @@ fn grey_portraits(dir: &Path) -> usize {
     }
     files.sort();
     for f in &files {
-        let rgba = image::open(f).unwrap().into_rgba8();
-        let grey = image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-            let p = rgba.get_pixel(x, y).0;
-            let a = u32::from(p[3]);
-            let over_white = |c: u8| (u32::from(c) * a + 255 * (255 - a) + 127) / 255;
-            let l = (over_white(p[0]) * 4899
-                + over_white(p[1]) * 9617
-                + over_white(p[2]) * 1868
-                + 8192)
-                >> 14;
-            image::Luma([l as u8])
-        });
+        // As seedpool reads images (alpha over white), in OpenCV's grey levels.
+        let rgb = picture::load_rgb(f, picture::DecodeLimits::default()).unwrap();
+        let grey =
+            image::GrayImage::from_raw(rgb.width(), rgb.height(), cascade::grey(rgb.as_raw()))
+                .unwrap();
         let name = f
             .strip_prefix(root)
             .unwrap()
@@ -428,6 +423,31 @@ fn detect_adds_faces_to_a_release_and_resumes() {
     let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
     assert_eq!(report["updated"], 5, "{report}");
     assert_eq!(record(1)["face_detector"]["medium"]["min_neighbors"], 6);
+
+    // A record without a thumbnail is skipped and named; a record that is not JSON
+    // stops the run with its name and stays as it was.
+    std::fs::write(out.join("extra-1.json"), r#"{"volume":"1x1-2024"}"#).unwrap();
+    let d = run(&["detect", s(&out), "--cascade", OPENCV_FACES, "--json"]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 1, "{report}");
+    assert!(
+        report["skipped"][0]
+            .as_str()
+            .unwrap()
+            .contains("extra-1.json"),
+        "{report}"
+    );
+    std::fs::write(out.join("broken.json"), "{ not json").unwrap();
+    let d = run(&["detect", s(&out), "--cascade", OPENCV_FACES]);
+    assert_eq!(d.code, 1, "{}", d.stderr);
+    assert!(d.stderr.contains("broken.json"), "{}", d.stderr);
+    assert_eq!(
+        std::fs::read(out.join("broken.json")).unwrap(),
+        b"{ not json"
+    );
+    // The other records are whole, with the default levels the run before wrote.
+    assert_eq!(record(1)["face_detector"]["medium"]["min_neighbors"], 3);
 }
 
 #[test]

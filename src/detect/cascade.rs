@@ -93,14 +93,22 @@ fn round(v: f64) -> i32 {
 
 impl Cascade {
     pub fn load(path: &Path) -> Result<Self, CascadeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CascadeError::Read {
+        Ok(Self::read(path)?.0)
+    }
+
+    /// The cascade in `path` and the file's bytes (to hash, without reading it again).
+    pub fn read(path: &Path) -> Result<(Self, Vec<u8>), CascadeError> {
+        let bytes = std::fs::read(path).map_err(|source| CascadeError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|problem| CascadeError::Invalid {
+        let invalid = |problem: String| CascadeError::Invalid {
             path: path.to_path_buf(),
             problem,
-        })
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
+        let cascade = Self::parse(text).map_err(invalid)?;
+        Ok((cascade, bytes))
     }
 
     /// The window the cascade was trained on.

@@ -94,11 +94,7 @@ pub struct FaceDetector {
 
 impl FaceDetector {
     pub fn load(path: &Path, rules: &FaceRules) -> Result<Self, CascadeError> {
-        let cascade = Cascade::load(path)?;
-        let bytes = std::fs::read(path).map_err(|source| CascadeError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let (cascade, bytes) = Cascade::read(path)?;
         let level = |l: Level| json!({"min_neighbors": l.min_neighbors, "min_size": l.min_size});
         let about = json!({
             "cascade": path.file_name().map(|n| n.to_string_lossy().into_owned()),

@@ -53,10 +53,7 @@ fn detect_file(
     params: &Params,
     limits: DecodeLimits,
 ) -> ImageFaces {
-    let decoded = std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| picture::decode_rgb(&bytes, limits));
-    match decoded {
+    match picture::load_rgb(path, limits) {
         Ok(rgb) => {
             let (width, height) = rgb.dimensions();
             let grey = cascade::grey(rgb.as_raw());
@@ -183,10 +180,7 @@ fn update_record(detector: &faces::FaceDetector, path: &Path) -> Result<Outcome,
         return Ok(Outcome::Current(class(&record)));
     }
     let thumb = path.with_extension("thumb.jpg");
-    let rgb = match std::fs::read(&thumb)
-        .map_err(|e| e.to_string())
-        .and_then(|b| picture::decode_rgb(&b, DecodeLimits::default()))
-    {
+    let rgb = match picture::load_rgb(&thumb, DecodeLimits::default()) {
         Ok(rgb) => rgb,
         Err(e) => return Ok(Outcome::Skipped(format!("thumbnail: {e}"))),
     };

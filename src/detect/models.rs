@@ -36,8 +36,8 @@ pub enum ModelError {
     NotACascade { url: String, problem: String },
     #[error(transparent)]
     File(#[from] crate::store::FileError),
-    #[error("cannot start the HTTP client: {0}")]
-    Runtime(std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::swarm::SwarmError),
 }
 
 /// `$SEEDPOOL_DATA/models`, else `$XDG_DATA_HOME/seedpool/models`, else
@@ -86,10 +86,7 @@ pub fn resolve(arg: &Path) -> Result<PathBuf, ModelError> {
 pub fn fetch(name: &str, from: Option<&str>, dir: &Path) -> Result<PathBuf, ModelError> {
     let m = model(name).ok_or_else(|| ModelError::Unknown(name.into()))?;
     let url = from.unwrap_or(m.url);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ModelError::Runtime)?;
+    let rt = crate::swarm::runtime(1)?;
     let bytes = rt.block_on(crate::swarm::fetch::http_get(url, MAX_MODEL_BYTES))?;
     let text = String::from_utf8(bytes).map_err(|_| ModelError::NotACascade {
         url: url.into(),

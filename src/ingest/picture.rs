@@ -260,6 +260,12 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage,
     Ok(decode(bytes, limits, |w, h| (w, h))?.rgb)
 }
 
+/// [`decode_rgb`] of a file; the error says why, without the path.
+pub fn load_rgb(path: &std::path::Path, limits: DecodeLimits) -> Result<image::RgbImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    decode_rgb(&bytes, limits)
+}
+
 /// A JPEG thumbnail fitting in `side` x `side`, made as ingest makes them (one decode,
 /// linear-light Lanczos3, optimised JPEG); what `benches/thumbs.sh` times.
 pub fn thumbnail(
@@ -610,6 +616,11 @@ mod tests {
     use super::*;
     use image::ImageEncoder;
 
+    /// What ingest keeps of `bytes` with the default sizes and limits.
+    fn analysed(bytes: &[u8]) -> Picture {
+        analyse(bytes, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap()
+    }
+
     fn jpeg(w: u32, h: u32, q: u8) -> Vec<u8> {
         // Soft blobs placed by relative position, so a smaller copy is the same picture.
         let blobs = [
@@ -638,34 +649,16 @@ mod tests {
 
     #[test]
     fn thumbnails_and_samples_keep_aspect_and_never_upscale() {
-        let p = analyse(
-            &jpeg(1600, 1000, 90),
-            DecodeLimits::default(),
-            Sizes::default(),
-            (0.8, 1.2),
-        )
-        .unwrap();
+        let p = analysed(&jpeg(1600, 1000, 90));
         assert_eq!((p.width, p.height), (1600, 1000));
         let s = image::load_from_memory(&p.sample).unwrap();
         assert_eq!((s.width(), s.height()), (1280, 800));
         let t = image::load_from_memory(&p.thumb).unwrap();
         assert_eq!((t.width(), t.height()), (512, 320));
-        let small = analyse(
-            &jpeg(300, 200, 90),
-            DecodeLimits::default(),
-            Sizes::default(),
-            (0.8, 1.2),
-        )
-        .unwrap();
+        let small = analysed(&jpeg(300, 200, 90));
         let s = image::load_from_memory(&small.sample).unwrap();
         assert_eq!((s.width(), s.height()), (300, 200));
-        let sq = analyse(
-            &jpeg(1500, 1400, 90),
-            DecodeLimits::default(),
-            Sizes::default(),
-            (0.8, 1.2),
-        )
-        .unwrap();
+        let sq = analysed(&jpeg(1500, 1400, 90));
         let s = image::load_from_memory(&sq.sample).unwrap();
         assert_eq!(s.width().max(s.height()), 1024);
     }
@@ -681,20 +674,8 @@ mod tests {
 
     #[test]
     fn phash_survives_resizing_and_tells_pictures_apart() {
-        let a = analyse(
-            &jpeg(800, 600, 95),
-            DecodeLimits::default(),
-            Sizes::default(),
-            (0.8, 1.2),
-        )
-        .unwrap();
-        let b = analyse(
-            &jpeg(400, 300, 70),
-            DecodeLimits::default(),
-            Sizes::default(),
-            (0.8, 1.2),
-        )
-        .unwrap();
+        let a = analysed(&jpeg(800, 600, 95));
+        let b = analysed(&jpeg(400, 300, 70));
         let d = |x: &str, y: &str| {
             (u64::from_str_radix(x, 16).unwrap() ^ u64::from_str_radix(y, 16).unwrap()).count_ones()
         };
@@ -706,13 +687,7 @@ mod tests {
         image::codecs::png::PngEncoder::new(&mut bytes)
             .write_image(other.as_raw(), 800, 600, image::ExtendedColorType::Rgb8)
             .unwrap();
-        let c = analyse(
-            &bytes,
-            DecodeLimits::default(),
-            Sizes::default(),
-            (0.8, 1.2),
-        )
-        .unwrap();
+        let c = analysed(&bytes);
         assert!(d(&a.phash, &c.phash) > 10);
         assert_eq!(c.stats.colors, 2);
     }
@@ -720,7 +695,7 @@ mod tests {
     #[test]
     fn large_jpegs_decode_at_a_reduced_scale_to_the_same_picture() {
         let big = jpeg(3000, 2000, 92);
-        let p = analyse(&big, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        let p = analysed(&big);
         assert_eq!((p.width, p.height), (3000, 2000));
         let s = image::load_from_memory(&p.sample).unwrap();
         assert_eq!((s.width(), s.height()), (1280, 853));
@@ -734,7 +709,7 @@ mod tests {
         image::codecs::png::PngEncoder::new(&mut png)
             .write_image(full.as_raw(), 3000, 2000, image::ExtendedColorType::Rgb8)
             .unwrap();
-        let q = analyse(&png, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        let q = analysed(&png);
         let d = (u64::from_str_radix(&p.phash, 16).unwrap()
             ^ u64::from_str_radix(&q.phash, 16).unwrap())
         .count_ones();
@@ -745,7 +720,7 @@ mod tests {
         image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
             .write_image(rgba.as_raw(), 3000, 2000, image::ExtendedColorType::Rgba8)
             .unwrap();
-        let w = analyse(&webp, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        let w = analysed(&webp);
         assert_eq!((w.width, w.height), (3000, 2000));
         let s = image::load_from_memory(&w.sample).unwrap();
         assert_eq!((s.width(), s.height()), (1280, 853));
@@ -777,7 +752,7 @@ mod tests {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut gj, 90)
             .encode_image(&grey)
             .unwrap();
-        let g = analyse(&gj, DecodeLimits::default(), Sizes::default(), (0.8, 1.2)).unwrap();
+        let g = analysed(&gj);
         let s = image::load_from_memory(&g.sample).unwrap();
         assert_eq!((s.width(), s.height()), (1280, 853));
         assert!(g.stats.chroma_max <= 2.0);
