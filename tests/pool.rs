@@ -771,6 +771,79 @@ fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
     );
 }
 
+/// A first merge builds the database beside the empty pool and renames it into place:
+/// SIGKILLed at any point, the pool has no release or the whole one, and merging again
+/// completes it without leaving a half-built file behind.
+#[test]
+fn a_first_merge_killed_at_any_point_leaves_an_empty_or_full_pool() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..4000, 40);
+    e.publish(&r1, "1", None, &["--shard-items", "200"]);
+    let started = std::time::Instant::now();
+    e.merged("1");
+    let full_time = started.elapsed();
+    let after = e.digest();
+
+    let bin = assert_cmd::cargo::cargo_bin("seedpool");
+    let mut outcomes = (0, 0);
+    for step in 1..=8u32 {
+        let pool = e.root.join(format!("first-{step}"));
+        let mut child = std::process::Command::new(&bin)
+            .args([
+                "merge",
+                s(&e.manifest("1")),
+                "--pool",
+                s(&pool),
+                "--from",
+                s(&e.store),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full_time * step / 9);
+        let _ = child.kill();
+        let _ = child.wait();
+        let probe = Env {
+            _t: tempfile::tempdir().unwrap(),
+            root: e.root.clone(),
+            store: e.store.clone(),
+            pool: pool.clone(),
+            key: e.key.clone(),
+            bulk: false,
+        };
+        if pool.join("pool.sqlite").exists() {
+            let state = probe.digest();
+            let empty = probe.one("SELECT count(*) FROM releases") == 0
+                && probe.one("SELECT count(*) FROM items") == 0;
+            if empty {
+                outcomes.0 += 1;
+            } else {
+                assert_eq!(
+                    state, after,
+                    "killed at {step}/9 of a first merge: the pool is half-merged"
+                );
+                outcomes.1 += 1;
+            }
+        } else {
+            outcomes.0 += 1;
+        }
+        probe.merged("1");
+        assert_eq!(probe.digest(), after);
+        let leftovers: Vec<_> = std::fs::read_dir(&pool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pool-building-") || n.starts_with(".merge-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+    eprintln!(
+        "killed first merges: {} left the pool empty, {} fully merged",
+        outcomes.0, outcomes.1
+    );
+}
+
 #[test]
 fn extract_writes_chosen_members_and_catches_damage() {
     let e = env();

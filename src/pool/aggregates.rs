@@ -9,9 +9,10 @@
 //! or portrait composition). `rebuild` recomputes everything, after a tag import changes
 //! canonical names.
 //!
-//! Contributions are counted in memory from one ordered pass over the items' tag links
-//! (integers only), then written as one upsert per distinct key: far cheaper than
-//! letting SQLite sort every link for each GROUP BY.
+//! A merge tallies both sides in memory, in one `Tally`, and writes only the net change
+//! of each key at the end: an item whose record changed but whose tags did not touches
+//! its tags' score sums and nothing else, and SQLite never sorts the links for a GROUP
+//! BY.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -31,225 +32,275 @@ struct Sums {
     favs: i64,
 }
 
-/// Adds (`sign` = 1) or subtracts (-1) the contributions of the items in `contrib_ids`
-/// as they are now, then empties `contrib_ids`.
-pub fn apply(conn: &Connection, sign: i64) -> rusqlite::Result<()> {
-    let timings = super::Timings::new(format!("      counts ({sign:+})"));
-    let step = |what: &str| timings.step(what);
-    // Tag ids to their canonical name and category, shared by every row.
-    let mut names: HashMap<i64, (u32, u8)> = HashMap::new();
-    let mut canon: Vec<String> = Vec::new();
-    let mut canon_ids: HashMap<String, u32> = HashMap::new();
-    let categories = ["artist", "copyright", "character", "general", "meta"];
-    let mut other_categories: Vec<String> = Vec::new();
-    {
-        // All of the pool's tags: far fewer rows than the links to them.
-        let mut st = conn.prepare("SELECT id, coalesce(canonical, name), category FROM tags")?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            let (id, name, category): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let n = *canon_ids.entry(name.clone()).or_insert_with(|| {
-                canon.push(name);
-                (canon.len() - 1) as u32
-            });
-            let c = match categories.iter().position(|k| *k == category) {
-                Some(p) => p as u8,
-                None => {
-                    let p = other_categories
-                        .iter()
-                        .position(|k| *k == category)
-                        .unwrap_or_else(|| {
-                            other_categories.push(category.clone());
-                            other_categories.len() - 1
-                        });
-                    (categories.len() + p) as u8
-                }
-            };
-            names.insert(id, (n, c));
-        }
-    }
-    let category_name = |c: u8| -> &str {
-        let c = c as usize;
-        if c < categories.len() {
-            categories[c]
-        } else {
-            &other_categories[c - categories.len()]
-        }
-    };
+/// What one item brings to the counts, apart from its tags.
+#[derive(Clone, Copy, Debug)]
+pub struct Counted {
+    pub dataset: i64,
+    pub year: i64,
+    pub portrait: bool,
+    pub score: i64,
+    pub favs: i64,
+}
 
-    step("tag names");
-    let mut tag_counts: HashMap<(i64, u32, u8, i64, i64), Sums> = HashMap::new();
-    let mut pair_counts: HashMap<(i64, u8, u32, u32), i64> = HashMap::new();
-    let mut category_counts: HashMap<(i64, u8), i64> = HashMap::new();
-    {
+/// SQL columns giving a `Counted` from an `items` row named `i`, in its field order.
+pub const COUNTED_COLUMNS: &str = "i.dataset, coalesce(i.year, 0), \
+     coalesce(i.faces = 1 AND i.composition IN ('close-up', 'portrait'), 0), \
+     coalesce(i.score, 0), coalesce(i.favs, 0)";
+
+impl Counted {
+    /// Reads the `COUNTED_COLUMNS` starting at column `at`.
+    pub fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            dataset: r.get(at)?,
+            year: r.get(at + 1)?,
+            portrait: r.get::<_, i64>(at + 2)? != 0,
+            score: r.get(at + 3)?,
+            favs: r.get(at + 4)?,
+        })
+    }
+}
+
+const CATEGORIES: [&str; 5] = ["artist", "copyright", "character", "general", "meta"];
+const ARTIST: u8 = 0;
+const COPYRIGHT: u8 = 1;
+const CHARACTER: u8 = 2;
+
+/// Net count changes, keyed by interned canonical names and categories.
+#[derive(Default)]
+pub struct Tally {
+    canon: Vec<String>,
+    canon_ids: HashMap<String, u32>,
+    other_categories: Vec<String>,
+    /// Pool tag id to (canonical name, category), loaded up to `loaded_up_to`.
+    tag_names: HashMap<i64, (u32, u8)>,
+    loaded_up_to: i64,
+    tags: HashMap<(i64, u32, u8, i64, i64), Sums>,
+    pairs: HashMap<(i64, u8, u32, u32), i64>,
+    categories: HashMap<(i64, u8), i64>,
+    /// Scratch set of one item's (category, name).
+    scratch: BTreeSet<(u8, u32)>,
+}
+
+impl Tally {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Learns the names of the pool's tags created since the last call (a merge only
+    /// adds tags; their canonical names do not change inside it).
+    pub fn load_tags(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let mut st = conn.prepare(
-            "SELECT c.id, i.dataset, coalesce(i.year, 0),
-                    coalesce(i.faces = 1 AND i.composition IN ('close-up', 'portrait'), 0),
-                    coalesce(i.score, 0), coalesce(i.favs, 0), it.tag
-             FROM contrib_ids c JOIN items i ON i.id = c.id JOIN item_tags it ON it.item = c.id
-             ORDER BY c.id",
+            "SELECT id, coalesce(canonical, name), category FROM tags WHERE id > ?1 ORDER BY id",
         )?;
-        let mut rows = st.query([])?;
-        let mut current: Option<(i64, i64, i64, i64, i64, i64)> = None;
-        let mut tags: BTreeSet<(u8, u32)> = BTreeSet::new();
-        let mut flush = |item: Option<(i64, i64, i64, i64, i64, i64)>,
-                         tags: &mut BTreeSet<(u8, u32)>| {
-            let Some((_, ds, year, portrait, score, favs)) = item else {
-                return;
-            };
-            let mut seen_categories = BTreeSet::new();
-            for &(cat, name) in tags.iter() {
-                // Only characters are ranked by year and by portraits; other categories
-                // are counted once per tag, which keeps the table small.
-                let (year, portrait) = if cat == 2 { (year, portrait) } else { (0, 0) };
-                let s = tag_counts
-                    .entry((ds, name, cat, year, portrait))
-                    .or_default();
-                s.items += 1;
-                s.score += score;
-                s.favs += favs;
-                seen_categories.insert(cat);
-            }
-            for cat in seen_categories {
-                *category_counts.entry((ds, cat)).or_default() += 1;
-            }
-            // Categories 0 (artist) and 2 (character) pair with 1 (copyright).
-            for &(cat, a) in tags.iter().filter(|(c, _)| *c == 0 || *c == 2) {
-                for &(_, b) in tags.iter().filter(|(c, _)| *c == 1) {
-                    *pair_counts.entry((ds, cat, a, b)).or_default() += 1;
-                }
-            }
-            tags.clear();
-        };
+        let mut rows = st.query([self.loaded_up_to])?;
         while let Some(r) = rows.next()? {
-            let row: (i64, i64, i64, i64, i64, i64) = (
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            );
-            if current.map(|c| c.0) != Some(row.0) {
-                flush(current, &mut tags);
-                current = Some(row);
-            }
-            if let Some(&(name, cat)) = names.get(&r.get::<_, i64>(6)?) {
-                tags.insert((cat, name));
-            }
+            let id: i64 = r.get(0)?;
+            let name = r.get_ref(1)?.as_str()?;
+            let category = r.get_ref(2)?.as_str()?;
+            let n = self.intern(name);
+            let c = self.category_code(category);
+            self.tag_names.insert(id, (n, c));
+            self.loaded_up_to = id;
         }
-        flush(current, &mut tags);
+        Ok(())
     }
 
-    step("tallied");
-    // Each upsert returns the new count; a key that reaches zero is deleted there and
-    // then (no sweep over the whole table).
-    let mut up_tag = conn.prepare(
-        "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
-            items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs
-         RETURNING items",
-    )?;
-    let mut add_tag = conn.prepare(
-        "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
-            items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs",
-    )?;
-    let mut del_tag = conn.prepare(
-        "DELETE FROM tag_counts WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 AND year = ?4 AND portrait = ?5",
-    )?;
-    // Written in key order: B-tree inserts then append instead of jumping around.
-    let mut tag_counts: Vec<_> = tag_counts.into_iter().collect();
-    tag_counts.sort_by(|a, b| {
-        let key = |k: &(i64, u32, u8, i64, i64)| {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.canon_ids.get(name) {
+            return n;
+        }
+        self.canon.push(name.to_string());
+        let n = (self.canon.len() - 1) as u32;
+        self.canon_ids.insert(name.to_string(), n);
+        n
+    }
+
+    fn category_code(&mut self, category: &str) -> u8 {
+        if let Some(p) = CATEGORIES.iter().position(|k| *k == category) {
+            return p as u8;
+        }
+        let p = match self.other_categories.iter().position(|k| k == category) {
+            Some(p) => p,
+            None => {
+                self.other_categories.push(category.to_string());
+                self.other_categories.len() - 1
+            }
+        };
+        (CATEGORIES.len() + p) as u8
+    }
+
+    fn category_name(&self, c: u8) -> &str {
+        let c = c as usize;
+        CATEGORIES
+            .get(c)
+            .copied()
+            .unwrap_or_else(|| &self.other_categories[c - CATEGORIES.len()])
+    }
+
+    /// Adds (`sign` = 1) or takes out (-1) one item with these pool tag ids (loaded by
+    /// `load_tags`; unknown ids are skipped).
+    pub fn item(&mut self, item: Counted, tags: impl IntoIterator<Item = i64>, sign: i64) {
+        let mut set = std::mem::take(&mut self.scratch);
+        set.clear();
+        set.extend(
+            tags.into_iter()
+                .filter_map(|t| self.tag_names.get(&t))
+                .map(|&(name, cat)| (cat, name)),
+        );
+        let ds = item.dataset;
+        let mut seen_categories = BTreeSet::new();
+        for &(cat, name) in &set {
+            // Only characters are ranked by year and by portraits; other categories
+            // are counted once per tag, which keeps the table small.
+            let (year, portrait) = if cat == CHARACTER {
+                (item.year, i64::from(item.portrait))
+            } else {
+                (0, 0)
+            };
+            let s = self
+                .tags
+                .entry((ds, name, cat, year, portrait))
+                .or_default();
+            s.items += sign;
+            s.score += sign * item.score;
+            s.favs += sign * item.favs;
+            seen_categories.insert(cat);
+        }
+        for cat in seen_categories {
+            *self.categories.entry((ds, cat)).or_default() += sign;
+        }
+        // Artists and characters pair with copyrights.
+        for &(cat, a) in set.iter().filter(|(c, _)| *c == ARTIST || *c == CHARACTER) {
+            for &(_, b) in set.iter().filter(|(c, _)| *c == COPYRIGHT) {
+                *self.pairs.entry((ds, cat, a, b)).or_default() += sign;
+            }
+        }
+        self.scratch = set;
+    }
+
+    /// Adds or takes out the items in `temp.contrib_ids` as they are now, then empties
+    /// `contrib_ids`.
+    pub fn contrib_ids(&mut self, conn: &Connection, sign: i64) -> rusqlite::Result<()> {
+        self.load_tags(conn)?;
+        let mut st = conn.prepare(&format!(
+            "SELECT c.id, {COUNTED_COLUMNS}, it.tag
+             FROM contrib_ids c JOIN items i ON i.id = c.id JOIN item_tags it ON it.item = c.id
+             ORDER BY c.id"
+        ))?;
+        let mut rows = st.query([])?;
+        let mut current: Option<(i64, Counted)> = None;
+        let mut tags: Vec<i64> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            if current.map(|c| c.0) != Some(id) {
+                if let Some((_, item)) = current {
+                    self.item(item, tags.drain(..), sign);
+                }
+                current = Some((id, Counted::read(r, 1)?));
+            }
+            tags.push(r.get(6)?);
+        }
+        if let Some((_, item)) = current {
+            self.item(item, tags.drain(..), sign);
+        }
+        drop(rows);
+        conn.execute_batch("DELETE FROM temp.contrib_ids;")
+    }
+
+    /// Writes the net changes: one upsert per key that changed, in key order (B-tree
+    /// appends, not jumps); a key whose count reaches zero is deleted there and then.
+    pub fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut up_tag = conn.prepare(
+            "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
+                items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs
+             RETURNING items",
+        )?;
+        let mut add_tag = conn.prepare(
+            "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
+                items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs",
+        )?;
+        let mut del_tag = conn.prepare(
+            "DELETE FROM tag_counts WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 AND year = ?4 AND portrait = ?5",
+        )?;
+        let mut tags: Vec<_> = self
+            .tags
+            .iter()
+            .filter(|(_, s)| s.items != 0 || s.score != 0 || s.favs != 0)
+            .collect();
+        tags.sort_by_cached_key(|(k, _)| {
             (
                 k.0,
-                canon[k.1 as usize].as_str(),
-                category_name(k.2),
+                self.canon[k.1 as usize].as_str(),
+                self.category_name(k.2),
                 k.3,
                 k.4,
             )
+        });
+        for ((ds, name, cat, year, portrait), s) in tags {
+            let (name, cat) = (&self.canon[*name as usize], self.category_name(*cat));
+            let args = params![ds, name, cat, year, portrait, s.items, s.score, s.favs];
+            // A count that grows cannot reach zero: no need to read it back.
+            if s.items > 0 {
+                add_tag.execute(args)?;
+                continue;
+            }
+            let left: i64 = up_tag.query_row(args, |r| r.get(0))?;
+            if left == 0 {
+                del_tag.execute(params![ds, name, cat, year, portrait])?;
+            }
+        }
+        let mut up_pair = conn.prepare(
+            "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items RETURNING items",
+        )?;
+        let mut add_pair = conn.prepare(
+            "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
+        )?;
+        let mut del_pair = conn.prepare(
+            "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
+        )?;
+        let kind = |cat: u8| {
+            if cat == ARTIST {
+                "artist-copyright"
+            } else {
+                "character-copyright"
+            }
         };
-        key(&a.0).cmp(&key(&b.0))
-    });
-    for ((ds, name, cat, year, portrait), s) in &tag_counts {
-        let args = params![
-            ds,
-            canon[*name as usize],
-            category_name(*cat),
-            year,
-            portrait,
-            sign * s.items,
-            sign * s.score,
-            sign * s.favs
-        ];
-        // Adding never brings a count to zero: no need to read it back.
-        if sign > 0 {
-            add_tag.execute(args)?;
-            continue;
-        }
-        let left: i64 = up_tag.query_row(args, |r| r.get(0))?;
-        if left == 0 {
-            del_tag.execute(params![
-                ds,
-                canon[*name as usize],
-                category_name(*cat),
-                year,
-                portrait
-            ])?;
-        }
-    }
-    let mut up_pair = conn.prepare(
-        "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items RETURNING items",
-    )?;
-    let mut add_pair = conn.prepare(
-        "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
-    )?;
-    let mut del_pair = conn.prepare(
-        "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
-    )?;
-    let mut pair_counts: Vec<_> = pair_counts.into_iter().collect();
-    pair_counts.sort_by(|x, y| {
-        let key = |k: &(i64, u8, u32, u32)| {
+        let mut pairs: Vec<_> = self.pairs.iter().filter(|(_, n)| **n != 0).collect();
+        pairs.sort_by_cached_key(|(k, _)| {
             (
                 k.0,
-                k.1,
-                canon[k.2 as usize].as_str(),
-                canon[k.3 as usize].as_str(),
+                kind(k.1),
+                self.canon[k.2 as usize].as_str(),
+                self.canon[k.3 as usize].as_str(),
             )
-        };
-        key(&x.0).cmp(&key(&y.0))
-    });
-    for ((ds, cat, a, b), n) in &pair_counts {
-        let kind = if *cat == 0 {
-            "artist-copyright"
-        } else {
-            "character-copyright"
-        };
-        let (a, b) = (&canon[*a as usize], &canon[*b as usize]);
-        if sign > 0 {
-            add_pair.execute(params![ds, kind, a, b, n])?;
-            continue;
+        });
+        for ((ds, cat, a, b), n) in pairs {
+            let (a, b) = (&self.canon[*a as usize], &self.canon[*b as usize]);
+            if *n > 0 {
+                add_pair.execute(params![ds, kind(*cat), a, b, n])?;
+                continue;
+            }
+            let left: i64 = up_pair.query_row(params![ds, kind(*cat), a, b, n], |r| r.get(0))?;
+            if left == 0 {
+                del_pair.execute(params![ds, kind(*cat), a, b])?;
+            }
         }
-        let left: i64 = up_pair.query_row(params![ds, kind, a, b, sign * n], |r| r.get(0))?;
-        if left == 0 {
-            del_pair.execute(params![ds, kind, a, b])?;
+        let mut up_cat = conn.prepare(
+            "INSERT INTO category_counts(dataset, category, items) VALUES (?1, ?2, ?3)
+             ON CONFLICT(dataset, category) DO UPDATE SET items = items + excluded.items",
+        )?;
+        for ((ds, cat), n) in self.categories.iter().filter(|(_, n)| **n != 0) {
+            up_cat.execute(params![ds, self.category_name(*cat), n])?;
         }
+        conn.execute("DELETE FROM category_counts WHERE items = 0", [])?;
+        Ok(())
     }
-    step("tags and pairs written");
-    let mut up_cat = conn.prepare(
-        "INSERT INTO category_counts(dataset, category, items) VALUES (?1, ?2, ?3)
-         ON CONFLICT(dataset, category) DO UPDATE SET items = items + excluded.items",
-    )?;
-    for ((ds, cat), n) in &category_counts {
-        up_cat.execute(params![ds, category_name(*cat), sign * n])?;
-    }
-    conn.execute("DELETE FROM category_counts WHERE items = 0", [])?;
-    conn.execute_batch("DELETE FROM temp.contrib_ids;")
 }
 
 /// Recomputes every count from the live items.
@@ -262,5 +313,7 @@ pub fn rebuild(conn: &Connection) -> rusqlite::Result<()> {
         "INSERT INTO temp.contrib_ids(id) SELECT id FROM items WHERE removed_in IS NULL AND duplicate_of IS NULL",
         [],
     )?;
-    apply(conn, 1)
+    let mut tally = Tally::new();
+    tally.contrib_ids(conn, 1)?;
+    tally.write(conn)
 }

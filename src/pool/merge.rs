@@ -133,12 +133,14 @@ pub enum MergeError {
 
 /// Merges one release from a store into a pool (see the module doc).
 pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, MergeError> {
+    let timings = super::Timings::new("");
     let (manifest, manifest_bytes) = Manifest::load(&plan.manifest)?;
     let dataset = manifest.dataset_name();
     let version = manifest.version_name();
     let manifest_hash = blake3::hash(&manifest_bytes).to_hex().to_string();
     let mut pool = Pool::open_or_create(&plan.pool)?;
     let _lock = pool.lock()?;
+    remove_leftovers(pool.root());
 
     let mut report = MergeReport {
         dataset: manifest.dataset.clone(),
@@ -160,6 +162,7 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
         plan,
         progress,
     )?;
+    timings.step("files imported");
     report.shards_fetched = fetched;
     report.bytes_fetched = bytes;
     if let Some(items) = already {
@@ -174,22 +177,33 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
 
     // The index, decompressed next to the pool for the merge, removed afterwards.
     let tmp = TempFile(pool.root().join(format!(
-        ".merge-{}-{}.sqlite",
+        "{UNPACKED_INDEX}{}-{}.sqlite",
         version,
         std::process::id()
     )));
     let index_zst = target.dataset_dir().join(&manifest.index.path);
     index::decompress(&index_zst, &tmp.0, manifest.index.uncompressed_size)?;
+    timings.step("index decompressed");
     check_index(&tmp.0, &manifest)?;
+    timings.step("index checked");
 
     progress.stage("merging into the pool", 0, Unit::Items);
-    let counts = merge_index(
-        pool.connection_mut(),
-        &manifest,
-        &manifest_hash,
-        &tmp.0,
-        plan,
-    )?;
+    let counts = if is_empty(pool.connection())? {
+        let (filled, counts) =
+            merge_into_empty(pool, &manifest, &manifest_hash, &tmp.0, plan, &timings)?;
+        pool = filled;
+        counts
+    } else {
+        merge_index(
+            pool.connection_mut(),
+            &manifest,
+            &manifest_hash,
+            &tmp.0,
+            plan,
+            &timings,
+        )?
+    };
+    timings.step("committed");
     report.added = counts.added;
     report.changed = counts.changed;
     report.restored = counts.restored;
@@ -201,6 +215,81 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
     (report.shards_present, report.shards_missing) =
         shard_presence(pool.connection(), &manifest_hash)?;
     Ok(report)
+}
+
+/// Whether the pool holds no release at all.
+fn is_empty(conn: &Connection) -> Result<bool, MergeError> {
+    Ok(
+        conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM releases)", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Name prefix of a pool database being built by a first merge.
+const BUILDING: &str = ".pool-building-";
+/// Name prefix of a release index decompressed for a merge.
+const UNPACKED_INDEX: &str = ".merge-";
+
+/// Removes what a killed merge left in the pool's folder (the caller holds the pool's
+/// lock, so no live merge owns these).
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(BUILDING) || name.starts_with(UNPACKED_INDEX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A first merge into an empty pool (every downloader's first sync): the database is
+/// built beside the pool without a journal, synced, and renamed over the empty
+/// `pool.sqlite`. A rename is as atomic as a commit, and the build writes each page
+/// once where WAL writes it twice (into the log, then into the database). Killed
+/// before the rename, the pool is the empty one it was; the next merge removes the
+/// half-built file.
+fn merge_into_empty(
+    pool: Pool,
+    m: &Manifest,
+    manifest_hash: &str,
+    index_path: &Path,
+    plan: &MergePlan,
+    timings: &super::Timings,
+) -> Result<(Pool, Counts), MergeError> {
+    let root = pool.root().to_path_buf();
+    let building = TempFile(root.join(format!("{BUILDING}{}.sqlite", std::process::id())));
+    let mut fresh = Pool::create_unjournaled(&root, &building.0)?;
+    let counts = merge_index(
+        fresh.connection_mut(),
+        m,
+        manifest_hash,
+        index_path,
+        plan,
+        timings,
+    )?;
+    fresh.finish_unjournaled(&building.0)?;
+    // The empty database closes first, so its log is checkpointed and removed and
+    // cannot be replayed into the new file.
+    drop(pool);
+    let db = root.join(super::DATABASE);
+    for suffix in ["-wal", "-shm"] {
+        let side = root.join(format!("{}{suffix}", super::DATABASE));
+        match std::fs::remove_file(&side) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(store::file_error("remove", &side)(e).into())
+            }
+            _ => {}
+        }
+    }
+    std::fs::rename(&building.0, &db).map_err(file_error("move into place", &db))?;
+    std::fs::File::open(&root)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error("sync", &root))?;
+    Ok((Pool::open(&root)?, counts))
 }
 
 /// Records the selected shards of an already merged release as present.
@@ -486,11 +575,15 @@ fn merge_index(
     manifest_hash: &str,
     index_path: &Path,
     plan: &MergePlan,
+    timings: &super::Timings,
 ) -> Result<Counts, MergeError> {
     let phash_distance = plan.phash_distance;
     conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
+    conn.execute_batch(
+        "PRAGMA main.cache_size = -1048576; PRAGMA idx.cache_size = -262144; PRAGMA temp.cache_size = -262144;
+         PRAGMA temp_store = MEMORY; PRAGMA idx.mmap_size = 8589934592; PRAGMA threads = 2;",
+    )?;
     let result = (|| -> Result<Counts, MergeError> {
-        let timings = super::Timings::new("");
         let step = |what: &str| timings.step(what);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let signer = m.public_key().unwrap_or_default();
@@ -521,7 +614,7 @@ fn merge_index(
         tx.execute_batch(
             "DROP TABLE IF EXISTS temp.incoming;
              CREATE TEMP TABLE incoming(
-                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT, source TEXT,
+                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
                 item INTEGER, old_hash TEXT, old_shard TEXT, was_removed INTEGER, fate TEXT
              ) WITHOUT ROWID;
              INSERT INTO incoming(key, shard, hash, volume) SELECT key, shard, hash, volume FROM idx.items;",
@@ -558,6 +651,7 @@ fn merge_index(
         step("incoming classified");
         // Counts: take out what is about to change or go (see `aggregates`).
         aggregates::prepare(&tx)?;
+        let mut tally = aggregates::Tally::new();
         tx.execute(
             "INSERT INTO temp.contrib_ids(id)
              SELECT i.id FROM items i
@@ -566,7 +660,7 @@ fn merge_index(
                     OR i.id IN (SELECT item FROM incoming WHERE fate = 'changed'))",
             [ds],
         )?;
-        aggregates::apply(&tx, -1)?;
+        tally.contrib_ids(&tx, -1)?;
 
         step("counts subtracted");
         // What this release removes: live items of the dataset it no longer lists.
@@ -631,35 +725,19 @@ fn merge_index(
 
         step("items inserted/updated");
         // Where each member lies, for every item whose content or shard is new.
-        tx.execute(
-            "UPDATE incoming SET source = coalesce((SELECT booru FROM items WHERE id = incoming.item), '')
-             WHERE fate IN ('added', 'changed', 'restored')",
-            [],
-        )?;
-        let canonical = crate::tags::CANONICAL_SQL.replace("$N", "tags.name");
-        for (label, sql) in [
-            ("members cleared", "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same')".to_string()),
-            ("members", "INSERT INTO members(item, ext, offset, length, blake3)
+        tx.execute_batch(
+            "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same');
+             INSERT INTO members(item, ext, offset, length, blake3)
                 SELECT n.item, m.ext, m.offset, m.length, m.blake3
-                FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same'".to_string()),
-            ("item tags cleared", "DELETE FROM item_tags WHERE item IN (SELECT item FROM incoming WHERE fate IN ('changed', 'restored'))".to_string()),
-            ("tags", "INSERT OR IGNORE INTO tags(name, category, source)
-                SELECT t.tag, t.category, n.source
-                FROM incoming n CROSS JOIN idx.tags t ON t.key = n.key
-                WHERE n.fate IN ('added', 'changed', 'restored')".to_string()),
-            ("canonical", format!("UPDATE tags SET canonical = {canonical} WHERE canonical IS NULL")),
-            ("item tags", "INSERT OR IGNORE INTO item_tags(item, tag)
-                SELECT n.item, g.id
-                FROM incoming n CROSS JOIN idx.tags t ON t.key = n.key
-                JOIN tags g ON g.name = t.tag AND g.category = t.category AND g.source = n.source
-                WHERE n.fate IN ('added', 'changed', 'restored')".to_string()),
-        ] {
-            tx.execute_batch(&sql)?;
-            step(label);
-        }
+                FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';",
+        )?;
+        step("members");
+        let linked = link_tags(&tx, m.counts.items)?;
+        step("tags linked");
         if bulk {
-            for (_, create) in schema::BULK_INDEXES {
+            for (name, create) in schema::BULK_INDEXES {
                 tx.execute_batch(create)?;
+                step(name);
             }
             step("indexes rebuilt");
         }
@@ -751,21 +829,33 @@ fn merge_index(
         step("duplicates resolved");
         // Counts: add what is new or changed and visible, and items whose visibility
         // alone changed (their tags did not).
-        tx.execute(
-            "INSERT INTO temp.contrib_ids(id)
-             SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
-             WHERE n.fate IN ('added', 'changed', 'restored') AND i.duplicate_of IS NULL",
-            [],
-        )?;
-        aggregates::apply(&tx, 1)?;
+        // Counts: add what is new or changed and visible (its tags are at hand), and
+        // items whose visibility alone changed (their tags did not).
+        let hidden: std::collections::HashSet<i64> = {
+            let mut st = tx.prepare(
+                "SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
+                 WHERE n.fate IN ('added', 'changed', 'restored') AND i.duplicate_of IS NOT NULL",
+            )?;
+            let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            ids
+        };
+        tally.load_tags(&tx)?;
+        for (item, counted, tags) in linked.iter() {
+            if !hidden.contains(&item) {
+                tally.item(counted, tags.iter().copied(), 1);
+            }
+        }
+        drop(linked);
         for (ids, sign) in [(&resolved.newly_hidden, -1), (&resolved.newly_visible, 1)] {
             tx.execute(
                 "INSERT INTO temp.contrib_ids(id) SELECT value FROM json_each(?1)
                  WHERE value NOT IN (SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored'))",
                 [serde_json::to_string(ids).expect("ids serialize")],
             )?;
-            aggregates::apply(&tx, sign)?;
+            tally.contrib_ids(&tx, sign)?;
         }
+        step("counts tallied");
+        tally.write(&tx)?;
         counts.items = tx.query_row(
             "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL",
             [ds],
@@ -794,6 +884,173 @@ fn merge_index(
     let counts = result?;
     detached?;
     Ok(counts)
+}
+
+/// The tag links of the incoming items that are new or changed, with what each brings
+/// to the counts: one flat list of tag ids, so a million items cost a few bytes each.
+#[derive(Default)]
+struct Linked {
+    items: Vec<(i64, aggregates::Counted, usize)>,
+    tags: Vec<i64>,
+}
+
+impl Linked {
+    /// (item id, counted state, pool tag ids) of each item.
+    fn iter(&self) -> impl Iterator<Item = (i64, aggregates::Counted, &[i64])> + '_ {
+        let mut start = 0;
+        self.items.iter().map(move |&(id, counted, end)| {
+            let tags = &self.tags[start..end];
+            start = end;
+            (id, counted, tags)
+        })
+    }
+}
+
+/// Links the added, changed and restored items to their tags: tags the pool lacks are
+/// created (with their canonical names), new items get every link, and changed or
+/// restored items only the links they gained and lose only those they dropped (a record
+/// whose score changed keeps its twelve links untouched).
+///
+/// The items come in key order; their tags are read from the release index by key, or,
+/// when most of the index's items need links (a first merge), in one sequential pass
+/// over the whole tag table walked beside the items, which spares a million seeks.
+fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
+    let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut key = String::new();
+    {
+        let mut st = tx.prepare("SELECT id, name, category, source FROM tags")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            tag_key(
+                &mut key,
+                r.get_ref(1)?.as_str()?,
+                r.get_ref(2)?.as_str()?,
+                r.get_ref(3)?.as_str()?,
+            );
+            ids.insert(key.clone(), r.get(0)?);
+        }
+    }
+    let mut new_tag = tx.prepare(&format!(
+        "INSERT INTO tags(name, category, source, canonical) VALUES (?1, ?2, ?3, {}) RETURNING id",
+        crate::tags::CANONICAL_SQL.replace("$N", "?1")
+    ))?;
+    let mut link = tx.prepare("INSERT OR IGNORE INTO item_tags(item, tag) VALUES (?1, ?2)")?;
+    let mut unlink = tx.prepare("DELETE FROM item_tags WHERE item = ?1 AND tag = ?2")?;
+    let mut links_of = tx.prepare("SELECT tag FROM item_tags WHERE item = ?1")?;
+    let mut items = tx.prepare(&format!(
+        "SELECT n.key, n.item, n.fate = 'added', coalesce(i.booru, ''), {}
+         FROM incoming n JOIN items i ON i.id = n.item
+         WHERE n.fate IN ('added', 'changed', 'restored') ORDER BY n.key",
+        aggregates::COUNTED_COLUMNS
+    ))?;
+    let wanted: i64 = tx.query_row(
+        "SELECT count(*) FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
+        [],
+        |r| r.get(0),
+    )?;
+    let sweep = wanted as u64 * 4 > index_items;
+    let mut all_tags = tx.prepare("SELECT key, category, tag FROM idx.tags ORDER BY key")?;
+    let mut tags_of = tx.prepare("SELECT key, category, tag FROM idx.tags WHERE key = ?1")?;
+    // With `sweep`, the items are walked beside this one pass over every tag row.
+    let mut swept = if sweep {
+        Some(all_tags.query([])?)
+    } else {
+        None
+    };
+    // The swept row read ahead (key, category, tag): it belongs to a later item.
+    let mut pending: Option<(String, String, String)> = None;
+    let mut out = Linked::default();
+    let mut new: Vec<i64> = Vec::new();
+    let mut rows = items.query([])?;
+    while let Some(r) = rows.next()? {
+        let item_key = r.get_ref(0)?.as_str()?;
+        let id: i64 = r.get(1)?;
+        let added: bool = r.get(2)?;
+        let source = r.get_ref(3)?.as_str()?;
+        let counted = aggregates::Counted::read(r, 4)?;
+        new.clear();
+        let mut take = |category: &str, tag: &str| -> rusqlite::Result<()> {
+            tag_key(&mut key, tag, category, source);
+            let tag_id = match ids.get(key.as_str()) {
+                Some(&t) => t,
+                None => {
+                    let t: i64 = new_tag.query_row(params![tag, category, source], |r| r.get(0))?;
+                    ids.insert(key.clone(), t);
+                    t
+                }
+            };
+            new.push(tag_id);
+            Ok(())
+        };
+        match swept.as_mut() {
+            Some(sweep) => {
+                use std::cmp::Ordering;
+                if let Some((k, category, tag)) = &pending {
+                    match k.as_str().cmp(item_key) {
+                        Ordering::Greater => {}
+                        order => {
+                            if order == Ordering::Equal {
+                                take(category, tag)?;
+                            }
+                            pending = None;
+                        }
+                    }
+                }
+                while pending.is_none() {
+                    let Some(t) = sweep.next()? else { break };
+                    let (k, category, tag) = (
+                        t.get_ref(0)?.as_str()?,
+                        t.get_ref(1)?.as_str()?,
+                        t.get_ref(2)?.as_str()?,
+                    );
+                    match k.cmp(item_key) {
+                        Ordering::Less => {}
+                        Ordering::Equal => take(category, tag)?,
+                        Ordering::Greater => {
+                            pending = Some((k.to_string(), category.to_string(), tag.to_string()));
+                        }
+                    }
+                }
+            }
+            None => {
+                let mut t = tags_of.query([item_key])?;
+                while let Some(t) = t.next()? {
+                    take(t.get_ref(1)?.as_str()?, t.get_ref(2)?.as_str()?)?;
+                }
+            }
+        }
+        new.sort_unstable();
+        new.dedup();
+        if added {
+            for tag in &new {
+                link.execute(params![id, tag])?;
+            }
+        } else {
+            let old: BTreeSet<i64> = links_of
+                .query_map([id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for tag in old.iter().filter(|t| new.binary_search(t).is_err()) {
+                unlink.execute(params![id, tag])?;
+            }
+            for tag in new.iter().filter(|t| !old.contains(t)) {
+                link.execute(params![id, tag])?;
+            }
+        }
+        out.tags.extend_from_slice(&new);
+        out.items.push((id, counted, out.tags.len()));
+    }
+    Ok(out)
+}
+
+/// A tag's identity in the pool (name, category, source) as one map key, in `key`.
+fn tag_key(key: &mut String, name: &str, category: &str, source: &str) {
+    key.clear();
+    for (i, part) in [name, category, source].into_iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        key.push_str(part);
+    }
 }
 
 /// Fewest new items for a bulk merge; `SEEDPOOL_BULK_MERGE_MIN` overrides it (tests use

@@ -192,6 +192,44 @@ impl Pool {
         Self::open_with(root, flags)
     }
 
+    /// A new pool database at `file` (not yet the pool's), for a first merge to fill
+    /// before it is renamed to `pool.sqlite`: without a journal, since a failed build is
+    /// thrown away whole; `finish_unjournaled` makes it an ordinary WAL pool.
+    pub fn create_unjournaled(root: &Path, file: &Path) -> Result<Self, PoolError> {
+        let sql = |source| PoolError::Sqlite {
+            path: file.to_path_buf(),
+            source,
+        };
+        let _ = std::fs::remove_file(file);
+        let conn = Connection::open(file).map_err(sql)?;
+        conn.execute_batch(
+            "PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = OFF;
+             PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+        )
+        .map_err(sql)?;
+        let pool = Self {
+            root: root.to_path_buf(),
+            conn,
+        };
+        pool.migrate(0)?;
+        Ok(pool)
+    }
+
+    /// Switches a database made by `create_unjournaled` to WAL and syncs it to disk.
+    pub fn finish_unjournaled(self, file: &Path) -> Result<(), PoolError> {
+        self.conn
+            .execute_batch("PRAGMA journal_mode = WAL;")
+            .map_err(|source| PoolError::Sqlite {
+                path: file.to_path_buf(),
+                source,
+            })?;
+        drop(self.conn);
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(crate::store::file_error("sync", file))?;
+        Ok(())
+    }
+
     fn check_exists(root: &Path) -> Result<(), PoolError> {
         if !root.exists() {
             return Err(PoolError::Missing(root.to_path_buf()));
