@@ -611,28 +611,7 @@ fn merge_index(
         )?;
         let rel = tx.last_insert_rowid();
 
-        tx.execute_batch(
-            "DROP TABLE IF EXISTS temp.incoming;
-             CREATE TEMP TABLE incoming(
-                key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
-                item INTEGER, old_hash TEXT, old_shard TEXT, was_removed INTEGER, fate TEXT
-             ) WITHOUT ROWID;
-             INSERT INTO incoming(key, shard, hash, volume) SELECT key, shard, hash, volume FROM idx.items;",
-        )?;
-        tx.execute(
-            "UPDATE incoming SET item = i.id, old_hash = i.hash, old_shard = i.shard,
-                    was_removed = (i.removed_in IS NOT NULL)
-             FROM items i WHERE i.dataset = ?1 AND i.key = incoming.key",
-            [ds],
-        )?;
-        tx.execute_batch(
-            "UPDATE incoming SET fate = CASE
-                WHEN item IS NULL THEN 'added'
-                WHEN was_removed THEN 'restored'
-                WHEN old_hash != hash THEN 'changed'
-                WHEN old_shard != shard THEN 'moved'
-                ELSE 'same' END;",
-        )?;
+        let same = classify(&tx, ds)?;
 
         // A bulk merge (many new items for the pool's size) builds the secondary
         // indexes once after its inserts instead of inserting into them at random.
@@ -654,25 +633,16 @@ fn merge_index(
         let mut tally = aggregates::Tally::new();
         tx.execute(
             "INSERT INTO temp.contrib_ids(id)
-             SELECT i.id FROM items i
-             WHERE i.dataset = ?1 AND i.removed_in IS NULL AND i.duplicate_of IS NULL
-               AND (i.key NOT IN (SELECT key FROM incoming)
-                    OR i.id IN (SELECT item FROM incoming WHERE fate = 'changed'))",
-            [ds],
+             SELECT r.id FROM temp.removed r JOIN items i ON i.id = r.id WHERE i.duplicate_of IS NULL
+             UNION
+             SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
+             WHERE n.fate = 'changed' AND i.removed_in IS NULL AND i.duplicate_of IS NULL",
+            [],
         )?;
         tally.contrib_ids(&tx, -1)?;
 
         step("counts subtracted");
         // What this release removes: live items of the dataset it no longer lists.
-        tx.execute_batch(
-            "DROP TABLE IF EXISTS temp.removed;
-             CREATE TEMP TABLE removed(id INTEGER PRIMARY KEY);",
-        )?;
-        tx.execute(
-            "INSERT INTO temp.removed(id) SELECT id FROM items
-             WHERE dataset = ?1 AND removed_in IS NULL AND key NOT IN (SELECT key FROM incoming)",
-            [ds],
-        )?;
         tx.execute(
             "INSERT INTO provenance(item, release, action, hash)
              SELECT i.id, ?1, 'removed', i.hash FROM temp.removed r JOIN items i ON i.id = r.id",
@@ -779,11 +749,12 @@ fn merge_index(
                     "changed" => counts.changed = n,
                     "restored" => counts.restored = n,
                     "moved" => counts.moved = n,
-                    _ => counts.same = n,
+                    _ => {}
                 }
             }
         }
         counts.removed = removed as u64;
+        counts.same = same;
         step("shards and fates counted");
         // Without perceptual hashes, only the md5 groups this merge touched can change.
         let has_phash: bool = tx.query_row(
@@ -1051,6 +1022,95 @@ fn tag_key(key: &mut String, name: &str, category: &str, source: &str) {
         }
         key.push_str(part);
     }
+}
+
+/// Compares the release's items with the pool's items of dataset `ds`, walking both in
+/// key order: what the release brings goes to `temp.incoming` with its fate (`same`
+/// items only counted, since nothing happens to them), and the pool's live items the
+/// release no longer lists to `temp.removed`. Returns the number of `same` items.
+fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
+    tx.execute_batch(
+        "DROP TABLE IF EXISTS temp.incoming;
+         CREATE TEMP TABLE incoming(
+            key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
+            item INTEGER, old_hash TEXT, fate TEXT
+         ) WITHOUT ROWID;
+         DROP TABLE IF EXISTS temp.removed;
+         CREATE TEMP TABLE removed(id INTEGER PRIMARY KEY);",
+    )?;
+    let mut release = tx.prepare("SELECT key, shard, hash, volume FROM idx.items ORDER BY key")?;
+    let mut pool = tx.prepare(
+        "SELECT key, id, hash, shard, removed_in IS NOT NULL FROM items WHERE dataset = ?1 ORDER BY key",
+    )?;
+    let mut incoming = tx.prepare(
+        "INSERT INTO incoming(key, shard, hash, volume, item, old_hash, fate)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut removed = tx.prepare("INSERT INTO temp.removed(id) VALUES (?1)")?;
+    let mut release = release.query([])?;
+    let mut pool = pool.query([ds])?;
+    let mut r = release.next()?;
+    let mut p = pool.next()?;
+    let mut same = 0;
+    use std::cmp::Ordering;
+    while r.is_some() || p.is_some() {
+        let order = match (r, p) {
+            (Some(r), Some(p)) => r.get_ref(0)?.as_str()?.cmp(p.get_ref(0)?.as_str()?),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                let new = r.expect("a release row");
+                incoming.execute(params![
+                    new.get_ref(0)?.as_str()?,
+                    new.get_ref(1)?.as_str()?,
+                    new.get_ref(2)?.as_str()?,
+                    new.get_ref(3)?.as_str()?,
+                    None::<i64>,
+                    None::<String>,
+                    "added"
+                ])?;
+                r = release.next()?;
+            }
+            Ordering::Greater => {
+                let gone = p.expect("a pool row");
+                if !gone.get::<_, bool>(4)? {
+                    removed.execute([gone.get::<_, i64>(1)?])?;
+                }
+                p = pool.next()?;
+            }
+            Ordering::Equal => {
+                let (new, old) = (r.expect("a release row"), p.expect("a pool row"));
+                let (hash, old_hash) = (new.get_ref(2)?.as_str()?, old.get_ref(2)?.as_str()?);
+                let fate = if old.get::<_, bool>(4)? {
+                    "restored"
+                } else if hash != old_hash {
+                    "changed"
+                } else if new.get_ref(1)?.as_str()? != old.get_ref(3)?.as_str()? {
+                    "moved"
+                } else {
+                    "same"
+                };
+                if fate == "same" {
+                    same += 1;
+                } else {
+                    incoming.execute(params![
+                        new.get_ref(0)?.as_str()?,
+                        new.get_ref(1)?.as_str()?,
+                        hash,
+                        new.get_ref(3)?.as_str()?,
+                        old.get::<_, i64>(1)?,
+                        old_hash,
+                        fate
+                    ])?;
+                }
+                r = release.next()?;
+                p = pool.next()?;
+            }
+        }
+    }
+    Ok(same)
 }
 
 /// Fewest new items for a bulk merge; `SEEDPOOL_BULK_MERGE_MIN` overrides it (tests use
