@@ -35,8 +35,10 @@ if [ ! -f "$WORK/store/bench-2.manifest.json" ]; then
 fi
 POOL=$WORK/pool
 rm -rf "$POOL"
+sync
 echo "merge 1 ($ITEMS items into an empty pool): $(t "$BIN" merge "$WORK/store/bench-1.manifest.json" --pool "$POOL" --from "$WORK/store") s"
 cp -a "$POOL" "$WORK/pool-after-1"
+sync  # the copy's writeback would otherwise land inside the next timing
 echo "merge 2 ($CHANGES changes): $(t "$BIN" merge "$WORK/store/bench-2.manifest.json" --pool "$POOL" --from "$WORK/store") s"
 rm -rf "$WORK/pool-after-1"
 ARGS=()

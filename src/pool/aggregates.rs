@@ -14,9 +14,49 @@
 //! its tags' score sums and nothing else, and SQLite never sorts the links for a GROUP
 //! BY.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use rusqlite::{params, Connection};
+
+/// A multiply-and-rotate hasher for the tallies' small integer keys: millions of
+/// lookups per merge, where SipHash's protection against chosen keys buys nothing (the
+/// keys are the pool's own ids).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A HashMap with `IdHasher`.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
@@ -72,13 +112,13 @@ pub struct Tally {
     canon_ids: HashMap<String, u32>,
     other_categories: Vec<String>,
     /// Pool tag id to (canonical name, category), loaded up to `loaded_up_to`.
-    tag_names: HashMap<i64, (u32, u8)>,
+    tag_names: IdMap<i64, (u32, u8)>,
     loaded_up_to: i64,
-    tags: HashMap<(i64, u32, u8, i64, i64), Sums>,
-    pairs: HashMap<(i64, u8, u32, u32), i64>,
-    categories: HashMap<(i64, u8), i64>,
-    /// Scratch set of one item's (category, name).
-    scratch: BTreeSet<(u8, u32)>,
+    tags: IdMap<(i64, u32, u8, i64, i64), Sums>,
+    pairs: IdMap<(i64, u8, u32, u32), i64>,
+    categories: IdMap<(i64, u8), i64>,
+    /// Scratch list of one item's (category, name).
+    scratch: Vec<(u8, u32)>,
 }
 
 impl Tally {
@@ -147,8 +187,11 @@ impl Tally {
                 .filter_map(|t| self.tag_names.get(&t))
                 .map(|&(name, cat)| (cat, name)),
         );
+        set.sort_unstable();
+        set.dedup();
         let ds = item.dataset;
-        let mut seen_categories = BTreeSet::new();
+        // Sorted by category: each category's first tag counts the item once for it.
+        let mut last_category = None;
         for &(cat, name) in &set {
             // Only characters are ranked by year and by portraits; other categories
             // are counted once per tag, which keeps the table small.
@@ -164,10 +207,10 @@ impl Tally {
             s.items += sign;
             s.score += sign * item.score;
             s.favs += sign * item.favs;
-            seen_categories.insert(cat);
-        }
-        for cat in seen_categories {
-            *self.categories.entry((ds, cat)).or_default() += sign;
+            if last_category != Some(cat) {
+                *self.categories.entry((ds, cat)).or_default() += sign;
+                last_category = Some(cat);
+            }
         }
         // Artists and characters pair with copyrights.
         for &(cat, a) in set.iter().filter(|(c, _)| *c == ARTIST || *c == CHARACTER) {
@@ -217,10 +260,11 @@ impl Tally {
                 items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs
              RETURNING items",
         )?;
-        let mut add_tag = conn.prepare(
-            "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
+        let mut add_tag = super::RowBatch::new(
+            conn,
+            "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)",
+            8,
+            "ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
                 items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs",
         )?;
         let mut del_tag = conn.prepare(
@@ -242,12 +286,21 @@ impl Tally {
         });
         for ((ds, name, cat, year, portrait), s) in tags {
             let (name, cat) = (&self.canon[*name as usize], self.category_name(*cat));
-            let args = params![ds, name, cat, year, portrait, s.items, s.score, s.favs];
             // A count that grows cannot reach zero: no need to read it back.
             if s.items > 0 {
-                add_tag.execute(args)?;
+                add_tag.push([
+                    (*ds).into(),
+                    name.clone().into(),
+                    cat.to_string().into(),
+                    (*year).into(),
+                    (*portrait).into(),
+                    s.items.into(),
+                    s.score.into(),
+                    s.favs.into(),
+                ])?;
                 continue;
             }
+            let args = params![ds, name, cat, year, portrait, s.items, s.score, s.favs];
             let left: i64 = up_tag.query_row(args, |r| r.get(0))?;
             if left == 0 {
                 del_tag.execute(params![ds, name, cat, year, portrait])?;
@@ -257,9 +310,12 @@ impl Tally {
             "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items RETURNING items",
         )?;
-        let mut add_pair = conn.prepare(
-            "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
+        add_tag.finish()?;
+        let mut add_pair = super::RowBatch::new(
+            conn,
+            "INSERT INTO pair_counts(dataset, kind, a, b, items)",
+            5,
+            "ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
         )?;
         let mut del_pair = conn.prepare(
             "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
@@ -283,7 +339,13 @@ impl Tally {
         for ((ds, cat, a, b), n) in pairs {
             let (a, b) = (&self.canon[*a as usize], &self.canon[*b as usize]);
             if *n > 0 {
-                add_pair.execute(params![ds, kind(*cat), a, b, n])?;
+                add_pair.push([
+                    (*ds).into(),
+                    kind(*cat).to_string().into(),
+                    a.clone().into(),
+                    b.clone().into(),
+                    (*n).into(),
+                ])?;
                 continue;
             }
             let left: i64 = up_pair.query_row(params![ds, kind(*cat), a, b, n], |r| r.get(0))?;
@@ -291,6 +353,7 @@ impl Tally {
                 del_pair.execute(params![ds, kind(*cat), a, b])?;
             }
         }
+        add_pair.finish()?;
         let mut up_cat = conn.prepare(
             "INSERT INTO category_counts(dataset, category, items) VALUES (?1, ?2, ?3)
              ON CONFLICT(dataset, category) DO UPDATE SET items = items + excluded.items",

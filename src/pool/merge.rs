@@ -906,6 +906,8 @@ fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
         crate::tags::CANONICAL_SQL.replace("$N", "?1")
     ))?;
     let mut link = tx.prepare("INSERT OR IGNORE INTO item_tags(item, tag) VALUES (?1, ?2)")?;
+    let mut new_links =
+        super::RowBatch::new(tx, "INSERT OR IGNORE INTO item_tags(item, tag)", 2, "")?;
     let mut unlink = tx.prepare("DELETE FROM item_tags WHERE item = ?1 AND tag = ?2")?;
     let mut links_of = tx.prepare("SELECT tag FROM item_tags WHERE item = ?1")?;
     let mut items = tx.prepare(&format!(
@@ -993,8 +995,8 @@ fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
         new.sort_unstable();
         new.dedup();
         if added {
-            for tag in &new {
-                link.execute(params![id, tag])?;
+            for &tag in &new {
+                new_links.push([id.into(), tag.into()])?;
             }
         } else {
             let old: BTreeSet<i64> = links_of
@@ -1010,6 +1012,7 @@ fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
         out.tags.extend_from_slice(&new);
         out.items.push((id, counted, out.tags.len()));
     }
+    new_links.finish()?;
     Ok(out)
 }
 

@@ -92,6 +92,60 @@ impl Timings {
     }
 }
 
+/// Rows for one INSERT written `ROWS` at a time: one multi-row statement per batch
+/// instead of a statement per row, which is most of the cost of writing millions of
+/// small rows (tag links, counts) from Rust.
+pub struct RowBatch<'c> {
+    one: rusqlite::Statement<'c>,
+    many: rusqlite::Statement<'c>,
+    values: Vec<rusqlite::types::Value>,
+    width: usize,
+}
+
+impl<'c> RowBatch<'c> {
+    const ROWS: usize = 128;
+
+    /// `head` is the statement up to `VALUES`, `tail` what follows the rows (an ON
+    /// CONFLICT clause, or nothing); rows have `width` values.
+    pub fn new(
+        conn: &'c Connection,
+        head: &str,
+        width: usize,
+        tail: &str,
+    ) -> rusqlite::Result<Self> {
+        let row = format!("({})", vec!["?"; width].join(", "));
+        let rows = vec![row.as_str(); Self::ROWS].join(", ");
+        Ok(Self {
+            one: conn.prepare(&format!("{head} VALUES {row} {tail}"))?,
+            many: conn.prepare(&format!("{head} VALUES {rows} {tail}"))?,
+            values: Vec::with_capacity(width * Self::ROWS),
+            width,
+        })
+    }
+
+    pub fn push(
+        &mut self,
+        row: impl IntoIterator<Item = rusqlite::types::Value>,
+    ) -> rusqlite::Result<()> {
+        self.values.extend(row);
+        debug_assert_eq!(self.values.len() % self.width, 0);
+        if self.values.len() == self.width * Self::ROWS {
+            self.many
+                .execute(rusqlite::params_from_iter(self.values.drain(..)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows still waiting.
+    pub fn finish(mut self) -> rusqlite::Result<()> {
+        let values = std::mem::take(&mut self.values);
+        for row in values.chunks(self.width) {
+            self.one.execute(rusqlite::params_from_iter(row))?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Pool {
     root: PathBuf,
     conn: Connection,
