@@ -213,6 +213,14 @@ fn merge_records_every_items_fate_and_is_idempotent() {
         (Some(5), Some(1), Some(2))
     );
     assert_eq!(m2["unchanged"], 37);
+    // The changed record lists no tags any more: its links go, its neighbours' stay.
+    let links = |key: &str| {
+        e.one(&format!(
+            "SELECT count(*) FROM item_tags WHERE item = (SELECT id FROM items WHERE key = '{key}')"
+        ))
+    };
+    assert_eq!(links("danbooru-1003"), 0);
+    assert_eq!(links("danbooru-1004"), 5);
     assert_eq!(m2["items"], 43);
 
     assert_eq!(e.one("SELECT count(*) FROM live"), 43);
