@@ -150,6 +150,38 @@ impl Env {
     }
 
     /// A fingerprint of everything the pool database says about items and releases.
+    /// Starts a real merge of `version` into `pool` and SIGKILLs it after `delay`.
+    fn merge_killed_after(&self, version: &str, pool: &Path, delay: std::time::Duration) {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("seedpool"))
+            .args([
+                "merge",
+                s(&self.manifest(version)),
+                "--pool",
+                s(pool),
+                "--from",
+                s(&self.store),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// This environment with another pool.
+    fn at(&self, pool: &Path) -> Env {
+        Env {
+            _t: tempfile::tempdir().unwrap(),
+            root: self.root.clone(),
+            store: self.store.clone(),
+            pool: pool.to_path_buf(),
+            key: self.key.clone(),
+            bulk: false,
+        }
+    }
+
     fn digest(&self) -> String {
         let rows = self.sql(
             "SELECT (SELECT count(*) FROM releases) AS releases,
@@ -731,35 +763,12 @@ fn a_merge_killed_at_any_point_leaves_the_pool_before_or_fully_merged() {
     let after = e.digest();
     assert_ne!(before, after);
 
-    let bin = assert_cmd::cargo::cargo_bin("seedpool");
     let mut outcomes = (0, 0);
     for step in 1..=8u32 {
         let pool = e.root.join(format!("pool-{step}"));
         copy_dir(&base, &pool);
-        let mut child = std::process::Command::new(&bin)
-            .args([
-                "merge",
-                s(&e.manifest("2")),
-                "--pool",
-                s(&pool),
-                "--from",
-                s(&e.store),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full_time * step / 9);
-        let _ = child.kill();
-        let _ = child.wait();
-        let probe = Env {
-            _t: tempfile::tempdir().unwrap(),
-            root: e.root.clone(),
-            store: e.store.clone(),
-            pool: pool.clone(),
-            key: e.key.clone(),
-            bulk: false,
-        };
+        e.merge_killed_after("2", &pool, full_time * step / 9);
+        let probe = e.at(&pool);
         let state = probe.digest();
         if state == before {
             outcomes.0 += 1;
@@ -793,34 +802,11 @@ fn a_first_merge_killed_at_any_point_leaves_an_empty_or_full_pool() {
     let full_time = started.elapsed();
     let after = e.digest();
 
-    let bin = assert_cmd::cargo::cargo_bin("seedpool");
     let mut outcomes = (0, 0);
     for step in 1..=8u32 {
         let pool = e.root.join(format!("first-{step}"));
-        let mut child = std::process::Command::new(&bin)
-            .args([
-                "merge",
-                s(&e.manifest("1")),
-                "--pool",
-                s(&pool),
-                "--from",
-                s(&e.store),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full_time * step / 9);
-        let _ = child.kill();
-        let _ = child.wait();
-        let probe = Env {
-            _t: tempfile::tempdir().unwrap(),
-            root: e.root.clone(),
-            store: e.store.clone(),
-            pool: pool.clone(),
-            key: e.key.clone(),
-            bulk: false,
-        };
+        e.merge_killed_after("1", &pool, full_time * step / 9);
+        let probe = e.at(&pool);
         if pool.join("pool.sqlite").exists() {
             let state = probe.digest();
             let empty = probe.one("SELECT count(*) FROM releases") == 0
