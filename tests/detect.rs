@@ -385,6 +385,9 @@ fn detect_adds_faces_to_a_release_and_resumes() {
     );
     assert_eq!(record(1)["composition"], "upper-body");
     assert_eq!(record(1)["face_detector"]["medium"]["min_size"], 32);
+    // Composition is part of the quality score, which follows it.
+    assert_eq!(report["rescored"], 5, "{report}");
+    assert_eq!(record(1)["quality_parts"]["composition"], 0.8);
     // Everything is current now: a second run (or the rest of an interrupted one)
     // rewrites nothing.
     let before = std::fs::metadata(out.join("safebooru-1.json"))

@@ -301,6 +301,27 @@ fn ingest_curates_originals_into_a_release_that_publishes() {
     );
     assert_eq!(r101["volume"], "3x4-2023");
     assert_eq!(r101["stats"]["jpeg_quality"], 92);
+    // Every kept record has a quality score in [0, 1] with the parts it came from; one
+    // without a score or favs has no popularity part, one that is not a JPEG no jpeg part.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let q = r["quality"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&q), "{}: {q}", path.display());
+            let parts = r["quality_parts"].as_object().unwrap();
+            assert_eq!(
+                parts.contains_key("popularity"),
+                r["score"].is_number() || r["favs"].is_number()
+            );
+            assert_eq!(
+                parts.contains_key("jpeg"),
+                r["stats"]["jpeg_quality"].is_number()
+            );
+        }
+    }
+    assert!(r101["quality_parts"]["popularity"].is_number());
     let r303 = record(&out, "konachan-303");
     assert_eq!(r303["tags"]["character"], serde_json::json!(["saber"]));
     assert_eq!(r303["tags"]["artist"], serde_json::json!(["artist_c"]));
@@ -430,6 +451,21 @@ fn a_bad_config_is_a_usage_error() {
     ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("min_heigth"), "{}", r.stderr);
+    std::fs::write(&cfg, "[quality.weights]\nedges = -0.5\n").unwrap();
+    let r = run(&[
+        "ingest",
+        s(t.path()),
+        "--out",
+        s(&t.path().join("o")),
+        "--config",
+        s(&cfg),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("rules.toml") && r.stderr.contains("quality weights"),
+        "{}",
+        r.stderr
+    );
     let r = run(&[
         "ingest",
         s(&t.path().join("nowhere")),

@@ -19,7 +19,9 @@ use crate::ingest::Rules;
 /// the boxes. Given one RELEASE_DIR made by ingest, it searches every record's
 /// thumbnail at the three strictness levels of ingest's [faces] rules (--config) and
 /// writes faces, face_detector and composition into each `<key>.json`, leaving records
-/// that already hold this cascade's results, so an interrupted run resumes. For anime
+/// that already hold this cascade's results, so an interrupted run resumes; then it
+/// scores every record's quality again ([quality] of --config), since composition is
+/// part of it. For anime
 /// faces use nagadomi's lbpcascade_animeface.xml. A cascade that cannot be read stops
 /// the run before any image; an unreadable image is reported and skipped.
 #[derive(Args, Debug)]
@@ -27,7 +29,8 @@ pub struct DetectArgs {
     /// Images (JPEG, PNG, WebP, GIF), or one release folder made by `seedpool ingest`.
     #[arg(required = true, value_name = "IMAGE|RELEASE_DIR")]
     images: Vec<PathBuf>,
-    /// With a release folder: ingest's rules in TOML, of which [faces] is used.
+    /// With a release folder: ingest's rules in TOML, of which [faces] and [quality] are
+    /// used.
     #[arg(long, value_name = "TOML")]
     config: Option<PathBuf>,
     /// The cascade XML (opencv_traincascade's format, LBP features), or the name of a
@@ -120,6 +123,7 @@ fn run_release(
         dir,
         cascade,
         rules: rules.faces,
+        quality: rules.quality,
     };
     let bars = out.progress();
     let result = detect::run_release(&plan, &bars);
@@ -134,12 +138,13 @@ fn run_release(
     }
     writeln!(
         out.out,
-        "{} records in `{}`: {} updated, {} already current, {} skipped",
+        "{} records in `{}`: {} updated, {} already current, {} skipped; {} quality scores changed",
         report.records,
         report.dir.display(),
         report.updated,
         report.current,
-        report.skipped.len()
+        report.skipped.len(),
+        report.rescored
     )?;
     let counts: Vec<String> = report
         .compositions

@@ -80,6 +80,8 @@ pub struct ReleasePlan {
     pub dir: PathBuf,
     pub cascade: PathBuf,
     pub rules: faces::FaceRules,
+    /// The quality score, computed again for every record once compositions changed.
+    pub quality: crate::ingest::quality::QualityRules,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -91,6 +93,8 @@ pub struct ReleaseReport {
     pub current: u64,
     /// Records without a `<key>.thumb.jpg` or whose thumbnail cannot be read.
     pub skipped: Vec<String>,
+    /// Records whose quality score changed with their composition.
+    pub rescored: u64,
     /// Records by composition class, over every record with faces.
     pub compositions: std::collections::BTreeMap<String, u64>,
 }
@@ -152,19 +156,41 @@ pub fn run_release(
             Outcome::Skipped(why) => report.skipped.push(format!("{}: {why}", path.display())),
         }
     }
+    if report.updated > 0 {
+        report.rescored = rescore(&records, &plan.quality)?;
+    }
     Ok(report)
 }
 
-enum Outcome {
-    Updated(String),
-    Current(String),
-    Skipped(String),
+/// Scores every record's quality again (composition is one of its parts, and
+/// popularity ranks each record among all of them); rewrites those whose score changed.
+fn rescore(
+    paths: &[PathBuf],
+    rules: &crate::ingest::quality::QualityRules,
+) -> Result<u64, DetectError> {
+    let mut records = paths
+        .iter()
+        .map(|p| read_record(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let before: Vec<(serde_json::Value, serde_json::Value)> = records
+        .iter()
+        .map(|r| (r["quality"].clone(), r["quality_parts"].clone()))
+        .collect();
+    let mut refs: Vec<&mut serde_json::Value> = records.iter_mut().collect();
+    rules.score_all(&mut refs);
+    let mut changed = 0;
+    for ((path, record), (quality, parts)) in paths.iter().zip(&records).zip(before) {
+        if record["quality"] != quality || record["quality_parts"] != parts {
+            write_record(path, record)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
-fn update_record(detector: &faces::FaceDetector, path: &Path) -> Result<Outcome, DetectError> {
-    use crate::store::file_error;
-    let text = std::fs::read(path).map_err(file_error("read", path))?;
-    let mut record: serde_json::Value =
+fn read_record(path: &Path) -> Result<serde_json::Value, DetectError> {
+    let text = std::fs::read(path).map_err(crate::store::file_error("read", path))?;
+    let record: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| DetectError::Record {
             path: path.to_path_buf(),
             problem: e.to_string(),
@@ -175,6 +201,24 @@ fn update_record(detector: &faces::FaceDetector, path: &Path) -> Result<Outcome,
             problem: "not an object".into(),
         });
     }
+    Ok(record)
+}
+
+fn write_record(path: &Path, record: &serde_json::Value) -> Result<(), DetectError> {
+    let mut text = serde_json::to_string_pretty(record).expect("record serialises");
+    text.push('\n');
+    crate::store::write_atomically(path, text.as_bytes())?;
+    Ok(())
+}
+
+enum Outcome {
+    Updated(String),
+    Current(String),
+    Skipped(String),
+}
+
+fn update_record(detector: &faces::FaceDetector, path: &Path) -> Result<Outcome, DetectError> {
+    let mut record = read_record(path)?;
     let class = |r: &serde_json::Value| r["composition"].as_str().unwrap_or("").to_string();
     if detector.is_current(&record) {
         return Ok(Outcome::Current(class(&record)));
@@ -186,8 +230,6 @@ fn update_record(detector: &faces::FaceDetector, path: &Path) -> Result<Outcome,
     };
     let found = detector.find(&rgb);
     detector.annotate(&mut record, &found);
-    let mut text = serde_json::to_string_pretty(&record).expect("record serialises");
-    text.push('\n');
-    crate::store::write_atomically(path, text.as_bytes())?;
+    write_record(path, &record)?;
     Ok(Outcome::Updated(class(&record)))
 }

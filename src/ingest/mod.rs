@@ -13,6 +13,7 @@
 pub mod meta;
 pub mod names;
 pub mod picture;
+pub mod quality;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -59,6 +60,8 @@ pub struct Rules {
     pub limits: DecodeLimits,
     /// Face search, when a cascade is given (`--cascade`).
     pub faces: FaceRules,
+    /// The quality score's weights and reference points.
+    pub quality: quality::QualityRules,
 }
 
 impl Default for Rules {
@@ -87,6 +90,7 @@ impl Default for Rules {
             sizes: Sizes::default(),
             limits: DecodeLimits::default(),
             faces: FaceRules::default(),
+            quality: quality::QualityRules::default(),
         }
     }
 }
@@ -94,10 +98,18 @@ impl Default for Rules {
 impl Rules {
     pub fn from_toml(path: &Path) -> Result<Self, IngestError> {
         let text = std::fs::read_to_string(path).map_err(file_error("read", path))?;
-        toml::from_str(&text).map_err(|e| IngestError::Config {
+        let rules: Self = toml::from_str(&text).map_err(|e| IngestError::Config {
             path: path.to_path_buf(),
             problem: e.to_string(),
-        })
+        })?;
+        rules
+            .quality
+            .check()
+            .map_err(|problem| IngestError::Config {
+                path: path.to_path_buf(),
+                problem,
+            })?;
+        Ok(rules)
     }
 
     fn aspect(&self, w: u32, h: u32) -> &str {
@@ -334,6 +346,15 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         }
     }
     let winners = deduplicate(&survivors, rules);
+    // Quality last: its popularity part ranks each kept item among the others.
+    let mut survivors = survivors;
+    let mut kept_records: Vec<&mut Value> = survivors
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| winners[*i] == *i)
+        .map(|(_, c)| &mut c.record)
+        .collect();
+    rules.quality.score_all(&mut kept_records);
     progress.stage("writing the release", survivors.len() as u64, Unit::Items);
     let mut kept = std::collections::BTreeSet::new();
     for (i, c) in survivors.iter().enumerate() {
@@ -709,9 +730,39 @@ fn write_item(out: &Path, work: &Path, c: &Candidate, rules: &Rules) -> Result<(
         }
     }
     let json_path = out.join(format!("{}.json", c.key));
+    keep_earlier_quality(&json_path, &mut record);
     let text = serde_json::to_string_pretty(&record).expect("record serialises");
     std::fs::write(&json_path, text + "\n").map_err(file_error("write", &json_path))?;
     Ok(())
+}
+
+/// An item whose record is what an earlier run wrote, apart from its quality, keeps
+/// that run's quality: popularity ranks an item among the release's others, so without
+/// this every new release would change the score of items that did not change, and
+/// publish would ship them again.
+fn keep_earlier_quality(path: &Path, record: &mut Value) {
+    let Ok(text) = std::fs::read(path) else {
+        return;
+    };
+    let Ok(Value::Object(mut earlier)) = serde_json::from_slice::<Value>(&text) else {
+        return;
+    };
+    let (Some(quality), Some(parts)) = (earlier.remove("quality"), earlier.remove("quality_parts"))
+    else {
+        return;
+    };
+    let Value::Object(now) = record else {
+        return;
+    };
+    let same = earlier.len() + 2 == now.len()
+        && now
+            .iter()
+            .filter(|(k, _)| *k != "quality" && *k != "quality_parts")
+            .all(|(k, v)| earlier.get(k) == Some(v));
+    if same {
+        now.insert("quality".into(), quality);
+        now.insert("quality_parts".into(), parts);
+    }
 }
 
 /// The keys this run kept, listed in the work folder; the files of keys that an earlier
