@@ -320,6 +320,27 @@ fn ingest_records_faces_at_three_levels_and_a_composition() {
         )
         .unwrap();
     assert_eq!((faces, composition.as_str()), (1, "upper-body"));
+    // The quality score ranks them, filtered by composition.
+    let q = run(&[
+        "query",
+        "--pool",
+        s(&pool),
+        "top-quality",
+        "--composition",
+        "upper-body",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&q.stdout).unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["composition"] == "upper-body"));
+    let scores: Vec<f64> = rows
+        .iter()
+        .map(|r| r["quality"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(scores.iter().all(|q| (0.0..=1.0).contains(q)), "{scores:?}");
 
     // A bad cascade stops ingest before any original is read.
     let bad = t.path().join("bad.xml");
