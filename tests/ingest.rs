@@ -440,26 +440,21 @@ fn an_unreadable_folder_lands_in_the_report() {
 fn a_bad_config_is_a_usage_error() {
     let t = tempfile::tempdir().unwrap();
     let cfg = t.path().join("rules.toml");
-    std::fs::write(&cfg, "min_width = 1000\nmin_heigth = 5\n").unwrap();
-    let r = run(&[
-        "ingest",
-        s(t.path()),
-        "--out",
-        s(&t.path().join("o")),
-        "--config",
-        s(&cfg),
-    ]);
+    let with_config = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        run(&[
+            "ingest",
+            s(t.path()),
+            "--out",
+            s(&t.path().join("o")),
+            "--config",
+            s(&cfg),
+        ])
+    };
+    let r = with_config("min_width = 1000\nmin_heigth = 5\n");
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("min_heigth"), "{}", r.stderr);
-    std::fs::write(&cfg, "[quality.weights]\nedges = -0.5\n").unwrap();
-    let r = run(&[
-        "ingest",
-        s(t.path()),
-        "--out",
-        s(&t.path().join("o")),
-        "--config",
-        s(&cfg),
-    ]);
+    let r = with_config("[quality.weights]\nedges = -0.5\n");
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.contains("rules.toml") && r.stderr.contains("quality weights"),
