@@ -130,7 +130,7 @@ pub fn run_release(
         .collect();
     records.sort();
     progress.stage("detecting faces", records.len() as u64, Unit::Items);
-    let outcomes: Vec<Result<Outcome, DetectError>> = records
+    let outcomes: Vec<Result<(Outcome, serde_json::Value), DetectError>> = records
         .par_iter()
         .map(|path| {
             let r = update_record(&detector, path);
@@ -143,8 +143,11 @@ pub fn run_release(
         records: records.len() as u64,
         ..ReleaseReport::default()
     };
+    let mut contents = Vec::with_capacity(records.len());
     for (path, outcome) in records.iter().zip(outcomes) {
-        match outcome? {
+        let (outcome, record) = outcome?;
+        contents.push(record);
+        match outcome {
             Outcome::Updated(c) => {
                 report.updated += 1;
                 *report.compositions.entry(c).or_default() += 1;
@@ -157,21 +160,19 @@ pub fn run_release(
         }
     }
     if report.updated > 0 {
-        report.rescored = rescore(&records, &plan.quality)?;
+        report.rescored = rescore(&records, contents, &plan.quality)?;
     }
     Ok(report)
 }
 
 /// Scores every record's quality again (composition is one of its parts, and
 /// popularity ranks each record among all of them); rewrites those whose score changed.
+/// `records` are the records as the search left them, in the order of `paths`.
 fn rescore(
     paths: &[PathBuf],
+    mut records: Vec<serde_json::Value>,
     rules: &crate::ingest::quality::QualityRules,
 ) -> Result<u64, DetectError> {
-    let mut records = paths
-        .iter()
-        .map(|p| read_record(p))
-        .collect::<Result<Vec<_>, _>>()?;
     let before: Vec<(serde_json::Value, serde_json::Value)> = records
         .iter()
         .map(|r| (r["quality"].clone(), r["quality_parts"].clone()))
@@ -217,19 +218,22 @@ enum Outcome {
     Skipped(String),
 }
 
-fn update_record(detector: &faces::FaceDetector, path: &Path) -> Result<Outcome, DetectError> {
+fn update_record(
+    detector: &faces::FaceDetector,
+    path: &Path,
+) -> Result<(Outcome, serde_json::Value), DetectError> {
     let mut record = read_record(path)?;
     let class = |r: &serde_json::Value| r["composition"].as_str().unwrap_or("").to_string();
     if detector.is_current(&record) {
-        return Ok(Outcome::Current(class(&record)));
+        return Ok((Outcome::Current(class(&record)), record));
     }
     let thumb = path.with_extension("thumb.jpg");
     let rgb = match picture::load_rgb(&thumb, DecodeLimits::default()) {
         Ok(rgb) => rgb,
-        Err(e) => return Ok(Outcome::Skipped(format!("thumbnail: {e}"))),
+        Err(e) => return Ok((Outcome::Skipped(format!("thumbnail: {e}")), record)),
     };
     let found = detector.find(&rgb);
     detector.annotate(&mut record, &found);
     write_record(path, &record)?;
-    Ok(Outcome::Updated(class(&record)))
+    Ok((Outcome::Updated(class(&record)), record))
 }

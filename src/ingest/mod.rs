@@ -347,7 +347,6 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     }
     let winners = deduplicate(&survivors, rules);
     // Quality last: its popularity part ranks each kept item among the others.
-    let mut survivors = survivors;
     let mut kept_records: Vec<&mut Value> = survivors
         .iter_mut()
         .enumerate()

@@ -581,7 +581,7 @@ fn merge_index(
     conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
     conn.execute_batch(
         "PRAGMA main.cache_size = -1048576; PRAGMA idx.cache_size = -262144; PRAGMA temp.cache_size = -262144;
-         PRAGMA temp_store = MEMORY; PRAGMA idx.mmap_size = 8589934592; PRAGMA threads = 2;",
+         PRAGMA temp_store = MEMORY; PRAGMA idx.mmap_size = 8589934592;",
     )?;
     let result = (|| -> Result<Counts, MergeError> {
         let step = |what: &str| timings.step(what);
@@ -702,7 +702,7 @@ fn merge_index(
                 FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';",
         )?;
         step("members");
-        let linked = link_tags(&tx, m.counts.items)?;
+        let linked = link_tags(&tx, new_items as u64, m.counts.items)?;
         step("tags linked");
         if bulk {
             for (name, create) in schema::BULK_INDEXES {
@@ -798,8 +798,6 @@ fn merge_index(
             |r| r.get::<_, i64>(0),
         )? as u64;
         step("duplicates resolved");
-        // Counts: add what is new or changed and visible, and items whose visibility
-        // alone changed (their tags did not).
         // Counts: add what is new or changed and visible (its tags are at hand), and
         // items whose visibility alone changed (their tags did not).
         let hidden: std::collections::HashSet<i64> = {
@@ -885,7 +883,7 @@ impl Linked {
 /// The items come in key order; their tags are read from the release index by key, or,
 /// when most of the index's items need links (a first merge), in one sequential pass
 /// over the whole tag table walked beside the items, which spares a million seeks.
-fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
+fn link_tags(tx: &Connection, wanted: u64, index_items: u64) -> rusqlite::Result<Linked> {
     let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut key = String::new();
     {
@@ -905,7 +903,6 @@ fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
         "INSERT INTO tags(name, category, source, canonical) VALUES (?1, ?2, ?3, {}) RETURNING id",
         crate::tags::CANONICAL_SQL.replace("$N", "?1")
     ))?;
-    let mut link = tx.prepare("INSERT OR IGNORE INTO item_tags(item, tag) VALUES (?1, ?2)")?;
     let mut new_links =
         super::RowBatch::new(tx, "INSERT OR IGNORE INTO item_tags(item, tag)", 2, "")?;
     let mut unlink = tx.prepare("DELETE FROM item_tags WHERE item = ?1 AND tag = ?2")?;
@@ -916,14 +913,9 @@ fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
          WHERE n.fate IN ('added', 'changed', 'restored') ORDER BY n.key",
         aggregates::COUNTED_COLUMNS
     ))?;
-    let wanted: i64 = tx.query_row(
-        "SELECT count(*) FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
-        [],
-        |r| r.get(0),
-    )?;
-    let sweep = wanted as u64 * 4 > index_items;
+    let sweep = wanted * 4 > index_items;
     let mut all_tags = tx.prepare("SELECT key, category, tag FROM idx.tags ORDER BY key")?;
-    let mut tags_of = tx.prepare("SELECT key, category, tag FROM idx.tags WHERE key = ?1")?;
+    let mut tags_of = tx.prepare("SELECT category, tag FROM idx.tags WHERE key = ?1")?;
     // With `sweep`, the items are walked beside this one pass over every tag row.
     let mut swept = if sweep {
         Some(all_tags.query([])?)
@@ -988,26 +980,24 @@ fn link_tags(tx: &Connection, index_items: u64) -> rusqlite::Result<Linked> {
             None => {
                 let mut t = tags_of.query([item_key])?;
                 while let Some(t) = t.next()? {
-                    take(t.get_ref(1)?.as_str()?, t.get_ref(2)?.as_str()?)?;
+                    take(t.get_ref(0)?.as_str()?, t.get_ref(1)?.as_str()?)?;
                 }
             }
         }
         new.sort_unstable();
         new.dedup();
-        if added {
-            for &tag in &new {
-                new_links.push([id.into(), tag.into()])?;
-            }
+        let old: BTreeSet<i64> = if added {
+            BTreeSet::new()
         } else {
-            let old: BTreeSet<i64> = links_of
+            links_of
                 .query_map([id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for tag in old.iter().filter(|t| new.binary_search(t).is_err()) {
-                unlink.execute(params![id, tag])?;
-            }
-            for tag in new.iter().filter(|t| !old.contains(t)) {
-                link.execute(params![id, tag])?;
-            }
+                .collect::<Result<_, _>>()?
+        };
+        for tag in old.iter().filter(|t| new.binary_search(t).is_err()) {
+            unlink.execute(params![id, tag])?;
+        }
+        for &tag in new.iter().filter(|t| !old.contains(t)) {
+            new_links.push([id.into(), tag.into()])?;
         }
         out.tags.extend_from_slice(&new);
         out.items.push((id, counted, out.tags.len()));

@@ -25,6 +25,9 @@ use crate::store::FileError;
 
 pub const DATABASE: &str = "pool.sqlite";
 
+/// Settings every connection to a pool database starts with.
+const CONNECTION_SETUP: &str = "PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = OFF;";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("`{0}` is not a seedpool pool: it is a non-empty folder without `pool.sqlite` (give an empty or new folder to create a pool)")]
@@ -256,10 +259,9 @@ impl Pool {
         };
         let _ = std::fs::remove_file(file);
         let conn = Connection::open(file).map_err(sql)?;
-        conn.execute_batch(
-            "PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = OFF;
-             PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
-        )
+        conn.execute_batch(&format!(
+            "{CONNECTION_SETUP} PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
+        ))
         .map_err(sql)?;
         let pool = Self {
             root: root.to_path_buf(),
@@ -304,8 +306,7 @@ impl Pool {
         let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
-        conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = OFF;")
-            .map_err(sql)?;
+        conn.execute_batch(CONNECTION_SETUP).map_err(sql)?;
         let pool = Self {
             root: root.to_path_buf(),
             conn,
