@@ -461,6 +461,10 @@ fn a_bad_config_is_a_usage_error() {
         "{}",
         r.stderr
     );
+    assert!(
+        !t.path().join("o").exists(),
+        "a refused configuration wrote nothing"
+    );
     let r = run(&[
         "ingest",
         s(&t.path().join("nowhere")),
