@@ -409,7 +409,7 @@ fn ingest(
             meta: dumps,
             taglist: Some(meta.join("tags.csv")),
             rules: Rules::default(),
-            cascade: None,
+            detector: None,
         },
         progress,
     )?)

@@ -3,8 +3,10 @@
 //! a Debian package ships (wesnoth-1.16-data's 241 character portraits), turned grey so
 //! that both read the same levels; and the cascade errors that must stop a run before
 //! any image is read. The cascades: OpenCV's own LBP face cascade (opencv-data) and,
-//! where ../shared/data has it, nagadomi's anime face cascade. `.ci/run` installs the
-//! packages.
+//! where ../shared/data has it, nagadomi's anime face cascade. Then the ONNX backend,
+//! run through ONNX Runtime on tiny YOLO-style models that tests/interop/make_yolo.py
+//! writes, and the model and runtime errors that must stop a run as early. `.ci/run`
+//! installs the packages.
 
 mod common;
 
@@ -558,4 +560,327 @@ fn models_fetch_puts_a_checked_cascade_where_cascade_names_find_it() {
     let r = run_env(&["models", "fetch", "nonesuch"], &env);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("animeface"), "{}", r.stderr);
+}
+
+/// A tiny YOLO-style ONNX model that tests/interop/make_yolo.py writes with python3's
+/// `onnx`: a 64 px input cut into 16 px cells, each cell's confidence its mean red
+/// minus green. `.ci/run` installs onnx and onnxruntime; seedpool finds the runtime in
+/// python3's onnxruntime package.
+fn yolo(dir: &Path, variant: &str) -> PathBuf {
+    let out = dir.join(format!("face-{variant}.onnx"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/make_yolo.py");
+    let made = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&out)
+        .arg(variant)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        made.status.success(),
+        "make_yolo.py: {}\ninstall the model tools with `python3 -m pip install onnx onnxruntime` (`.ci/run` does)",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out
+}
+
+/// A black picture with a red square (confidence about 1) and, where given, a dark red
+/// one (about 0.5), each `(x, y, side)`.
+fn squares(path: &Path, w: u32, h: u32, red: (u32, u32, u32), dark: Option<(u32, u32, u32)>) {
+    let inside = |x: u32, y: u32, (sx, sy, side): (u32, u32, u32)| {
+        (sx..sx + side).contains(&x) && (sy..sy + side).contains(&y)
+    };
+    image::RgbImage::from_fn(w, h, |x, y| {
+        if inside(x, y, red) {
+            image::Rgb([255, 0, 0])
+        } else if dark.is_some_and(|d| inside(x, y, d)) {
+            image::Rgb([128, 0, 0])
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+    .save(path)
+    .unwrap();
+}
+
+fn boxes(report: &serde_json::Value) -> Vec<(i64, i64, i64, i64, f64)> {
+    report[0]["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let n = |k: &str| f[k].as_i64().unwrap();
+            (
+                n("x"),
+                n("y"),
+                n("width"),
+                n("height"),
+                f["confidence"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_onnx_model_finds_what_its_outputs_say_in_both_yolo_layouts() {
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("squares.png");
+    // 128x64 letterboxes into the 64 px input at half size with 16 px of grey above
+    // and below: the red square fills one cell, the dark one another.
+    squares(&image, 128, 64, (64, 0, 32), Some((0, 32, 32)));
+    for variant in ["v5", "v8"] {
+        let model = yolo(t.path(), variant);
+        let r = run(&["detect", s(&image), "--model", s(&model), "--json"]);
+        assert_eq!(r.code, 0, "{variant}: {}", r.stderr);
+        let found = boxes(&serde_json::from_str(&r.stdout).unwrap());
+        assert_eq!(found.len(), 2, "{variant}: {found:?}");
+        assert_eq!(
+            (found[0].0, found[0].1, found[0].2, found[0].3),
+            (64, 0, 32, 32),
+            "{variant}: {found:?}"
+        );
+        assert_eq!(
+            (found[1].0, found[1].1, found[1].2, found[1].3),
+            (0, 32, 32, 32),
+            "{variant}: {found:?}"
+        );
+        assert!(found[0].4 > 0.9, "{variant}: {found:?}");
+        assert!((0.4..0.6).contains(&found[1].4), "{variant}: {found:?}");
+        // A higher bar keeps the red square only; class 0 is the model's one class.
+        let r = run(&[
+            "detect",
+            s(&image),
+            "--model",
+            s(&model),
+            "--confidence",
+            "0.6",
+            "--class",
+            "0",
+        ]);
+        assert_eq!(r.code, 0, "{variant}: {}", r.stderr);
+        assert!(
+            r.stdout.contains("1 face 32x32+64+0@0.9"),
+            "{variant}: {}",
+            r.stdout
+        );
+    }
+    // Read the v8 way, the v5 model's objectness column is a class score of its own,
+    // and the always-1 class column wins every cell: all 16 cells (8 inside the
+    // picture) are faces, which only a real run of the model can tell.
+    let r = run(&[
+        "detect",
+        s(&image),
+        "--model",
+        s(&t.path().join("face-v5.onnx")),
+        "--yolo",
+        "v8",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        boxes(&serde_json::from_str(&r.stdout).unwrap()).len(),
+        8,
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
+    let t = tempfile::tempdir().unwrap();
+    // The image does not exist: the model's error must come first.
+    let image = t.path().join("never-read.png");
+    let junk = t.path().join("junk.onnx");
+    std::fs::write(&junk, b"not a protobuf at all").unwrap();
+    let v5 = yolo(t.path(), "v5");
+    let cases: Vec<(PathBuf, Vec<&str>, &str)> = vec![
+        (junk.clone(), vec![], "protobuf parsing failed"),
+        (
+            yolo(t.path(), "grey-input"),
+            vec![],
+            "[1, 3, height, width] (3 colour channels)",
+        ),
+        (
+            yolo(t.path(), "flat-output"),
+            vec![],
+            "has shape [16, 6]; YOLO-style boxes are",
+        ),
+        (
+            v5.clone(),
+            vec!["--input-size", "320"],
+            "fixed at 64x64; --input-size 320 does not fit it",
+        ),
+        (
+            v5.clone(),
+            vec!["--class", "1"],
+            "--class 1: output `output0` has 1 classes",
+        ),
+        (t.path().join("missing.onnx"), vec![], "No such file"),
+    ];
+    for (model, extra, problem) in &cases {
+        let mut args = vec!["detect", s(&image), "--model", s(model)];
+        args.extend(extra);
+        let r = run(&args);
+        assert_eq!(r.code, 2, "{problem}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains(model.file_name().unwrap().to_str().unwrap())
+                && r.stderr.contains(problem),
+            "{problem}: {}",
+            r.stderr
+        );
+    }
+    // A runtime path that names nothing.
+    let r = run_env(
+        &["detect", s(&image), "--model", s(&v5)],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`/nonexistent/libonnxruntime.so`: ORT_DYLIB_PATH names no file"),
+        "{}",
+        r.stderr
+    );
+    // A file that is not a shared library at all, as the runtime.
+    let r = run_env(
+        &["detect", s(&image), "--model", s(&v5)],
+        &[("ORT_DYLIB_PATH", s(&junk))],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ONNX Runtime") && r.stderr.contains("junk.onnx"),
+        "{}",
+        r.stderr
+    );
+    // No runtime anywhere: python3 without the package and nothing in the models
+    // folder. The message says how to install it.
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let r = run_env(
+        &["detect", s(&image), "--model", s(&v5)],
+        &[
+            ("PATH", s(&bin)),
+            ("SEEDPOOL_DATA", s(&t.path().join("data"))),
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("ONNX Runtime is needed for --model and was not found")
+            && r.stderr.contains("pip install onnxruntime"),
+        "{}",
+        r.stderr
+    );
+    // --model and --cascade are one or the other.
+    let r = run(&[
+        "detect",
+        s(&image),
+        "--model",
+        s(&v5),
+        "--cascade",
+        OPENCV_FACES,
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+}
+
+#[test]
+fn ingest_and_detect_record_an_onnx_models_faces() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("originals");
+    std::fs::create_dir(&orig).unwrap();
+    // 256 px pictures: the input is a quarter of the thumbnail, so a 64 px square at a
+    // multiple of 64 fills one cell. A face a quarter of the height is a portrait.
+    squares(
+        &orig.join("safebooru - 1 - x ~ y (z).png"),
+        256,
+        256,
+        (128, 64, 64),
+        None,
+    );
+    squares(
+        &orig.join("safebooru - 2 - x ~ y (z).png"),
+        256,
+        256,
+        (0, 0, 64),
+        Some((192, 192, 64)),
+    );
+    let config = t.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "min_width = 100\nmin_height = 100\nmin_megapixels = 0.01\n",
+    )
+    .unwrap();
+    let v8 = yolo(t.path(), "v8");
+    let out = t.path().join("release");
+    let r = run(&[
+        "ingest",
+        s(&orig),
+        "--out",
+        s(&out),
+        "--config",
+        s(&config),
+        "--model",
+        s(&v8),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record = |id: usize| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("safebooru-{id}.json"))).unwrap())
+            .unwrap()
+    };
+    let one = record(1);
+    assert_eq!(
+        one["faces"]["medium"],
+        serde_json::json!([[0.5, 0.25, 0.25, 0.25]]),
+        "{one}"
+    );
+    assert_eq!(one["composition"], "portrait", "{one}");
+    assert_eq!(one["face_detector"]["model"], "face-v8.onnx", "{one}");
+    assert_eq!(one["face_detector"]["yolo"], "v8", "{one}");
+    assert_eq!(
+        one["face_detector"]["medium"]["min_confidence"], 0.4,
+        "{one}"
+    );
+    // The dark square passes the medium level (0.4), not the strict one (0.6).
+    let two = record(2);
+    assert_eq!(two["faces"]["strict"].as_array().unwrap().len(), 1, "{two}");
+    assert_eq!(two["faces"]["medium"].as_array().unwrap().len(), 2, "{two}");
+    assert_eq!(two["composition"], "group", "{two}");
+
+    // detect on the release with another model searches every record again, from the
+    // stored thumbnails, and finds the same faces; a second run rewrites nothing.
+    let v5 = yolo(t.path(), "v5");
+    let d = run(&["detect", s(&out), "--model", s(&v5), "--json"]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(report["updated"], 2, "{report}");
+    assert_eq!(record(1)["faces"], one["faces"]);
+    assert_eq!(record(1)["face_detector"]["yolo"], "v5");
+    assert_eq!(report["compositions"]["group"], 1, "{report}");
+    let d = run(&["detect", s(&out), "--model", s(&v5), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(
+        (report["updated"].as_u64(), report["current"].as_u64()),
+        (Some(0), Some(2)),
+        "{report}"
+    );
+    // A stricter medium level is another result.
+    let stricter = t.path().join("stricter.toml");
+    std::fs::write(
+        &stricter,
+        "[faces]\nmedium = { min_neighbors = 3, min_size = 32, min_confidence = 0.6 }\n",
+    )
+    .unwrap();
+    let d = run(&[
+        "detect",
+        s(&out),
+        "--model",
+        s(&v5),
+        "--config",
+        s(&stricter),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(report["updated"], 2, "{report}");
+    assert_eq!(record(2)["composition"], "portrait", "{}", record(2));
 }

@@ -6,24 +6,26 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CommandResult, Failure, Output};
-use crate::detect::cascade::Params;
-use crate::detect::{self, DetectError, DetectPlan, ReleasePlan};
+use crate::detect::faces::Level;
+use crate::detect::{self, DetectError, DetectPlan, DetectorSpec, ReleasePlan};
 use crate::ingest::picture::DecodeLimits;
 use crate::ingest::Rules;
 
-/// Find faces in images, or in a release folder's records, with an OpenCV LBP cascade.
+/// Find faces in images, or in a release folder's records, with an OpenCV LBP cascade
+/// or an ONNX object detector.
 ///
-/// Evaluates the cascade as OpenCV's CascadeClassifier.detectMultiScale does (same
-/// scales, window steps, LBP features and grouping). Given images, it searches each at
-/// its full size (give samples or thumbnails rather than large originals) and prints
-/// the boxes. Given one RELEASE_DIR made by ingest, it searches every record's
+/// Evaluates a cascade as OpenCV's CascadeClassifier.detectMultiScale does (same
+/// scales, window steps, LBP features and grouping); runs an ONNX model with YOLO-style
+/// outputs through ONNX Runtime (letterboxed input, confidence threshold, non-maximum
+/// suppression). Given images, it searches each at its full size (give samples or
+/// thumbnails rather than large originals) and prints the boxes. Given one RELEASE_DIR made by ingest, it searches every record's
 /// thumbnail at the three strictness levels of ingest's [faces] rules (--config) and
 /// writes faces, face_detector and composition into each `<key>.json`, leaving records
-/// that already hold this cascade's results, so an interrupted run resumes; then it
+/// that already hold this detector's results, so an interrupted run resumes; then it
 /// scores every record's quality again ([quality] of --config), since composition is
 /// part of it. For anime
-/// faces use nagadomi's lbpcascade_animeface.xml. A cascade that cannot be read stops
-/// the run before any image; an unreadable image is reported and skipped.
+/// faces use nagadomi's lbpcascade_animeface.xml. A cascade or model that cannot be
+/// used stops the run before any image; an unreadable image is reported and skipped.
 #[derive(Args, Debug)]
 pub struct DetectArgs {
     /// Images (JPEG, PNG, WebP, GIF), or one release folder made by `seedpool ingest`.
@@ -35,18 +37,24 @@ pub struct DetectArgs {
     config: Option<PathBuf>,
     /// The cascade XML (opencv_traincascade's format, LBP features), or the name of a
     /// model fetched with `seedpool models fetch` (e.g. `animeface`).
-    #[arg(long, value_name = "XML|NAME")]
-    cascade: PathBuf,
-    /// Each scale is this much larger than the one before.
+    #[arg(long, value_name = "XML|NAME", required_unless_present = "model")]
+    cascade: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::models::ModelArgs,
+    /// With a model and images: the lowest confidence kept.
+    #[arg(long, default_value_t = 0.25, value_name = "0-1")]
+    confidence: f64,
+    /// Cascade: each scale is this much larger than the one before.
     #[arg(long, default_value_t = 1.1)]
     scale_factor: f64,
-    /// A face needs more than this many overlapping windows (0: every window, ungrouped).
+    /// Cascade: a face needs more than this many overlapping windows (0: every window,
+    /// ungrouped).
     #[arg(long, default_value_t = 3)]
     min_neighbors: u32,
     /// Smallest face side in pixels (0: the cascade's window).
     #[arg(long, default_value_t = 0)]
     min_size: u32,
-    /// Largest face side in pixels (0: no limit).
+    /// Cascade: largest face side in pixels (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_size: u32,
     /// Print the result as JSON on stdout.
@@ -61,20 +69,31 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
             args.scale_factor
         )));
     }
-    let cascade = super::models::cascade_path(&args.cascade)?;
+    let cascade = match &args.cascade {
+        Some(c) if args.model.model.is_none() => Some(super::models::cascade_path(c)?),
+        _ => None,
+    };
+    let detector = |scale_factor, max_size| match (&cascade, args.model.spec()) {
+        (_, Some(model)) => DetectorSpec::Model(model),
+        (Some(path), None) => DetectorSpec::Cascade {
+            path: path.clone(),
+            scale_factor,
+            max_size,
+        },
+        (None, None) => unreachable!("clap requires --cascade or --model"),
+    };
     if let [dir] = &args.images[..] {
         if dir.is_dir() {
-            return run_release(&args, cascade, dir.clone(), out);
+            return run_release(&args, &detector, dir.clone(), out);
         }
     }
     let plan = DetectPlan {
         images: args.images.clone(),
-        cascade,
-        params: Params {
-            scale_factor: args.scale_factor,
+        detector: detector(args.scale_factor, args.max_size),
+        level: Level {
             min_neighbors: args.min_neighbors,
             min_size: args.min_size,
-            max_size: args.max_size,
+            min_confidence: args.confidence,
         },
         limits: DecodeLimits::default(),
     };
@@ -93,7 +112,14 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
                 let boxes: Vec<String> = f
                     .faces
                     .iter()
-                    .map(|r| format!("{}x{}+{}+{}", r.width, r.height, r.x, r.y))
+                    .map(|f| {
+                        let r = f.rect;
+                        let b = format!("{}x{}+{}+{}", r.width, r.height, r.x, r.y);
+                        match f.confidence {
+                            Some(c) => format!("{b}@{c:.2}"),
+                            None => b,
+                        }
+                    })
                     .collect();
                 writeln!(
                     out.out,
@@ -111,7 +137,7 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
 
 fn run_release(
     args: &DetectArgs,
-    cascade: PathBuf,
+    detector: &dyn Fn(f64, u32) -> DetectorSpec,
     dir: PathBuf,
     out: &mut Output,
 ) -> CommandResult {
@@ -121,7 +147,7 @@ fn run_release(
     };
     let plan = ReleasePlan {
         dir,
-        cascade,
+        detector: detector(rules.faces.scale_factor, 0),
         rules: rules.faces,
         quality: rules.quality,
     };
@@ -129,7 +155,7 @@ fn run_release(
     let result = detect::run_release(&plan, &bars);
     bars.finish();
     let report = result.map_err(|e| match e {
-        DetectError::Cascade(_) => Failure::Usage(e.into()),
+        DetectError::Detector(_) => Failure::Usage(e.into()),
         e => Failure::Data(anyhow::Error::new(e).context("detect failed")),
     })?;
     if args.json {

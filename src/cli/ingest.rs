@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CommandResult, Failure, Output};
+use crate::detect::DetectorSpec;
 use crate::ingest::{self, IngestPlan, Rules};
 
 /// Curate downloaded originals into a release folder for `seedpool publish`.
@@ -57,9 +58,11 @@ pub struct IngestArgs {
     #[arg(long, value_name = "XML|NAME")]
     cascade: Option<PathBuf>,
     /// Search faces with the `animeface` model (fetched with `seedpool models fetch
-    /// animeface`) unless --cascade names another.
+    /// animeface`) unless --cascade or --model names another detector.
     #[arg(long)]
     detect: bool,
+    #[command(flatten)]
+    model: super::models::ModelArgs,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -82,23 +85,30 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
     if let Some(v) = args.phash_distance {
         rules.phash_distance = v;
     }
+    let cascade = |path| DetectorSpec::Cascade {
+        path,
+        scale_factor: rules.faces.scale_factor,
+        max_size: 0,
+    };
+    let detector = match (&args.cascade, args.model.spec(), args.detect) {
+        (_, Some(model), _) => Some(DetectorSpec::Model(model)),
+        (Some(c), None, _) => Some(cascade(super::models::cascade_path(c)?)),
+        (None, None, true) => Some(cascade(super::models::cascade_path("animeface".as_ref())?)),
+        (None, None, false) => None,
+    };
     let plan = IngestPlan {
         inputs: args.originals.clone(),
         out: args.out.clone(),
         meta: args.meta.clone(),
         taglist: args.taglist.clone(),
         rules,
-        cascade: match (&args.cascade, args.detect) {
-            (Some(c), _) => Some(super::models::cascade_path(c)?),
-            (None, true) => Some(super::models::cascade_path("animeface".as_ref())?),
-            (None, false) => None,
-        },
+        detector,
     };
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);
     bars.finish();
     let r = result.map_err(|e| match e {
-        ingest::IngestError::Cascade(_) => Failure::Usage(e.into()),
+        ingest::IngestError::Detector(_) => Failure::Usage(e.into()),
         e => Failure::Data(anyhow::Error::new(e).context("ingest failed")),
     })?;
     if args.json {

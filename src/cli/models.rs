@@ -88,3 +88,42 @@ pub fn run(cmd: ModelsCommand, out: &mut Output) -> CommandResult {
 pub fn cascade_path(arg: &std::path::Path) -> Result<PathBuf, Failure> {
     models::resolve(arg).map_err(|e| Failure::Usage(e.into()))
 }
+
+/// `--model` and how to read it, shared by `ingest` and `detect`.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Search faces with an ONNX object detector with YOLO-style outputs (e.g. a YOLOv8
+    /// face model exported to ONNX) instead of a cascade. Needs ONNX Runtime: `python3
+    /// -m pip install onnxruntime`, or ORT_DYLIB_PATH naming libonnxruntime.so. The
+    /// levels' min_confidence (--config [faces]) or --confidence pick the boxes.
+    #[arg(long, value_name = "ONNX", conflicts_with = "cascade")]
+    pub model: Option<PathBuf>,
+    /// The model's square input side in pixels [default: the model's own, else 640].
+    #[arg(long, value_name = "PX", requires = "model")]
+    pub input_size: Option<u32>,
+    /// Boxes overlapping a more confident one by more than this (intersection over
+    /// union) are dropped as the same face.
+    #[arg(long, default_value_t = 0.45, value_name = "0-1")]
+    pub iou: f64,
+    /// The model's class that is a face, counted from 0 [default: every class].
+    #[arg(long, value_name = "N", requires = "model")]
+    pub class: Option<usize>,
+    /// The output's columns: v5 has an objectness before the class scores, v8 has
+    /// none; auto takes v5 for [1, boxes, values] and v8 for [1, values, boxes].
+    #[arg(long, value_enum, default_value_t = crate::detect::onnx::Yolo::Auto)]
+    pub yolo: crate::detect::onnx::Yolo,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> Option<crate::detect::onnx::ModelSpec> {
+        self.model
+            .as_ref()
+            .map(|path| crate::detect::onnx::ModelSpec {
+                path: path.clone(),
+                input_size: self.input_size,
+                iou: self.iou,
+                class: self.class,
+                yolo: self.yolo,
+            })
+    }
+}

@@ -572,6 +572,85 @@ pub fn grey(rgb: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// A cascade as a [`Detector`](super::Detector): one scan of the image with every
+/// window kept, from the smallest size any level accepts, then grouped for each level.
+/// That gives the same boxes as separate `detectMultiScale` runs, since a level's
+/// larger min-size only drops whole scales.
+pub struct CascadeDetector {
+    cascade: Cascade,
+    name: Option<String>,
+    blake3: String,
+    scale_factor: f64,
+    max_size: u32,
+}
+
+impl CascadeDetector {
+    pub fn load(path: &Path, scale_factor: f64, max_size: u32) -> Result<Self, CascadeError> {
+        let (cascade, bytes) = Cascade::read(path)?;
+        Ok(Self {
+            cascade,
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+            scale_factor,
+            max_size,
+        })
+    }
+}
+
+impl super::Detector for CascadeDetector {
+    fn detect_levels(
+        &self,
+        rgb: &image::RgbImage,
+        levels: &[super::faces::Level],
+    ) -> Result<Vec<Vec<super::Found>>, String> {
+        let (w, h) = rgb.dimensions();
+        let windows = self.cascade.detect(
+            &grey(rgb.as_raw()),
+            w,
+            h,
+            &Params {
+                scale_factor: self.scale_factor,
+                min_neighbors: 0,
+                min_size: levels.iter().map(|l| l.min_size).min().unwrap_or(0),
+                max_size: self.max_size,
+            },
+        );
+        Ok(levels
+            .iter()
+            .map(|level| {
+                let kept: Vec<Rect> = windows
+                    .iter()
+                    .filter(|r| {
+                        r.width >= level.min_size as i32 && r.height >= level.min_size as i32
+                    })
+                    .copied()
+                    .collect();
+                let mut faces: Vec<super::Found> = group_rectangles(kept, level.min_neighbors, 0.2)
+                    .into_iter()
+                    .map(|rect| super::Found {
+                        rect,
+                        confidence: None,
+                    })
+                    .collect();
+                super::largest_first(&mut faces);
+                faces
+            })
+            .collect())
+    }
+
+    fn about(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("cascade".into(), serde_json::json!(self.name));
+        m.insert("cascade_blake3".into(), serde_json::json!(self.blake3));
+        m.insert("scale_factor".into(), serde_json::json!(self.scale_factor));
+        m
+    }
+
+    fn level_about(&self, level: &super::faces::Level) -> serde_json::Value {
+        serde_json::json!({"min_neighbors": level.min_neighbors, "min_size": level.min_size})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

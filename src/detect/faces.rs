@@ -1,20 +1,28 @@
-//! Faces for ingest records: one cascade scan of the thumbnail, read at three strictness
+//! Faces for ingest records: one search of the thumbnail, read at three strictness
 //! levels, and the composition class those boxes give (docs/detect.md).
-
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::cascade::{self, group_rectangles, Cascade, CascadeError, Params, Rect};
+use super::{Detector, DetectorError, DetectorSpec};
 
-/// One strictness level: `detectMultiScale`'s min-neighbors and min-size.
+/// One strictness level: for a cascade `detectMultiScale`'s min-neighbors, for an ONNX
+/// model the confidence; for both the smallest face.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Level {
     pub min_neighbors: u32,
     /// Smallest face side in pixels of the searched image (the thumbnail).
     pub min_size: u32,
+    /// ONNX models only: the lowest confidence kept.
+    #[serde(default = "Level::default_confidence")]
+    pub min_confidence: f64,
+}
+
+impl Level {
+    fn default_confidence() -> f64 {
+        0.4
+    }
 }
 
 /// Face height as a fraction of the image height at which each composition begins;
@@ -43,6 +51,7 @@ impl Default for CompositionRules {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaceRules {
+    /// Cascades only: each scale is this much larger than the one before.
     pub scale_factor: f64,
     pub strict: Level,
     pub medium: Level,
@@ -59,14 +68,17 @@ impl Default for FaceRules {
             strict: Level {
                 min_neighbors: 5,
                 min_size: 48,
+                min_confidence: 0.6,
             },
             medium: Level {
                 min_neighbors: 3,
                 min_size: 32,
+                min_confidence: 0.4,
             },
             relaxed: Level {
                 min_neighbors: 1,
                 min_size: 24,
+                min_confidence: 0.25,
             },
             max_boxes: 5,
             composition: CompositionRules::default(),
@@ -84,50 +96,70 @@ pub struct Faces {
     pub relaxed: Vec<Box4>,
 }
 
-/// A loaded cascade with the rules it runs under, and what records say about both.
+/// A loaded detector with the rules it runs under, and what records say about both.
 pub struct FaceDetector {
-    cascade: Cascade,
+    detector: Box<dyn Detector>,
     rules: FaceRules,
-    /// `face_detector` in a record: the cascade's name and blake3 and the parameters.
+    /// `face_detector` in a record: the detector's file, its blake3 and the parameters.
     about: Value,
 }
 
 impl FaceDetector {
-    pub fn load(path: &Path, rules: &FaceRules) -> Result<Self, CascadeError> {
-        let (cascade, bytes) = Cascade::read(path)?;
-        let level = |l: Level| json!({"min_neighbors": l.min_neighbors, "min_size": l.min_size});
-        let about = json!({
-            "cascade": path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "cascade_blake3": blake3::hash(&bytes).to_hex().to_string(),
-            "searched": "thumbnail",
-            "scale_factor": rules.scale_factor,
-            "strict": level(rules.strict),
-            "medium": level(rules.medium),
-            "relaxed": level(rules.relaxed),
-            "composition": rules.composition,
-        });
+    pub fn load(spec: &DetectorSpec, rules: &FaceRules) -> Result<Self, DetectorError> {
+        let detector = spec.load()?;
+        let mut about = detector.about();
+        about.insert("searched".into(), json!("thumbnail"));
+        for (name, level) in [
+            ("strict", &rules.strict),
+            ("medium", &rules.medium),
+            ("relaxed", &rules.relaxed),
+        ] {
+            about.insert(name.into(), detector.level_about(level));
+        }
+        about.insert("composition".into(), json!(rules.composition));
         Ok(Self {
-            cascade,
+            detector,
             rules: rules.clone(),
-            about,
+            about: Value::Object(about),
         })
     }
 
-    /// What identifies this detector's results: a different cascade or parameters
+    /// What identifies this detector's results: a different detector or parameters
     /// means they must be computed again.
     pub fn fingerprint(&self) -> String {
         blake3::hash(self.about.to_string().as_bytes()).to_hex()[..16].to_string()
     }
 
-    /// Faces in an RGB image (the thumbnail).
-    pub fn find(&self, rgb: &image::RgbImage) -> Faces {
-        find(
-            &self.cascade,
-            &cascade::grey(rgb.as_raw()),
-            rgb.width(),
-            rgb.height(),
-            &self.rules,
-        )
+    /// Faces in an RGB image (the thumbnail), as fractions of it, at most
+    /// `max_boxes` a level, largest first.
+    pub fn find(&self, rgb: &image::RgbImage) -> Result<Faces, String> {
+        let r = &self.rules;
+        let levels = self
+            .detector
+            .detect_levels(rgb, &[r.strict, r.medium, r.relaxed])?;
+        let (fw, fh) = (f64::from(rgb.width()), f64::from(rgb.height()));
+        let round = |v: f64| (v * 10_000.0).round() / 10_000.0;
+        let mut fractions = levels.into_iter().map(|found| {
+            found
+                .iter()
+                .take(r.max_boxes)
+                .map(|f| {
+                    let b = f.rect;
+                    [
+                        round(f64::from(b.x) / fw),
+                        round(f64::from(b.y) / fh),
+                        round(f64::from(b.width) / fw),
+                        round(f64::from(b.height) / fh),
+                    ]
+                })
+                .collect::<Vec<Box4>>()
+        });
+        let mut next = || fractions.next().unwrap_or_default();
+        Ok(Faces {
+            strict: next(),
+            medium: next(),
+            relaxed: next(),
+        })
     }
 
     /// Writes `faces`, `face_detector` and `composition` into a record.
@@ -140,53 +172,6 @@ impl FaceDetector {
     /// Whether a record already holds this detector's results.
     pub fn is_current(&self, record: &Value) -> bool {
         record.get("face_detector") == Some(&self.about)
-    }
-}
-
-/// Scans once with every window kept, from the smallest size any level accepts, then
-/// groups for each level: the same boxes as three separate `detectMultiScale` runs,
-/// since a level's larger min-size only drops whole scales.
-pub fn find(cascade: &Cascade, grey: &[u8], w: u32, h: u32, rules: &FaceRules) -> Faces {
-    let levels = [rules.strict, rules.medium, rules.relaxed];
-    let smallest = levels.iter().map(|l| l.min_size).min().unwrap_or(0);
-    let windows = cascade.detect(
-        grey,
-        w,
-        h,
-        &Params {
-            scale_factor: rules.scale_factor,
-            min_neighbors: 0,
-            min_size: smallest,
-            max_size: 0,
-        },
-    );
-    let (fw, fh) = (f64::from(w), f64::from(h));
-    let at = |level: Level| -> Vec<Box4> {
-        let kept: Vec<Rect> = windows
-            .iter()
-            .filter(|r| r.width >= level.min_size as i32 && r.height >= level.min_size as i32)
-            .copied()
-            .collect();
-        let mut boxes = group_rectangles(kept, level.min_neighbors, 0.2);
-        boxes.sort_by_key(|r| std::cmp::Reverse(i64::from(r.width) * i64::from(r.height)));
-        boxes.truncate(rules.max_boxes);
-        let round = |v: f64| (v * 10_000.0).round() / 10_000.0;
-        boxes
-            .iter()
-            .map(|r| {
-                [
-                    round(f64::from(r.x) / fw),
-                    round(f64::from(r.y) / fh),
-                    round(f64::from(r.width) / fw),
-                    round(f64::from(r.height) / fh),
-                ]
-            })
-            .collect()
-    };
-    Faces {
-        strict: at(rules.strict),
-        medium: at(rules.medium),
-        relaxed: at(rules.relaxed),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod cascade;
 pub mod faces;
 pub mod models;
+pub mod onnx;
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,82 @@ use serde::Serialize;
 
 use crate::ingest::picture::{self, DecodeLimits};
 use crate::progress::{Progress, Unit};
-use cascade::{Cascade, CascadeError, Params, Rect};
+use cascade::{CascadeDetector, CascadeError, Rect};
+use faces::Level;
+
+/// A face in pixels of the searched image, with the model's confidence where the
+/// detector gives one (ONNX models; a cascade does not).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Found {
+    #[serde(flatten)]
+    pub rect: Rect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+}
+
+/// What both backends do: an LBP cascade ([`CascadeDetector`]) and an ONNX model
+/// ([`onnx::OnnxDetector`]).
+pub trait Detector: Send + Sync {
+    /// The faces in an RGB image at each of `levels`, largest first; one search of the
+    /// image serves every level. An error is this image's alone.
+    fn detect_levels(
+        &self,
+        rgb: &image::RgbImage,
+        levels: &[Level],
+    ) -> Result<Vec<Vec<Found>>, String>;
+    /// What records say about the detector: its file, the file's blake3 and the
+    /// parameters that change its results.
+    fn about(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// What a level means to this detector, for records.
+    fn level_about(&self, level: &Level) -> serde_json::Value;
+}
+
+/// Larger faces first, then top to bottom and left to right, so the order never
+/// depends on how a detector happened to find them.
+fn largest_first(faces: &mut [Found]) {
+    faces.sort_by_key(|f| {
+        let r = f.rect;
+        (
+            std::cmp::Reverse(i64::from(r.width) * i64::from(r.height)),
+            r.y,
+            r.x,
+        )
+    });
+}
+
+/// Which detector to load, with the parameters that belong to it rather than to a
+/// strictness level.
+#[derive(Clone, Debug)]
+pub enum DetectorSpec {
+    Cascade {
+        path: PathBuf,
+        scale_factor: f64,
+        /// Largest face side in pixels; 0: no limit.
+        max_size: u32,
+    },
+    Model(onnx::ModelSpec),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error(transparent)]
+    Cascade(#[from] CascadeError),
+    #[error(transparent)]
+    Model(#[from] onnx::ModelError),
+}
+
+impl DetectorSpec {
+    pub fn load(&self) -> Result<Box<dyn Detector>, DetectorError> {
+        Ok(match self {
+            Self::Cascade {
+                path,
+                scale_factor,
+                max_size,
+            } => Box::new(CascadeDetector::load(path, *scale_factor, *max_size)?),
+            Self::Model(spec) => Box::new(onnx::OnnxDetector::load(spec)?),
+        })
+    }
+}
 
 /// Faces found in one image, in its pixels.
 #[derive(Debug, Serialize)]
@@ -19,28 +95,28 @@ pub struct ImageFaces {
     pub path: PathBuf,
     pub width: u32,
     pub height: u32,
-    pub faces: Vec<Rect>,
-    /// Why the image could not be read; its faces are then empty.
+    pub faces: Vec<Found>,
+    /// Why the image could not be read or searched; its faces are then empty.
     pub error: Option<String>,
 }
 
 pub struct DetectPlan {
     pub images: Vec<PathBuf>,
-    pub cascade: PathBuf,
-    pub params: Params,
+    pub detector: DetectorSpec,
+    pub level: Level,
     pub limits: DecodeLimits,
 }
 
-/// Loads the cascade (any problem with it stops everything before the first image),
+/// Loads the detector (any problem with it stops everything before the first image),
 /// then detects in every image in parallel. An unreadable image is reported, not fatal.
-pub fn run(plan: &DetectPlan, progress: &dyn Progress) -> Result<Vec<ImageFaces>, CascadeError> {
-    let cascade = Cascade::load(&plan.cascade)?;
+pub fn run(plan: &DetectPlan, progress: &dyn Progress) -> Result<Vec<ImageFaces>, DetectorError> {
+    let detector = plan.detector.load()?;
     progress.stage("detecting faces", plan.images.len() as u64, Unit::Items);
     Ok(plan
         .images
         .par_iter()
         .map(|path| {
-            let r = detect_file(&cascade, path, &plan.params, plan.limits);
+            let r = detect_file(detector.as_ref(), path, &plan.level, plan.limits);
             progress.advance(1);
             r
         })
@@ -48,23 +124,23 @@ pub fn run(plan: &DetectPlan, progress: &dyn Progress) -> Result<Vec<ImageFaces>
 }
 
 fn detect_file(
-    cascade: &Cascade,
+    detector: &dyn Detector,
     path: &Path,
-    params: &Params,
+    level: &Level,
     limits: DecodeLimits,
 ) -> ImageFaces {
-    match picture::load_rgb(path, limits) {
-        Ok(rgb) => {
-            let (width, height) = rgb.dimensions();
-            let grey = cascade::grey(rgb.as_raw());
-            ImageFaces {
-                path: path.to_path_buf(),
-                width,
-                height,
-                faces: cascade.detect(&grey, width, height, params),
-                error: None,
-            }
-        }
+    let searched = picture::load_rgb(path, limits).and_then(|rgb| {
+        let mut levels = detector.detect_levels(&rgb, std::slice::from_ref(level))?;
+        Ok((rgb.dimensions(), levels.pop().unwrap_or_default()))
+    });
+    match searched {
+        Ok(((width, height), faces)) => ImageFaces {
+            path: path.to_path_buf(),
+            width,
+            height,
+            faces,
+            error: None,
+        },
         Err(e) => ImageFaces {
             path: path.to_path_buf(),
             width: 0,
@@ -78,7 +154,7 @@ fn detect_file(
 /// `seedpool detect RELEASE_DIR`: faces for the records of a release ingest made.
 pub struct ReleasePlan {
     pub dir: PathBuf,
-    pub cascade: PathBuf,
+    pub detector: DetectorSpec,
     pub rules: faces::FaceRules,
     /// The quality score, computed again for every record once compositions changed.
     pub quality: crate::ingest::quality::QualityRules,
@@ -89,9 +165,9 @@ pub struct ReleaseReport {
     pub dir: PathBuf,
     pub records: u64,
     pub updated: u64,
-    /// Records that already held this cascade's results with these parameters.
+    /// Records that already held this detector's results with these parameters.
     pub current: u64,
-    /// Records without a `<key>.thumb.jpg` or whose thumbnail cannot be read.
+    /// Records without a `<key>.thumb.jpg`, or whose thumbnail cannot be read or searched.
     pub skipped: Vec<String>,
     /// Records whose quality score changed with their composition.
     pub rescored: u64,
@@ -102,7 +178,7 @@ pub struct ReleaseReport {
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
     #[error(transparent)]
-    Cascade(#[from] CascadeError),
+    Detector(#[from] DetectorError),
     #[error(transparent)]
     File(#[from] crate::store::FileError),
     #[error("`{path}`: not a JSON record: {problem}")]
@@ -117,7 +193,7 @@ pub fn run_release(
     progress: &dyn Progress,
 ) -> Result<ReleaseReport, DetectError> {
     use crate::store::file_error;
-    let detector = faces::FaceDetector::load(&plan.cascade, &plan.rules)?;
+    let detector = faces::FaceDetector::load(&plan.detector, &plan.rules)?;
     let mut records: Vec<PathBuf> = std::fs::read_dir(&plan.dir)
         .map_err(file_error("read", &plan.dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -232,7 +308,10 @@ fn update_record(
         Ok(rgb) => rgb,
         Err(e) => return Ok((Outcome::Skipped(format!("thumbnail: {e}")), record)),
     };
-    let found = detector.find(&rgb);
+    let found = match detector.find(&rgb) {
+        Ok(found) => found,
+        Err(e) => return Ok((Outcome::Skipped(format!("search: {e}")), record)),
+    };
     detector.annotate(&mut record, &found);
     write_record(path, &record)?;
     Ok((Outcome::Updated(class(&record)), record))

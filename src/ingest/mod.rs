@@ -24,8 +24,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::detect::cascade::CascadeError;
 use crate::detect::faces::{FaceDetector, FaceRules, Faces};
+use crate::detect::{DetectorError, DetectorSpec};
 use crate::progress::{Progress, Unit};
 use crate::store::{file_error, FileError};
 use meta::{MetaIndex, Post, CATEGORIES};
@@ -58,7 +58,7 @@ pub struct Rules {
     pub aspects: Vec<Aspect>,
     pub sizes: Sizes,
     pub limits: DecodeLimits,
-    /// Face search, when a cascade is given (`--cascade`).
+    /// Face search, when a detector is given (`--cascade` or `--model`).
     pub faces: FaceRules,
     /// The quality score's weights and reference points.
     pub quality: quality::QualityRules,
@@ -145,8 +145,8 @@ pub struct IngestPlan {
     pub meta: Vec<String>,
     pub taglist: Option<PathBuf>,
     pub rules: Rules,
-    /// An OpenCV LBP cascade: faces are searched in every thumbnail.
-    pub cascade: Option<PathBuf>,
+    /// A face detector (an LBP cascade or an ONNX model) to search every thumbnail with.
+    pub detector: Option<DetectorSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +160,7 @@ pub enum IngestError {
     #[error("no originals: `{0}` does not exist")]
     Missing(PathBuf),
     #[error(transparent)]
-    Cascade(#[from] CascadeError),
+    Detector(#[from] DetectorError),
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -240,9 +240,9 @@ fn settings_fingerprint(rules: &Rules, detector: Option<&FaceDetector>) -> Strin
 pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, IngestError> {
     let started = std::time::Instant::now();
     let rules = &plan.rules;
-    // A cascade that cannot be used stops the run before any original is read.
-    let detector = match &plan.cascade {
-        Some(path) => Some(FaceDetector::load(path, &rules.faces)?),
+    // A detector that cannot be used stops the run before any original is read.
+    let detector = match &plan.detector {
+        Some(spec) => Some(FaceDetector::load(spec, &rules.faces)?),
         None => None,
     };
     let work = plan.out.join(WORK);
@@ -494,7 +494,10 @@ fn analyse_one(
             .and_then(|_| std::fs::rename(&tmp, &target))
             .map_err(|e| format!("writing `{}`: {e}", target.display()))?;
     }
-    let faces = detector.map(|d| d.find(&pic.thumb_pixels));
+    let faces = detector
+        .map(|d| d.find(&pic.thumb_pixels))
+        .transpose()
+        .map_err(|e| format!("face search: {e}"))?;
     let analysis = Analysis {
         md5,
         settings: settings.to_string(),

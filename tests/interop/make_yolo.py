@@ -1,0 +1,85 @@
+"""Writes a tiny YOLO-style ONNX detector for seedpool's ONNX backend tests.
+
+usage: make_yolo.py OUT.onnx (v5|v8|grey-input|flat-output)
+
+The model reads a 1x3x64x64 float image and splits it into a 4x4 grid of 16-pixel
+cells. Each cell is one candidate box (the cell itself, centre and size in input
+pixels) whose confidence is the cell's mean of red minus green: a red square fills a
+cell with confidence 1, grey letterbox padding gives 0. Real inference, so a test
+learns where it drew something from what the model answers.
+
+  v5           rows [1, 16, 6]: cx, cy, w, h, objectness, one class score (1)
+  v8           columns [1, 5, 16]: cx, cy, w, h, class score (no objectness)
+  grey-input   v5 with a one-channel input: seedpool must refuse it at start-up
+  flat-output  v5 with the output flattened to [16, 6]: refused at start-up
+
+Written at IR 8 / opset 18, which onnxruntime 1.17 and later accept.
+"""
+
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SIZE = 64
+CELL = 16
+GRID = SIZE // CELL
+
+
+def main(out, variant):
+    channels = 1 if variant == "grey-input" else 3
+    image = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, channels, SIZE, SIZE])
+    nodes = []
+    inits = []
+
+    def const(name, array):
+        inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    if channels == 3:
+        red = helper.make_node(
+            "Slice", ["images", const("r0", [0]), const("r1", [1]), const("ax", [1])], ["red"]
+        )
+        green = helper.make_node(
+            "Slice", ["images", const("g0", [1]), const("g1", [2]), "ax"], ["green"]
+        )
+        nodes += [red, green, helper.make_node("Sub", ["red", "green"], ["signal"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["images"], ["signal"]))
+    nodes.append(
+        helper.make_node(
+            "AveragePool", ["signal"], ["cells"], kernel_shape=[CELL, CELL], strides=[CELL, CELL]
+        )
+    )
+    cells = GRID * GRID
+    nodes.append(helper.make_node("Reshape", ["cells", const("col", [1, cells, 1])], ["conf"]))
+    boxes = np.array(
+        [[[CELL * j + CELL / 2, CELL * i + CELL / 2, CELL, CELL] for i in range(GRID) for j in range(GRID)]],
+        dtype=np.float32,
+    )
+    const("boxes", boxes)
+    if variant == "v8":
+        nodes.append(helper.make_node("Concat", ["boxes", "conf"], ["rows"], axis=2))
+        nodes.append(helper.make_node("Transpose", ["rows"], ["output0"], perm=[0, 2, 1]))
+        shape = [1, 5, cells]
+    else:
+        const("cls", np.ones((1, cells, 1), dtype=np.float32))
+        final = "output0" if variant != "flat-output" else "rows"
+        nodes.append(helper.make_node("Concat", ["boxes", "conf", "cls"], [final], axis=2))
+        shape = [1, cells, 6]
+        if variant == "flat-output":
+            nodes.append(helper.make_node("Reshape", ["rows", const("flat", [cells, 6])], ["output0"]))
+            shape = [cells, 6]
+    output = helper.make_tensor_value_info("output0", TensorProto.FLOAT, shape)
+    graph = helper.make_graph(nodes, "seedpool-test-yolo", [image], [output], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output"):
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
