@@ -13,6 +13,7 @@ use serde_json::json;
 use image::ImageEncoder;
 use md5::Digest;
 
+use crate::detect::DetectorSpec;
 use crate::ingest::{self, IngestPlan, IngestReport, Rules};
 use crate::name::{DatasetName, Version};
 use crate::progress::{Progress, Unit};
@@ -253,6 +254,61 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The demo's face detector: an LBP cascade in OpenCV's format, written for the faces
+/// [`draw`] paints (a skin disc with two dark eyes under a ring of hair), so the demo
+/// runs the real cascade code with nothing downloaded. Its 36 px window holds a face
+/// of radius 14.4 centred at (18, 18), hair to radius 18. Each stage is one stump
+/// reading one LBP code (bit 7 the top-left block against the centre, clockwise to bit
+/// 0 the left one; a bit is set when that block is at least as bright):
+/// - 1: across the eyes, the blocks left and right of the gap between them are darker;
+/// - 2, 3: each eye is a block darker than at least 7 of the 8 around it;
+/// - 4, 5: each eye is darker than the cheek below it;
+/// - 6: above the forehead, the top three blocks (hair) are darker;
+/// - 7, 8: beside each cheek, the three outer blocks (hair) are darker.
+///
+/// Strict "darker" tests fail on flat colour, and the eye tests fail on the hill's
+/// stripes, which are the same all the way down.
+pub fn demo_cascade() -> String {
+    type Accepts = fn(u8) -> bool;
+    let stages: [([u32; 4], Accepts); 8] = [
+        ([10, 11, 5, 4], |c| c & 0b0001_0001 == 0),
+        ([7, 11, 4, 4], |c| c.count_ones() >= 7),
+        ([18, 11, 4, 4], |c| c.count_ones() >= 7),
+        ([7, 15, 4, 4], |c| c & 0b0100_0000 == 0),
+        ([18, 15, 4, 4], |c| c & 0b0100_0000 == 0),
+        ([9, 1, 6, 3], |c| c & 0b1110_0000 == 0),
+        ([1, 11, 3, 4], |c| c & 0b1000_0011 == 0),
+        ([26, 11, 3, 4], |c| c & 0b0011_1000 == 0),
+    ];
+    let mut xml = String::from(
+        "<?xml version=\"1.0\"?>\n<opencv_storage>\n<cascade>\n  <stageType>BOOST</stageType>\n  \
+         <featureType>LBP</featureType>\n  <height>36</height>\n  <width>36</width>\n  \
+         <featureParams><maxCatCount>256</maxCatCount><featSize>1</featSize></featureParams>\n  ",
+    );
+    xml += &format!("<stageNum>{}</stageNum>\n  <stages>\n", stages.len());
+    for (i, (_, accepts)) in stages.iter().enumerate() {
+        let mut subset = [0u32; 8];
+        for code in 0..=255u8 {
+            if accepts(code) {
+                subset[usize::from(code >> 5)] |= 1 << (code & 31);
+            }
+        }
+        let words: Vec<String> = subset.iter().map(|w| (*w as i32).to_string()).collect();
+        xml += &format!(
+            "    <_><maxWeakCount>1</maxWeakCount><stageThreshold>0</stageThreshold>\
+             <weakClassifiers><_><internalNodes>0 -1 {i} {}</internalNodes>\
+             <leafValues>1 -1</leafValues></_></weakClassifiers></_>\n",
+            words.join(" ")
+        );
+    }
+    xml += "  </stages>\n  <features>\n";
+    for ([x, y, w, h], _) in &stages {
+        xml += &format!("    <_><rect>{x} {y} {w} {h}</rect></_>\n");
+    }
+    xml += "  </features>\n</cascade>\n</opencv_storage>\n";
+    xml
+}
+
 /// A sky, a hill, a sun and a face, each placed and sized at random: real pixels with
 /// structure, and layouts far enough apart that no two posts are near duplicates.
 fn draw(rng: &mut Rng, w: u32, h: u32) -> image::RgbImage {
@@ -396,8 +452,10 @@ fn ingest(
     originals: &Path,
     meta: &Path,
     release: &Path,
+    cascade: &Path,
     progress: &dyn Progress,
 ) -> Result<IngestReport, DemoError> {
+    let rules = Rules::default();
     let dumps = BOORUS
         .iter()
         .map(|b| format!("{b}:{}", meta.join(format!("{b}.json")).display()))
@@ -408,8 +466,12 @@ fn ingest(
             out: release.to_path_buf(),
             meta: dumps,
             taglist: Some(meta.join("tags.csv")),
-            rules: Rules::default(),
-            detector: None,
+            detector: Some(DetectorSpec::Cascade {
+                path: cascade.to_path_buf(),
+                scale_factor: rules.faces.scale_factor,
+                max_size: 0,
+            }),
+            rules,
         },
         progress,
     )?)
@@ -441,12 +503,14 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
     let meta = work.join("meta");
     let release = work.join("release");
     fresh_dir(&release)?;
+    let cascade = work.join("demo-faces.xml");
+    write_file(&cascade, demo_cascade().as_bytes())?;
 
     // Release 1: the first downloads, curated by ingest.
     let first: Vec<&DemoPost> = all[..plan.items].iter().collect();
     let extras = [&all[0], &all[1], &all[2], &all[3]];
     write_downloads(&originals, &meta, &first, extras)?;
-    let mut ingested = vec![ingest(&originals, &meta, &release, progress)?];
+    let mut ingested = vec![ingest(&originals, &meta, &release, &cascade, progress)?];
     let dataset = DatasetName::parse(DATASET).expect("valid demo name");
     let first_release = publish_version(
         plan, &release, &dataset, 1, None, &store, &key_path, progress,
@@ -463,7 +527,7 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
         .collect();
     let extras = [&all[0], &all[1], &all[2], &all[3]];
     write_downloads(&originals, &meta, &second, extras)?;
-    ingested.push(ingest(&originals, &meta, &release, progress)?);
+    ingested.push(ingest(&originals, &meta, &release, &cascade, progress)?);
     let parent = first_release.manifest.clone();
     let releases = vec![
         first_release,

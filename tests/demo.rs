@@ -95,6 +95,49 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
         )
         .unwrap();
     assert_eq!(live, 59);
+    // Faces: the demo's own cascade found most drawn faces (those cut by the picture's
+    // edge it cannot), and the pool holds the composition of every live item, as
+    // ingest counted them.
+    let faces_line = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("faces (the demo's LBP cascade, demo-faces.xml):"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no faces line for release 2\n{}", r.stdout))
+        .to_string();
+    let mut stmt = pool
+        .prepare(
+            "SELECT composition, count(*) FROM items WHERE removed_in IS NULL \
+             GROUP BY composition ORDER BY composition",
+        )
+        .unwrap();
+    let counts: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!(
+                "{} {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        faces_line.ends_with(&counts.join(", ")),
+        "{faces_line} / {counts:?}"
+    );
+    let no_face: i64 = pool
+        .query_row(
+            "SELECT count(*) FROM items WHERE removed_in IS NULL AND composition = 'no-face'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(no_face <= 10, "{faces_line}");
+    assert_eq!(
+        record["face_detector"]["cascade"], "demo-faces.xml",
+        "{record}"
+    );
 
     if made_with_avx2() {
         let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");

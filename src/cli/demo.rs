@@ -14,7 +14,9 @@ use crate::demo::{self, DemoPlan};
 /// Draws originals (JPEG and PNG, named as BOORU-CHARS names them) and writes booru API
 /// dumps and a tag list beside them, as a maintainer's downloads look (nothing is
 /// downloaded). `seedpool ingest` curates them into a release folder: records, samples,
-/// thumbnails, duplicates and filtered pictures. That is published as release 1; then
+/// thumbnails, duplicates and filtered pictures, and faces found by an LBP cascade
+/// written for the drawn faces (demo-faces.xml), with a composition class for each
+/// picture. That is published as release 1; then
 /// two posts are deleted, one score is corrected and new posts arrive, ingest runs again
 /// into the same folder, and release 2 is published, reusing release 1's unchanged
 /// shards. Both releases are
@@ -73,6 +75,11 @@ pub fn run(args: DemoArgs, out: &mut Output) -> CommandResult {
             i.reused,
             i.removed,
             i.report.display()
+        )?;
+        writeln!(
+            w,
+            "  faces (the demo's LBP cascade, demo-faces.xml): {}",
+            super::detect::composition_counts(&i.compositions)
         )?;
         if let Some(parent) = &r.parent {
             writeln!(

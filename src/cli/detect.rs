@@ -172,14 +172,19 @@ fn run_release(
         report.skipped.len(),
         report.rescored
     )?;
-    let counts: Vec<String> = report
-        .compositions
-        .iter()
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
-    writeln!(out.out, "compositions: {}", counts.join(", "))?;
+    writeln!(
+        out.out,
+        "compositions: {}",
+        composition_counts(&report.compositions)
+    )?;
     for s in &report.skipped {
         writeln!(out.err, "skipped {s}")?;
     }
     Ok(())
+}
+
+/// `close-up 3, portrait 5, ...`, for ingest's and detect's summaries.
+pub fn composition_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = counts.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    parts.join(", ")
 }

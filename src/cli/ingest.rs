@@ -128,6 +128,13 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
         "  {} kept, {} filtered, {} duplicates, {} unreadable, {} ignored; {} analyses reused, {} items of an earlier run removed",
         r.kept, r.filtered, r.duplicates, r.unreadable, r.ignored, r.reused, r.removed
     )?;
+    if !r.compositions.is_empty() {
+        writeln!(
+            w,
+            "  faces: {}",
+            super::detect::composition_counts(&r.compositions)
+        )?;
+    }
     writeln!(w, "  report: {}", r.report.display())?;
     Ok(())
 }

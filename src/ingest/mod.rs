@@ -179,6 +179,8 @@ pub struct IngestReport {
     /// original gone, now a duplicate or filtered): their files were removed.
     pub removed: u64,
     pub metadata_posts: u64,
+    /// Kept items by composition class, when faces were searched.
+    pub compositions: BTreeMap<String, u64>,
     pub seconds: f64,
 }
 
@@ -356,6 +358,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     rules.quality.score_all(&mut kept_records);
     progress.stage("writing the release", survivors.len() as u64, Unit::Items);
     let mut kept = std::collections::BTreeSet::new();
+    let mut compositions = BTreeMap::new();
     for (i, c) in survivors.iter().enumerate() {
         let w = winners[i];
         if w != i {
@@ -367,6 +370,9 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
             continue;
         }
         write_item(&plan.out, &work, c, rules)?;
+        if let Some(class) = c.record["composition"].as_str() {
+            *compositions.entry(class.to_string()).or_default() += 1;
+        }
         fates.insert(c.original.path.clone(), Fate::Kept(c.key.clone()));
         kept.insert(c.key.clone());
         progress.advance(1);
@@ -380,6 +386,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         reused: reused.into_inner(),
         removed,
         metadata_posts: index.len() as u64,
+        compositions,
         ..IngestReport::default()
     };
     write_report(&report_path, &fates, &mut report)?;
