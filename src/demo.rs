@@ -466,6 +466,7 @@ fn ingest(
             out: release.to_path_buf(),
             meta: dumps,
             taglist: Some(meta.join("tags.csv")),
+            tagger: None,
             detector: Some(DetectorSpec::Cascade {
                 path: cascade.to_path_buf(),
                 scale_factor: rules.faces.scale_factor,

@@ -4,7 +4,7 @@
 //! that both read the same levels; and the cascade errors that must stop a run before
 //! any image is read. The cascades: OpenCV's own LBP face cascade (opencv-data) and,
 //! where ../shared/data has it, nagadomi's anime face cascade. Then the ONNX backend,
-//! run through ONNX Runtime on tiny YOLO-style models that tests/interop/make_yolo.py
+//! run through ONNX Runtime on tiny YOLO-style models that tests/interop/make_onnx.py
 //! writes, and the model and runtime errors that must stop a run as early. `.ci/run`
 //! installs the packages.
 
@@ -562,13 +562,13 @@ fn models_fetch_puts_a_checked_cascade_where_cascade_names_find_it() {
     assert!(r.stderr.contains("animeface"), "{}", r.stderr);
 }
 
-/// A tiny YOLO-style ONNX model that tests/interop/make_yolo.py writes with python3's
+/// A tiny YOLO-style ONNX model that tests/interop/make_onnx.py writes with python3's
 /// `onnx`: a 64 px input cut into 16 px cells, each cell's confidence its mean red
 /// minus green. `.ci/run` installs onnx and onnxruntime; seedpool finds the runtime in
 /// python3's onnxruntime package.
 fn yolo(dir: &Path, variant: &str) -> PathBuf {
     let out = dir.join(format!("face-{variant}.onnx"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/make_yolo.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/make_onnx.py");
     let made = std::process::Command::new("python3")
         .arg(script)
         .arg(&out)
@@ -577,7 +577,7 @@ fn yolo(dir: &Path, variant: &str) -> PathBuf {
         .expect("python3 runs");
     assert!(
         made.status.success(),
-        "make_yolo.py: {}\ninstall the model tools with `python3 -m pip install onnx onnxruntime` (`.ci/run` does)",
+        "make_onnx.py: {}\ninstall the model tools with `python3 -m pip install onnx onnxruntime` (`.ci/run` does)",
         String::from_utf8_lossy(&made.stderr)
     );
     out
@@ -883,4 +883,106 @@ fn ingest_and_detect_record_an_onnx_models_faces() {
     let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
     assert_eq!(report["updated"], 2, "{report}");
     assert_eq!(record(2)["composition"], "portrait", "{}", record(2));
+}
+
+#[test]
+fn ingest_stores_a_taggers_predictions_apart_from_the_booru_tags() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("originals");
+    std::fs::create_dir(&orig).unwrap();
+    // A red 128x64 picture: padded with white to a square, its means are blue 0.5,
+    // green 0.5, red 1, which the tiny tagger gives as its three tags' probabilities.
+    image::RgbImage::from_pixel(128, 64, image::Rgb([255, 0, 0]))
+        .save(orig.join("safebooru - 1 - x ~ y (z).png"))
+        .unwrap();
+    let config = t.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "min_width = 100\nmin_height = 50\nmin_megapixels = 0.001\n",
+    )
+    .unwrap();
+    let model = yolo(t.path(), "tagger");
+    let names = t.path().join("selected_tags.csv");
+    std::fs::write(
+        &names,
+        "tag_id,name,category,count\n1,sensitive,9,10\n2,green_theme,0,20\n3,red_hero,4,30\n",
+    )
+    .unwrap();
+    let out = t.path().join("release");
+    let ingest = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "ingest",
+            s(&orig),
+            "--out",
+            s(out),
+            "--config",
+            s(&config),
+            "--tagger",
+            s(&model),
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    let r = ingest(&["--tag-names", s(&names)], &out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("safebooru-1.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["predicted_tags"],
+        serde_json::json!({
+            "rating": {"sensitive": 0.5},
+            "character": {"red_hero": 1.0},
+            "general": {"green_theme": 0.5},
+        }),
+        "{record}"
+    );
+    // The booru's tags (from the file name) are untouched.
+    assert_eq!(record["tags"]["character"], serde_json::json!(["y"]));
+    assert_eq!(record["tagger"]["model"], "face-tagger.onnx", "{record}");
+    assert_eq!(record["tagger"]["general_threshold"], 0.35, "{record}");
+    // A higher bar drops the general tag; the analysis is redone for the new settings.
+    let r = ingest(
+        &["--tag-names", s(&names), "--general-threshold", "0.6"],
+        &out,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("safebooru-1.json")).unwrap()).unwrap();
+    assert_eq!(record["predicted_tags"]["general"], serde_json::json!({}));
+
+    // A tag list that does not fit the model, or is not a tag list, and a model that
+    // is not a tagger, stop ingest before any original is read.
+    let two = t.path().join("two.csv");
+    std::fs::write(&two, "tag_id,name,category,count\n1,a,0,1\n2,b,0,1\n").unwrap();
+    let headless = t.path().join("headless.csv");
+    std::fs::write(&headless, "1,a,0,1\n").unwrap();
+    let detector = yolo(t.path(), "v5");
+    for (extra, problem) in [
+        (vec!["--tag-names", s(&two)], "gives 3 probabilities and"),
+        (vec!["--tag-names", s(&headless)], "has no `name` column"),
+    ] {
+        let out = t.path().join("refused");
+        let r = ingest(&extra, &out);
+        assert_eq!(r.code, 2, "{problem}: {}", r.stderr);
+        assert!(r.stderr.contains(problem), "{problem}: {}", r.stderr);
+        assert!(!out.exists(), "{problem}");
+    }
+    let out2 = t.path().join("refused");
+    let r = run(&[
+        "ingest",
+        s(&orig),
+        "--out",
+        s(&out2),
+        "--tagger",
+        s(&detector),
+        "--tag-names",
+        s(&names),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("face-v5.onnx") && r.stderr.contains("a tagger gives float32 [1, tags]"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out2.exists());
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CommandResult, Failure, Output};
+use crate::detect::tagger::TaggerSpec;
 use crate::detect::DetectorSpec;
 use crate::ingest::{self, IngestPlan, Rules};
 
@@ -63,6 +64,22 @@ pub struct IngestArgs {
     detect: bool,
     #[command(flatten)]
     model: super::models::ModelArgs,
+    /// Predict tags for every thumbnail with a WD14-style tagger in ONNX (input
+    /// [1, size, size, 3], BGR 0-255; output one probability per tag) and store them in
+    /// records as predicted_tags, apart from the booru's tags. Needs ONNX Runtime, as
+    /// --model does.
+    #[arg(long, value_name = "ONNX", requires = "tag_names")]
+    tagger: Option<PathBuf>,
+    /// The tagger's tag list (WD14's selected_tags.csv: a header with name and
+    /// category, one row per output).
+    #[arg(long, value_name = "CSV", requires = "tagger")]
+    tag_names: Option<PathBuf>,
+    /// Lowest probability kept for general tags (and artist, copyright, meta).
+    #[arg(long, default_value_t = 0.35, value_name = "0-1")]
+    general_threshold: f64,
+    /// Lowest probability kept for character tags.
+    #[arg(long, default_value_t = 0.85, value_name = "0-1")]
+    character_threshold: f64,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -103,12 +120,23 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
         taglist: args.taglist.clone(),
         rules,
         detector,
+        tagger: match (&args.tagger, &args.tag_names) {
+            (Some(model), Some(names)) => Some(TaggerSpec {
+                model: model.clone(),
+                tag_names: names.clone(),
+                general_threshold: args.general_threshold,
+                character_threshold: args.character_threshold,
+            }),
+            _ => None,
+        },
     };
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);
     bars.finish();
     let r = result.map_err(|e| match e {
-        ingest::IngestError::Detector(_) => Failure::Usage(e.into()),
+        ingest::IngestError::Detector(_) | ingest::IngestError::Tagger(_) => {
+            Failure::Usage(e.into())
+        }
         e => Failure::Data(anyhow::Error::new(e).context("ingest failed")),
     })?;
     if args.json {

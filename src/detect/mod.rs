@@ -4,6 +4,7 @@ pub mod cascade;
 pub mod faces;
 pub mod models;
 pub mod onnx;
+pub mod tagger;
 
 use std::path::{Path, PathBuf};
 

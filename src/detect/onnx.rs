@@ -162,30 +162,25 @@ struct Layout {
     objectness: bool,
 }
 
-pub struct OnnxDetector {
-    /// One session per worker thread: ort runs a session from one thread at a time,
-    /// and one single-threaded session per core keeps every core busy on its own image.
+/// A model loaded once per worker thread: ort runs a session from one thread at a
+/// time, and one single-threaded session per core keeps every core busy on its own
+/// image. Shared by the detector and the tagger.
+pub(crate) struct Sessions {
     sessions: Vec<Mutex<Session>>,
     input_name: String,
-    size: u32,
-    layout: Layout,
-    spec: ModelSpec,
-    blake3: String,
+    /// blake3 of the model file.
+    pub blake3: String,
 }
 
-impl OnnxDetector {
-    /// Loads the runtime and the model, checks its input and output shapes, and runs it
-    /// once on a blank image, so a model that cannot work fails here, before any image.
-    pub fn load(spec: &ModelSpec) -> Result<Self, ModelError> {
+impl Sessions {
+    /// Loads the runtime and the model at `path`; `bad` words a problem with the model.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
         let env = environment()?;
         let bad = |problem: String| ModelError::Model {
-            path: spec.path.clone(),
+            path: path.to_path_buf(),
             problem,
         };
-        let bytes = std::fs::read(&spec.path).map_err(|e| bad(e.to_string()))?;
-        if !(0.0..=1.0).contains(&spec.iou) {
-            return Err(bad(format!("--iou must be within 0-1 (got {})", spec.iou)));
-        }
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let threads = rayon::current_num_threads().max(1);
         let mut sessions = Vec::with_capacity(threads);
         for _ in 0..threads {
@@ -195,16 +190,78 @@ impl OnnxDetector {
                 .map_err(|e| bad(format!("not a model ONNX Runtime can run: {e}")))?;
             sessions.push(Mutex::new(session));
         }
-        let first = sessions[0].get_mut().expect("new mutex");
-        let (input_name, size) = check_input(first, spec.input_size).map_err(bad)?;
-        let layout = check_output(first, spec).map_err(bad)?;
-        let detector = Self {
+        let input_name = match sessions[0].get_mut().expect("new mutex").inputs() {
+            [input] => input.name().to_string(),
+            inputs => {
+                return Err(bad(format!(
+                    "has {} inputs; seedpool gives a model one image",
+                    inputs.len()
+                )))
+            }
+        };
+        Ok(Self {
             sessions,
             input_name,
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+        })
+    }
+
+    /// One of the sessions, to read the model's inputs and outputs.
+    pub fn first(&mut self) -> &Session {
+        self.sessions[0].get_mut().expect("new mutex")
+    }
+
+    /// Runs the model on one input of `shape` and returns its first output's shape and
+    /// values.
+    pub fn run(
+        &self,
+        shape: [usize; 4],
+        input: Vec<f32>,
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let tensor = Tensor::from_array((shape, input)).map_err(|e| e.to_string())?;
+        let slot = rayon::current_thread_index().unwrap_or(0) % self.sessions.len();
+        let mut session = self.sessions[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let outputs = session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(|e| e.to_string())?;
+        let (shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok((
+            shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data.to_vec(),
+        ))
+    }
+}
+
+pub struct OnnxDetector {
+    sessions: Sessions,
+    size: u32,
+    layout: Layout,
+    spec: ModelSpec,
+}
+
+impl OnnxDetector {
+    /// Loads the runtime and the model, checks its input and output shapes, and runs it
+    /// once on a blank image, so a model that cannot work fails here, before any image.
+    pub fn load(spec: &ModelSpec) -> Result<Self, ModelError> {
+        let bad = |problem: String| ModelError::Model {
+            path: spec.path.clone(),
+            problem,
+        };
+        if !(0.0..=1.0).contains(&spec.iou) {
+            return Err(bad(format!("--iou must be within 0-1 (got {})", spec.iou)));
+        }
+        let mut sessions = Sessions::load(&spec.path)?;
+        let size = check_input(sessions.first(), spec.input_size).map_err(bad)?;
+        let layout = check_output(sessions.first(), spec).map_err(bad)?;
+        let detector = Self {
+            sessions,
             size,
             layout,
             spec: spec.clone(),
-            blake3: blake3::hash(&bytes).to_hex().to_string(),
         };
         let blank = image::RgbImage::new(size, size);
         detector
@@ -226,18 +283,7 @@ impl OnnxDetector {
     ) -> Result<Vec<(Rect, f32)>, String> {
         let (input, fit) = letterbox(rgb, self.size)?;
         let s = self.size as usize;
-        let tensor = Tensor::from_array(([1usize, 3, s, s], input)).map_err(|e| e.to_string())?;
-        let slot = rayon::current_thread_index().unwrap_or(0) % self.sessions.len();
-        let mut session = self.sessions[slot]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let outputs = session
-            .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| e.to_string())?;
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
-        let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        let (dims, data) = self.sessions.run([1, 3, s, s], input)?;
         let [1, a, b] = dims[..] else {
             return Err(format!("output has shape {dims:?}, not [1, _, _]"));
         };
@@ -283,14 +329,9 @@ impl OnnxDetector {
     }
 }
 
-/// The input's name and the side images are letterboxed to.
-fn check_input(session: &Session, wanted: Option<u32>) -> Result<(String, u32), String> {
-    let [input] = session.inputs() else {
-        return Err(format!(
-            "has {} inputs; a detector takes one image",
-            session.inputs().len()
-        ));
-    };
+/// The side images are letterboxed to.
+fn check_input(session: &Session, wanted: Option<u32>) -> Result<u32, String> {
+    let input = &session.inputs()[0];
     let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
         return Err(format!("input `{}` is not a tensor", input.name()));
     };
@@ -334,7 +375,7 @@ fn check_input(session: &Session, wanted: Option<u32>) -> Result<(String, u32), 
     if size == 0 || size > 4096 {
         return Err(format!("input size {size} is outside 1-4096"));
     }
-    Ok((input.name().to_string(), size))
+    Ok(size)
 }
 
 /// Which way round the output is and whether it carries an objectness.
@@ -544,7 +585,7 @@ impl Detector for OnnxDetector {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())),
         );
-        m.insert("model_blake3".into(), json!(self.blake3));
+        m.insert("model_blake3".into(), json!(self.sessions.blake3));
         m.insert("input_size".into(), json!(self.size));
         m.insert(
             "yolo".into(),

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::detect::faces::{FaceDetector, FaceRules, Faces};
+use crate::detect::tagger::{Tagger, TaggerSpec};
 use crate::detect::{DetectorError, DetectorSpec};
 use crate::progress::{Progress, Unit};
 use crate::store::{file_error, FileError};
@@ -147,6 +148,8 @@ pub struct IngestPlan {
     pub rules: Rules,
     /// A face detector (an LBP cascade or an ONNX model) to search every thumbnail with.
     pub detector: Option<DetectorSpec>,
+    /// A WD14-style tagger to predict tags for every thumbnail.
+    pub tagger: Option<TaggerSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +164,8 @@ pub enum IngestError {
     Missing(PathBuf),
     #[error(transparent)]
     Detector(#[from] DetectorError),
+    #[error(transparent)]
+    Tagger(#[from] crate::detect::onnx::ModelError),
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -196,6 +201,8 @@ struct Analysis {
     stats: Stats,
     #[serde(default)]
     faces: Option<Faces>,
+    #[serde(default)]
+    predicted_tags: Option<Value>,
 }
 
 /// What happened to one input, for the report.
@@ -226,14 +233,22 @@ pub const REPORT: &str = "ingest-report.tsv";
 /// so a re-run does not mix old analyses with new ones.
 const ANALYSIS_VERSION: u32 = 2;
 
-fn settings_fingerprint(rules: &Rules, detector: Option<&FaceDetector>) -> String {
+/// The models that look at each thumbnail, loaded before any original is read.
+#[derive(Default)]
+struct Analysers {
+    faces: Option<FaceDetector>,
+    tagger: Option<Tagger>,
+}
+
+fn settings_fingerprint(rules: &Rules, analysers: &Analysers) -> String {
     let text = serde_json::to_string(&(
         env!("CARGO_PKG_VERSION"),
         ANALYSIS_VERSION,
         &rules.sizes,
         &rules.limits,
         rules.square_range().0.to_bits(),
-        detector.map(FaceDetector::fingerprint),
+        analysers.faces.as_ref().map(FaceDetector::fingerprint),
+        analysers.tagger.as_ref().map(Tagger::fingerprint),
     ))
     .expect("settings serialise");
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
@@ -242,10 +257,17 @@ fn settings_fingerprint(rules: &Rules, detector: Option<&FaceDetector>) -> Strin
 pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, IngestError> {
     let started = std::time::Instant::now();
     let rules = &plan.rules;
-    // A detector that cannot be used stops the run before any original is read.
-    let detector = match &plan.detector {
-        Some(spec) => Some(FaceDetector::load(spec, &rules.faces)?),
-        None => None,
+    // A detector or tagger that cannot be used stops the run before any original is
+    // read.
+    let analysers = Analysers {
+        faces: match &plan.detector {
+            Some(spec) => Some(FaceDetector::load(spec, &rules.faces)?),
+            None => None,
+        },
+        tagger: match &plan.tagger {
+            Some(spec) => Some(Tagger::load(spec)?),
+            None => None,
+        },
     };
     let work = plan.out.join(WORK);
     std::fs::create_dir_all(&work).map_err(file_error("create", &work))?;
@@ -277,7 +299,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     }
 
     // Pass 1: read, hash and analyse, in parallel; earlier analyses are reused.
-    let settings = settings_fingerprint(rules, detector.as_ref());
+    let settings = settings_fingerprint(rules, &analysers);
     let cache_path = work.join(CACHE);
     let cached = read_cache(&cache_path, &settings);
     let cache_out = Mutex::new(
@@ -293,14 +315,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         .par_iter()
         .map(|path| {
             let r = analyse_one(
-                path,
-                rules,
-                detector.as_ref(),
-                &settings,
-                &cached,
-                &work,
-                &cache_out,
-                &reused,
+                path, rules, &analysers, &settings, &cached, &work, &cache_out, &reused,
             );
             progress.advance(1);
             (path.clone(), r)
@@ -319,7 +334,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
     // Pass 2: records.
     let mut candidates: Vec<Candidate> = originals
         .into_iter()
-        .map(|o| candidate(o, &index, categories.as_ref(), detector.as_ref()))
+        .map(|o| candidate(o, &index, categories.as_ref(), &analysers))
         .collect();
     candidates.sort_by(|a, b| a.original.path.cmp(&b.original.path));
 
@@ -467,7 +482,7 @@ fn work_file(work: &Path, md5: &str, what: &str) -> PathBuf {
 fn analyse_one(
     path: &Path,
     rules: &Rules,
-    detector: Option<&FaceDetector>,
+    analysers: &Analysers,
     settings: &str,
     cached: &HashMap<String, Analysis>,
     work: &Path,
@@ -501,10 +516,18 @@ fn analyse_one(
             .and_then(|_| std::fs::rename(&tmp, &target))
             .map_err(|e| format!("writing `{}`: {e}", target.display()))?;
     }
-    let faces = detector
+    let faces = analysers
+        .faces
+        .as_ref()
         .map(|d| d.find(&pic.thumb_pixels))
         .transpose()
         .map_err(|e| format!("face search: {e}"))?;
+    let predicted_tags = analysers
+        .tagger
+        .as_ref()
+        .map(|t| t.predict(&pic.thumb_pixels))
+        .transpose()
+        .map_err(|e| format!("tagger: {e}"))?;
     let analysis = Analysis {
         md5,
         settings: settings.to_string(),
@@ -514,6 +537,7 @@ fn analyse_one(
         phash: pic.phash,
         stats: pic.stats,
         faces,
+        predicted_tags,
     };
     let line = serde_json::to_string(&analysis).expect("analysis serialises");
     if let Ok(mut f) = cache_out.lock() {
@@ -541,7 +565,7 @@ fn candidate(
     o: Original,
     index: &MetaIndex,
     categories: Option<&HashMap<String, &'static str>>,
-    detector: Option<&FaceDetector>,
+    analysers: &Analysers,
 ) -> Candidate {
     let stem = o
         .path
@@ -602,8 +626,12 @@ fn candidate(
         "stats": a.stats,
         "source_file": o.path.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
-    if let (Some(found), Some(d)) = (&a.faces, detector) {
+    if let (Some(found), Some(d)) = (&a.faces, &analysers.faces) {
         d.annotate(&mut record, found);
+    }
+    if let (Some(predicted), Some(t)) = (&a.predicted_tags, &analysers.tagger) {
+        record["predicted_tags"] = predicted.clone();
+        record["tagger"] = t.about().clone();
     }
     Candidate {
         named: named.post_id.is_some(),

@@ -1,6 +1,7 @@
-"""Writes a tiny YOLO-style ONNX detector for seedpool's ONNX backend tests.
+"""Writes tiny ONNX models for seedpool's ONNX tests: YOLO-style detectors and a
+WD14-style tagger.
 
-usage: make_yolo.py OUT.onnx (v5|v8|grey-input|flat-output)
+usage: make_onnx.py OUT.onnx (v5|v8|grey-input|flat-output|tagger)
 
 The model reads a 1x3x64x64 float image and splits it into a 4x4 grid of 16-pixel
 cells. Each cell is one candidate box (the cell itself, centre and size in input
@@ -12,6 +13,9 @@ learns where it drew something from what the model answers.
   v8           columns [1, 5, 16]: cx, cy, w, h, class score (no objectness)
   grey-input   v5 with a one-channel input: seedpool must refuse it at start-up
   flat-output  v5 with the output flattened to [16, 6]: refused at start-up
+  tagger       input [1, 64, 64, 3] (BGR 0-255, as WD14 taggers take it), output
+               [1, 3]: the picture's mean blue, green and red over 255, one
+               "probability" per tag
 
 Written at IR 8 / opset 18, which onnxruntime 1.17 and later accept.
 """
@@ -27,7 +31,28 @@ CELL = 16
 GRID = SIZE // CELL
 
 
+def tagger(out):
+    image = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, SIZE, SIZE, 3])
+    probs = helper.make_tensor_value_info("predictions", TensorProto.FLOAT, [1, 3])
+    axes = numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes")
+    scale = numpy_helper.from_array(np.array(255.0, dtype=np.float32), "scale")
+    nodes = [
+        helper.make_node("ReduceMean", ["input_1", "axes"], ["means"], keepdims=0),
+        helper.make_node("Div", ["means", "scale"], ["predictions"]),
+    ]
+    graph = helper.make_graph(nodes, "seedpool-test-tagger", [image], [probs], [axes, scale])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out)
+
+
+def save(model, out):
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out)
+
+
 def main(out, variant):
+    if variant == "tagger":
+        return tagger(out)
     channels = 1 if variant == "grey-input" else 3
     image = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, channels, SIZE, SIZE])
     nodes = []
@@ -73,13 +98,10 @@ def main(out, variant):
             shape = [cells, 6]
     output = helper.make_tensor_value_info("output0", TensorProto.FLOAT, shape)
     graph = helper.make_graph(nodes, "seedpool-test-yolo", [image], [output], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, out)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output"):
+    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output", "tagger"):
         sys.exit(__doc__)
     main(sys.argv[1], sys.argv[2])
