@@ -1,7 +1,7 @@
 """Writes tiny ONNX models for seedpool's ONNX tests: YOLO-style detectors and a
 WD14-style tagger.
 
-usage: make_onnx.py OUT.onnx (v5|v8|grey-input|flat-output|tagger)
+usage: make_onnx.py OUT.onnx (v5|v8|grey-input|flat-output|tagger|bench)
 
 The model reads a 1x3x64x64 float image and splits it into a 4x4 grid of 16-pixel
 cells. Each cell is one candidate box (the cell itself, centre and size in input
@@ -16,6 +16,10 @@ learns where it drew something from what the model answers.
   tagger       input [1, 64, 64, 3] (BGR 0-255, as WD14 taggers take it), output
                [1, 3]: the picture's mean blue, green and red over 255, one
                "probability" per tag
+  bench        for benches/onnx.sh: a YOLO-shaped network with random (seeded)
+               weights, input [1, 3, 640, 640], five stride-2 stages of two 3x3
+               convolutions each (16 to 256 channels, about 3 GFLOPs), a 1x1 head
+               and a sigmoid, output columns [1, 5, 400] (v8 layout, one class)
 
 Written at IR 8 / opset 18, which onnxruntime 1.17 and later accept.
 """
@@ -44,6 +48,48 @@ def tagger(out):
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out)
 
 
+def bench(out):
+    rng = np.random.default_rng(7)
+    image = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])
+    output = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, 400])
+    nodes, inits = [], []
+    x, c_in = "images", 3
+    for stage, c_out in enumerate([16, 32, 64, 128, 256]):
+        for k, stride in enumerate([2, 1]):
+            name = f"s{stage}c{k}"
+            fan_in = c_in * 9
+            w = rng.normal(0, (2 / fan_in) ** 0.5, (c_out, c_in, 3, 3)).astype(np.float32)
+            b = np.zeros(c_out, np.float32)
+            inits += [numpy_helper.from_array(w, name + "w"), numpy_helper.from_array(b, name + "b")]
+            nodes.append(
+                helper.make_node("Conv", [x, name + "w", name + "b"], [name], kernel_shape=[3, 3],
+                                 strides=[stride, stride], pads=[1, 1, 1, 1])
+            )
+            nodes.append(helper.make_node("Relu", [name], [name + "r"]))
+            x, c_in = name + "r", c_out
+    head = rng.normal(0, 0.05, (5, 256, 1, 1)).astype(np.float32)
+    # A low score bias, so that a few cells pass as faces, as in a real picture.
+    bias = np.array([0, 0, 0, 0, -1], np.float32)
+    inits += [numpy_helper.from_array(head, "headw"), numpy_helper.from_array(bias, "headb")]
+    nodes.append(helper.make_node("Conv", [x, "headw", "headb"], ["head"], kernel_shape=[1, 1]))
+    nodes.append(helper.make_node("Sigmoid", ["head"], ["probs"]))
+    # Box centres and sizes in input pixels: the cell's centre and 32 px, scaled by the
+    # network's first four outputs; the fifth is the face score.
+    nodes.append(helper.make_node("Reshape", ["probs", "shape"], ["flat"]))
+    inits.append(numpy_helper.from_array(np.array([1, 5, 400], np.int64), "shape"))
+    grid = np.zeros((1, 5, 400), np.float32)
+    scale = np.zeros((1, 5, 400), np.float32)
+    for i in range(20):
+        for j in range(20):
+            grid[0, :, i * 20 + j] = [32 * j, 32 * i, 0, 0, 0]
+            scale[0, :, i * 20 + j] = [32, 32, 96, 96, 1]
+    inits += [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(grid, "grid")]
+    nodes.append(helper.make_node("Mul", ["flat", "scale"], ["scaled"]))
+    nodes.append(helper.make_node("Add", ["scaled", "grid"], ["output0"]))
+    graph = helper.make_graph(nodes, "seedpool-bench-yolo", [image], [output], inits)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out)
+
+
 def save(model, out):
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -53,6 +99,8 @@ def save(model, out):
 def main(out, variant):
     if variant == "tagger":
         return tagger(out)
+    if variant == "bench":
+        return bench(out)
     channels = 1 if variant == "grey-input" else 3
     image = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, channels, SIZE, SIZE])
     nodes = []
@@ -102,6 +150,6 @@ def main(out, variant):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output", "tagger"):
+    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output", "tagger", "bench"):
         sys.exit(__doc__)
     main(sys.argv[1], sys.argv[2])
