@@ -470,19 +470,14 @@ impl Fit {
     }
 }
 
-/// The image scaled to fit `size` x `size`, centred on grey, as planar RGB in 0-1.
-fn letterbox(rgb: &image::RgbImage, size: u32) -> Result<(Vec<f32>, Fit), String> {
+/// An RGB picture resized to `w` x `h` by bilinear interpolation (what detectors and
+/// taggers are fed; their training pipelines resize this way), as packed RGB bytes.
+pub(crate) fn bilinear(rgb: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, String> {
     use fast_image_resize::images::{Image, ImageRef};
     use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let (w, h) = rgb.dimensions();
-    if w == 0 || h == 0 {
-        return Err("empty image".into());
-    }
-    let scale = (size as f32 / w as f32).min(size as f32 / h as f32);
-    let nw = ((w as f32 * scale).round() as u32).clamp(1, size);
-    let nh = ((h as f32 * scale).round() as u32).clamp(1, size);
-    let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| e.to_string())?;
-    let mut dst = Image::new(nw, nh, PixelType::U8x3);
+    let src = ImageRef::new(rgb.width(), rgb.height(), rgb.as_raw(), PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
+    let mut dst = Image::new(w, h, PixelType::U8x3);
     Resizer::new()
         .resize(
             &src,
@@ -490,10 +485,22 @@ fn letterbox(rgb: &image::RgbImage, size: u32) -> Result<(Vec<f32>, Fit), String
             &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
         )
         .map_err(|e| e.to_string())?;
+    Ok(dst.into_vec())
+}
+
+/// The image scaled to fit `size` x `size`, centred on grey, as planar RGB in 0-1.
+fn letterbox(rgb: &image::RgbImage, size: u32) -> Result<(Vec<f32>, Fit), String> {
+    let (w, h) = rgb.dimensions();
+    if w == 0 || h == 0 {
+        return Err("empty image".into());
+    }
+    let scale = (size as f32 / w as f32).min(size as f32 / h as f32);
+    let nw = ((w as f32 * scale).round() as u32).clamp(1, size);
+    let nh = ((h as f32 * scale).round() as u32).clamp(1, size);
+    let pixels = bilinear(rgb, nw, nh)?;
     let s = size as usize;
     let (px, py) = ((size - nw) / 2, (size - nh) / 2);
     let mut planes = vec![PAD; 3 * s * s];
-    let pixels = dst.buffer();
     for y in 0..nh as usize {
         for x in 0..nw as usize {
             let from = (y * nw as usize + x) * 3;

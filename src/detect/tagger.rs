@@ -264,8 +264,6 @@ fn output_width(session: &ort::session::Session) -> Result<Option<usize>, String
 
 /// The picture centred on a white square, resized to `size`, as BGR floats 0-255.
 fn square_bgr(rgb: &image::RgbImage, size: u32, channels_first: bool) -> Result<Vec<f32>, String> {
-    use fast_image_resize::images::{Image, ImageRef};
-    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
     let (w, h) = rgb.dimensions();
     if w == 0 || h == 0 {
         return Err("empty image".into());
@@ -278,19 +276,10 @@ fn square_bgr(rgb: &image::RgbImage, size: u32, channels_first: bool) -> Result<
         i64::from((side - w) / 2),
         i64::from((side - h) / 2),
     );
-    let src =
-        ImageRef::new(side, side, square.as_raw(), PixelType::U8x3).map_err(|e| e.to_string())?;
-    let mut dst = Image::new(size, size, PixelType::U8x3);
-    Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-        )
-        .map_err(|e| e.to_string())?;
+    let pixels = super::onnx::bilinear(&square, size, size)?;
     let n = (size * size) as usize;
     let mut out = vec![0f32; 3 * n];
-    for (i, px) in dst.buffer().chunks_exact(3).enumerate() {
+    for (i, px) in pixels.chunks_exact(3).enumerate() {
         for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
             let at = if channels_first { c * n + i } else { i * 3 + c };
             out[at] = f32::from(v);
