@@ -950,6 +950,37 @@ fn ingest_stores_a_taggers_predictions_apart_from_the_booru_tags() {
         serde_json::from_slice(&std::fs::read(out.join("safebooru-1.json")).unwrap()).unwrap();
     assert_eq!(record["predicted_tags"]["general"], serde_json::json!({}));
 
+    // Through publish and merge, the predictions reach the pool in each item's record,
+    // where SQL can read them.
+    let store = t.path().join("store");
+    let key = fixed_key(t.path());
+    let mut args = publish_args(s(&out), s(&store), s(&key), "1");
+    args.push("--json");
+    let p = run(&args);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let manifest: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    let pool = t.path().join("pool");
+    let m = run(&[
+        "merge",
+        manifest["manifest"].as_str().unwrap(),
+        "--pool",
+        s(&pool),
+        "--from",
+        s(&store),
+    ]);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    let q = run(&[
+        "query",
+        "--pool",
+        s(&pool),
+        "--sql",
+        "SELECT key, json_extract(record, '$.predicted_tags.character.red_hero') AS p FROM items",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    assert_eq!(q.stdout, "key,p\nsafebooru-1,1\n");
+
     // A tag list that does not fit the model, or is not a tag list, and a model that
     // is not a tagger, stop ingest before any original is read.
     let two = t.path().join("two.csv");

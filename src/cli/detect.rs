@@ -27,6 +27,7 @@ use crate::ingest::Rules;
 /// faces use nagadomi's lbpcascade_animeface.xml. A cascade or model that cannot be
 /// used stops the run before any image; an unreadable image is reported and skipped.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("detector").required(true).args(["cascade", "model"])))]
 pub struct DetectArgs {
     /// Images (JPEG, PNG, WebP, GIF), or one release folder made by `seedpool ingest`.
     #[arg(required = true, value_name = "IMAGE|RELEASE_DIR")]
@@ -37,7 +38,7 @@ pub struct DetectArgs {
     config: Option<PathBuf>,
     /// The cascade XML (opencv_traincascade's format, LBP features), or the name of a
     /// model fetched with `seedpool models fetch` (e.g. `animeface`).
-    #[arg(long, value_name = "XML|NAME", required_unless_present = "model")]
+    #[arg(long, value_name = "XML|NAME")]
     cascade: Option<PathBuf>,
     #[command(flatten)]
     model: super::models::ModelArgs,

@@ -162,9 +162,10 @@ struct Layout {
     objectness: bool,
 }
 
-/// A model loaded once per worker thread: ort runs a session from one thread at a
-/// time, and one single-threaded session per core keeps every core busy on its own
-/// image. Shared by the detector and the tagger.
+/// A model loaded into several sessions: ort runs a session from one thread at a time,
+/// and one single-threaded session per core keeps every core busy on its own image.
+/// A large model (a tagger can be 400 MB) gets fewer sessions with more threads each,
+/// so that they stay within about 4 GiB. Shared by the detector and the tagger.
 pub(crate) struct Sessions {
     sessions: Vec<Mutex<Session>>,
     input_name: String,
@@ -181,11 +182,11 @@ impl Sessions {
             problem,
         };
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let threads = rayon::current_num_threads().max(1);
-        let mut sessions = Vec::with_capacity(threads);
-        for _ in 0..threads {
+        let (count, threads) = session_count(bytes.len() as u64, rayon::current_num_threads());
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
             let session = Session::builder(&env)
-                .and_then(|b| b.with_intra_threads(1).map_err(ort::Error::from))
+                .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::from))
                 .and_then(|mut b| b.commit_from_memory(&bytes))
                 .map_err(|e| bad(format!("not a model ONNX Runtime can run: {e}")))?;
             sessions.push(Mutex::new(session));
@@ -234,6 +235,16 @@ impl Sessions {
             data.to_vec(),
         ))
     }
+}
+
+/// How many sessions of a model of `bytes` to make for `cores` worker threads, and the
+/// threads each runs with. A session's memory is taken to be four times the model
+/// file (weights plus working buffers).
+fn session_count(bytes: u64, cores: usize) -> (usize, usize) {
+    const BUDGET: u64 = 4 << 30;
+    let cores = cores.max(1);
+    let count = (BUDGET / bytes.saturating_mul(4).max(1)).clamp(1, cores as u64) as usize;
+    (count, cores.div_ceil(count))
 }
 
 pub struct OnnxDetector {
@@ -635,6 +646,14 @@ mod tests {
         // Clipped to the image; nothing inside is nothing.
         assert_eq!(fit.back(-8.0, 40.0, 16.0, 40.0), Some(rect(0, 48, 16, 16)));
         assert_eq!(fit.back(0.0, 0.0, 16.0, 10.0), None);
+    }
+
+    #[test]
+    fn large_models_get_fewer_sessions_with_more_threads() {
+        assert_eq!(session_count(5 << 20, 16), (16, 1));
+        assert_eq!(session_count(400 << 20, 16), (2, 8));
+        assert_eq!(session_count(2 << 30, 16), (1, 16));
+        assert_eq!(session_count(5 << 20, 0), (1, 1));
     }
 
     #[test]
