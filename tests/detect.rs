@@ -766,7 +766,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("ONNX Runtime is needed for --model and was not found")
+            .contains("ONNX Runtime is needed for --model and --tagger and was not found")
             && r.stderr.contains("pip install onnxruntime"),
         "{}",
         r.stderr

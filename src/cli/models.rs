@@ -94,8 +94,9 @@ pub fn cascade_path(arg: &std::path::Path) -> Result<PathBuf, Failure> {
 pub struct ModelArgs {
     /// Search faces with an ONNX object detector with YOLO-style outputs (e.g. a YOLOv8
     /// face model exported to ONNX) instead of a cascade. Needs ONNX Runtime: `python3
-    /// -m pip install onnxruntime`, or ORT_DYLIB_PATH naming libonnxruntime.so. The
-    /// levels' min_confidence (--config [faces]) or --confidence pick the boxes.
+    /// -m pip install onnxruntime`, or ORT_DYLIB_PATH naming libonnxruntime.so. Boxes
+    /// are kept by the strictness levels' min_confidence ([faces] in --config), or by
+    /// --confidence when `detect` is given images.
     #[arg(long, value_name = "ONNX", conflicts_with = "cascade")]
     pub model: Option<PathBuf>,
     /// The model's square input side in pixels [default: the model's own, else 640].

@@ -54,7 +54,7 @@ pub struct ModelSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(
-        "ONNX Runtime is needed for --model and was not found ({looked}): install it with \
+        "ONNX Runtime is needed for --model and --tagger and was not found ({looked}): install it with \
          `python3 -m pip install onnxruntime`, or set ORT_DYLIB_PATH to its libonnxruntime.so"
     )]
     NoRuntime { looked: String },
@@ -279,10 +279,6 @@ impl OnnxDetector {
             .candidates(&blank, 1.0)
             .map_err(|e| bad(format!("fails on a blank image: {e}")))?;
         Ok(detector)
-    }
-
-    pub fn input_size(&self) -> u32 {
-        self.size
     }
 
     /// Boxes scoring at least `min_confidence`, in the image's pixels, before
