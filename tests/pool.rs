@@ -1169,3 +1169,60 @@ fn tag_lists_systematize_tags_and_conflicts_show_disagreement() {
     assert_eq!(e.one("SELECT count(*) FROM tag_info"), info_before);
     assert_eq!(e.digest(), before);
 }
+
+#[test]
+fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let pool = t.path().join("pool");
+    std::fs::create_dir(&pool).unwrap();
+    // A pool as seedpool wrote it at format 3, with provenance and history of two
+    // releases, made by that format's own migrations.
+    {
+        let db = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
+        for step in &seedpool::pool::schema::MIGRATIONS[..3] {
+            db.execute_batch(step).unwrap();
+        }
+        db.execute_batch(&format!(
+            "PRAGMA foreign_keys = OFF; PRAGMA application_id = {}; PRAGMA user_version = 3;
+             INSERT INTO provenance(item, release, action, hash) VALUES
+                 (7, 1, 'added', 'h7'), (3, 1, 'added', 'h3'), (3, 2, 'changed', 'h3b'),
+                 (7, 2, 'removed', 'h7');
+             INSERT INTO item_history(item, release, hash, shard, record) VALUES
+                 (3, 2, 'h3', 's1', '{{\"score\": 1}}');",
+            seedpool::pool::schema::APPLICATION_ID
+        ))
+        .unwrap();
+    }
+    let q = |sql: &str| {
+        let r = run(&["query", "--pool", s(&pool), "--sql", sql, "--format", "csv"]);
+        assert_eq!(r.code, 0, "{sql}: {}", r.stderr);
+        r.stdout
+    };
+    // Opening it migrates it: the rows are all there, keyed by release first.
+    assert_eq!(
+        q("SELECT release, item, action, hash FROM provenance"),
+        "release,item,action,hash\n1,3,added,h3\n1,7,added,h7\n2,3,changed,h3b\n2,7,removed,h7\n"
+    );
+    assert_eq!(
+        q("SELECT release, item, hash, json_extract(record, '$.score') AS score FROM item_history"),
+        "release,item,hash,score\n2,3,h3,1\n"
+    );
+    let db = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
+    for table in ["provenance", "item_history"] {
+        let mut st = db
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
+            ))
+            .unwrap();
+        let key: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(key, ["release", "item"], "{table}");
+    }
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, seedpool::pool::schema::FORMAT_VERSION);
+}

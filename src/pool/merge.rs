@@ -645,7 +645,8 @@ fn merge_index(
         // What this release removes: live items of the dataset it no longer lists.
         tx.execute(
             "INSERT INTO provenance(item, release, action, hash)
-             SELECT i.id, ?1, 'removed', i.hash FROM temp.removed r JOIN items i ON i.id = r.id",
+             SELECT i.id, ?1, 'removed', i.hash FROM temp.removed r JOIN items i ON i.id = r.id
+             ORDER BY i.id",
             [rel],
         )?;
         let removed = tx.execute(
@@ -658,7 +659,8 @@ fn merge_index(
         tx.execute(
             "INSERT INTO item_history(item, release, hash, shard, record)
              SELECT i.id, ?1, i.hash, i.shard, i.record FROM incoming n JOIN items i ON i.id = n.item
-             WHERE n.fate = 'changed' OR (n.fate = 'restored' AND n.old_hash != n.hash)",
+             WHERE n.fate = 'changed' OR (n.fate = 'restored' AND n.old_hash != n.hash)
+             ORDER BY i.id",
             [rel],
         )?;
         tx.execute(
@@ -689,7 +691,8 @@ fn merge_index(
         )?;
         tx.execute(
             "INSERT INTO provenance(item, release, action, hash)
-             SELECT item, ?1, fate, hash FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
+             SELECT item, ?1, fate, hash FROM incoming WHERE fate IN ('added', 'changed', 'restored')
+             ORDER BY item",
             [rel],
         )?;
 

@@ -179,6 +179,34 @@ CREATE INDEX items_with_phash ON items(dataset) WHERE phash IS NOT NULL;
 CREATE INDEX items_hidden ON items(dataset) WHERE duplicate_of IS NOT NULL AND removed_in IS NULL;
 CREATE INDEX items_state ON items(dataset, key, hash, shard, removed_in, duplicate_of);
 ",
+    // 3 -> 4: provenance and history keyed by release first: a merge appends its rows
+    // in one run of pages instead of touching one page per item, and reads back its
+    // own rows as a range.
+    "
+CREATE TABLE provenance_by_release(
+    item INTEGER NOT NULL REFERENCES items(id),
+    release INTEGER NOT NULL REFERENCES releases(id),
+    action TEXT NOT NULL CHECK(action IN ('added', 'changed', 'removed', 'restored')),
+    hash TEXT,
+    PRIMARY KEY(release, item)
+) WITHOUT ROWID;
+INSERT INTO provenance_by_release(item, release, action, hash)
+    SELECT item, release, action, hash FROM provenance ORDER BY release, item;
+DROP TABLE provenance;
+ALTER TABLE provenance_by_release RENAME TO provenance;
+CREATE TABLE item_history_by_release(
+    item INTEGER NOT NULL REFERENCES items(id),
+    release INTEGER NOT NULL REFERENCES releases(id),
+    hash TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    record TEXT,
+    PRIMARY KEY(release, item)
+) WITHOUT ROWID;
+INSERT INTO item_history_by_release(item, release, hash, shard, record)
+    SELECT item, release, hash, shard, record FROM item_history ORDER BY release, item;
+DROP TABLE item_history;
+ALTER TABLE item_history_by_release RENAME TO item_history;
+",
 ];
 
 /// Secondary indexes that a bulk merge drops and builds again after its inserts (one
