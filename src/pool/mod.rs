@@ -452,7 +452,10 @@ mod tests {
             .unwrap();
         let err = Pool::open(&root).err().unwrap().to_string();
         assert!(
-            err.contains("format version 99, newer than this seedpool's 3; upgrade seedpool"),
+            err.contains(&format!(
+                "format version 99, newer than this seedpool's {}; upgrade seedpool",
+                schema::FORMAT_VERSION
+            )),
             "{err}"
         );
 
