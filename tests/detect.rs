@@ -764,6 +764,30 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
         ],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
+    let missing = run_env(
+        &["models", "runtime"],
+        &[
+            ("PATH", s(&bin)),
+            ("SEEDPOOL_DATA", s(&t.path().join("data"))),
+        ],
+    );
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("pip install onnxruntime"),
+        "{}",
+        missing.stderr
+    );
+    // With python3's package there, `models runtime` names the library it loads.
+    let found = run(&["models", "runtime", "--json"]);
+    assert_eq!(found.code, 0, "{}", found.stderr);
+    let found: serde_json::Value = serde_json::from_str(&found.stdout).unwrap();
+    assert!(
+        found["path"]
+            .as_str()
+            .unwrap()
+            .contains("onnxruntime/capi/libonnxruntime.so"),
+        "{found}"
+    );
     assert!(
         r.stderr
             .contains("ONNX Runtime is needed for --model and --tagger and was not found")

@@ -1,4 +1,5 @@
-//! `seedpool models`: the cascades seedpool knows by name.
+//! `seedpool models`: the cascades seedpool knows by name, and the ONNX Runtime it
+//! loads for ONNX models.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use serde_json::json;
 use super::{CommandResult, Failure, Output};
 use crate::detect::models::{self, ModelError, MODELS};
 
-/// Fetch and list the face cascades seedpool knows by name (`--cascade animeface`).
+/// Fetch and list the face cascades seedpool knows by name (`--cascade animeface`), and
+/// check the ONNX Runtime that `--model` and `--tagger` load.
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
     /// Download a model from its canonical address into the models folder
@@ -29,6 +31,13 @@ pub enum ModelsCommand {
     },
     /// List the models, their canonical addresses and whether they are fetched.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find and load the ONNX Runtime library that --model and --tagger use
+    /// (ORT_DYLIB_PATH, else the models folder, else python3's onnxruntime package) and
+    /// print where it is and what build it is.
+    Runtime {
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +87,15 @@ pub fn run(cmd: ModelsCommand, out: &mut Output) -> CommandResult {
                         m.name, m.about, state, m.url
                     )?;
                 }
+            }
+        }
+        ModelsCommand::Runtime { json } => {
+            let (path, info) =
+                crate::detect::onnx::runtime_info().map_err(|e| Failure::Data(e.into()))?;
+            if json {
+                out.json(&json!({"path": path, "build": info}))?;
+            } else {
+                writeln!(out.out, "ONNX Runtime: {}\n  {info}", path.display())?;
             }
         }
     }

@@ -131,6 +131,14 @@ fn python_package() -> Option<PathBuf> {
     (out.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
+/// The runtime library `--model` would use, loaded, and its build description
+/// (`seedpool models runtime`).
+pub fn runtime_info() -> Result<(PathBuf, String), ModelError> {
+    environment()?;
+    let path = find_runtime()?;
+    Ok((path, ort::info().to_string()))
+}
+
 /// The one ONNX Runtime environment of the process (ort allows one).
 static ENVIRONMENT: Mutex<Option<ort::environment::Environment>> = Mutex::new(None);
 
