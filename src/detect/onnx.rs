@@ -182,7 +182,7 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// Loads the runtime and the model at `path`; `bad` words a problem with the model.
+    /// Loads the runtime and the model at `path` into its sessions.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let env = environment()?;
         let bad = |problem: String| ModelError::Model {
@@ -306,7 +306,7 @@ impl OnnxDetector {
         let first_class = if self.layout.objectness { 5 } else { 4 };
         if attrs <= first_class {
             return Err(format!(
-                "output rows have {attrs} values, fewer than {} ",
+                "output rows have {attrs} values, fewer than {}",
                 first_class + 1
             ));
         }
