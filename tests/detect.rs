@@ -296,23 +296,7 @@ fn ingest_records_faces_at_three_levels_and_a_composition() {
     );
 
     // The same run through the pool: the composition lands in the items table.
-    let store = t.path().join("store");
-    let key = fixed_key(t.path());
-    let mut args = publish_args(s(&out), s(&store), s(&key), "1");
-    args.push("--json");
-    let p = run(&args);
-    assert_eq!(p.code, 0, "{}", p.stderr);
-    let manifest: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
-    let pool = t.path().join("pool");
-    let m = run(&[
-        "merge",
-        manifest["manifest"].as_str().unwrap(),
-        "--pool",
-        s(&pool),
-        "--from",
-        s(&store),
-    ]);
-    assert_eq!(m.code, 0, "{}", m.stderr);
+    let pool = publish_and_merge(&out, t.path());
     let db = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
     let (faces, composition): (i64, String) = db
         .query_row(
@@ -352,6 +336,29 @@ fn ingest_records_faces_at_three_levels_and_a_composition() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("bad.xml"), "{}", r.stderr);
     assert!(!out2.join("ingest-report.tsv").exists());
+}
+
+/// Publishes release folder `out` as version 1 into `dir/store` and merges it into
+/// `dir/pool`, which it returns.
+fn publish_and_merge(out: &Path, dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let key = fixed_key(dir);
+    let mut args = publish_args(s(out), s(&store), s(&key), "1");
+    args.push("--json");
+    let p = run(&args);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let manifest: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    let pool = dir.join("pool");
+    let m = run(&[
+        "merge",
+        manifest["manifest"].as_str().unwrap(),
+        "--pool",
+        s(&pool),
+        "--from",
+        s(&store),
+    ]);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    pool
 }
 
 /// Portraits with a frontal face and without one, named as BOORU-CHARS names files
@@ -976,23 +983,7 @@ fn ingest_stores_a_taggers_predictions_apart_from_the_booru_tags() {
 
     // Through publish and merge, the predictions reach the pool in each item's record,
     // where SQL can read them.
-    let store = t.path().join("store");
-    let key = fixed_key(t.path());
-    let mut args = publish_args(s(&out), s(&store), s(&key), "1");
-    args.push("--json");
-    let p = run(&args);
-    assert_eq!(p.code, 0, "{}", p.stderr);
-    let manifest: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
-    let pool = t.path().join("pool");
-    let m = run(&[
-        "merge",
-        manifest["manifest"].as_str().unwrap(),
-        "--pool",
-        s(&pool),
-        "--from",
-        s(&store),
-    ]);
-    assert_eq!(m.code, 0, "{}", m.stderr);
+    let pool = publish_and_merge(&out, t.path());
     let q = run(&[
         "query",
         "--pool",

@@ -139,7 +139,7 @@ impl FaceDetector {
             .detect_levels(rgb, &[r.strict, r.medium, r.relaxed])?;
         let (fw, fh) = (f64::from(rgb.width()), f64::from(rgb.height()));
         let round = |v: f64| (v * 10_000.0).round() / 10_000.0;
-        let mut fractions = levels.into_iter().map(|found| {
+        let fractions = |found: Vec<super::Found>| -> Vec<Box4> {
             found
                 .iter()
                 .take(r.max_boxes)
@@ -152,13 +152,15 @@ impl FaceDetector {
                         round(f64::from(b.height) / fh),
                     ]
                 })
-                .collect::<Vec<Box4>>()
-        });
-        let mut next = || fractions.next().unwrap_or_default();
+                .collect()
+        };
+        let [strict, medium, relaxed]: [Vec<super::Found>; 3] = levels
+            .try_into()
+            .map_err(|l: Vec<_>| format!("the detector gave {} levels for 3", l.len()))?;
         Ok(Faces {
-            strict: next(),
-            medium: next(),
-            relaxed: next(),
+            strict: fractions(strict),
+            medium: fractions(medium),
+            relaxed: fractions(relaxed),
         })
     }
 

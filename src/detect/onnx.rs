@@ -134,18 +134,18 @@ fn python_package() -> Option<PathBuf> {
 /// The runtime library `--model` would use, loaded, and its build description
 /// (`seedpool models runtime`).
 pub fn runtime_info() -> Result<(PathBuf, String), ModelError> {
-    environment()?;
-    let path = find_runtime()?;
+    let (_, path) = environment()?;
     Ok((path, ort::info().to_string()))
 }
 
-/// The one ONNX Runtime environment of the process (ort allows one).
-static ENVIRONMENT: Mutex<Option<ort::environment::Environment>> = Mutex::new(None);
+/// The one ONNX Runtime environment of the process (ort allows one), and the library
+/// it was loaded from.
+static ENVIRONMENT: Mutex<Option<(ort::environment::Environment, PathBuf)>> = Mutex::new(None);
 
-fn environment() -> Result<ort::environment::Environment, ModelError> {
+fn environment() -> Result<(ort::environment::Environment, PathBuf), ModelError> {
     let mut env = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(e) = env.as_ref() {
-        return Ok(e.clone());
+    if let Some(loaded) = env.as_ref() {
+        return Ok(loaded.clone());
     }
     let path = find_runtime()?;
     let runtime = |problem: String| ModelError::Runtime {
@@ -158,8 +158,8 @@ fn environment() -> Result<ort::environment::Environment, ModelError> {
         .with_telemetry(false)
         .build()
         .map_err(|e| runtime(e.to_string()))?;
-    *env = Some(built.clone());
-    Ok(built)
+    *env = Some((built.clone(), path.clone()));
+    Ok((built, path))
 }
 
 /// How the output tensor is laid out, learnt from the model at load.
@@ -184,7 +184,7 @@ pub(crate) struct Sessions {
 impl Sessions {
     /// Loads the runtime and the model at `path` into its sessions.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let env = environment()?;
+        let (env, _) = environment()?;
         let bad = |problem: String| ModelError::Model {
             path: path.to_path_buf(),
             problem,
