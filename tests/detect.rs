@@ -721,6 +721,11 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
             vec!["--class", "1"],
             "--class 1: output `output0` has 1 classes",
         ),
+        (
+            v5.clone(),
+            vec!["--iou", "2"],
+            "--iou must be within 0-1 (got 2)",
+        ),
         (t.path().join("missing.onnx"), vec![], "No such file"),
     ];
     for (model, extra, problem) in &cases {
@@ -1006,6 +1011,10 @@ fn ingest_stores_a_taggers_predictions_apart_from_the_booru_tags() {
     for (extra, problem) in [
         (vec!["--tag-names", s(&two)], "gives 3 probabilities and"),
         (vec!["--tag-names", s(&headless)], "has no `name` column"),
+        (
+            vec!["--tag-names", s(&names), "--general-threshold", "1.5"],
+            "--general-threshold must be within 0-1 (got 1.5)",
+        ),
     ] {
         let out = t.path().join("refused");
         let r = ingest(&extra, &out);
