@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use crate::zseek;
+
 /// Index format version, stored as SQLite's `user_version`.
 pub const FORMAT_VERSION: u64 = 1;
 /// "SPIX", stored as SQLite's `application_id` so `file(1)`-style tools can tell.
@@ -222,12 +224,31 @@ impl IndexWriter {
             .map_err(|e| self.sql(e))
     }
 
+    /// Commits, then rewrites the file table by table (`VACUUM INTO`): items, tags and
+    /// members were filled side by side, so their pages were interleaved over the whole
+    /// file, and a reader of one table would have to unpack every frame of it.
     pub fn finish(self) -> Result<(), IndexError> {
-        self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
+        let packed = self.path.with_extension("packed");
+        let _ = std::fs::remove_file(&packed);
+        let scratch = crate::store::TempFile(packed.clone());
+        self.conn
+            .execute_batch("COMMIT")
+            .and_then(|()| {
+                self.conn
+                    .execute("VACUUM INTO ?1", [packed.to_string_lossy()])
+                    .map(drop)
+            })
+            .map_err(|e| self.sql(e))?;
+        let path = self.path.clone();
         self.conn.close().map_err(|(_, e)| IndexError::Sqlite {
-            path: self.path.clone(),
+            path: path.clone(),
             source: e,
-        })
+        })?;
+        std::fs::rename(&scratch.0, &path).map_err(|source| IndexError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(())
     }
 }
 
@@ -260,28 +281,24 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Compresses `sqlite` into `out`, hashing the compressed bytes on the way.
+/// Compresses `sqlite` into `out` as seekable zstd (see `zseek`), hashing the compressed
+/// bytes on the way.
 pub fn compress(sqlite: &Path, out: &Path, piece_length: u64) -> Result<Compressed, IndexError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| IndexError::Io { path, source }
     };
     let input = std::fs::File::open(sqlite).map_err(io_err(sqlite))?;
-    let uncompressed_size = input.metadata().map_err(io_err(sqlite))?.len();
     let file = std::fs::File::create(out).map_err(io_err(out))?;
     let mut writer = HashingWriter {
-        inner: std::io::BufWriter::new(file),
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
         blake3: blake3::Hasher::new(),
         pieces: crate::torrent::pieces::PieceHasher::new(piece_length),
         written: 0,
     };
-    let mut encoder = zstd::stream::Encoder::new(&mut writer, ZSTD_LEVEL).map_err(io_err(out))?;
-    encoder.include_checksum(true).map_err(io_err(out))?;
-    encoder
-        .set_pledged_src_size(Some(uncompressed_size))
-        .map_err(io_err(out))?;
-    std::io::copy(&mut std::io::BufReader::new(input), &mut encoder).map_err(io_err(out))?;
-    encoder.finish().map_err(io_err(out))?;
+    let uncompressed_size =
+        zseek::compress(&mut std::io::BufReader::new(input), &mut writer, ZSTD_LEVEL)
+            .map_err(io_err(out))?;
     writer.flush().map_err(io_err(out))?;
     let HashingWriter {
         inner,
@@ -305,8 +322,7 @@ pub fn compress(sqlite: &Path, out: &Path, piece_length: u64) -> Result<Compress
     })
 }
 
-/// Decompresses an index into `out`, refusing to write more than `limit` bytes
-/// (a decompression bomb stops at the limit, not when the disk is full).
+/// Decompresses an index into `out`, refusing more than `limit` bytes of output.
 pub fn decompress(compressed: &Path, out: &Path, limit: u64) -> Result<(), IndexError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -316,9 +332,15 @@ pub fn decompress(compressed: &Path, out: &Path, limit: u64) -> Result<(), Index
     let mut decoder = zstd::stream::Decoder::new(input).map_err(io_err(compressed))?;
     // Frames that ask for a window above 128 MiB are refused instead of allocated.
     decoder.window_log_max(27).map_err(io_err(compressed))?;
-    let mut output = std::fs::File::create(out).map_err(io_err(out))?;
+    // Large writes: the default 8 KiB copy made a quarter of a million system calls
+    // for a million-item index.
+    let mut output = std::io::BufWriter::with_capacity(
+        4 << 20,
+        std::fs::File::create(out).map_err(io_err(out))?,
+    );
     let copied = std::io::copy(&mut decoder.by_ref().take(limit + 1), &mut output)
         .map_err(io_err(compressed))?;
+    output.flush().map_err(io_err(out))?;
     if copied > limit {
         return Err(IndexError::TooLarge {
             path: compressed.to_path_buf(),
@@ -328,6 +350,59 @@ pub fn decompress(compressed: &Path, out: &Path, limit: u64) -> Result<(), Index
     Ok(())
 }
 
+/// A compressed release index made readable by SQLite: read in place, frame by frame,
+/// when it is seekable zstd (every index since seedpool wrote them so), else
+/// decompressed to a scratch file that goes when this is dropped (older indexes).
+pub struct Unpacked {
+    uri: String,
+    compressed: PathBuf,
+    _scratch: Option<crate::store::TempFile>,
+}
+
+impl Unpacked {
+    /// Makes `compressed` readable, refusing more than `limit` unpacked bytes; `scratch`
+    /// is where an index without a seek table is decompressed.
+    pub fn open(compressed: &Path, scratch: &Path, limit: u64) -> Result<Self, IndexError> {
+        let io_err = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::InvalidData => IndexError::Format {
+                path: compressed.to_path_buf(),
+                problem: source.to_string(),
+            },
+            _ => IndexError::Io {
+                path: compressed.to_path_buf(),
+                source,
+            },
+        };
+        if zseek::is_seekable(compressed).map_err(io_err)? {
+            // Checks the seek table (and the limit) now, so a bad one is reported as
+            // such rather than as SQLite failing to open the file.
+            zseek::Reader::open(compressed, limit).map_err(io_err)?;
+            let uri = zseek::vfs::uri(compressed, limit).map_err(sql_error(compressed))?;
+            return Ok(Self {
+                uri,
+                compressed: compressed.to_path_buf(),
+                _scratch: None,
+            });
+        }
+        let scratch_file = crate::store::TempFile(scratch.to_path_buf());
+        decompress(compressed, scratch, limit)?;
+        Ok(Self {
+            uri: format!("{}?mode=ro&immutable=1", zseek::vfs::file_uri(scratch)),
+            compressed: compressed.to_path_buf(),
+            _scratch: Some(scratch_file),
+        })
+    }
+
+    /// An SQLite URI that opens (or attaches) the index read-only.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    pub fn reader(&self) -> Result<IndexReader, IndexError> {
+        IndexReader::open_uri(&self.uri, &self.compressed)
+    }
+}
+
 /// A read-only view of an index from elsewhere.
 pub struct IndexReader {
     conn: Connection,
@@ -335,11 +410,22 @@ pub struct IndexReader {
 }
 
 impl IndexReader {
+    /// Opens an unpacked index file.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
+        Self::open_uri(
+            &format!("{}?mode=ro&immutable=1", zseek::vfs::file_uri(path)),
+            path,
+        )
+    }
+
+    /// Opens the index at SQLite URI `uri`; errors name `path`.
+    pub fn open_uri(uri: &str, path: &Path) -> Result<Self, IndexError> {
         let sql = sql_error(path);
         let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(sql)?;
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)

@@ -22,3 +22,4 @@ pub mod swarm;
 pub mod tags;
 pub mod torrent;
 pub mod verify;
+pub mod zseek;

@@ -618,9 +618,9 @@ fn load_parent(
             index_zst.display()
         )]));
     }
-    let index_db = staging.join("parent-index.sqlite");
-    index::decompress(&index_zst, &index_db, manifest.index.uncompressed_size)?;
-    let reader = IndexReader::open(&index_db)?;
+    let scratch = staging.join("parent-index.sqlite");
+    let unpacked = index::Unpacked::open(&index_zst, &scratch, manifest.index.uncompressed_size)?;
+    let reader = unpacked.reader()?;
     let rows = reader.shards()?;
     let first_release: HashMap<String, String> =
         rows.into_iter().map(|r| (r.id, r.first_release)).collect();

@@ -630,6 +630,68 @@ fn a_signed_index_whose_items_name_a_missing_shard_is_refused() {
     assert_eq!(e.one("SELECT count(*) FROM releases"), 0);
 }
 
+/// Puts `zst` in place of release `version`'s index and signs the manifest again (with
+/// `uncompressed` as its unpacked size), as a publisher would.
+fn replace_index(e: &Env, version: &str, zst: &[u8], uncompressed: u64) {
+    let path = e.store.join(format!("test-ds/index/{version}.sqlite.zst"));
+    std::fs::write(&path, zst).unwrap();
+    let mpath = e.manifest(version);
+    let mut m: seedpool::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m.index.blake3 = blake3::hash(zst).to_hex().to_string();
+    m.index.size = zst.len() as u64;
+    m.index.uncompressed_size = uncompressed;
+    m.sign(&seedpool::signing::PublisherKey::load(&e.key).unwrap());
+    std::fs::write(&mpath, m.to_bytes()).unwrap();
+}
+
+#[test]
+fn indexes_are_read_in_place_and_one_zstd_stream_still_merges() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..8, 100);
+    e.publish(&r1, "1", None, &[]);
+    let zst = e.store.join("test-ds/index/1.sqlite.zst");
+    assert!(seedpool::zseek::is_seekable(&zst).unwrap());
+    // An index as seedpool wrote them before seekable ones: one zstd stream, which a
+    // merge decompresses to a scratch file beside the pool and removes.
+    let db = e.root.join("index.sqlite");
+    seedpool::index::decompress(&zst, &db, 1 << 30).unwrap();
+    let plain = zstd::stream::encode_all(std::fs::File::open(&db).unwrap(), 9).unwrap();
+    let unpacked = std::fs::metadata(&db).unwrap().len();
+    replace_index(&e, "1", &plain, unpacked);
+    let r = e.merge("1", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(e.one("SELECT count(*) FROM items"), 8);
+    let left: Vec<_> = std::fs::read_dir(&e.pool)
+        .unwrap()
+        .flatten()
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != seedpool::pool::LOCK)
+        .collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+    e.assert_counts_exact();
+}
+
+#[test]
+fn a_seek_table_larger_than_the_signed_size_is_refused() {
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..4, 100);
+    e.publish(&r1, "1", None, &[]);
+    let zst = std::fs::read(e.store.join("test-ds/index/1.sqlite.zst")).unwrap();
+    // The publisher signs a smaller unpacked size than the frames hold (a bomb's shape).
+    replace_index(&e, "1", &zst, 8192);
+    let r = e.merge("1", &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("1.sqlite.zst") && r.stderr.contains("more than the 8192 allowed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.one("SELECT count(*) FROM releases"), 0);
+}
+
 #[test]
 fn queries_refuse_writes_and_bad_sql() {
     let e = env();

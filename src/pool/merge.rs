@@ -21,7 +21,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::{aggregates, duplicates, schema, Pool, PoolError};
-use crate::index::{self, IndexError, IndexReader};
+use crate::index::{self, IndexError};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
 use crate::shard::ShardId;
@@ -175,22 +175,23 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
         return Ok(report);
     }
 
-    // The index, decompressed next to the pool for the merge, removed afterwards.
-    let tmp = TempFile(pool.root().join(format!(
+    // The index, read in place; one from before seekable indexes is decompressed next
+    // to the pool for the merge and removed afterwards.
+    let scratch = pool.root().join(format!(
         "{UNPACKED_INDEX}{}-{}.sqlite",
         version,
         std::process::id()
-    )));
+    ));
     let index_zst = target.dataset_dir().join(&manifest.index.path);
-    index::decompress(&index_zst, &tmp.0, manifest.index.uncompressed_size)?;
-    timings.step("index decompressed");
-    check_index(&tmp.0, &manifest)?;
+    let unpacked = index::Unpacked::open(&index_zst, &scratch, manifest.index.uncompressed_size)?;
+    timings.step("index opened");
+    check_index(&unpacked, &manifest)?;
     timings.step("index checked");
 
     progress.stage("merging into the pool", 0, Unit::Items);
     let counts = if is_empty(pool.connection())? {
         let (filled, counts) =
-            merge_into_empty(pool, &manifest, &manifest_hash, &tmp.0, plan, &timings)?;
+            merge_into_empty(pool, &manifest, &manifest_hash, &unpacked, plan, &timings)?;
         pool = filled;
         counts
     } else {
@@ -198,7 +199,7 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
             pool.connection_mut(),
             &manifest,
             &manifest_hash,
-            &tmp.0,
+            &unpacked,
             plan,
             &timings,
         )?
@@ -256,7 +257,7 @@ fn merge_into_empty(
     pool: Pool,
     m: &Manifest,
     manifest_hash: &str,
-    index_path: &Path,
+    index: &index::Unpacked,
     plan: &MergePlan,
     timings: &super::Timings,
 ) -> Result<(Pool, Counts), MergeError> {
@@ -267,7 +268,7 @@ fn merge_into_empty(
         fresh.connection_mut(),
         m,
         manifest_hash,
-        index_path,
+        index,
         plan,
         timings,
     )?;
@@ -492,8 +493,8 @@ fn bring(from: &Path, to: &Path, blake3_hex: &str, size: u64) -> Result<(), Merg
 
 /// The index must describe this release: its dataset and version, exactly the
 /// manifest's shards, and items only in those shards.
-fn check_index(path: &Path, m: &Manifest) -> Result<(), MergeError> {
-    let reader = IndexReader::open(path)?;
+fn check_index(index: &index::Unpacked, m: &Manifest) -> Result<(), MergeError> {
+    let reader = index.reader()?;
     let conn = reader.connection();
     let inconsistent = |problem: String| MergeError::Inconsistent {
         version: m.version.clone(),
@@ -554,33 +555,19 @@ struct Counts {
     duplicates: u64,
 }
 
-/// A path as an SQLite URI that opens it read-only and immutable.
-fn read_only_uri(path: &Path) -> String {
-    let mut uri = String::from("file:");
-    for b in path.to_string_lossy().bytes() {
-        if b.is_ascii_alphanumeric() || b"/._-".contains(&b) {
-            uri.push(char::from(b));
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri.push_str("?mode=ro&immutable=1");
-    uri
-}
-
 /// The transaction: everything the pool learns from the release, or nothing.
 fn merge_index(
     conn: &mut Connection,
     m: &Manifest,
     manifest_hash: &str,
-    index_path: &Path,
+    index: &index::Unpacked,
     plan: &MergePlan,
     timings: &super::Timings,
 ) -> Result<Counts, MergeError> {
     let phash_distance = plan.phash_distance;
-    conn.execute("ATTACH DATABASE ?1 AS idx", [read_only_uri(index_path)])?;
+    conn.execute("ATTACH DATABASE ?1 AS idx", [index.uri()])?;
     conn.execute_batch(
-        "PRAGMA main.cache_size = -1048576; PRAGMA idx.cache_size = -262144; PRAGMA temp.cache_size = -262144;
+        "PRAGMA main.cache_size = -1048576; PRAGMA idx.cache_size = -32768; PRAGMA temp.cache_size = -262144;
          PRAGMA temp_store = MEMORY; PRAGMA idx.mmap_size = 8589934592;",
     )?;
     let result = (|| -> Result<Counts, MergeError> {
@@ -665,21 +652,21 @@ fn merge_index(
         )?;
         tx.execute(
             &format!(
-                "UPDATE items SET shard = n.shard, hash = n.hash, volume = n.volume, record = x.record, {},
+                "UPDATE items SET shard = n.shard, hash = n.hash, volume = n.volume, record = n.record, {},
                     changed_in = CASE WHEN n.fate = 'same' OR n.fate = 'moved' THEN items.changed_in ELSE ?1 END,
                     removed_in = NULL
-                 FROM incoming n JOIN idx.items x ON x.key = n.key
+                 FROM incoming n
                  WHERE items.id = n.item AND n.fate IN ('changed', 'restored', 'moved')",
-                schema::record_assignments("x.record")
+                schema::record_assignments("n.record")
             ),
             [rel],
         )?;
-        let (cols, exprs) = schema::record_select("x.record");
+        let (cols, exprs) = schema::record_select("n.record");
         tx.execute(
             &format!(
                 "INSERT INTO items(dataset, key, shard, hash, volume, record, {cols}, added_in)
-                 SELECT ?1, n.key, n.shard, n.hash, n.volume, x.record, {exprs}, ?2
-                 FROM incoming n JOIN idx.items x ON x.key = n.key
+                 SELECT ?1, n.key, n.shard, n.hash, n.volume, n.record, {exprs}, ?2
+                 FROM incoming n
                  WHERE n.fate = 'added' ORDER BY n.key"
             ),
             params![ds, rel],
@@ -1029,18 +1016,20 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
         "DROP TABLE IF EXISTS temp.incoming;
          CREATE TEMP TABLE incoming(
             key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
-            item INTEGER, old_hash TEXT, fate TEXT
+            item INTEGER, old_hash TEXT, fate TEXT, record TEXT
          ) WITHOUT ROWID;
          DROP TABLE IF EXISTS temp.removed;
          CREATE TEMP TABLE removed(id INTEGER PRIMARY KEY);",
     )?;
-    let mut release = tx.prepare("SELECT key, shard, hash, volume FROM idx.items ORDER BY key")?;
+    // Records come along for what the merge writes, so it reads the release's items once.
+    let mut release =
+        tx.prepare("SELECT key, shard, hash, volume, record FROM idx.items ORDER BY key")?;
     let mut pool = tx.prepare(
         "SELECT key, id, hash, shard, removed_in IS NOT NULL FROM items WHERE dataset = ?1 ORDER BY key",
     )?;
     let mut incoming = tx.prepare(
-        "INSERT INTO incoming(key, shard, hash, volume, item, old_hash, fate)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO incoming(key, shard, hash, volume, item, old_hash, fate, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut removed = tx.prepare("INSERT INTO temp.removed(id) VALUES (?1)")?;
     let mut release = release.query([])?;
@@ -1065,7 +1054,8 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
                     new.get_ref(3)?.as_str()?,
                     None::<i64>,
                     None::<String>,
-                    "added"
+                    "added",
+                    new.get_ref(4)?.as_str_or_null()?
                 ])?;
                 r = release.next()?;
             }
@@ -1098,7 +1088,8 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
                         new.get_ref(3)?.as_str()?,
                         old.get::<_, i64>(1)?,
                         old_hash,
-                        fate
+                        fate,
+                        new.get_ref(4)?.as_str_or_null()?
                     ])?;
                 }
                 r = release.next()?;

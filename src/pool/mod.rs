@@ -87,9 +87,10 @@ impl Timings {
     pub fn step(&self, what: &str) {
         if self.on {
             eprintln!(
-                "{}{:>8.3}s {what}",
+                "{}{:>8.3}s {what} ({} index frames decoded)",
                 self.prefix,
-                self.start.elapsed().as_secs_f64()
+                self.start.elapsed().as_secs_f64(),
+                crate::zseek::DECODED.load(std::sync::atomic::Ordering::Relaxed)
             );
         }
     }

@@ -29,11 +29,11 @@ use serde::Serialize;
 
 use super::fetch::{self, FetchError, Release};
 use super::{Event, Events, Phase, SwarmError, SwarmOptions, TICK};
-use crate::index::{self, IndexError, IndexReader};
+use crate::index::{self, IndexError};
 use crate::pool::merge::{self, MergeError, MergePlan, MergeReport};
 use crate::pool::{Pool, PoolError};
 use crate::progress::Silent;
-use crate::store::{self, file_error, FileError, Store, StoreError, TempFile};
+use crate::store::{self, file_error, FileError, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct SyncPlan {
@@ -331,10 +331,9 @@ fn select(
     sql: &str,
 ) -> Result<(BTreeSet<String>, u64), SyncError> {
     let m = &release.manifest;
-    let tmp = index_zst.with_extension(format!("select-{}.sqlite", std::process::id()));
-    let _cleanup = TempFile(tmp.clone());
-    index::decompress(index_zst, &tmp, m.index.uncompressed_size)?;
-    let reader = IndexReader::open(&tmp)?;
+    let scratch = index_zst.with_extension(format!("select-{}.sqlite", std::process::id()));
+    let unpacked = index::Unpacked::open(index_zst, &scratch, m.index.uncompressed_size)?;
+    let reader = unpacked.reader()?;
     let conn = reader.connection();
     let denied = crate::query::read_only_guard(conn);
     let failed = |e: rusqlite::Error| SyncError::Selection {
