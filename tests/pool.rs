@@ -1287,4 +1287,12 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, seedpool::pool::schema::FORMAT_VERSION);
+    let by_shard: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'items_by_shard'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by_shard, 0, "format 5 has no index of items by shard");
 }
