@@ -566,9 +566,13 @@ fn merge_index(
 ) -> Result<Counts, MergeError> {
     let phash_distance = plan.phash_distance;
     conn.execute("ATTACH DATABASE ?1 AS idx", [index.uri()])?;
+    // The pool is read through a memory map, so only the pages the merge changes are
+    // copied into the 1 GiB cache (0.6 s of 14 on the incremental benchmark); the index
+    // is read through its frames, with a small cache for the B-tree's inner pages.
     conn.execute_batch(
-        "PRAGMA main.cache_size = -1048576; PRAGMA idx.cache_size = -32768; PRAGMA temp.cache_size = -262144;
-         PRAGMA temp_store = MEMORY; PRAGMA idx.mmap_size = 8589934592;",
+        "PRAGMA main.cache_size = -1048576; PRAGMA main.mmap_size = 8589934592;
+         PRAGMA idx.cache_size = -32768; PRAGMA idx.mmap_size = 8589934592;
+         PRAGMA temp.cache_size = -262144; PRAGMA temp_store = MEMORY;",
     )?;
     let result = (|| -> Result<Counts, MergeError> {
         let step = |what: &str| timings.step(what);
