@@ -4,6 +4,11 @@
 # CHANGES changes (default 100,000: 60% changed, 20% removed, 20% new), then run every
 # named query on the result. Needs hyperfine.
 # Usage: benches/pool.sh        (data and results in target/bench/pool/)
+#
+# WARM_GIB (default 8; 0 to skip): before each merge, touch and free that much memory.
+# On a virtual machine whose host takes back idle guest memory, the first touch of a
+# page costs about 2 us (2.3 s per GiB here), so a merge's time otherwise depends on
+# what ran in the minute before it; warming measures the merge itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITEMS=${ITEMS:-1000000}
@@ -15,6 +20,15 @@ mkdir -p "$WORK"
 KEY=$WORK/bench.key
 [ -f "$KEY" ] || "$BIN" key generate --out "$KEY" >/dev/null
 t() { local start=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $start" | bc; }
+WARM_GIB=${WARM_GIB:-8}
+warm() {
+  [ "$WARM_GIB" = 0 ] && return
+  python3 -c "import mmap, sys
+n = int(float(sys.argv[1]) * 2**30)
+m = mmap.mmap(-1, n)
+for i in range(0, n, 4096): m[i] = 1
+m.close()" "$WARM_GIB"
+}
 # Each step is skipped when its result is there, so an interrupted run resumes.
 if [ ! -f "$WORK/.r1-done" ]; then
   rm -rf "$WORK/r1"
@@ -36,9 +50,11 @@ fi
 POOL=$WORK/pool
 rm -rf "$POOL"
 sync
+warm
 echo "merge 1 ($ITEMS items into an empty pool): $(t "$BIN" merge "$WORK/store/bench-1.manifest.json" --pool "$POOL" --from "$WORK/store") s"
 cp -a "$POOL" "$WORK/pool-after-1"
 sync  # the copy's writeback would otherwise land inside the next timing
+warm
 echo "merge 2 ($CHANGES changes): $(t "$BIN" merge "$WORK/store/bench-2.manifest.json" --pool "$POOL" --from "$WORK/store") s"
 rm -rf "$WORK/pool-after-1"
 ARGS=()
