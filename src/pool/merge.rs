@@ -1028,9 +1028,8 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
     // Records come along for what the merge writes, so it reads the release's items once.
     let mut release =
         tx.prepare("SELECT key, shard, hash, volume, record FROM idx.items ORDER BY key")?;
-    let mut pool = tx.prepare(
-        "SELECT key, id, hash, shard, removed_in IS NOT NULL FROM items WHERE dataset = ?1 ORDER BY key",
-    )?;
+    let mut pool = tx.prepare(CLASSIFY_POOL)?;
+    let mut full = tx.prepare("SELECT hash, shard FROM items WHERE id = ?1")?;
     let mut incoming = tx.prepare(
         "INSERT INTO incoming(key, shard, hash, volume, item, old_hash, fate, record)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1072,29 +1071,40 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
             }
             Ordering::Equal => {
                 let (new, old) = (r.expect("a release row"), p.expect("a pool row"));
-                let (hash, old_hash) = (new.get_ref(2)?.as_str()?, old.get_ref(2)?.as_str()?);
-                let fate = if old.get::<_, bool>(4)? {
-                    "restored"
-                } else if hash != old_hash {
-                    "changed"
-                } else if new.get_ref(1)?.as_str()? != old.get_ref(3)?.as_str()? {
-                    "moved"
-                } else {
-                    "same"
-                };
-                if fate == "same" {
+                let (hash, shard) = (new.get_ref(2)?.as_str()?, new.get_ref(1)?.as_str()?);
+                let removed = old.get::<_, bool>(4)?;
+                if !removed
+                    && prefix(hash) == old.get_ref(2)?.as_str()?
+                    && prefix(shard) == old.get_ref(3)?.as_str()?
+                {
                     same += 1;
                 } else {
-                    incoming.execute(params![
-                        new.get_ref(0)?.as_str()?,
-                        new.get_ref(1)?.as_str()?,
-                        hash,
-                        new.get_ref(3)?.as_str()?,
-                        old.get::<_, i64>(1)?,
-                        old_hash,
-                        fate,
-                        new.get_ref(4)?.as_str_or_null()?
-                    ])?;
+                    let id: i64 = old.get(1)?;
+                    let (old_hash, old_shard): (String, String) =
+                        full.query_row([id], |f| Ok((f.get(0)?, f.get(1)?)))?;
+                    let fate = if removed {
+                        "restored"
+                    } else if hash != old_hash {
+                        "changed"
+                    } else if shard != old_shard {
+                        "moved"
+                    } else {
+                        "same"
+                    };
+                    if fate == "same" {
+                        same += 1;
+                    } else {
+                        incoming.execute(params![
+                            new.get_ref(0)?.as_str()?,
+                            shard,
+                            hash,
+                            new.get_ref(3)?.as_str()?,
+                            id,
+                            old_hash,
+                            fate,
+                            new.get_ref(4)?.as_str_or_null()?
+                        ])?;
+                    }
                 }
                 r = release.next()?;
                 p = pool.next()?;
@@ -1102,6 +1112,17 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
         }
     }
     Ok(same)
+}
+
+/// The pool's side of `classify`: every item of a dataset in key order, read from the
+/// covering index `items_state` alone (prefixes of hash and shard, not the strings).
+const CLASSIFY_POOL: &str =
+    "SELECT key, id, substr(hash, 1, 16), substr(shard, 1, 16), removed_in IS NOT NULL
+     FROM items WHERE dataset = ?1 ORDER BY key";
+
+/// The first 16 characters of `s`, as SQLite's `substr(s, 1, 16)` counts them.
+fn prefix(s: &str) -> &str {
+    s.char_indices().nth(16).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Fewest new items for a bulk merge; `SEEDPOOL_BULK_MERGE_MIN` overrides it (tests use
@@ -1117,4 +1138,45 @@ fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_walk_reads_the_item_state_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open_or_create(dir.path()).unwrap();
+        let conn = pool.connection();
+        let plan: String = conn
+            .query_row(&format!("EXPLAIN QUERY PLAN {CLASSIFY_POOL}"), [1], |r| {
+                r.get(3)
+            })
+            .unwrap();
+        assert_eq!(plan, "SEARCH items USING INDEX items_state (dataset=?)");
+        // The plan keeps the table open in case an indexed expression needs it; the
+        // program must read every column, prefixes included, from the index.
+        let mut st = conn.prepare(&format!("EXPLAIN {CLASSIFY_POOL}")).unwrap();
+        let code: Vec<(String, i64, i64)> = st
+            .query_map([1], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let index = code.iter().find(|c| c.0 == "DeferredSeek").map(|c| c.1);
+        let read: Vec<i64> = code
+            .iter()
+            .filter(|c| c.0 == "Column")
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(read.len(), 4, "{code:?}");
+        assert!(read.iter().all(|&c| Some(c) == index), "{code:?}");
+    }
+
+    #[test]
+    fn prefixes_count_characters_as_sqlite_does() {
+        assert_eq!(prefix("0123456789abcdef0123"), "0123456789abcdef");
+        assert_eq!(prefix("short"), "short");
+        assert_eq!(prefix("ééééééééééééééééé"), "éééééééééééééééé");
+    }
 }
