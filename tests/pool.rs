@@ -605,15 +605,14 @@ fn a_signed_index_whose_items_name_a_missing_shard_is_refused() {
             .unwrap();
         assert!(status.success());
     }
-    let c = seedpool::index::compress(&db, &zst, 262144).unwrap();
-    let mpath = e.manifest("1");
-    let mut m: seedpool::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-    m.index.blake3 = c.blake3.to_hex().to_string();
-    m.index.size = c.size;
-    m.index.uncompressed_size = c.uncompressed_size;
-    m.sign(&seedpool::signing::PublisherKey::load(&e.key).unwrap());
-    std::fs::write(&mpath, m.to_bytes()).unwrap();
+    let packed = e.root.join("index.sqlite.zst");
+    let c = seedpool::index::compress(&db, &packed, 262144).unwrap();
+    replace_index(
+        &e,
+        "1",
+        &std::fs::read(&packed).unwrap(),
+        c.uncompressed_size,
+    );
     let r = e.merge("1", &[]);
     assert_eq!(r.code, 1);
     assert!(
