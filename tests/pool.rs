@@ -99,7 +99,7 @@ impl Env {
              FROM {x} a JOIN {x} b ON b.id = a.id AND b.category = 'copyright'
              WHERE a.category IN ('artist', 'character') GROUP BY 1, 2, 3, 4"
         );
-        let stored_pairs = "SELECT dataset, kind, a, b, items FROM pair_counts";
+        let stored_pairs = "SELECT dataset, kind, a, b, items FROM pair_count_names";
         let fresh_cats = "SELECT i.dataset, t.category, count(DISTINCT i.id) FROM item_tags it JOIN tags t ON t.id = it.tag
              JOIN live i ON i.id = it.item GROUP BY 1, 2";
         let stored_cats = "SELECT dataset, category, items FROM category_counts";

@@ -320,37 +320,24 @@ impl Tally {
         let mut del_pair = conn.prepare(
             "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
         )?;
-        let kind = |cat: u8| {
-            if cat == ARTIST {
-                "artist-copyright"
-            } else {
-                "character-copyright"
-            }
-        };
-        let mut pairs: Vec<_> = self.pairs.iter().filter(|(_, n)| **n != 0).collect();
-        pairs.sort_by_cached_key(|(k, _)| {
-            (
-                k.0,
-                kind(k.1),
-                self.canon[k.2 as usize].as_str(),
-                self.canon[k.3 as usize].as_str(),
-            )
-        });
-        for ((ds, cat, a, b), n) in pairs {
-            let (a, b) = (&self.canon[*a as usize], &self.canon[*b as usize]);
-            if *n > 0 {
-                add_pair.push([
-                    (*ds).into(),
-                    kind(*cat).to_string().into(),
-                    a.clone().into(),
-                    b.clone().into(),
-                    (*n).into(),
-                ])?;
+        let kind = |cat: u8| if cat == ARTIST { 1 } else { 2 };
+        let ids = self.canonical_ids(conn)?;
+        let mut pairs: Vec<_> = self
+            .pairs
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(&(ds, cat, a, b), &n)| ((ds, kind(cat), ids[a as usize], ids[b as usize]), n))
+            .collect();
+        pairs.sort_unstable();
+        for (key, n) in pairs {
+            let (ds, kind, a, b) = key;
+            if n > 0 {
+                add_pair.push([ds.into(), kind.into(), a.into(), b.into(), n.into()])?;
                 continue;
             }
-            let left: i64 = up_pair.query_row(params![ds, kind(*cat), a, b, n], |r| r.get(0))?;
+            let left: i64 = up_pair.query_row(params![ds, kind, a, b, n], |r| r.get(0))?;
             if left == 0 {
-                del_pair.execute(params![ds, kind(*cat), a, b])?;
+                del_pair.execute(params![ds, kind, a, b])?;
             }
         }
         add_pair.finish()?;
@@ -363,6 +350,39 @@ impl Tally {
         }
         conn.execute("DELETE FROM category_counts WHERE items = 0", [])?;
         Ok(())
+    }
+}
+
+impl Tally {
+    /// The `canonical_names` id of each canonical name (by its index in `canon`) that a
+    /// changed pair uses, adding the names the table lacks; 0 for the others.
+    fn canonical_ids(&self, conn: &Connection) -> rusqlite::Result<Vec<i64>> {
+        let mut known: HashMap<String, i64> = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT name, id FROM canonical_names")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                known.insert(r.get(0)?, r.get(1)?);
+            }
+        }
+        let mut add = conn.prepare("INSERT INTO canonical_names(name) VALUES (?1) RETURNING id")?;
+        let mut ids = vec![0; self.canon.len()];
+        for (&(_, _, a, b), _) in self.pairs.iter().filter(|(_, n)| **n != 0) {
+            for i in [a as usize, b as usize] {
+                if ids[i] == 0 {
+                    let name = &self.canon[i];
+                    ids[i] = match known.get(name) {
+                        Some(&id) => id,
+                        None => {
+                            let id: i64 = add.query_row([name], |r| r.get(0))?;
+                            known.insert(name.clone(), id);
+                            id
+                        }
+                    };
+                }
+            }
+        }
+        Ok(ids)
     }
 }
 

@@ -210,13 +210,38 @@ ALTER TABLE item_history_by_release RENAME TO item_history;
     // 4 -> 5: no index of items by shard. Nothing seedpool runs looks items up by shard
     // (extract and export go by item), and every item a release moves to a new shard
     // rewrote its entry there: a fifteenth of the pages an incremental merge dirtied.
-    // And the item state a merge walks holds 16-character prefixes of hash and shard
+    // The item state a merge walks holds 16-character prefixes of hash and shard
     // instead of both 64-character strings: a third of the pages to rewrite when items
-    // change (the full values are read for the items whose prefixes differ).
+    // change (the full values are read for the items whose prefixes differ). And pair
+    // counts are keyed by numbers, a kind code and ids of canonical names, instead of
+    // 'character-copyright' and two names in every row: a third of the pages, nearly all
+    // of which a merge that adds or removes items touches. `pair_count_names` shows
+    // them with names.
     "
 DROP INDEX items_by_shard;
 DROP INDEX items_state;
 CREATE INDEX items_state ON items(dataset, key, substr(hash, 1, 16), substr(shard, 1, 16), removed_in);
+CREATE TABLE canonical_names(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+INSERT INTO canonical_names(name) SELECT a FROM pair_counts UNION SELECT b FROM pair_counts;
+CREATE TABLE pair_counts_by_id(
+    dataset INTEGER NOT NULL,
+    kind INTEGER NOT NULL CHECK(kind IN (1, 2)),
+    a INTEGER NOT NULL REFERENCES canonical_names(id),
+    b INTEGER NOT NULL REFERENCES canonical_names(id),
+    items INTEGER NOT NULL,
+    PRIMARY KEY(dataset, kind, a, b)
+) WITHOUT ROWID;
+INSERT INTO pair_counts_by_id(dataset, kind, a, b, items)
+    SELECT p.dataset, CASE p.kind WHEN 'artist-copyright' THEN 1 ELSE 2 END, na.id, nb.id, p.items
+    FROM pair_counts p JOIN canonical_names na ON na.name = p.a JOIN canonical_names nb ON nb.name = p.b
+    ORDER BY 1, 2, 3, 4;
+DROP TABLE pair_counts;
+ALTER TABLE pair_counts_by_id RENAME TO pair_counts;
+CREATE VIEW pair_count_names AS
+    SELECT p.dataset AS dataset,
+           CASE p.kind WHEN 1 THEN 'artist-copyright' ELSE 'character-copyright' END AS kind,
+           na.name AS a, nb.name AS b, p.items AS items
+    FROM pair_counts p JOIN canonical_names na ON na.id = p.a JOIN canonical_names nb ON nb.id = p.b;
 ",
 ];
 

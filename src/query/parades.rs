@@ -71,10 +71,12 @@ pub const PARADES: &[Parade] = &[
                 WHERE category = 'artist' AND $DATASET_OF
                 GROUP BY canonical ORDER BY artist_items DESC, canonical LIMIT :limit),
               pairs AS (
-                SELECT t.artist, p.b AS series, sum(p.items) AS items, t.artist_items
-                FROM top t JOIN pair_counts p ON p.kind = 'artist-copyright' AND p.a = t.artist
-                  AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
-                GROUP BY t.artist, p.b),
+                SELECT t.artist, nb.name AS series, sum(p.items) AS items, t.artist_items
+                FROM top t JOIN canonical_names na ON na.name = t.artist
+                  JOIN pair_counts p ON p.kind = 1 AND p.a = na.id
+                    AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
+                  JOIN canonical_names nb ON nb.id = p.b
+                GROUP BY t.artist, nb.name),
               ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY artist ORDER BY items DESC, series) AS r FROM pairs)
               SELECT artist, series, items, artist_items FROM ranked WHERE r = 1
@@ -109,11 +111,13 @@ pub const PARADES: &[Parade] = &[
                 SELECT canonical AS character, sum(items) AS total FROM tag_counts
                 WHERE category = 'character' AND $DATASET_OF
                 GROUP BY canonical ORDER BY total DESC, canonical LIMIT :limit)
-              SELECT t.character, p.b AS copyright, sum(p.items) AS items,
+              SELECT t.character, nb.name AS copyright, sum(p.items) AS items,
                      round(1.0 * sum(p.items) / t.total, 3) AS share
-              FROM top t JOIN pair_counts p ON p.kind = 'character-copyright' AND p.a = t.character
-                AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
-              GROUP BY t.character, p.b
+              FROM top t JOIN canonical_names na ON na.name = t.character
+                JOIN pair_counts p ON p.kind = 2 AND p.a = na.id
+                  AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
+                JOIN canonical_names nb ON nb.id = p.b
+              GROUP BY t.character, nb.name
               ORDER BY t.total DESC, t.character, items DESC, copyright LIMIT :limit",
     },
     Parade {
