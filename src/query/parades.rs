@@ -19,6 +19,10 @@ pub struct Parade {
 
 const DATASET: &str =
     "(:dataset IS NULL OR l.dataset IN (SELECT id FROM datasets WHERE name = :dataset))";
+// The pair-count hit-parades join with CROSS JOIN, which fixes SQLite's join order: from
+// the few top names to their ids to their pairs. Left free, the planner scanned every
+// pair of the kind and took 850 ms instead of 520.
+
 /// The same filter for the count tables, whose rows carry `dataset`.
 const DATASET_OF: &str =
     "(:dataset IS NULL OR dataset IN (SELECT id FROM datasets WHERE name = :dataset))";
@@ -72,8 +76,8 @@ pub const PARADES: &[Parade] = &[
                 GROUP BY canonical ORDER BY artist_items DESC, canonical LIMIT :limit),
               pairs AS (
                 SELECT t.artist, nb.name AS series, sum(p.items) AS items, t.artist_items
-                FROM top t JOIN canonical_names na ON na.name = t.artist
-                  JOIN pair_counts p ON p.kind = 1 AND p.a = na.id
+                FROM top t CROSS JOIN canonical_names na ON na.name = t.artist
+                  CROSS JOIN pair_counts p ON p.kind = 1 AND p.a = na.id
                     AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
                   JOIN canonical_names nb ON nb.id = p.b
                 GROUP BY t.artist, nb.name),
@@ -113,8 +117,8 @@ pub const PARADES: &[Parade] = &[
                 GROUP BY canonical ORDER BY total DESC, canonical LIMIT :limit)
               SELECT t.character, nb.name AS copyright, sum(p.items) AS items,
                      round(1.0 * sum(p.items) / t.total, 3) AS share
-              FROM top t JOIN canonical_names na ON na.name = t.character
-                JOIN pair_counts p ON p.kind = 2 AND p.a = na.id
+              FROM top t CROSS JOIN canonical_names na ON na.name = t.character
+                CROSS JOIN pair_counts p ON p.kind = 2 AND p.a = na.id
                   AND p.dataset IN (SELECT id FROM datasets WHERE :dataset IS NULL OR name = :dataset)
                 JOIN canonical_names nb ON nb.id = p.b
               GROUP BY t.character, nb.name
