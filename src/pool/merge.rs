@@ -602,7 +602,15 @@ fn merge_index(
         )?;
         let rel = tx.last_insert_rowid();
 
-        let same = classify(&tx, ds)?;
+        // A dataset's first merge adds every item: its records are read from the index
+        // as they are inserted, in key order, instead of being held in `incoming` (a
+        // million records would be half a gigabyte of memory there).
+        let first: bool = tx.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM items WHERE dataset = ?1)",
+            [ds],
+            |r| r.get(0),
+        )?;
+        let same = classify(&tx, ds, !first)?;
 
         // A bulk merge (many new items for the pool's size) builds the secondary
         // indexes once after its inserts instead of inserting into them at random.
@@ -665,12 +673,17 @@ fn merge_index(
             ),
             [rel],
         )?;
-        let (cols, exprs) = schema::record_select("n.record");
+        let (record, from) = if first {
+            ("x.record", "incoming n JOIN idx.items x ON x.key = n.key")
+        } else {
+            ("n.record", "incoming n")
+        };
+        let (cols, exprs) = schema::record_select(record);
         tx.execute(
             &format!(
                 "INSERT INTO items(dataset, key, shard, hash, volume, record, {cols}, added_in)
-                 SELECT ?1, n.key, n.shard, n.hash, n.volume, n.record, {exprs}, ?2
-                 FROM incoming n
+                 SELECT ?1, n.key, n.shard, n.hash, n.volume, {record}, {exprs}, ?2
+                 FROM {from}
                  WHERE n.fate = 'added' ORDER BY n.key"
             ),
             params![ds, rel],
@@ -1015,7 +1028,8 @@ fn tag_key(key: &mut String, name: &str, category: &str, source: &str) {
 /// key order: what the release brings goes to `temp.incoming` with its fate (`same`
 /// items only counted, since nothing happens to them), and the pool's live items the
 /// release no longer lists to `temp.removed`. Returns the number of `same` items.
-fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
+/// Records of added items are kept in `incoming` only with `keep_records`.
+fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u64> {
     tx.execute_batch(
         "DROP TABLE IF EXISTS temp.incoming;
          CREATE TEMP TABLE incoming(
@@ -1050,6 +1064,11 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
         match order {
             Ordering::Less => {
                 let new = r.expect("a release row");
+                let record = if keep_records {
+                    new.get_ref(4)?.as_str_or_null()?
+                } else {
+                    None
+                };
                 incoming.execute(params![
                     new.get_ref(0)?.as_str()?,
                     new.get_ref(1)?.as_str()?,
@@ -1058,7 +1077,7 @@ fn classify(tx: &Connection, ds: i64) -> rusqlite::Result<u64> {
                     None::<i64>,
                     None::<String>,
                     "added",
-                    new.get_ref(4)?.as_str_or_null()?
+                    record
                 ])?;
                 r = release.next()?;
             }
