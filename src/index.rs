@@ -350,6 +350,11 @@ pub fn decompress(compressed: &Path, out: &Path, limit: u64) -> Result<(), Index
     Ok(())
 }
 
+/// The SQLite URI that opens an unpacked index file read-only, as never changing.
+fn read_only_uri(path: &Path) -> String {
+    format!("{}?mode=ro&immutable=1", zseek::vfs::file_uri(path))
+}
+
 /// A compressed release index made readable by SQLite: read in place, frame by frame,
 /// when it is seekable zstd (every index since seedpool wrote them so), else
 /// decompressed to a scratch file that goes when this is dropped (older indexes).
@@ -373,10 +378,12 @@ impl Unpacked {
                 source,
             },
         };
-        if zseek::is_seekable(compressed).map_err(io_err)? {
-            // Checks the seek table (and the limit) now, so a bad one is reported as
-            // such rather than as SQLite failing to open the file.
-            zseek::Reader::open(compressed, limit).map_err(io_err)?;
+        // Reading the seek table here reports a bad one (or one over the limit) as such,
+        // rather than as SQLite failing to open the file.
+        if zseek::Reader::open(compressed, limit)
+            .map_err(io_err)?
+            .is_some()
+        {
             let uri = zseek::vfs::uri(compressed, limit).map_err(sql_error(compressed))?;
             return Ok(Self {
                 uri,
@@ -387,7 +394,7 @@ impl Unpacked {
         let scratch_file = crate::store::TempFile(scratch.to_path_buf());
         decompress(compressed, scratch, limit)?;
         Ok(Self {
-            uri: format!("{}?mode=ro&immutable=1", zseek::vfs::file_uri(scratch)),
+            uri: read_only_uri(scratch),
             compressed: compressed.to_path_buf(),
             _scratch: Some(scratch_file),
         })
@@ -412,10 +419,7 @@ pub struct IndexReader {
 impl IndexReader {
     /// Opens an unpacked index file.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        Self::open_uri(
-            &format!("{}?mode=ro&immutable=1", zseek::vfs::file_uri(path)),
-            path,
-        )
+        Self::open_uri(&read_only_uri(path), path)
     }
 
     /// Opens the index at SQLite URI `uri`; errors name `path`.
