@@ -473,6 +473,48 @@ fn md5_groups_touched_by_a_merge_are_resolved_again() {
         live(&e),
         ["gelbooru-1", "safebooru-3", "sankaku-7", "zerochan-1"]
     );
+
+    // Release 3: the winner of `bbb` changes md5, so the copy it hid is alone in its
+    // group and visible again; a tagless item joins `ccc` and wins it.
+    let r3 = e.root.join("r3");
+    put(&r3, "gelbooru-1", rec("gelbooru", "aaa", 900));
+    put(&r3, "konachan-1", rec("konachan", "bbb", 500));
+    put(&r3, "sankaku-7", rec("sankaku", "eee", 2000));
+    put(&r3, "zerochan-1", rec("zerochan", "ddd", 500));
+    put(&r3, "safebooru-3", rec("safebooru", "ccc", 100));
+    put(
+        &r3,
+        "yandere-4",
+        r#"{"booru":"yande.re","md5":"ccc","width":3000,"height":3000}"#.into(),
+    );
+    e.publish(&r3, "3", Some("2"), &[]);
+    let m3 = e.merged("3");
+    assert_eq!(m3["duplicates"], 1, "{m3}");
+    assert_eq!(
+        live(&e),
+        [
+            "gelbooru-1",
+            "konachan-1",
+            "sankaku-7",
+            "yandere-4",
+            "zerochan-1"
+        ]
+    );
+
+    // Release 4: the tagless winner goes; the copy it hid comes back.
+    std::fs::remove_file(r3.join("yandere-4.json")).unwrap();
+    e.publish(&r3, "4", Some("3"), &[]);
+    assert_eq!(e.merged("4")["duplicates"], 0);
+    assert_eq!(
+        live(&e),
+        [
+            "gelbooru-1",
+            "konachan-1",
+            "safebooru-3",
+            "sankaku-7",
+            "zerochan-1"
+        ]
+    );
 }
 
 #[test]

@@ -139,6 +139,7 @@ where
 
 /// The binary's entry point.
 pub fn main() -> ! {
+    crate::tune_sqlite();
     let mut out = Output::process();
     let code = run(std::env::args_os(), &mut out);
     let _ = out.out.flush();

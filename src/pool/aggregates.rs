@@ -224,28 +224,44 @@ impl Tally {
     /// Adds or takes out the items in `temp.contrib_ids` as they are now, then empties
     /// `contrib_ids`.
     pub fn contrib_ids(&mut self, conn: &Connection, sign: i64) -> rusqlite::Result<()> {
+        self.contrib_ids_seen(conn, sign, |_, _, _| {})
+    }
+
+    /// `contrib_ids`, also showing `seen` each item's id, md5 and tag ids, so a merge
+    /// reads them once (a changed item's old links and md5 are needed again later).
+    pub fn contrib_ids_seen(
+        &mut self,
+        conn: &Connection,
+        sign: i64,
+        mut seen: impl FnMut(i64, Option<&str>, &[i64]),
+    ) -> rusqlite::Result<()> {
         self.load_tags(conn)?;
         let mut st = conn.prepare(&format!(
-            "SELECT c.id, {COUNTED_COLUMNS}, it.tag
-             FROM contrib_ids c JOIN items i ON i.id = c.id JOIN item_tags it ON it.item = c.id
+            "SELECT c.id, {COUNTED_COLUMNS}, i.md5, it.tag
+             FROM contrib_ids c JOIN items i ON i.id = c.id LEFT JOIN item_tags it ON it.item = c.id
              ORDER BY c.id"
         ))?;
         let mut rows = st.query([])?;
-        let mut current: Option<(i64, Counted)> = None;
+        let mut current: Option<(i64, Counted, Option<String>)> = None;
         let mut tags: Vec<i64> = Vec::new();
+        let mut flush =
+            |this: &mut Self, item: Option<(i64, Counted, Option<String>)>, tags: &mut Vec<i64>| {
+                if let Some((id, counted, md5)) = item {
+                    seen(id, md5.as_deref(), tags);
+                    this.item(counted, tags.drain(..), sign);
+                }
+            };
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
-            if current.map(|c| c.0) != Some(id) {
-                if let Some((_, item)) = current {
-                    self.item(item, tags.drain(..), sign);
-                }
-                current = Some((id, Counted::read(r, 1)?));
+            if current.as_ref().map(|c| c.0) != Some(id) {
+                flush(self, current.take(), &mut tags);
+                current = Some((id, Counted::read(r, 1)?, r.get(6)?));
             }
-            tags.push(r.get(6)?);
+            if let Some(tag) = r.get(7)? {
+                tags.push(tag);
+            }
         }
-        if let Some((_, item)) = current {
-            self.item(item, tags.drain(..), sign);
-        }
+        flush(self, current.take(), &mut tags);
         drop(rows);
         conn.execute_batch("DELETE FROM temp.contrib_ids;")
     }

@@ -88,6 +88,39 @@ pub enum Scope<'a> {
     },
 }
 
+/// The md5s among `md5s` whose group may need a new winner, and the items among
+/// `items` that are hidden. A group of one item needs work only when that item is
+/// hidden; a group of several (removed items included: the index keeps them) always.
+fn narrow(
+    conn: &Connection,
+    ds: i64,
+    md5s: &[String],
+    items: &[i64],
+) -> rusqlite::Result<(Vec<String>, Vec<i64>)> {
+    let mut st = conn.prepare(
+        "SELECT id FROM items WHERE dataset = ?1 AND duplicate_of IS NOT NULL AND removed_in IS NULL",
+    )?;
+    let hidden: std::collections::HashSet<i64> = st
+        .query_map([ds], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut ids_of = conn.prepare("SELECT id FROM items WHERE dataset = ?1 AND md5 = ?2")?;
+    let mut groups = Vec::new();
+    for md5 in md5s {
+        let ids: Vec<i64> = ids_of
+            .query_map(params![ds, md5], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if ids.len() > 1 || ids.iter().any(|i| hidden.contains(i)) {
+            groups.push(md5.clone());
+        }
+    }
+    let items = items
+        .iter()
+        .copied()
+        .filter(|i| hidden.contains(i))
+        .collect();
+    Ok((groups, items))
+}
+
 /// Recomputes the duplicate groups of dataset `ds` (or those in `scope`), changing only
 /// the items whose `duplicate_of` changes.
 pub fn resolve(
@@ -96,6 +129,19 @@ pub fn resolve(
     phash_distance: u32,
     scope: Scope<'_>,
 ) -> rusqlite::Result<Resolved> {
+    // Narrow the md5 scope to the groups that can change, from the md5 index alone
+    // (most touched md5s belong to one item, which then stays visible).
+    let narrowed;
+    let scope = match scope {
+        Scope::Md5s { md5s, items } => {
+            narrowed = narrow(conn, ds, md5s, items)?;
+            Scope::Md5s {
+                md5s: &narrowed.0,
+                items: &narrowed.1,
+            }
+        }
+        all => all,
+    };
     let columns = "i.id, i.md5, i.phash, coalesce(i.width, 0) * coalesce(i.height, 0), i.booru, i.added_in, i.key, i.duplicate_of";
     let (sql, args): (String, Vec<rusqlite::types::Value>) = match &scope {
         Scope::All => (

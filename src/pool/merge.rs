@@ -638,7 +638,13 @@ fn merge_index(
              WHERE n.fate = 'changed' AND i.removed_in IS NULL AND i.duplicate_of IS NULL",
             [],
         )?;
-        tally.contrib_ids(&tx, -1)?;
+        // The old links and md5s of these items are needed again below: kept as read.
+        let mut old_links: aggregates::IdMap<i64, Vec<i64>> = Default::default();
+        let mut old_md5s: Vec<String> = Vec::new();
+        tally.contrib_ids_seen(&tx, -1, |id, md5, tags| {
+            old_links.insert(id, tags.to_vec());
+            old_md5s.extend(md5.map(str::to_string));
+        })?;
 
         step("counts subtracted");
         // What this release removes: live items of the dataset it no longer lists.
@@ -709,7 +715,8 @@ fn merge_index(
                 FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';",
         )?;
         step("members");
-        let linked = link_tags(&tx, new_items as u64, m.counts.items)?;
+        let linked = link_tags(&tx, new_items as u64, m.counts.items, &old_links)?;
+        drop(old_links);
         step("tags linked");
         if bulk {
             for (name, create) in schema::BULK_INDEXES {
@@ -773,18 +780,12 @@ fn merge_index(
         let resolved = if has_phash || bulk {
             duplicates::resolve(&tx, ds, phash_distance, duplicates::Scope::All)?
         } else {
-            let mut st = tx.prepare(
-                "SELECT i.md5 FROM temp.removed r JOIN items i ON i.id = r.id WHERE i.md5 IS NOT NULL
-                 UNION
-                 SELECT i.md5 FROM incoming n JOIN items i ON i.id = n.item
-                 WHERE n.fate IN ('added', 'changed', 'restored') AND i.md5 IS NOT NULL
-                 UNION
-                 SELECT json_extract(record, '$.md5') FROM item_history
-                 WHERE release = ?1 AND json_extract(record, '$.md5') IS NOT NULL",
-            )?;
-            let md5s: Vec<String> = st
-                .query_map([rel], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            // The groups the merge can change: those that visible items left (their old
+            // md5s, read with the counts) and those that touched items joined.
+            let mut md5s = std::mem::take(&mut old_md5s);
+            md5s.extend(linked.md5s.iter().cloned());
+            md5s.sort_unstable();
+            md5s.dedup();
             let mut st = tx.prepare(
                 "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
             )?;
@@ -868,6 +869,8 @@ fn merge_index(
 struct Linked {
     items: Vec<(i64, aggregates::Counted, usize)>,
     tags: Vec<i64>,
+    /// The md5s of the items, as they are after the merge.
+    md5s: Vec<String>,
 }
 
 impl Linked {
@@ -890,7 +893,15 @@ impl Linked {
 /// The items come in key order; their tags are read from the release index by key, or,
 /// when most of the index's items need links (a first merge), in one sequential pass
 /// over the whole tag table walked beside the items, which spares a million seeks.
-fn link_tags(tx: &Connection, wanted: u64, index_items: u64) -> rusqlite::Result<Linked> {
+///
+/// `old_links` holds the links of some changed items as the counts read them; the
+/// others' are read here.
+fn link_tags(
+    tx: &Connection,
+    wanted: u64,
+    index_items: u64,
+    old_links: &aggregates::IdMap<i64, Vec<i64>>,
+) -> rusqlite::Result<Linked> {
     let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut key = String::new();
     {
@@ -915,7 +926,7 @@ fn link_tags(tx: &Connection, wanted: u64, index_items: u64) -> rusqlite::Result
     let mut unlink = tx.prepare("DELETE FROM item_tags WHERE item = ?1 AND tag = ?2")?;
     let mut links_of = tx.prepare("SELECT tag FROM item_tags WHERE item = ?1")?;
     let mut items = tx.prepare(&format!(
-        "SELECT n.key, n.item, n.fate = 'added', coalesce(i.booru, ''), {}
+        "SELECT n.key, n.item, n.fate = 'added', coalesce(i.booru, ''), {}, i.md5
          FROM incoming n JOIN items i ON i.id = n.item
          WHERE n.fate IN ('added', 'changed', 'restored') ORDER BY n.key",
         aggregates::COUNTED_COLUMNS
@@ -933,6 +944,7 @@ fn link_tags(tx: &Connection, wanted: u64, index_items: u64) -> rusqlite::Result
     let mut pending: Option<(String, String, String)> = None;
     let mut out = Linked::default();
     let mut new: Vec<i64> = Vec::new();
+    let mut old: Vec<i64> = Vec::new();
     let mut rows = items.query([])?;
     while let Some(r) = rows.next()? {
         let item_key = r.get_ref(0)?.as_str()?;
@@ -940,6 +952,9 @@ fn link_tags(tx: &Connection, wanted: u64, index_items: u64) -> rusqlite::Result
         let added: bool = r.get(2)?;
         let source = r.get_ref(3)?.as_str()?;
         let counted = aggregates::Counted::read(r, 4)?;
+        if let Some(md5) = r.get_ref(9)?.as_str_or_null()? {
+            out.md5s.push(md5.to_string());
+        }
         new.clear();
         let mut take = |category: &str, tag: &str| -> rusqlite::Result<()> {
             tag_key(&mut key, tag, category, source);
@@ -993,17 +1008,22 @@ fn link_tags(tx: &Connection, wanted: u64, index_items: u64) -> rusqlite::Result
         }
         new.sort_unstable();
         new.dedup();
-        let old: BTreeSet<i64> = if added {
-            BTreeSet::new()
-        } else {
-            links_of
-                .query_map([id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
+        old.clear();
+        if !added {
+            match old_links.get(&id) {
+                Some(tags) => old.extend_from_slice(tags),
+                None => {
+                    for tag in links_of.query_map([id], |r| r.get(0))? {
+                        old.push(tag?);
+                    }
+                }
+            }
+            old.sort_unstable();
+        }
         for tag in old.iter().filter(|t| new.binary_search(t).is_err()) {
             unlink.execute(params![id, tag])?;
         }
-        for &tag in new.iter().filter(|t| !old.contains(t)) {
+        for &tag in new.iter().filter(|t| old.binary_search(t).is_err()) {
             new_links.push([id.into(), tag.into()])?;
         }
         out.tags.extend_from_slice(&new);
