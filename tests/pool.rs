@@ -321,7 +321,7 @@ fn items_moved_by_a_repack_keep_their_identity_and_new_offsets() {
     assert_eq!(m2["removed"], 8);
     // The moved items point into their new shard, at offsets that hold their bytes.
     let moved = e.sql(&format!(
-        "SELECT i.key, i.shard, m.offset, m.length FROM items i JOIN members m ON m.item = i.id
+        "SELECT i.key, i.shard, m.offset, m.length FROM items i JOIN members m ON m.shard = i.shard AND m.item = i.id
          WHERE i.key = '{}' AND m.ext = 'jpg'",
         keys[9]["key"].as_str().unwrap()
     ));
@@ -344,6 +344,14 @@ fn items_moved_by_a_repack_keep_their_identity_and_new_offsets() {
         .unwrap()
         - 1000;
     assert_eq!(&bytes[off..off + len], &item_files(i, "", 700).1[..]);
+    // The old shard still holds the item, and the pool still knows where.
+    let old = e.sql(&format!(
+        "SELECT count(*) AS n FROM members m JOIN items i ON i.id = m.item
+         WHERE i.key = '{}' AND m.shard = '{}'",
+        keys[9]["key"].as_str().unwrap(),
+        shard.as_str().unwrap()
+    ));
+    assert_eq!(old[0]["n"], 2);
 }
 
 #[test]
@@ -1002,7 +1010,7 @@ fn extract_writes_chosen_members_and_catches_damage() {
         .pool
         .join(format!("test-ds/shards/{}.tar", shard.as_str().unwrap()));
     let mut bytes = std::fs::read(&path).unwrap();
-    let offset = e.one("SELECT m.offset FROM members m JOIN items i ON i.id = m.item WHERE i.key = 'danbooru-1002' AND m.ext = 'jpg'");
+    let offset = e.one("SELECT m.offset FROM members m JOIN items i ON i.id = m.item AND i.shard = m.shard WHERE i.key = 'danbooru-1002' AND m.ext = 'jpg'");
     bytes[offset.as_u64().unwrap() as usize + 10] ^= 1;
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, bytes).unwrap();
@@ -1291,7 +1299,10 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
                  (7, 1, 'added', 'h7'), (3, 1, 'added', 'h3'), (3, 2, 'changed', 'h3b'),
                  (7, 2, 'removed', 'h7');
              INSERT INTO item_history(item, release, hash, shard, record) VALUES
-                 (3, 2, 'h3', 's1', '{{\"score\": 1}}');",
+                 (3, 2, 'h3', 's1', '{{\"score\": 1}}');
+             INSERT INTO items(id, dataset, key, shard, hash, volume, md5, added_in) VALUES
+                 (3, 1, 'k3', 's2', 'h3b', 'v', 'abc', 1);
+             INSERT INTO members(item, ext, offset, length, blake3) VALUES (3, 'jpg', 512, 100, 'b');",
             seedpool::pool::schema::APPLICATION_ID
         ))
         .unwrap();
@@ -1310,8 +1321,17 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
         q("SELECT release, item, hash, json_extract(record, '$.score') AS score FROM item_history"),
         "release,item,hash,score\n2,3,h3,1\n"
     );
+    // Format 6 keys members by the shard that holds them.
+    assert_eq!(
+        q("SELECT shard, item, ext, offset FROM members"),
+        "shard,item,ext,offset\ns2,3,jpg,512\n"
+    );
     let db = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
-    for table in ["provenance", "item_history"] {
+    for (table, pk) in [
+        ("provenance", &["release", "item"][..]),
+        ("item_history", &["release", "item"]),
+        ("members", &["shard", "item", "ext"]),
+    ] {
         let mut st = db
             .prepare(&format!(
                 "SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
@@ -1322,7 +1342,7 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(key, ["release", "item"], "{table}");
+        assert_eq!(key, pk, "{table}");
     }
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -88,22 +88,29 @@ pub enum Scope<'a> {
     },
 }
 
+/// The hidden live items of a dataset.
+const HIDDEN: &str =
+    "SELECT id FROM items WHERE dataset = ?1 AND duplicate_of IS NOT NULL AND removed_in IS NULL";
+/// The items whose md5 starts as `?2` does (the index holds prefixes: items sharing one
+/// with another md5 only widen a scope).
+const SHARING_PREFIX: &str = "SELECT id FROM items
+     WHERE dataset = ?1 AND substr(md5, 1, 8) = substr(?2, 1, 8) AND md5 IS NOT NULL";
+
 /// The md5s among `md5s` whose group may need a new winner, and the items among
 /// `items` that are hidden. A group of one item needs work only when that item is
 /// hidden; a group of several (removed items included: the index keeps them) always.
+/// Both lookups read an index alone.
 fn narrow(
     conn: &Connection,
     ds: i64,
     md5s: &[String],
     items: &[i64],
 ) -> rusqlite::Result<(Vec<String>, Vec<i64>)> {
-    let mut st = conn.prepare(
-        "SELECT id FROM items WHERE dataset = ?1 AND duplicate_of IS NOT NULL AND removed_in IS NULL",
-    )?;
+    let mut st = conn.prepare(HIDDEN)?;
     let hidden: std::collections::HashSet<i64> = st
         .query_map([ds], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut ids_of = conn.prepare("SELECT id FROM items WHERE dataset = ?1 AND md5 = ?2")?;
+    let mut ids_of = conn.prepare(SHARING_PREFIX)?;
     let mut groups = Vec::new();
     for md5 in md5s {
         let ids: Vec<i64> = ids_of
@@ -154,7 +161,8 @@ pub fn resolve(
         Scope::Md5s { md5s, items } => (
             // Two indexed lookups; an OR of the two would scan every item.
             format!(
-                "SELECT {columns} FROM json_each(?2) j CROSS JOIN items i ON i.dataset = ?1 AND i.md5 = j.value
+                "SELECT {columns} FROM json_each(?2) j CROSS JOIN items i
+                 ON i.dataset = ?1 AND substr(i.md5, 1, 8) = substr(j.value, 1, 8) AND i.md5 = j.value
                  WHERE i.removed_in IS NULL AND i.md5 IS NOT NULL
                  UNION
                  SELECT {columns} FROM json_each(?3) j CROSS JOIN items i ON i.id = j.value
@@ -277,6 +285,29 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrowing_reads_indexes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::pool::Pool::open_or_create(dir.path()).unwrap();
+        let plan = |sql: &str, args: &[i64]| -> String {
+            pool.connection()
+                .query_row(
+                    &format!("EXPLAIN QUERY PLAN {sql}"),
+                    rusqlite::params_from_iter(args),
+                    |r| r.get(3),
+                )
+                .unwrap()
+        };
+        assert_eq!(
+            plan(HIDDEN, &[1]),
+            "SEARCH items USING COVERING INDEX items_hidden (dataset=?)"
+        );
+        assert_eq!(
+            plan(SHARING_PREFIX, &[1, 2]),
+            "SEARCH items USING COVERING INDEX items_by_md5 (dataset=? AND <expr>=?)"
+        );
+    }
 
     #[test]
     fn source_priority_ignores_punctuation_and_case() {

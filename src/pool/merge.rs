@@ -707,12 +707,15 @@ fn merge_index(
         )?;
 
         step("items inserted/updated");
-        // Where each member lies, for every item whose content or shard is new.
+        // Where each member lies, for every item whose content or shard is new: members
+        // are keyed by shard, whose contents never change, so these are appended shard
+        // by shard and nothing is deleted (a shard the pool knows already, as when an
+        // item comes back to it, has them).
         tx.execute_batch(
-            "DELETE FROM members WHERE item IN (SELECT item FROM incoming WHERE fate != 'same');
-             INSERT INTO members(item, ext, offset, length, blake3)
-                SELECT n.item, m.ext, m.offset, m.length, m.blake3
-                FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same';",
+            "INSERT OR IGNORE INTO members(shard, item, ext, offset, length, blake3)
+                SELECT n.shard, n.item, m.ext, m.offset, m.length, m.blake3
+                FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same'
+                ORDER BY n.shard, n.item, m.ext;",
         )?;
         step("members");
         let linked = link_tags(&tx, new_items as u64, m.counts.items, &old_links)?;

@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use rusqlite::params;
 use serde::Serialize;
 
 use super::{run_sql, QueryError};
@@ -147,7 +148,9 @@ pub fn run(plan: &ExtractPlan, progress: &dyn Progress) -> Result<ExtractReport,
     let mut chosen = Vec::with_capacity(table.rows.len());
     let mut members = pool
         .connection()
-        .prepare("SELECT ext, offset, length, blake3 FROM members WHERE item = ?1 ORDER BY ext")
+        .prepare(
+            "SELECT ext, offset, length, blake3 FROM members WHERE shard = ?1 AND item = ?2 ORDER BY ext",
+        )
         .map_err(|e| QueryError::Sql(e.to_string()))?;
     for row in &table.rows {
         let key = text(&row[1]);
@@ -162,7 +165,7 @@ pub fn run(plan: &ExtractPlan, progress: &dyn Progress) -> Result<ExtractReport,
             ),
         };
         let list = members
-            .query_map([row[0].as_i64().unwrap_or(-1)], |r| {
+            .query_map(params![text(&row[3]), row[0].as_i64().unwrap_or(-1)], |r| {
                 Ok(Member {
                     ext: r.get(0)?,
                     offset: r.get::<_, i64>(1)? as u64,
