@@ -185,15 +185,174 @@ pub fn is_seekable(path: &Path) -> io::Result<bool> {
 /// Frames decoded by every reader of this process, for `SEEDPOOL_TIMINGS`.
 pub static DECODED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Random reads from a seekable zstd file, decompressing one frame at a time.
+/// A frame decoder: its own context and a buffer for the compressed bytes.
+struct Decoder {
+    dctx: zstd::bulk::Decompressor<'static>,
+    compressed: Vec<u8>,
+}
+
+impl Decoder {
+    fn new() -> io::Result<Self> {
+        let mut dctx = zstd::bulk::Decompressor::new()?;
+        // Frames that ask for a window above 128 MiB are refused instead of allocated.
+        dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(27))?;
+        Ok(Self {
+            dctx,
+            compressed: Vec::new(),
+        })
+    }
+
+    /// Decodes frame `i` of `file` into `data` (cleared first), checking its size
+    /// against the table.
+    fn decode(
+        &mut self,
+        file: &File,
+        frames: &[Frame],
+        i: usize,
+        data: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let f = frames[i];
+        self.compressed.resize(f.compressed as usize, 0);
+        file.read_exact_at(&mut self.compressed, f.compressed_at)?;
+        data.clear();
+        data.reserve_exact(f.decompressed as usize);
+        let n = self
+            .dctx
+            .decompress_to_buffer(&self.compressed, data)
+            .map_err(|e| invalid(format!("frame {i}: {e}")))?;
+        if n != f.decompressed as usize {
+            return Err(invalid(format!(
+                "frame {i} unpacks to {n} bytes, the seek table says {}",
+                f.decompressed
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Frames asked of the read-ahead thread and not started yet, at most.
+const AHEAD_WANTED: usize = 2;
+/// Frames it decoded and nobody took yet, at most (the oldest go first).
+const AHEAD_READY: usize = 4;
+
+#[derive(Default)]
+struct AheadState {
+    wanted: VecDeque<usize>,
+    busy: Option<usize>,
+    ready: Vec<(usize, Vec<u8>)>,
+    stop: bool,
+}
+
+/// A thread that decodes the frame after the ones a sequential reader is reading, so a
+/// B-tree walk through the index finds it decoded: on a merge the release index's
+/// frames cost a core's worth of decompression, and SQLite leaves the other core idle.
+struct Ahead {
+    shared: std::sync::Arc<(std::sync::Mutex<AheadState>, std::sync::Condvar)>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ahead {
+    fn start(file: &File, frames: &[Frame]) -> io::Result<Self> {
+        let shared = std::sync::Arc::new((
+            std::sync::Mutex::new(AheadState::default()),
+            std::sync::Condvar::new(),
+        ));
+        let (file, frames, theirs) = (file.try_clone()?, frames.to_vec(), shared.clone());
+        let mut decoder = Decoder::new()?;
+        let worker = std::thread::Builder::new()
+            .name("zseek-ahead".into())
+            .spawn(move || {
+                let (lock, signal) = &*theirs;
+                loop {
+                    let i = {
+                        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        while st.wanted.is_empty() && !st.stop {
+                            st = signal.wait(st).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if st.stop {
+                            return;
+                        }
+                        let i = st.wanted.pop_front().expect("a wanted frame");
+                        st.busy = Some(i);
+                        i
+                    };
+                    let mut data = Vec::new();
+                    // A frame that fails here is decoded again by the reader, which
+                    // reports the error.
+                    let ok = decoder.decode(&file, &frames, i, &mut data).is_ok();
+                    let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    st.busy = None;
+                    if ok {
+                        if st.ready.len() >= AHEAD_READY {
+                            st.ready.remove(0);
+                        }
+                        st.ready.push((i, data));
+                    }
+                    signal.notify_all();
+                }
+            })?;
+        Ok(Self {
+            shared,
+            worker: Some(worker),
+        })
+    }
+
+    /// Asks for frame `i` unless it is on its way already.
+    fn want(&self, i: usize) {
+        let (lock, signal) = &*self.shared;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if st.busy == Some(i) || st.wanted.contains(&i) || st.ready.iter().any(|r| r.0 == i) {
+            return;
+        }
+        if st.wanted.len() >= AHEAD_WANTED {
+            st.wanted.pop_front();
+        }
+        st.wanted.push_back(i);
+        signal.notify_all();
+    }
+
+    /// Frame `i` if it was decoded ahead, waiting when it is being decoded now; a
+    /// request not started yet is withdrawn (the caller decodes it at once).
+    fn take(&self, i: usize) -> Option<Vec<u8>> {
+        let (lock, signal) = &*self.shared;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(at) = st.ready.iter().position(|r| r.0 == i) {
+                return Some(st.ready.swap_remove(at).1);
+            }
+            if st.busy != Some(i) {
+                st.wanted.retain(|&w| w != i);
+                return None;
+            }
+            st = signal.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        let (lock, signal) = &*self.shared;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        signal.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Random reads from a seekable zstd file, decompressing one frame at a time. A reader
+/// that reads frames in order gets the next one decoded ahead on another thread.
 pub struct Reader {
     file: File,
     frames: Vec<Frame>,
     len: u64,
-    dctx: zstd::bulk::Decompressor<'static>,
+    decoder: Decoder,
     /// Recently decoded frames, most recent first.
     cache: VecDeque<(usize, Vec<u8>)>,
-    compressed: Vec<u8>,
+    /// The last frames that were not in the cache, to tell sequential reading.
+    missed: [usize; 4],
+    ahead: Option<Ahead>,
 }
 
 impl Reader {
@@ -206,16 +365,14 @@ impl Reader {
         let len = frames
             .last()
             .map_or(0, |f| f.decompressed_at + u64::from(f.decompressed));
-        let mut dctx = zstd::bulk::Decompressor::new()?;
-        // Frames that ask for a window above 128 MiB are refused instead of allocated.
-        dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(27))?;
         Ok(Some(Self {
             file,
             frames,
             len,
-            dctx,
+            decoder: Decoder::new()?,
             cache: VecDeque::with_capacity(CACHED_FRAMES),
-            compressed: Vec::new(),
+            missed: [usize::MAX; 4],
+            ahead: None,
         }))
     }
 
@@ -248,34 +405,37 @@ impl Reader {
         Ok(done)
     }
 
-    /// Frame `i`, decoded: from the cache or from the file.
+    /// Frame `i`, decoded: from the cache, from the read-ahead thread or from the file.
     fn frame(&mut self, i: usize) -> io::Result<&[u8]> {
         if let Some(hit) = self.cache.iter().position(|(f, _)| *f == i) {
             let entry = self.cache.remove(hit).expect("a cached frame");
             self.cache.push_front(entry);
-        } else {
-            DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let f = self.frames[i];
-            self.compressed.resize(f.compressed as usize, 0);
-            self.file
-                .read_exact_at(&mut self.compressed, f.compressed_at)?;
-            let mut data = match self.cache.len() {
-                n if n >= CACHED_FRAMES => self.cache.pop_back().expect("a full cache").1,
-                _ => Vec::new(),
-            };
-            data.clear();
-            data.reserve_exact(f.decompressed as usize);
-            let n = self
-                .dctx
-                .decompress_to_buffer(&self.compressed, &mut data)
-                .map_err(|e| invalid(format!("frame {i}: {e}")))?;
-            if n != f.decompressed as usize {
-                return Err(invalid(format!(
-                    "frame {i} unpacks to {n} bytes, the seek table says {}",
-                    f.decompressed
-                )));
+            return Ok(&self.cache[0].1);
+        }
+        let mut data = match self.cache.len() {
+            n if n >= CACHED_FRAMES => self.cache.pop_back().expect("a full cache").1,
+            _ => Vec::new(),
+        };
+        match self.ahead.as_ref().and_then(|a| a.take(i)) {
+            Some(decoded) => data = decoded,
+            None => self
+                .decoder
+                .decode(&self.file, &self.frames, i, &mut data)?,
+        }
+        self.cache.push_front((i, data));
+        // A frame right after one read recently: the next one will be wanted too.
+        let sequential = i > 0 && self.missed.contains(&(i - 1));
+        self.missed.rotate_right(1);
+        self.missed[0] = i;
+        let next = i + 1;
+        if sequential && next < self.frames.len() && !self.cache.iter().any(|c| c.0 == next) {
+            if self.ahead.is_none() {
+                // Without a thread, reading goes on one frame at a time.
+                self.ahead = Ahead::start(&self.file, &self.frames).ok();
             }
-            self.cache.push_front((i, data));
+            if let Some(ahead) = &self.ahead {
+                ahead.want(next);
+            }
         }
         Ok(&self.cache[0].1)
     }
@@ -339,6 +499,39 @@ mod tests {
         }
         let mut past = [0u8; 8];
         assert_eq!(r.read_at(&mut past, data.len() as u64 + 5).unwrap(), 0);
+    }
+
+    #[test]
+    fn sequential_reads_get_frames_decoded_ahead_and_their_errors_still_surface() {
+        let data = sample(6 * FRAME_SIZE + 77);
+        let (_dir, path) = packed(&data);
+        let mut r = Reader::open(&path, data.len() as u64).unwrap().unwrap();
+        let mut buf = vec![0u8; 4096];
+        for at in (0..data.len()).step_by(4096) {
+            let n = r.read_at(&mut buf, at as u64).unwrap();
+            assert!(buf[..n] == data[at..at + n], "read at {at}");
+        }
+        assert!(r.ahead.is_some(), "a sequential walk starts the read-ahead");
+        // Frame 4 damaged: decoding it ahead fails quietly, and reading it reports it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let r0 = Reader::open(&path, u64::MAX).unwrap().unwrap();
+        let at = r0.frames[4].compressed_at as usize;
+        bytes[at..at + 4].fill(0xff);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut r = Reader::open(&path, data.len() as u64).unwrap().unwrap();
+        let mut failed = None;
+        for at in (0..data.len()).step_by(4096) {
+            match r.read_at(&mut buf, at as u64) {
+                Ok(n) => assert!(buf[..n] == data[at..at + n], "read at {at}"),
+                Err(e) => {
+                    failed = Some((at / FRAME_SIZE, e.to_string()));
+                    break;
+                }
+            }
+        }
+        let (frame, problem) = failed.expect("the damaged frame fails");
+        assert_eq!(frame, 4);
+        assert!(problem.contains("frame 4"), "{problem}");
     }
 
     #[test]
