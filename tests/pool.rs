@@ -260,6 +260,13 @@ fn merge_records_every_items_fate_and_is_idempotent() {
         e.one("SELECT score FROM items WHERE key = 'danbooru-1003'"),
         777
     );
+    // Columns no index reads follow the record too: its post id went.
+    assert_eq!(
+        e.one(
+            "SELECT post_id IS NULL AND booru = 'danbooru' FROM items WHERE key = 'danbooru-1003'"
+        ),
+        1
+    );
     assert_eq!(
         e.one("SELECT json_extract(h.record, '$.score') FROM item_history h JOIN items i ON i.id = h.item WHERE i.key = 'danbooru-1003'"),
         3

@@ -14,7 +14,7 @@
 //! in another shard, after a repack: not a content change), `same`, and `removed` (in the
 //! pool, not in the release). Merging a release the pool already has changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
@@ -668,17 +668,7 @@ fn merge_index(
              ORDER BY i.id",
             [rel],
         )?;
-        tx.execute(
-            &format!(
-                "UPDATE items SET shard = n.shard, hash = n.hash, volume = n.volume, record = n.record, {},
-                    changed_in = CASE WHEN n.fate = 'same' OR n.fate = 'moved' THEN items.changed_in ELSE ?1 END,
-                    removed_in = NULL
-                 FROM incoming n
-                 WHERE items.id = n.item AND n.fate IN ('changed', 'restored', 'moved')",
-                schema::record_assignments("n.record")
-            ),
-            [rel],
-        )?;
+        update_items(&tx, rel)?;
         let (record, from) = if first {
             ("x.record", "incoming n JOIN idx.items x ON x.key = n.key")
         } else {
@@ -864,6 +854,83 @@ fn merge_index(
     let counts = result?;
     detached?;
     Ok(counts)
+}
+
+/// Updates the changed, restored and moved items in place. SQLite rewrites an item's
+/// entry in every index whose columns an UPDATE assigns, whether the value changed or
+/// not (a seek to delete it, one to insert it, and its page goes to the log), so each
+/// row assigns only the indexed record columns whose values differ: a changed score
+/// touches the score index and no other.
+fn update_items(tx: &Connection, rel: i64) -> rusqlite::Result<()> {
+    let record = schema::RECORD_COLUMNS;
+    let indexed = schema::INDEXED_RECORD_COLUMNS;
+    let new_values: Vec<String> = record
+        .iter()
+        .map(|(_, e)| e.replace("$R", "n.record"))
+        .collect();
+    let old_values: Vec<String> = indexed.iter().map(|c| format!("i.{c}")).collect();
+    let mut rows = tx.prepare(&format!(
+        "SELECT n.item, n.shard, n.hash, n.volume, n.record, {}, i.changed_in, n.fate, {}
+         FROM incoming n JOIN items i ON i.id = n.item
+         WHERE n.fate IN ('changed', 'restored', 'moved') ORDER BY n.item",
+        new_values.join(", "),
+        old_values.join(", ")
+    ))?;
+    // Parameters: ?1 item, ?2 shard, ?3 hash, ?4 volume, ?5 record, then the record
+    // columns, then changed_in; the statement for a set of changed indexed columns
+    // (bit k: indexed[k]) and a restore names those it assigns.
+    let changed_in = 6 + record.len();
+    let position = |column: &str| 6 + record.iter().position(|(c, _)| *c == column).unwrap_or(0);
+    let mut statements: HashMap<(u32, bool), rusqlite::Statement<'_>> = HashMap::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(changed_in);
+    let mut rows = rows.query([])?;
+    while let Some(r) = rows.next()? {
+        values.clear();
+        for c in 0..changed_in - 1 {
+            values.push(r.get(c)?);
+        }
+        let fate = r.get_ref(changed_in)?.as_str()?;
+        let restored = fate == "restored";
+        values.push(if fate == "moved" {
+            r.get(changed_in - 1)?
+        } else {
+            rel.into()
+        });
+        let mut mask = 0u32;
+        for (k, column) in indexed.iter().enumerate() {
+            let old: rusqlite::types::Value = r.get(changed_in + 1 + k)?;
+            if values[position(column) - 1] != old {
+                mask |= 1 << k;
+            }
+        }
+        let st = match statements.entry((mask, restored)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut set = vec![
+                    "shard = ?2".to_string(),
+                    "hash = ?3".into(),
+                    "volume = ?4".into(),
+                    "record = ?5".into(),
+                ];
+                for (column, _) in record {
+                    let k = indexed.iter().position(|c| c == column);
+                    if k.is_none_or(|k| mask & (1 << k) != 0) {
+                        set.push(format!("{column} = ?{}", position(column)));
+                    }
+                }
+                set.push(format!("changed_in = ?{changed_in}"));
+                if restored {
+                    set.push("removed_in = NULL".into());
+                }
+                e.insert(tx.prepare(&format!(
+                    "UPDATE items SET {} WHERE id = ?1",
+                    set.join(", ")
+                ))?)
+            }
+        };
+        st.execute(rusqlite::params_from_iter(values.iter()))?;
+    }
+    Ok(())
 }
 
 /// The tag links of the incoming items that are new or changed, with what each brings

@@ -334,14 +334,10 @@ pub const RECORD_COLUMNS: &[(&str, &str)] = &[
     ("phash", "json_extract($R, '$.phash')"),
 ];
 
-/// `column = expression` pairs for an UPDATE, reading the record from `record_sql`.
-pub fn record_assignments(record_sql: &str) -> String {
-    RECORD_COLUMNS
-        .iter()
-        .map(|(col, expr)| format!("{col} = {}", expr.replace("$R", record_sql)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// The `RECORD_COLUMNS` that some index of `items` reads (a unit test checks this
+/// against the schema): a merge assigns them only when their values change.
+pub const INDEXED_RECORD_COLUMNS: &[&str] =
+    &["booru", "md5", "score", "favs", "year", "quality", "phash"];
 
 /// The column names and the matching expressions, for an INSERT ... SELECT.
 pub fn record_select(record_sql: &str) -> (String, String) {
@@ -356,4 +352,35 @@ pub fn record_select(record_sql: &str) -> (String, String) {
         .collect::<Vec<_>>()
         .join(", ");
     (cols, exprs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_record_columns_are_those_the_indexes_of_items_read() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for step in MIGRATIONS {
+            conn.execute_batch(step).unwrap();
+        }
+        let mut st = conn
+            .prepare("SELECT sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'items' AND sql IS NOT NULL")
+            .unwrap();
+        let sql: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let words: std::collections::BTreeSet<&str> = sql
+            .iter()
+            .flat_map(|s| s.split(|c: char| !c.is_alphanumeric() && c != '_'))
+            .collect();
+        let read: Vec<&str> = RECORD_COLUMNS
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| words.contains(c))
+            .collect();
+        assert_eq!(read, INDEXED_RECORD_COLUMNS);
+    }
 }
