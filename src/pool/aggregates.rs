@@ -267,24 +267,16 @@ impl Tally {
     }
 
     /// Writes the net changes: one upsert per key that changed, in key order (B-tree
-    /// appends, not jumps); a key whose count reaches zero is deleted there and then.
+    /// appends, not jumps), written many rows per statement; then the keys whose count
+    /// fell are deleted where it reached zero (a count that grows or keeps its number of
+    /// items cannot reach zero: a changed score alone is an upsert and nothing more).
     pub fn write(self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut up_tag = conn.prepare(
-            "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
-                items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs
-             RETURNING items",
-        )?;
         let mut add_tag = super::RowBatch::new(
             conn,
             "INSERT INTO tag_counts(dataset, canonical, category, year, portrait, items, score, favs)",
             8,
             "ON CONFLICT(dataset, canonical, category, year, portrait) DO UPDATE SET
                 items = items + excluded.items, score = score + excluded.score, favs = favs + excluded.favs",
-        )?;
-        let mut del_tag = conn.prepare(
-            "DELETE FROM tag_counts WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 AND year = ?4 AND portrait = ?5",
         )?;
         let mut tags: Vec<_> = self
             .tags
@@ -300,41 +292,36 @@ impl Tally {
                 k.4,
             )
         });
+        let mut fell = Vec::new();
         for ((ds, name, cat, year, portrait), s) in tags {
             let (name, cat) = (&self.canon[*name as usize], self.category_name(*cat));
-            // A count that grows cannot reach zero: no need to read it back.
-            if s.items > 0 {
-                add_tag.push([
-                    (*ds).into(),
-                    name.clone().into(),
-                    cat.to_string().into(),
-                    (*year).into(),
-                    (*portrait).into(),
-                    s.items.into(),
-                    s.score.into(),
-                    s.favs.into(),
-                ])?;
-                continue;
+            if s.items < 0 {
+                fell.push((*ds, name, cat, *year, *portrait));
             }
-            let args = params![ds, name, cat, year, portrait, s.items, s.score, s.favs];
-            let left: i64 = up_tag.query_row(args, |r| r.get(0))?;
-            if left == 0 {
-                del_tag.execute(params![ds, name, cat, year, portrait])?;
-            }
+            add_tag.push([
+                (*ds).into(),
+                name.clone().into(),
+                cat.to_string().into(),
+                (*year).into(),
+                (*portrait).into(),
+                s.items.into(),
+                s.score.into(),
+                s.favs.into(),
+            ])?;
         }
-        let mut up_pair = conn.prepare(
-            "INSERT INTO pair_counts(dataset, kind, a, b, items) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items RETURNING items",
-        )?;
         add_tag.finish()?;
+        let mut del_tag = conn.prepare(
+            "DELETE FROM tag_counts
+             WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 AND year = ?4 AND portrait = ?5 AND items = 0",
+        )?;
+        for key in fell {
+            del_tag.execute(params![key.0, key.1, key.2, key.3, key.4])?;
+        }
         let mut add_pair = super::RowBatch::new(
             conn,
             "INSERT INTO pair_counts(dataset, kind, a, b, items)",
             5,
             "ON CONFLICT(dataset, kind, a, b) DO UPDATE SET items = items + excluded.items",
-        )?;
-        let mut del_pair = conn.prepare(
-            "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4",
         )?;
         let kind = |cat: u8| if cat == ARTIST { 1 } else { 2 };
         let ids = self.canonical_ids(conn)?;
@@ -345,18 +332,16 @@ impl Tally {
             .map(|(&(ds, cat, a, b), &n)| ((ds, kind(cat), ids[a as usize], ids[b as usize]), n))
             .collect();
         pairs.sort_unstable();
-        for (key, n) in pairs {
-            let (ds, kind, a, b) = key;
-            if n > 0 {
-                add_pair.push([ds.into(), kind.into(), a.into(), b.into(), n.into()])?;
-                continue;
-            }
-            let left: i64 = up_pair.query_row(params![ds, kind, a, b, n], |r| r.get(0))?;
-            if left == 0 {
-                del_pair.execute(params![ds, kind, a, b])?;
-            }
+        for &((ds, kind, a, b), n) in &pairs {
+            add_pair.push([ds.into(), kind.into(), a.into(), b.into(), n.into()])?;
         }
         add_pair.finish()?;
+        let mut del_pair = conn.prepare(
+            "DELETE FROM pair_counts WHERE dataset = ?1 AND kind = ?2 AND a = ?3 AND b = ?4 AND items = 0",
+        )?;
+        for ((ds, kind, a, b), _) in pairs.into_iter().filter(|(_, n)| *n < 0) {
+            del_pair.execute(params![ds, kind, a, b])?;
+        }
         let mut up_cat = conn.prepare(
             "INSERT INTO category_counts(dataset, category, items) VALUES (?1, ?2, ?3)
              ON CONFLICT(dataset, category) DO UPDATE SET items = items + excluded.items",

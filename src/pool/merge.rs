@@ -630,13 +630,14 @@ fn merge_index(
         // Counts: take out what is about to change or go (see `aggregates`).
         aggregates::prepare(&tx)?;
         let mut tally = aggregates::Tally::new();
+        // Removed and changed items were live (classify says so) and count unless hidden
+        // as duplicates, which an index lists without reading the items.
         tx.execute(
             "INSERT INTO temp.contrib_ids(id)
-             SELECT r.id FROM temp.removed r JOIN items i ON i.id = r.id WHERE i.duplicate_of IS NULL
-             UNION
-             SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
-             WHERE n.fate = 'changed' AND i.removed_in IS NULL AND i.duplicate_of IS NULL",
-            [],
+             SELECT id FROM temp.removed
+             UNION SELECT item FROM incoming WHERE fate = 'changed'
+             EXCEPT SELECT id FROM items WHERE dataset = ?1 AND duplicate_of IS NOT NULL AND removed_in IS NULL",
+            [ds],
         )?;
         // The old links and md5s of these items are needed again below: kept as read.
         let mut old_links: aggregates::IdMap<i64, Vec<i64>> = Default::default();
