@@ -16,6 +16,7 @@ pub mod aggregates;
 pub mod duplicates;
 pub mod merge;
 pub mod schema;
+pub mod walbuf;
 
 use std::path::{Path, PathBuf};
 
@@ -304,7 +305,14 @@ impl Pool {
             source,
         };
         let read_only = flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY);
-        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        let conn = if read_only {
+            Connection::open_with_flags(&path, flags)
+        } else {
+            // Connections that write gather their log writes (see `walbuf`).
+            walbuf::register()
+                .and_then(|()| Connection::open_with_flags_and_vfs(&path, flags, walbuf::NAME))
+        }
+        .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
         conn.execute_batch(CONNECTION_SETUP).map_err(sql)?;
