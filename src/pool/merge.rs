@@ -1148,7 +1148,8 @@ fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u6
     use std::cmp::Ordering;
     while r.is_some() || p.is_some() {
         let order = match (r, p) {
-            (Some(r), Some(p)) => r.get_ref(0)?.as_str()?.cmp(p.get_ref(0)?.as_str()?),
+            // Bytes, as SQLite's BINARY collation orders keys (no UTF-8 check needed).
+            (Some(r), Some(p)) => r.get_ref(0)?.as_bytes()?.cmp(p.get_ref(0)?.as_bytes()?),
             (Some(_), None) => Ordering::Less,
             _ => Ordering::Greater,
         };
@@ -1184,8 +1185,8 @@ fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u6
                 let (hash, shard) = (new.get_ref(2)?.as_str()?, new.get_ref(1)?.as_str()?);
                 let removed = old.get::<_, bool>(4)?;
                 if !removed
-                    && prefix(hash) == old.get_ref(2)?.as_str()?
-                    && prefix(shard) == old.get_ref(3)?.as_str()?
+                    && prefix(hash).as_bytes() == old.get_ref(2)?.as_bytes()?
+                    && prefix(shard).as_bytes() == old.get_ref(3)?.as_bytes()?
                 {
                     same += 1;
                 } else {
