@@ -994,7 +994,7 @@ fn ingest_stores_a_taggers_predictions_apart_from_the_booru_tags() {
         "--pool",
         s(&pool),
         "--sql",
-        "SELECT key, json_extract(record, '$.predicted_tags.character.red_hero') AS p FROM items",
+        "SELECT key, json_extract(record, '$.predicted_tags.character.red_hero') AS p FROM live",
         "--format",
         "csv",
     ]);

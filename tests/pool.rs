@@ -268,7 +268,7 @@ fn merge_records_every_items_fate_and_is_idempotent() {
         1
     );
     assert_eq!(
-        e.one("SELECT json_extract(h.record, '$.score') FROM item_history h JOIN items i ON i.id = h.item WHERE i.key = 'danbooru-1003'"),
+        e.one("SELECT json_extract(r.record, '$.score') FROM item_history h JOIN items i ON i.id = h.item JOIN records r ON r.id = h.record_id WHERE i.key = 'danbooru-1003'"),
         3
     );
     let fates = e.sql(
@@ -1307,8 +1307,8 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
                  (7, 2, 'removed', 'h7');
              INSERT INTO item_history(item, release, hash, shard, record) VALUES
                  (3, 2, 'h3', 's1', '{{\"score\": 1}}');
-             INSERT INTO items(id, dataset, key, shard, hash, volume, md5, added_in) VALUES
-                 (3, 1, 'k3', 's2', 'h3b', 'v', 'abc', 1);
+             INSERT INTO items(id, dataset, key, shard, hash, volume, record, md5, added_in) VALUES
+                 (3, 1, 'k3', 's2', 'h3b', 'v', '{{\"score\": 2}}', 'abc', 1);
              INSERT INTO members(item, ext, offset, length, blake3) VALUES (3, 'jpg', 512, 100, 'b');",
             seedpool::pool::schema::APPLICATION_ID
         ))
@@ -1325,8 +1325,16 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
         "release,item,action,hash\n1,3,added,h3\n1,7,added,h7\n2,3,changed,h3b\n2,7,removed,h7\n"
     );
     assert_eq!(
-        q("SELECT release, item, hash, json_extract(record, '$.score') AS score FROM item_history"),
+        q(
+            "SELECT h.release, h.item, h.hash, json_extract(r.record, '$.score') AS score
+           FROM item_history h JOIN records r ON r.id = h.record_id"
+        ),
         "release,item,hash,score\n2,3,h3,1\n"
+    );
+    // Format 7 keeps records in their own table; items point at theirs.
+    assert_eq!(
+        q("SELECT item, json_extract(record, '$.score') AS score FROM item_records"),
+        "item,score\n3,2\n"
     );
     // Format 6 keys members by the shard that holds them.
     assert_eq!(

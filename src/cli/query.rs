@@ -11,8 +11,9 @@ use crate::query::{self, parades, Format, Params, QueryError, QueryPlan, What};
 ///
 /// Named queries rank the pool's live items (not removed, not hidden as duplicates);
 /// `--list` shows them. `--sql` runs any SELECT over the pool database (tables and views
-/// in docs/pool.md: `live`, `items`, `tags`, `item_tags`, `item_tag_names`, `releases`,
-/// `provenance`, ...). Statements that would write are refused before they run.
+/// in docs/pool.md: `live` (live items with their records), `items`, `records`,
+/// `item_records`, `tags`, `item_tags`, `item_tag_names`, `releases`, `provenance`, ...).
+/// Statements that would write are refused before they run.
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     /// Name of a hit-parade (see --list).

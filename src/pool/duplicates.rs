@@ -99,7 +99,7 @@ const SHARING_PREFIX: &str = "SELECT id FROM items
 /// The md5s among `md5s` whose group may need a new winner, and the items among
 /// `items` that are hidden. A group of one item needs work only when that item is
 /// hidden; a group of several (removed items included: the index keeps them) always.
-/// Both lookups read an index alone.
+/// Both lookups go by index.
 fn narrow(
     conn: &Connection,
     ds: i64,
@@ -136,8 +136,8 @@ pub fn resolve(
     phash_distance: u32,
     scope: Scope<'_>,
 ) -> rusqlite::Result<Resolved> {
-    // Narrow the md5 scope to the groups that can change, from the md5 index alone
-    // (most touched md5s belong to one item, which then stays visible).
+    // Narrow the md5 scope to the groups that can change, from the md5 index (most
+    // touched md5s belong to one item, which then stays visible).
     let narrowed;
     let scope = match scope {
         Scope::Md5s { md5s, items } => {
@@ -287,7 +287,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn narrowing_reads_indexes_alone() {
+    fn narrowing_goes_by_index() {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::pool::Pool::open_or_create(dir.path()).unwrap();
         let plan = |sql: &str, args: &[i64]| -> String {
@@ -299,13 +299,17 @@ mod tests {
                 )
                 .unwrap()
         };
-        assert_eq!(
-            plan(HIDDEN, &[1]),
-            "SEARCH items USING COVERING INDEX items_hidden (dataset=?)"
+        // Both by index; SQLite may read the rows found to check the partial indexes'
+        // conditions (hidden items are few, and an md5 prefix matches about one item).
+        assert!(
+            plan(HIDDEN, &[1]).ends_with("INDEX items_hidden (dataset=?)"),
+            "{}",
+            plan(HIDDEN, &[1])
         );
-        assert_eq!(
-            plan(SHARING_PREFIX, &[1, 2]),
-            "SEARCH items USING COVERING INDEX items_by_md5 (dataset=? AND <expr>=?)"
+        assert!(
+            plan(SHARING_PREFIX, &[1, 2]).ends_with("INDEX items_by_md5 (dataset=? AND <expr>=?)"),
+            "{}",
+            plan(SHARING_PREFIX, &[1, 2])
         );
     }
 

@@ -610,7 +610,9 @@ fn merge_index(
             [ds],
             |r| r.get(0),
         )?;
-        let same = classify(&tx, ds, !first)?;
+        let last_record: i64 =
+            tx.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))?;
+        let same = classify(&tx, ds, !first, last_record)?;
 
         // A bulk merge (many new items for the pool's size) builds the secondary
         // indexes once after its inserts instead of inserting into them at random.
@@ -661,25 +663,45 @@ fn merge_index(
         )?;
 
         step("removed marked");
-        // Changed content: keep the replaced version, then update in place.
+        // The release's new records, appended (their ids follow key order). A first
+        // merge did not keep them and reads them from the index.
+        if first {
+            tx.execute(
+                "INSERT INTO records(id, record)
+                 SELECT n.record_id, x.record FROM incoming n JOIN idx.items x ON x.key = n.key
+                 WHERE n.record_id IS NOT NULL ORDER BY n.key",
+                [],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO records(id, record)
+                 SELECT record_id, record FROM incoming WHERE record_id IS NOT NULL ORDER BY key",
+                [],
+            )?;
+        }
+        // Changed content: keep the replaced version (its record stays where it is),
+        // then update in place.
         tx.execute(
-            "INSERT INTO item_history(item, release, hash, shard, record)
-             SELECT i.id, ?1, i.hash, i.shard, i.record FROM incoming n JOIN items i ON i.id = n.item
+            "INSERT INTO item_history(item, release, hash, shard, record_id)
+             SELECT i.id, ?1, i.hash, i.shard, i.record_id FROM incoming n JOIN items i ON i.id = n.item
              WHERE n.fate = 'changed' OR (n.fate = 'restored' AND n.old_hash != n.hash)
              ORDER BY i.id",
             [rel],
         )?;
         update_items(&tx, rel)?;
         let (record, from) = if first {
-            ("x.record", "incoming n JOIN idx.items x ON x.key = n.key")
+            (
+                "r.record",
+                "incoming n LEFT JOIN records r ON r.id = n.record_id",
+            )
         } else {
             ("n.record", "incoming n")
         };
         let (cols, exprs) = schema::record_select(record);
         tx.execute(
             &format!(
-                "INSERT INTO items(dataset, key, shard, hash, volume, record, {cols}, added_in)
-                 SELECT ?1, n.key, n.shard, n.hash, n.volume, {record}, {exprs}, ?2
+                "INSERT INTO items(dataset, key, shard, hash, volume, record_id, {cols}, added_in)
+                 SELECT ?1, n.key, n.shard, n.hash, n.volume, n.record_id, {exprs}, ?2
                  FROM {from}
                  WHERE n.fate = 'added' ORDER BY n.key"
             ),
@@ -871,13 +893,15 @@ fn update_items(tx: &Connection, rel: i64) -> rusqlite::Result<()> {
         .collect();
     let old_values: Vec<String> = indexed.iter().map(|c| format!("i.{c}")).collect();
     let mut rows = tx.prepare(&format!(
-        "SELECT n.item, n.shard, n.hash, n.volume, n.record, {}, i.changed_in, n.fate, {}
+        "SELECT n.item, n.shard, n.hash, n.volume,
+                CASE n.fate WHEN 'moved' THEN i.record_id ELSE n.record_id END,
+                {}, i.changed_in, n.fate, {}
          FROM incoming n JOIN items i ON i.id = n.item
          WHERE n.fate IN ('changed', 'restored', 'moved') ORDER BY n.item",
         new_values.join(", "),
         old_values.join(", ")
     ))?;
-    // Parameters: ?1 item, ?2 shard, ?3 hash, ?4 volume, ?5 record, then the record
+    // Parameters: ?1 item, ?2 shard, ?3 hash, ?4 volume, ?5 record id, then the record
     // columns, then changed_in; the statement for a set of changed indexed columns
     // (bit k: indexed[k]) and a restore names those it assigns.
     let changed_in = 6 + record.len();
@@ -911,7 +935,7 @@ fn update_items(tx: &Connection, rel: i64) -> rusqlite::Result<()> {
                     "shard = ?2".to_string(),
                     "hash = ?3".into(),
                     "volume = ?4".into(),
-                    "record = ?5".into(),
+                    "record_id = ?5".into(),
                 ];
                 for (column, _) in record {
                     let k = indexed.iter().position(|c| c == column);
@@ -1119,13 +1143,20 @@ fn tag_key(key: &mut String, name: &str, category: &str, source: &str) {
 /// key order: what the release brings goes to `temp.incoming` with its fate (`same`
 /// items only counted, since nothing happens to them), and the pool's live items the
 /// release no longer lists to `temp.removed`. Returns the number of `same` items.
-/// Records of added items are kept in `incoming` only with `keep_records`.
-fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u64> {
+/// Records of added items are kept in `incoming` only with `keep_records`. Every added,
+/// changed or restored item with a record gets the id its record will have in
+/// `records` (`record_id`): the ids after `last_record`, in key order.
+fn classify(
+    tx: &Connection,
+    ds: i64,
+    keep_records: bool,
+    last_record: i64,
+) -> rusqlite::Result<u64> {
     tx.execute_batch(
         "DROP TABLE IF EXISTS temp.incoming;
          CREATE TEMP TABLE incoming(
             key TEXT PRIMARY KEY, shard TEXT, hash TEXT, volume TEXT,
-            item INTEGER, old_hash TEXT, fate TEXT, record TEXT
+            item INTEGER, old_hash TEXT, fate TEXT, record TEXT, record_id INTEGER
          ) WITHOUT ROWID;
          DROP TABLE IF EXISTS temp.removed;
          CREATE TEMP TABLE removed(id INTEGER PRIMARY KEY);",
@@ -1136,9 +1167,18 @@ fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u6
     let mut pool = tx.prepare(CLASSIFY_POOL)?;
     let mut full = tx.prepare("SELECT hash, shard FROM items WHERE id = ?1")?;
     let mut incoming = tx.prepare(
-        "INSERT INTO incoming(key, shard, hash, volume, item, old_hash, fate, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO incoming(key, shard, hash, volume, item, old_hash, fate, record, record_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    let mut next_record = last_record;
+    let mut record_id = |record: &rusqlite::types::ValueRef<'_>| {
+        if matches!(record, rusqlite::types::ValueRef::Null) {
+            None
+        } else {
+            next_record += 1;
+            Some(next_record)
+        }
+    };
     let mut removed = tx.prepare("INSERT INTO temp.removed(id) VALUES (?1)")?;
     let mut release = release.query([])?;
     let mut pool = pool.query([ds])?;
@@ -1169,7 +1209,8 @@ fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u6
                     None::<i64>,
                     None::<String>,
                     "added",
-                    record
+                    record,
+                    record_id(&new.get_ref(4)?)
                 ])?;
                 r = release.next()?;
             }
@@ -1205,6 +1246,12 @@ fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u6
                     if fate == "same" {
                         same += 1;
                     } else {
+                        // A moved item keeps its record (same content, same record).
+                        let rid = if fate == "moved" {
+                            None
+                        } else {
+                            record_id(&new.get_ref(4)?)
+                        };
                         incoming.execute(params![
                             new.get_ref(0)?.as_str()?,
                             shard,
@@ -1213,7 +1260,8 @@ fn classify(tx: &Connection, ds: i64, keep_records: bool) -> rusqlite::Result<u6
                             id,
                             old_hash,
                             fate,
-                            new.get_ref(4)?.as_str_or_null()?
+                            new.get_ref(4)?.as_str_or_null()?,
+                            rid
                         ])?;
                     }
                 }

@@ -267,6 +267,42 @@ ALTER TABLE members_by_shard RENAME TO members;
 DROP INDEX items_by_md5;
 CREATE INDEX items_by_md5 ON items(dataset, substr(md5, 1, 8)) WHERE md5 IS NOT NULL;
 ",
+    // 6 -> 7: records in their own table, appended as releases bring them: a changed
+    // item's row no longer carries 800 bytes of JSON to rewrite in place (the table of
+    // items is a third of its size), and its history points at the record it had
+    // instead of copying it. `live` and `item_records` show records beside items.
+    "
+CREATE TABLE records(id INTEGER PRIMARY KEY, record TEXT NOT NULL);
+INSERT INTO records(id, record) SELECT id, record FROM items WHERE record IS NOT NULL ORDER BY id;
+ALTER TABLE items ADD COLUMN record_id INTEGER REFERENCES records(id);
+UPDATE items SET record_id = id WHERE record IS NOT NULL;
+CREATE TEMP TABLE history_records AS
+    SELECT item, release, hash, shard, record,
+           (SELECT coalesce(max(id), 0) FROM records) + row_number() OVER (ORDER BY release, item) AS rid
+    FROM item_history;
+INSERT INTO records(id, record) SELECT rid, record FROM temp.history_records WHERE record IS NOT NULL ORDER BY rid;
+CREATE TABLE item_history_by_record(
+    item INTEGER NOT NULL REFERENCES items(id),
+    release INTEGER NOT NULL REFERENCES releases(id),
+    hash TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    record_id INTEGER REFERENCES records(id),
+    PRIMARY KEY(release, item)
+) WITHOUT ROWID;
+INSERT INTO item_history_by_record(item, release, hash, shard, record_id)
+    SELECT item, release, hash, shard, CASE WHEN record IS NULL THEN NULL ELSE rid END
+    FROM temp.history_records ORDER BY release, item;
+DROP TABLE temp.history_records;
+DROP TABLE item_history;
+ALTER TABLE item_history_by_record RENAME TO item_history;
+DROP VIEW live;
+ALTER TABLE items DROP COLUMN record;
+CREATE VIEW live AS
+    SELECT i.*, r.record AS record FROM items i LEFT JOIN records r ON r.id = i.record_id
+    WHERE i.removed_in IS NULL AND i.duplicate_of IS NULL;
+CREATE VIEW item_records AS
+    SELECT i.id AS item, r.record AS record FROM items i JOIN records r ON r.id = i.record_id;
+",
 ];
 
 /// Secondary indexes that a bulk merge drops and builds again after its inserts (one
