@@ -49,17 +49,10 @@ pub fn register() -> Result<(), rusqlite::Error> {
         vfs.xOpen = Some(open);
         vfs.xDelete = Some(delete);
         vfs.xAccess = Some(access);
-        vfs.xFullPathname = Some(full_pathname);
+        vfs.xFullPathname = Some(crate::zseek::vfs::full_pathname);
         ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0)
     });
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rusqlite::Error::SqliteFailure(
-            ffi::Error::new(rc),
-            Some(format!("cannot register SQLite VFS `{NAME}`")),
-        ))
-    }
+    crate::zseek::vfs::registered(rc, NAME)
 }
 
 /// A log file: SQLite's file object, extended with the default VFS's file it wraps and
@@ -158,16 +151,6 @@ unsafe extern "C" fn access(
 ) -> c_int {
     let default = parent(vfs);
     (*default).xAccess.expect("a VFS checks access")(default, name, flags, out)
-}
-
-unsafe extern "C" fn full_pathname(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const std::ffi::c_char,
-    n: c_int,
-    out: *mut std::ffi::c_char,
-) -> c_int {
-    let default = parent(vfs);
-    (*default).xFullPathname.expect("a VFS names paths")(default, name, n, out)
 }
 
 unsafe fn log<'a>(file: *mut ffi::sqlite3_file) -> &'a mut LogFile {

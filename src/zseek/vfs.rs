@@ -76,12 +76,17 @@ fn register() -> Result<(), rusqlite::Error> {
         }));
         ffi::sqlite3_vfs_register(vfs, 0)
     });
+    registered(rc, NAME)
+}
+
+/// The outcome of registering VFS `name`, as a rusqlite error when it failed.
+pub(crate) fn registered(rc: c_int, name: &str) -> Result<(), rusqlite::Error> {
     if rc == ffi::SQLITE_OK {
         Ok(())
     } else {
         Err(rusqlite::Error::SqliteFailure(
             ffi::Error::new(rc),
-            Some(format!("cannot register SQLite VFS `{NAME}`")),
+            Some(format!("cannot register SQLite VFS `{name}`")),
         ))
     }
 }
@@ -262,7 +267,8 @@ unsafe extern "C" fn access(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn full_pathname(
+/// The default VFS's full path name (a VFS that keeps the default in `pAppData`).
+pub(crate) unsafe extern "C" fn full_pathname(
     vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     n: c_int,
