@@ -905,7 +905,16 @@ fn update_items(tx: &Connection, rel: i64) -> rusqlite::Result<()> {
     // columns, then changed_in; the statement for a set of changed indexed columns
     // (bit k: indexed[k]) and a restore names those it assigns.
     let changed_in = 6 + record.len();
-    let position = |column: &str| 6 + record.iter().position(|(c, _)| *c == column).unwrap_or(0);
+    // Where each indexed column is among the record columns (its parameter is 6 + that).
+    let indexed_at: Vec<usize> = indexed
+        .iter()
+        .map(|c| {
+            record
+                .iter()
+                .position(|(r, _)| r == c)
+                .expect("an indexed column is a record column")
+        })
+        .collect();
     let mut statements: HashMap<(u32, bool), rusqlite::Statement<'_>> = HashMap::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(changed_in);
     let mut rows = rows.query([])?;
@@ -922,9 +931,9 @@ fn update_items(tx: &Connection, rel: i64) -> rusqlite::Result<()> {
             rel.into()
         });
         let mut mask = 0u32;
-        for (k, column) in indexed.iter().enumerate() {
+        for (k, &at) in indexed_at.iter().enumerate() {
             let old: rusqlite::types::Value = r.get(changed_in + 1 + k)?;
-            if values[position(column) - 1] != old {
+            if values[5 + at] != old {
                 mask |= 1 << k;
             }
         }
@@ -937,10 +946,10 @@ fn update_items(tx: &Connection, rel: i64) -> rusqlite::Result<()> {
                     "volume = ?4".into(),
                     "record_id = ?5".into(),
                 ];
-                for (column, _) in record {
-                    let k = indexed.iter().position(|c| c == column);
+                for (j, (column, _)) in record.iter().enumerate() {
+                    let k = indexed_at.iter().position(|&at| at == j);
                     if k.is_none_or(|k| mask & (1 << k) != 0) {
-                        set.push(format!("{column} = ?{}", position(column)));
+                        set.push(format!("{column} = ?{}", 6 + j));
                     }
                 }
                 set.push(format!("changed_in = ?{changed_in}"));

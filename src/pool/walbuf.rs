@@ -90,10 +90,6 @@ static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: None,
 };
 
-unsafe fn parent(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
-    (*vfs).pAppData.cast()
-}
-
 unsafe extern "C" fn open(
     vfs: *mut ffi::sqlite3_vfs,
     name: ffi::sqlite3_filename,
@@ -101,7 +97,7 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let default = parent(vfs);
+    let default = crate::zseek::vfs::default_vfs(vfs);
     let open = (*default).xOpen.expect("a VFS opens files");
     if flags & ffi::SQLITE_OPEN_WAL == 0 {
         // Not a log: the default VFS's file, in place (szOsFile covers it).
@@ -139,7 +135,7 @@ unsafe extern "C" fn delete(
     name: *const std::ffi::c_char,
     sync_dir: c_int,
 ) -> c_int {
-    let default = parent(vfs);
+    let default = crate::zseek::vfs::default_vfs(vfs);
     (*default).xDelete.expect("a VFS deletes")(default, name, sync_dir)
 }
 
@@ -149,7 +145,7 @@ unsafe extern "C" fn access(
     flags: c_int,
     out: *mut c_int,
 ) -> c_int {
-    let default = parent(vfs);
+    let default = crate::zseek::vfs::default_vfs(vfs);
     (*default).xAccess.expect("a VFS checks access")(default, name, flags, out)
 }
 
@@ -221,45 +217,46 @@ unsafe extern "C" fn write(
     ffi::SQLITE_OK
 }
 
+/// The log file with its gathered bytes written, or the error writing them gave.
+unsafe fn flushed<'a>(file: *mut ffi::sqlite3_file) -> Result<&'a mut LogFile, c_int> {
+    let log = log(file);
+    match flush(log) {
+        ffi::SQLITE_OK => Ok(log),
+        rc => Err(rc),
+    }
+}
+
 unsafe extern "C" fn read(
     file: *mut ffi::sqlite3_file,
     buf: *mut c_void,
     n: c_int,
     offset: i64,
 ) -> c_int {
-    let log = log(file);
-    let rc = flush(log);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok(log) => methods(log).xRead.expect("a file reads")(log.inner, buf, n, offset),
+        Err(rc) => rc,
     }
-    methods(log).xRead.expect("a file reads")(log.inner, buf, n, offset)
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let log = log(file);
-    let rc = flush(log);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok(log) => methods(log).xTruncate.expect("a file truncates")(log.inner, size),
+        Err(rc) => rc,
     }
-    methods(log).xTruncate.expect("a file truncates")(log.inner, size)
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let log = log(file);
-    let rc = flush(log);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok(log) => methods(log).xSync.expect("a file syncs")(log.inner, flags),
+        Err(rc) => rc,
     }
-    methods(log).xSync.expect("a file syncs")(log.inner, flags)
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let log = log(file);
-    let rc = flush(log);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok(log) => methods(log).xFileSize.expect("a file has a size")(log.inner, size),
+        Err(rc) => rc,
     }
-    methods(log).xFileSize.expect("a file has a size")(log.inner, size)
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -292,16 +289,14 @@ unsafe extern "C" fn file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let log = log(file);
     // Controls may look at or change the file (a size hint extends it): the gathered
     // bytes go first.
-    let rc = flush(log);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok(log) => methods(log)
+            .xFileControl
+            .map_or(ffi::SQLITE_NOTFOUND, |f| f(log.inner, op, arg)),
+        Err(rc) => rc,
     }
-    methods(log)
-        .xFileControl
-        .map_or(ffi::SQLITE_NOTFOUND, |f| f(log.inner, op, arg))
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {

@@ -120,7 +120,8 @@ static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: None,
 };
 
-fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+/// The default VFS, which both of seedpool's VFSs keep in `pAppData`.
+pub(crate) fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
     // SAFETY: pAppData was set to the default VFS at registration.
     unsafe { (*vfs).pAppData.cast() }
 }
