@@ -14,8 +14,11 @@ cd "$(dirname "$0")/.."
 ITEMS=${ITEMS:-1000000}
 CHANGES=${CHANGES:-100000}
 WORK=${WORK:-target/bench/pool-$ITEMS}
-BIN=$PWD/target/release/seedpool
-cargo build --release --locked --quiet
+# BIN: another seedpool binary to time (an older build, for before-and-after figures).
+if [ -z "${BIN:-}" ]; then
+  BIN=$PWD/target/release/seedpool
+  cargo build --release --locked --quiet
+fi
 mkdir -p "$WORK"
 KEY=$WORK/bench.key
 [ -f "$KEY" ] || "$BIN" key generate --out "$KEY" >/dev/null

@@ -18,7 +18,7 @@ use crate::ingest::{self, IngestPlan, IngestReport, Rules};
 use crate::name::{DatasetName, Version};
 use crate::progress::{Progress, Unit};
 use crate::publish::{self, PublishPlan, PublishReport};
-use crate::query::{self, Params, QueryPlan, Table, What};
+use crate::query::{self, Params, Table};
 use crate::signing::PublisherKey;
 use crate::store::{file_error, FileError};
 use crate::swarm::seed::{self, SeedError, SeedPlan};
@@ -550,6 +550,7 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
                 manifest: report.manifest.clone(),
                 store: store.clone(),
                 public_key: None,
+                index_limit: Default::default(),
             },
             progress,
         )?;
@@ -568,15 +569,13 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
     let manifests: Vec<PathBuf> = releases.iter().map(|r| r.manifest.clone()).collect();
     let syncs = seed_and_sync(&store, &manifests, &pool)?;
     let mut parades = Vec::new();
+    let opened = crate::pool::Pool::open_read_only(&pool).map_err(query::QueryError::from)?;
     for (name, limit) in [("characters-by-year", 3), ("top-items", 1)] {
-        let table = query::run(&QueryPlan {
-            pool: pool.clone(),
-            what: What::Named(name.into()),
-            params: Params {
-                limit: Some(limit),
-                ..Params::default()
-            },
-        })?;
+        let params = Params {
+            limit: Some(limit),
+            ..Params::default()
+        };
+        let table = query::parades::run(&opened, name, &params)?;
         parades.push((name.to_string(), table));
     }
     Ok(DemoReport {
@@ -669,6 +668,7 @@ fn seed_and_sync(
                     phash_distance: 3,
                     swarm: SwarmOptions::loopback(),
                     stall_timeout: std::time::Duration::from_secs(60),
+                    index_limit: Default::default(),
                 },
                 &crate::swarm::Quiet,
             )?);

@@ -21,6 +21,63 @@ pub const APPLICATION_ID: i32 = 0x5350_4958;
 /// zstd level: a good ratio at a speed that keeps up with millions of items.
 const ZSTD_LEVEL: i32 = 9;
 
+/// Most bytes of one item's JSON record. `publish` refuses larger records, so every
+/// honest release merges; a pool refuses them from an index whoever signed it.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+/// Most tags one item may have, and the longest tag or category.
+pub const MAX_TAGS_PER_ITEM: u64 = 10_000;
+pub const MAX_TAG_BYTES: usize = 1024;
+/// Most member files of one item.
+pub const MAX_MEMBERS_PER_ITEM: u64 = 1024;
+
+/// seedpool's own ceiling on the unpacked size of a release index, whatever its
+/// manifest declares: `base` plus `per_item` for each item the manifest counts (whose
+/// count must itself be backed by shards, see `Manifest::check`). A release of a
+/// million items measured 1.9 KB an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexLimit {
+    pub base: u64,
+    pub per_item: u64,
+    /// A ceiling the user set instead (`--index-limit`).
+    pub fixed: Option<u64>,
+}
+
+impl Default for IndexLimit {
+    fn default() -> Self {
+        Self {
+            base: 64 << 20,
+            per_item: 64 << 10,
+            fixed: None,
+        }
+    }
+}
+
+impl IndexLimit {
+    /// The ceiling for a release of `items` items.
+    pub fn bytes(&self, items: u64) -> u64 {
+        self.fixed.unwrap_or_else(|| {
+            self.base
+                .saturating_add(self.per_item.saturating_mul(items))
+        })
+    }
+
+    /// The bytes an index may unpack to: what its manifest declares, refused when that
+    /// is over the ceiling (a bomb's declaration, or a release too large for the
+    /// defaults).
+    pub fn check(&self, path: &Path, declared: u64, items: u64) -> Result<u64, IndexError> {
+        let ceiling = self.bytes(items);
+        if declared > ceiling {
+            return Err(IndexError::OverCeiling {
+                path: path.to_path_buf(),
+                declared,
+                items,
+                ceiling,
+            });
+        }
+        Ok(declared)
+    }
+}
+
 const SCHEMA: &str = "
 CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE shards(
@@ -79,6 +136,23 @@ pub enum IndexError {
     TooLarge { path: PathBuf, limit: u64 },
     #[error("index `{path}` is not a seedpool index of format {FORMAT_VERSION}: {problem}")]
     Format { path: PathBuf, problem: String },
+    #[error("index `{path}` declares {declared} unpacked bytes, more than seedpool's ceiling of {ceiling} for a release of {items} items; pass --index-limit to accept it")]
+    OverCeiling {
+        path: PathBuf,
+        declared: u64,
+        items: u64,
+        ceiling: u64,
+    },
+    #[error("index `{path}` is invalid: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("index of release `{version}` is inconsistent: {problem}")]
+    Inconsistent { version: String, problem: String },
+    #[error("index `{path}`: item `{}` {problem}", crate::name::shown(.key))]
+    BadItem {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
 }
 
 /// For `map_err`: a SQLite error on the index at `path`.
@@ -400,6 +474,11 @@ impl Unpacked {
         })
     }
 
+    /// The compressed index file.
+    pub fn path(&self) -> &Path {
+        &self.compressed
+    }
+
     /// An SQLite URI that opens (or attaches) the index read-only.
     pub fn uri(&self) -> &str {
         &self.uri
@@ -408,6 +487,43 @@ impl Unpacked {
     pub fn reader(&self) -> Result<IndexReader, IndexError> {
         IndexReader::open_uri(&self.uri, &self.compressed)
     }
+}
+
+/// The schema objects of an index as seedpool writes it: (type, name, table, sql).
+type SchemaRows = Vec<(String, String, String, Option<String>)>;
+
+fn schema_rows(conn: &Connection) -> rusqlite::Result<SchemaRows> {
+    let mut st = conn.prepare(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name, tbl_name, sql",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    rows.collect()
+}
+
+/// The index schema must be exactly the one `IndexWriter` creates: the same tables,
+/// columns, indexes and SQL text, nothing more. So no generated or hidden columns, no
+/// virtual tables, views or triggers, no collations but the default, and no statistics
+/// that steer query plans can come in with a release.
+fn check_schema(conn: &Connection) -> Result<(), String> {
+    static EXPECTED: std::sync::OnceLock<SchemaRows> = std::sync::OnceLock::new();
+    let expected = EXPECTED.get_or_init(|| {
+        let c = Connection::open_in_memory().expect("an in-memory database opens");
+        c.execute_batch(SCHEMA).expect("the index schema is valid");
+        schema_rows(&c).expect("the schema can be listed")
+    });
+    let found = schema_rows(conn).map_err(|e| e.to_string())?;
+    if let Some(extra) = found.iter().find(|f| !expected.contains(f)) {
+        return Err(format!(
+            "its schema has {} `{}` ({}), which seedpool indexes do not have",
+            extra.0,
+            crate::name::shown(&extra.1),
+            crate::name::shown(extra.3.as_deref().unwrap_or("no SQL"))
+        ));
+    }
+    if let Some(missing) = expected.iter().find(|e| !found.contains(e)) {
+        return Err(format!("its schema lacks {} `{}`", missing.0, missing.1));
+    }
+    Ok(())
 }
 
 /// A read-only view of an index from elsewhere.
@@ -434,8 +550,12 @@ impl IndexReader {
         .map_err(sql)?;
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(sql)?;
-        conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA query_only = ON;")
-            .map_err(sql)?;
+        // cell_size_check: a B-tree page of a hostile file is checked before use, not
+        // only when SQLite happens to notice.
+        conn.execute_batch(
+            "PRAGMA trusted_schema = OFF; PRAGMA query_only = ON; PRAGMA cell_size_check = ON;",
+        )
+        .map_err(sql)?;
         let format = |problem: String| IndexError::Format {
             path: path.to_path_buf(),
             problem,
@@ -451,18 +571,7 @@ impl IndexReader {
         if version != FORMAT_VERSION as i64 {
             return Err(format(format!("format version is {version}")));
         }
-        for table in ["meta", "shards", "items", "members", "tags", "tombstones"] {
-            let kind: Option<String> = conn
-                .query_row(
-                    "SELECT type FROM sqlite_schema WHERE name = ?1",
-                    [table],
-                    |r| r.get(0),
-                )
-                .ok();
-            if kind.as_deref() != Some("table") {
-                return Err(format(format!("`{table}` is missing or not a table")));
-            }
-        }
+        check_schema(&conn).map_err(format)?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
@@ -482,12 +591,16 @@ impl IndexReader {
             let mut st = self.conn.prepare(
                 "SELECT id, size, items, live_items, volume, first_release FROM shards ORDER BY id",
             )?;
+            let count = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<u64> {
+                let v: i64 = r.get(i)?;
+                u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+            };
             let rows = st.query_map([], |r| {
                 Ok(ShardRow {
                     id: r.get(0)?,
-                    size: r.get::<_, i64>(1)? as u64,
-                    items: r.get::<_, i64>(2)? as u64,
-                    live_items: r.get::<_, i64>(3)? as u64,
+                    size: count(r, 1)?,
+                    items: count(r, 2)?,
+                    live_items: count(r, 3)?,
                     volume: r.get(4)?,
                     first_release: r.get(5)?,
                 })
@@ -495,6 +608,213 @@ impl IndexReader {
             rows.collect()
         };
         run().map_err(|e| self.sql(e))
+    }
+
+    /// The index must describe the release `m` names: its dataset and version, shards
+    /// that the manifest lists with the same size, item count and volume, items only in
+    /// those shards, and the manifest's item count.
+    pub fn check_release(&self, m: &crate::manifest::Manifest) -> Result<(), IndexError> {
+        let conn = &self.conn;
+        let inconsistent = |problem: String| IndexError::Inconsistent {
+            version: m.version.clone(),
+            problem,
+        };
+        let meta = |name: &str| -> Option<String> {
+            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .ok()
+        };
+        if meta("dataset").as_deref() != Some(m.dataset.as_str())
+            || meta("version").as_deref() != Some(m.version.as_str())
+        {
+            return Err(inconsistent(
+                "its dataset or version is not the manifest's".into(),
+            ));
+        }
+        let listed: std::collections::BTreeMap<&str, &crate::manifest::ShardEntry> =
+            m.shards.iter().map(|s| (s.id.as_str(), s)).collect();
+        let rows = self.shards().map_err(|e| match e {
+            IndexError::Sqlite { source, .. } => {
+                inconsistent(format!("its shards table cannot be read: {source}"))
+            }
+            other => other,
+        })?;
+        for row in &rows {
+            let Some(entry) = listed.get(row.id.as_str()) else {
+                return Err(inconsistent(format!(
+                    "shard `{}` is not in the manifest",
+                    crate::name::shown(&row.id)
+                )));
+            };
+            if (row.size, row.items, row.volume.as_str())
+                != (entry.size, entry.items, entry.volume.as_str())
+            {
+                return Err(inconsistent(format!(
+                    "shard `{}` has {} bytes, {} items and volume `{}`; the manifest says {}, {} and `{}`",
+                    row.id,
+                    row.size,
+                    row.items,
+                    crate::name::shown(&row.volume),
+                    entry.size,
+                    entry.items,
+                    entry.volume
+                )));
+            }
+        }
+        let orphan: Option<(String, String)> = conn
+            .query_row(
+                "SELECT key, CAST(shard AS TEXT) FROM items WHERE shard NOT IN (SELECT id FROM shards) LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        // The shards table is a subset of the manifest's, so this finds every stray item.
+        if let Some((key, shard)) = orphan {
+            return Err(inconsistent(format!(
+                "item `{}` references shard `{}`, which the manifest does not list",
+                crate::name::shown(&key),
+                crate::name::shown(&shard)
+            )));
+        }
+        let items: i64 = conn
+            .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if items as u64 != m.counts.items {
+            return Err(inconsistent(format!(
+                "{items} items, the manifest says {}",
+                m.counts.items
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks every row an item is made of (see `check_item_row`, `check_tag_text`,
+    /// `check_member_row`) and the bounds on tags and members per item, in one pass
+    /// over each table: what `verify` and `sync` run before trusting an index, so a
+    /// release that passes them merges. A merge makes the same checks as it reads.
+    pub fn check_contents(&self) -> Result<(), IndexError> {
+        let bad = |(key, problem): (String, String)| IndexError::BadItem {
+            path: self.path.clone(),
+            key,
+            problem,
+        };
+        let sql = |e| self.sql(e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT key, shard, hash, volume, record, record IS NULL OR json_valid(record)
+                 FROM items ORDER BY key",
+            )
+            .map_err(sql)?;
+        let mut rows = st.query([]).map_err(sql)?;
+        let mut previous = Vec::new();
+        while let Some(r) = rows.next().map_err(sql)? {
+            check_item_row(r, &mut previous).map_err(bad)?;
+            if !r.get::<_, bool>(5).map_err(sql)? {
+                let key = String::from_utf8_lossy(&previous).into_owned();
+                return Err(bad((key, "has a record that is not JSON".into())));
+            }
+        }
+        drop(rows);
+        let per_key = |table: &str, max: u64, what: &str| -> Result<(), IndexError> {
+            let over: Option<String> = self
+                .conn
+                .query_row(
+                    &format!("SELECT CAST(key AS TEXT) FROM {table} GROUP BY key HAVING count(*) > ?1 LIMIT 1"),
+                    [max as i64],
+                    |r| r.get(0),
+                )
+                .ok();
+            match over {
+                Some(key) => Err(bad((key, format!("has more than {max} {what}")))),
+                None => Ok(()),
+            }
+        };
+        per_key("tags", MAX_TAGS_PER_ITEM, "tags")?;
+        per_key("members", MAX_MEMBERS_PER_ITEM, "members")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT key, category, tag FROM tags")
+            .map_err(sql)?;
+        let mut rows = st.query([]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            let key = || match r.get_ref(0) {
+                Ok(v) => value_text(v),
+                Err(_) => String::new(),
+            };
+            for (i, what) in [(1, "category"), (2, "tag")] {
+                check_tag_text(r.get_ref(i).map_err(sql)?, what).map_err(|p| bad((key(), p)))?;
+            }
+        }
+        drop(rows);
+        let mut st = self
+            .conn
+            .prepare("SELECT key, ext, offset, length, blake3 FROM members")
+            .map_err(sql)?;
+        let mut rows = st.query([]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            check_member_row(r, None).map_err(bad)?;
+        }
+        Ok(())
+    }
+
+    /// The members of the release's items in shard `shard`, in (key, ext) order, as a
+    /// shard check wants them; values of the wrong type or sign are refused here.
+    pub fn shard_members(
+        &self,
+        shard: &str,
+    ) -> Result<Vec<crate::shard::IndexedMember>, IndexError> {
+        let invalid = |problem: String| IndexError::Invalid {
+            path: self.path.clone(),
+            problem,
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT m.key, m.ext, m.offset, m.length, m.blake3 FROM items i
+                 JOIN members m ON m.key = i.key WHERE i.shard = ?1 ORDER BY m.key, m.ext",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut rows = st.query([shard]).map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
+            let text = |i: usize, what: &str| -> Result<String, IndexError> {
+                match r.get_ref(i).map_err(|e| self.sql(e))? {
+                    rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+                        .map(str::to_string)
+                        .map_err(|_| invalid(format!("a member's {what} is not UTF-8"))),
+                    other => Err(invalid(format!(
+                        "a member's {what} is {}, not text",
+                        other.data_type()
+                    ))),
+                }
+            };
+            let key = text(0, "key")?;
+            let ext = text(1, "extension")?;
+            let name = || crate::name::shown(&format!("{key}.{ext}")).into_owned();
+            let number = |i: usize, what: &str| -> Result<u64, IndexError> {
+                match r.get_ref(i).map_err(|e| self.sql(e))? {
+                    rusqlite::types::ValueRef::Integer(n) if n >= 0 => Ok(n as u64),
+                    other => Err(invalid(format!(
+                        "member `{}` has {what} `{}`",
+                        name(),
+                        value_text(other)
+                    ))),
+                }
+            };
+            let offset = number(2, "offset")?;
+            let length = number(3, "length")?;
+            let blake3 = text(4, "blake3")?;
+            out.push(crate::shard::IndexedMember {
+                key,
+                ext,
+                offset,
+                length,
+                blake3,
+            });
+        }
+        Ok(out)
     }
 
     /// Every item in key order, with its members and tags, visited one at a time.
@@ -557,6 +877,182 @@ impl IndexReader {
         }
         Ok(())
     }
+}
+
+/// Whether a value is 64 lowercase hex digits (a blake3).
+fn is_blake3_hex(v: rusqlite::types::ValueRef<'_>) -> bool {
+    matches!(v, rusqlite::types::ValueRef::Text(t)
+        if t.len() == 64 && t.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Checks one row of `items` (key, shard, hash, volume, record) from an index made
+/// elsewhere, where SQLite stores any type in any column. Keys must be item keys (they
+/// become file names) and strictly increasing (a damaged B-tree could return them out
+/// of order, and a merge's walk relies on the order); shard and hash must be blake3
+/// hex, the volume a label, the record text of bounded size. `previous` holds the key
+/// of the row before. A problem comes back as (key, what is wrong).
+pub fn check_item_row(
+    row: &rusqlite::Row<'_>,
+    previous: &mut Vec<u8>,
+) -> Result<(), (String, String)> {
+    use rusqlite::types::ValueRef;
+    let get = |i| row.get_ref(i).map_err(|e| (String::new(), e.to_string()));
+    let key_value = get(0)?;
+    let key = match key_value {
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        other => value_text(other),
+    };
+    let bad = |problem: String| (key.clone(), problem);
+    let ValueRef::Text(key_bytes) = key_value else {
+        return Err(bad(format!("has a key of type {}", key_value.data_type())));
+    };
+    let key_text =
+        std::str::from_utf8(key_bytes).map_err(|_| bad("has a key that is not UTF-8".into()))?;
+    crate::name::ItemKey::parse(key_text).map_err(|e| bad(format!("is refused: {e}")))?;
+    if !previous.is_empty() && previous.as_slice() >= key_bytes {
+        return Err(bad(format!(
+            "comes after `{}`: the index's items are not in key order (a damaged file)",
+            crate::name::shown(&String::from_utf8_lossy(previous))
+        )));
+    }
+    previous.clear();
+    previous.extend_from_slice(key_bytes);
+    for (i, what) in [(1, "shard"), (2, "hash")] {
+        let v = get(i)?;
+        if !is_blake3_hex(v) {
+            return Err(bad(format!(
+                "has {what} `{}`, not 64 lowercase hex digits",
+                value_text(v)
+            )));
+        }
+    }
+    match get(3)? {
+        ValueRef::Text(t) => {
+            let volume =
+                std::str::from_utf8(t).map_err(|_| bad("has a volume that is not UTF-8".into()))?;
+            crate::name::Volume::parse(volume).map_err(|e| bad(format!("is refused: {e}")))?;
+        }
+        other => return Err(bad(format!("has volume `{}`, not text", value_text(other)))),
+    }
+    match get(4)? {
+        ValueRef::Null => {}
+        ValueRef::Text(t) if t.len() as u64 <= MAX_RECORD_BYTES => {
+            std::str::from_utf8(t).map_err(|_| bad("has a record that is not UTF-8".into()))?;
+        }
+        ValueRef::Text(t) => {
+            return Err(bad(format!(
+                "has a record of {} bytes, more than the {MAX_RECORD_BYTES} a record may have",
+                t.len()
+            )))
+        }
+        other => {
+            return Err(bad(format!(
+                "has a record of type {}, not text",
+                other.data_type()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Checks a tag row's category or name: text, not empty, bounded, no control characters.
+pub fn check_tag_text<'a>(v: rusqlite::types::ValueRef<'a>, what: &str) -> Result<&'a str, String> {
+    let rusqlite::types::ValueRef::Text(t) = v else {
+        return Err(format!("has a {what} of type {}", v.data_type()));
+    };
+    let text = std::str::from_utf8(t).map_err(|_| format!("has a {what} that is not UTF-8"))?;
+    if text.is_empty() || text.len() > MAX_TAG_BYTES || text.chars().any(char::is_control) {
+        return Err(format!(
+            "has {what} `{}`: empty, longer than {MAX_TAG_BYTES} bytes or with control characters",
+            crate::name::shown(&text.chars().take(80).collect::<String>())
+        ));
+    }
+    Ok(text)
+}
+
+/// Checks a member row (key, ext, offset, length, blake3) on its own: a name that
+/// splits into the key and an extension, non-negative integer offset and length, a
+/// blake3. Where the member lies is for the shard check (or, for a shard not present,
+/// `within`: the data must lie inside a shard of that size, on a block boundary).
+pub fn check_member_row(
+    row: &rusqlite::Row<'_>,
+    within: Option<u64>,
+) -> Result<(), (String, String)> {
+    use rusqlite::types::ValueRef;
+    let get = |i| row.get_ref(i).map_err(|e| (String::new(), e.to_string()));
+    let key = match get(0)? {
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        other => value_text(other),
+    };
+    let bad = |problem: String| (key.clone(), problem);
+    let ext = match get(1)? {
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        other => {
+            return Err(bad(format!(
+                "has a member extension of type {}",
+                other.data_type()
+            )))
+        }
+    };
+    let name = format!("{key}.{ext}");
+    match crate::name::split_member_name(&name) {
+        Ok((k, _)) if k.as_str() == key => {}
+        Ok(_) => {
+            return Err(bad(format!(
+                "has member extension `{}`, which changes its key",
+                crate::name::shown(&ext)
+            )))
+        }
+        Err(e) => return Err(bad(format!("has a member refused as a file name: {e}"))),
+    }
+    let (offset, length) = match (get(2)?, get(3)?) {
+        (ValueRef::Integer(o), ValueRef::Integer(l)) if o >= 0 && l >= 0 => (o as u64, l as u64),
+        (o, l) => {
+            return Err(bad(format!(
+                "has member `{}` at offset `{}` with length `{}`",
+                crate::name::shown(&name),
+                value_text(o),
+                value_text(l)
+            )))
+        }
+    };
+    if let Some(size) = within {
+        let block = crate::shard::BLOCK;
+        let inside = offset >= block
+            && offset % block == 0
+            && offset
+                .checked_add(length)
+                .and_then(|end| end.checked_add(2 * block))
+                .is_some_and(|end| end <= size);
+        if !inside {
+            return Err(bad(format!(
+                "has member `{}` at byte {offset} with {length} bytes, which does not lie inside its shard of {size} bytes",
+                crate::name::shown(&name)
+            )));
+        }
+    }
+    let b = get(4)?;
+    if !is_blake3_hex(b) {
+        return Err(bad(format!(
+            "has member `{}` with blake3 `{}`",
+            crate::name::shown(&name),
+            value_text(b)
+        )));
+    }
+    Ok(())
+}
+
+/// A value of a hostile index as a message shows it (short, escaped).
+pub fn value_text(v: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    let text = match v {
+        ValueRef::Null => "NULL".to_string(),
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(t) => String::from_utf8_lossy(&t[..t.len().min(80)]).into_owned(),
+        ValueRef::Blob(b) => format!("a blob of {} bytes", b.len()),
+    };
+    crate::name::shown(&text).into_owned()
 }
 
 #[cfg(test)]

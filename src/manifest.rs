@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::name::{DatasetName, Version};
+use crate::name::{shown, DatasetName, Version, Volume};
 use crate::shard::ShardId;
 use crate::signing::{self, PublisherKey, SignatureError};
+use crate::torrent::Metainfo;
 
 pub const FORMAT: &str = "seedpool-manifest";
 pub const FORMAT_VERSION: u64 = 1;
@@ -221,6 +222,12 @@ impl Manifest {
     /// Parses and checks a manifest: format, version, signature, then the fields.
     pub fn from_slice(bytes: &[u8], path: &Path) -> Result<Self, ManifestError> {
         let path_buf = || path.to_path_buf();
+        // A key given twice would be read one way here and maybe another elsewhere (most
+        // parsers keep the last, some the first): the signed text must mean one thing.
+        serde_json::from_slice::<UniqueKeys>(bytes).map_err(|source| ManifestError::Json {
+            path: path_buf(),
+            source,
+        })?;
         let mut value: Value =
             serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
                 path: path_buf(),
@@ -310,12 +317,35 @@ impl Manifest {
                 self.torrent.piece_length
             )));
         }
+        check_created(&self.created).map_err(invalid)?;
+        for (what, urls) in [("tracker", &self.trackers), ("web seed", &self.web_seeds)] {
+            if let Some(bad) = urls.iter().find(|u| !plausible_url(u)) {
+                return Err(invalid(format!("{what} `{}` is not a URL", shown(bad))));
+            }
+        }
+        if self.torrent.magnet.len() > 64 << 10 || !self.torrent.magnet.starts_with("magnet:?") {
+            return Err(invalid("`torrent.magnet` is not a magnet link".into()));
+        }
         let mut seen = std::collections::BTreeSet::new();
+        let mut physical = 0u64;
+        let mut bytes = self.index.size;
         for shard in &self.shards {
-            ShardId::parse(&shard.id).map_err(|e| invalid(e.to_string()))?;
+            let id = ShardId::parse(&shard.id).map_err(|e| invalid(e.to_string()))?;
             if !seen.insert(&shard.id) {
                 return Err(invalid(format!("shard `{}` is listed twice", shard.id)));
             }
+            Volume::parse(&shard.volume).map_err(|e| invalid(format!("shard `{id}`: {e}")))?;
+            // Every item takes at least one 512-byte header, and two zero blocks end
+            // the file: so item counts are backed by bytes someone has to send.
+            let most = shard.size.saturating_sub(1024) / 512;
+            if shard.size < 1024 || shard.items == 0 || shard.items > most {
+                return Err(invalid(format!(
+                    "shard `{id}` of {} bytes cannot hold {} items",
+                    shard.size, shard.items
+                )));
+            }
+            physical += shard.items;
+            bytes = bytes.saturating_add(shard.size);
         }
         if self.counts.shards != self.shards.len() as u64 {
             return Err(invalid(format!(
@@ -323,6 +353,85 @@ impl Manifest {
                 self.counts.shards,
                 self.shards.len()
             )));
+        }
+        if self.counts.items > physical {
+            return Err(invalid(format!(
+                "counts.items is {} but its shards hold {physical} items",
+                self.counts.items
+            )));
+        }
+        if self.counts.bytes != bytes {
+            return Err(invalid(format!(
+                "counts.bytes is {} but the shards and the index are {bytes} bytes",
+                self.counts.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a torrent against this manifest: the info hash it names, the dataset as
+    /// its folder, the piece length, and exactly the manifest's files with their sizes,
+    /// each starting on a piece boundary (the padding selective downloads rely on).
+    pub fn check_torrent(&self, torrent: &Metainfo) -> Result<(), String> {
+        if torrent.info_hash.to_hex() != self.torrent.info_hash {
+            return Err(format!(
+                "its info hash is `{}`, the manifest says `{}`",
+                torrent.info_hash, self.torrent.info_hash
+            ));
+        }
+        if torrent.name != self.dataset {
+            return Err(format!(
+                "its folder is `{}`, not the dataset `{}`",
+                shown(&torrent.name),
+                self.dataset
+            ));
+        }
+        if torrent.piece_length != self.torrent.piece_length {
+            return Err(format!(
+                "its piece length is {}, the manifest says {}",
+                torrent.piece_length, self.torrent.piece_length
+            ));
+        }
+        let mut expected: std::collections::BTreeMap<String, u64> = self
+            .shards
+            .iter()
+            .map(|s| (format!("shards/{}.tar", s.id), s.size))
+            .collect();
+        expected.insert(self.index.path.clone(), self.index.size);
+        for f in &torrent.files {
+            if f.pad {
+                if !f.path.starts_with(".pad/") {
+                    return Err(format!(
+                        "pad file `{}` is not under `.pad/`",
+                        shown(&f.path)
+                    ));
+                }
+                continue;
+            }
+            match expected.remove(&f.path) {
+                None => {
+                    return Err(format!(
+                        "it holds `{}`, which the manifest does not list (or lists once)",
+                        shown(&f.path)
+                    ))
+                }
+                Some(size) if size != f.length => {
+                    return Err(format!(
+                        "it gives `{}` {} bytes, the manifest {size}",
+                        f.path, f.length
+                    ))
+                }
+                Some(_) => {}
+            }
+            if f.offset % torrent.piece_length != 0 {
+                return Err(format!(
+                    "`{}` does not start on a piece boundary (no pad file before it)",
+                    f.path
+                ));
+            }
+        }
+        if let Some(missing) = expected.keys().next() {
+            return Err(format!("it lacks `{missing}`, which the manifest lists"));
         }
         Ok(())
     }
@@ -346,6 +455,82 @@ impl Manifest {
     }
 }
 
+/// `created` as seedpool writes it: RFC 3339 in UTC, to the second.
+fn check_created(text: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "`created` is `{}`, not an RFC 3339 UTC time in seconds like `2026-01-02T03:04:05Z`",
+            shown(text)
+        )
+    };
+    let time = humantime::parse_rfc3339(text).map_err(|_| bad())?;
+    if humantime::format_rfc3339_seconds(time).to_string() != text {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A tracker or web seed as a URL: a scheme, no spaces or control characters, and a
+/// sane length. Whether it answers is for whoever dials it.
+fn plausible_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    url.len() <= 2048
+        && matches!(scheme, Some("http" | "https" | "udp" | "wss"))
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// Any JSON value, refused when an object names a key twice.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{}` appears twice in one object",
+                    shown(&key)
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(self)
+    }
+}
+
 fn check_hex(text: &str, len: usize) -> Result<(), String> {
     if text.len() == len
         && text
@@ -354,7 +539,10 @@ fn check_hex(text: &str, len: usize) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("`{text}` is not {len} lowercase hex digits"))
+        Err(format!(
+            "`{}` is not {len} lowercase hex digits",
+            shown(text)
+        ))
     }
 }
 
@@ -394,6 +582,7 @@ mod tests {
             counts: Counts {
                 items: 1,
                 shards: 1,
+                bytes: 2058,
                 ..Counts::default()
             },
             signature: None,
@@ -426,6 +615,81 @@ mod tests {
             .to_string();
         assert!(
             err.contains("has a bad signature: signature does not match"),
+            "{err}"
+        );
+    }
+
+    fn signed(m: &Manifest) -> Vec<u8> {
+        let mut m = m.clone();
+        m.sign(&PublisherKey::from_seed([3; 32]));
+        m.to_bytes()
+    }
+
+    fn refused(bytes: &[u8]) -> String {
+        Manifest::from_slice(bytes, Path::new("m.json"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn fields_a_signature_cannot_vouch_for_are_checked() {
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|m| m.created = "yesterday".into()),
+                "`created` is `yesterday`, not an RFC 3339 UTC time",
+            ),
+            (
+                Box::new(|m| m.created = "2026-01-01T00:00:00.5Z".into()),
+                "not an RFC 3339 UTC time in seconds",
+            ),
+            (
+                Box::new(|m| m.shards[0].volume = "../x".into()),
+                "volume `../x` contains `/`",
+            ),
+            (
+                Box::new(|m| m.shards[0].items = 3),
+                "of 2048 bytes cannot hold 3 items",
+            ),
+            (
+                Box::new(|m| m.counts.items = 2),
+                "counts.items is 2 but its shards hold 1 items",
+            ),
+            (
+                Box::new(|m| m.counts.bytes = 1),
+                "counts.bytes is 1 but the shards and the index are 2058 bytes",
+            ),
+            (
+                Box::new(|m| m.web_seeds = vec!["file:///etc".into()]),
+                "web seed `file:///etc` is not a URL",
+            ),
+            (
+                Box::new(|m| m.trackers = vec!["http://x/\u{1b}[2J".into()]),
+                "tracker `http://x/\\u{1b}[2J` is not a URL",
+            ),
+        ];
+        for (edit, expect) in cases {
+            let mut m = sample();
+            edit(&mut m);
+            let err = refused(&signed(&m));
+            assert!(err.contains(expect), "expected `{expect}` in `{err}`");
+        }
+        assert!(Manifest::from_slice(&signed(&sample()), Path::new("m.json")).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_even_when_signed() {
+        let bytes = String::from_utf8(signed(&sample())).unwrap();
+        // The signature covers the parsed value, which keeps the last of two keys.
+        let twice = bytes.replacen(
+            "\"version\": \"1\",",
+            "\"version\": \"evil\", \"version\": \"1\",",
+            1,
+        );
+        assert_ne!(twice, bytes);
+        let err = refused(twice.as_bytes());
+        assert!(
+            err.contains("the key `version` appears twice in one object"),
             "{err}"
         );
     }

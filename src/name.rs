@@ -13,32 +13,62 @@ pub const MAX_MEMBER_NAME: usize = 100;
 /// Longest dataset name or version.
 pub const MAX_LABEL: usize = 64;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Text from elsewhere made safe to print on a terminal: control characters (escape
+/// sequences start with one) and the invisible characters that reorder or hide text
+/// are written as `\u{..}` escapes; other text is borrowed as it is.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    }
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Like [`shown`], but keeps line breaks: for whole messages made of several lines.
+pub fn shown_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| shown(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error("{what} `{value}` is empty")]
+    #[error("{what} `{}` is empty", shown(.value))]
     Empty { what: &'static str, value: String },
-    #[error("{what} `{value}` is longer than {max} bytes")]
+    #[error("{what} `{}` is longer than {max} bytes", shown(.value))]
     TooLong {
         what: &'static str,
         value: String,
         max: usize,
     },
-    #[error("{what} `{value}` contains `{ch}`, which is not allowed ({rule})")]
+    #[error("{what} `{}` contains `{}`, which is not allowed ({rule})", shown(.value), .ch.escape_debug())]
     BadChar {
         what: &'static str,
         value: String,
         ch: char,
         rule: &'static str,
     },
-    #[error("{what} `{value}` must not start with `{ch}`")]
+    #[error("{what} `{}` must not start with `{ch}`", shown(.value))]
     BadStart {
         what: &'static str,
         value: String,
         ch: char,
     },
-    #[error("member name `{0}` has no extension after the key (expected `<key>.<ext>`)")]
+    #[error("member name `{}` has no extension after the key (expected `<key>.<ext>`)", shown(.0))]
     NoExtension(String),
-    #[error("member name `{0}` has an empty extension part")]
+    #[error("member name `{}` has an empty extension part", shown(.0))]
     EmptyExtensionPart(String),
 }
 
@@ -111,6 +141,7 @@ macro_rules! label_type {
 
 label_type!(DatasetName, "dataset name");
 label_type!(Version, "version");
+label_type!(Volume, "volume");
 
 /// The key of an item: the WebDataset base name, the file name up to its first dot.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -235,6 +266,18 @@ mod tests {
             split_member_name(&long),
             Err(NameError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn text_from_elsewhere_is_shown_without_terminal_controls() {
+        assert_eq!(shown("plain ключ"), "plain ключ");
+        assert_eq!(shown("a\u{1b}[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(shown("x\u{202e}y\u{9b}"), "x\\u{202e}y\\u{9b}");
+        assert_eq!(shown_lines("a\nb\u{7}"), "a\nb\\u{7}");
+        let err = ItemKey::parse("k\u{1b}]0;pwned\u{7}")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\u{1b}') && err.contains("\\u{1b}"), "{err}");
     }
 
     #[test]

@@ -223,8 +223,16 @@ pub enum Problem {
     Missing,
     NotAFile,
     Unreadable(String),
-    Size { expected: u64, found: u64 },
-    Hash { found: String },
+    Size {
+        expected: u64,
+        found: u64,
+    },
+    Hash {
+        found: String,
+    },
+    /// The bytes are the signed ones, or cannot be, but what they say is wrong (a
+    /// shard's structure, an index's schema or contents, a torrent's file list).
+    Invalid(String),
 }
 
 impl fmt::Display for FileProblem {
@@ -241,6 +249,7 @@ impl fmt::Display for FileProblem {
                 f,
                 "`{path}` does not match its blake3 in the manifest (found `{found}`)"
             ),
+            Problem::Invalid(problem) => f.write_str(problem),
         }
     }
 }

@@ -1,12 +1,16 @@
-//! Verifying a release in a store: the manifest's signature and format, the torrent's
-//! info hash, and every shard's and the index's size and blake3.
+//! Verifying a release in a store: the manifest's signature and fields, the torrent
+//! against the manifest, the index's blake3 and then its schema and consistency, and
+//! every shard in one pass each: its blake3, its tar structure, and every member the
+//! index lists (see `shard::check`). What passes here is what `merge` lets into a pool.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::index::{self, IndexLimit};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
+use crate::shard::{self, ShardError};
 use crate::store::{FileProblem, Problem, Store, StoreError};
 use crate::torrent::Metainfo;
 
@@ -16,6 +20,7 @@ pub struct VerifyPlan {
     pub store: PathBuf,
     /// When set, the manifest must be signed by this public key (hex).
     pub public_key: Option<String>,
+    pub index_limit: IndexLimit,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -67,8 +72,43 @@ pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, V
     problems.extend(check_torrent(&torrent_path, &manifest));
     let bytes = manifest.counts.bytes;
     progress.stage("verifying files", bytes, Unit::Bytes);
-    problems.extend(store.check_files(&manifest, true)?);
-    progress.advance(bytes);
+
+    let index_path = store.dataset_dir().join(&manifest.index.path);
+    let (index, index_problem) = open_index(&index_path, &manifest, plan);
+    progress.advance(manifest.index.size);
+    problems.extend(index_problem);
+    for (entry, id) in manifest.shards.iter().zip(manifest.shard_ids()) {
+        let path = store.shard_path(id);
+        // With a bad index the shard's own structure is still checked.
+        let members = match &index {
+            Some((_, reader)) => match reader.shard_members(&entry.id) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(FileProblem {
+                        path: index_path.clone(),
+                        problem: Problem::Invalid(e.to_string()),
+                    });
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let expected = shard::Expected {
+            id,
+            size: entry.size,
+            items: entry.items,
+            members: &members,
+        };
+        if let Err(e) = shard::check(&path, &expected) {
+            problems.push(FileProblem {
+                path,
+                problem: shard_problem(e),
+            });
+        }
+        progress.advance(entry.size);
+    }
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    problems.dedup();
     Ok(VerifyReport {
         dataset: manifest.dataset.clone(),
         version: manifest.version.clone(),
@@ -80,15 +120,98 @@ pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, V
     })
 }
 
-/// The torrent must parse, match the manifest's info hash and list exactly its files.
+/// How a shard check's failure reads in a verify report.
+pub fn shard_problem(e: ShardError) -> Problem {
+    match e {
+        ShardError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Problem::Missing
+        }
+        ShardError::Read { source, .. } => Problem::Unreadable(source.to_string()),
+        ShardError::NotAFile(_) => Problem::NotAFile,
+        ShardError::Size {
+            expected, found, ..
+        } => Problem::Size { expected, found },
+        ShardError::Hash { found, .. } => Problem::Hash { found },
+        other => Problem::Invalid(other.to_string()),
+    }
+}
+
+/// The index, checked against its blake3, then opened and checked against the
+/// manifest; `None` and the problem when any of that fails.
+fn open_index(
+    path: &Path,
+    manifest: &Manifest,
+    plan: &VerifyPlan,
+) -> (
+    Option<(index::Unpacked, index::IndexReader)>,
+    Option<FileProblem>,
+) {
+    let problem = |problem| {
+        Some(FileProblem {
+            path: path.to_path_buf(),
+            problem,
+        })
+    };
+    let m = &manifest.index;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (None, problem(Problem::Missing))
+        }
+        Err(e) => return (None, problem(Problem::Unreadable(e.to_string()))),
+        Ok(md) if !md.is_file() => return (None, problem(Problem::NotAFile)),
+        Ok(md) if md.len() != m.size => {
+            return (
+                None,
+                problem(Problem::Size {
+                    expected: m.size,
+                    found: md.len(),
+                }),
+            )
+        }
+        Ok(_) => {}
+    }
+    match crate::store::hash_file(path) {
+        Err(e) => return (None, problem(Problem::Unreadable(e.to_string()))),
+        Ok(h) if h.to_hex().as_str() != m.blake3 => {
+            return (
+                None,
+                problem(Problem::Hash {
+                    found: h.to_hex().to_string(),
+                }),
+            )
+        }
+        Ok(_) => {}
+    }
+    let scratch = plan.store.join(format!(
+        ".verify-{}-{}.sqlite",
+        manifest.version,
+        std::process::id()
+    ));
+    let opened = plan
+        .index_limit
+        .check(path, m.uncompressed_size, manifest.counts.items)
+        .and_then(|limit| index::Unpacked::open(path, &scratch, limit))
+        .and_then(|unpacked| {
+            let reader = unpacked.reader()?;
+            reader.check_release(manifest)?;
+            reader.check_contents()?;
+            Ok((unpacked, reader))
+        });
+    match opened {
+        Ok(pair) => (Some(pair), None),
+        Err(e) => (None, problem(Problem::Invalid(e.to_string()))),
+    }
+}
+
+/// The torrent must parse and agree with the manifest (`Manifest::check_torrent`).
 fn check_torrent(path: &Path, manifest: &Manifest) -> Option<FileProblem> {
     let problem = |text: String| {
         Some(FileProblem {
             path: path.to_path_buf(),
-            problem: Problem::Unreadable(text),
+            problem: Problem::Invalid(text),
         })
     };
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::torrent::metainfo::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Some(FileProblem {
@@ -96,25 +219,21 @@ fn check_torrent(path: &Path, manifest: &Manifest) -> Option<FileProblem> {
                 problem: Problem::Missing,
             })
         }
-        Err(e) => return problem(e.to_string()),
+        Err(e) => {
+            return Some(FileProblem {
+                path: path.to_path_buf(),
+                problem: Problem::Unreadable(e.to_string()),
+            })
+        }
     };
     let torrent = match Metainfo::parse(&bytes) {
         Ok(t) => t,
-        Err(e) => return problem(e.to_string()),
+        Err(e) => return problem(format!("`{}`: {e}", path.display())),
     };
-    if torrent.info_hash.to_hex() != manifest.torrent.info_hash {
-        return problem(format!(
-            "info hash is `{}`, the manifest says `{}`",
-            torrent.info_hash, manifest.torrent.info_hash
-        ));
-    }
-    let mut listed: Vec<String> = torrent.data_files().map(|f| f.path.clone()).collect();
-    let mut expected: Vec<String> = manifest.shard_ids().map(|id| id.relative_path()).collect();
-    expected.push(manifest.index.path.clone());
-    listed.sort();
-    expected.sort();
-    if listed != expected || torrent.name != manifest.dataset {
-        return problem("lists other files than the manifest".into());
-    }
-    None
+    manifest.check_torrent(&torrent).err().and_then(|p| {
+        problem(format!(
+            "torrent `{}` does not match the manifest: {p}",
+            path.display()
+        ))
+    })
 }

@@ -686,19 +686,12 @@ fn a_signed_index_whose_items_name_a_missing_shard_is_refused() {
     assert_eq!(e.one("SELECT count(*) FROM releases"), 0);
 }
 
-/// Puts `zst` in place of release `version`'s index and signs the manifest again (with
-/// `uncompressed` as its unpacked size), as a publisher would.
+/// Puts `zst` in place of release `version`'s index and signs the release again, as a
+/// publisher would, with `uncompressed` as its declared unpacked size.
 fn replace_index(e: &Env, version: &str, zst: &[u8], uncompressed: u64) {
-    let path = e.store.join(format!("test-ds/index/{version}.sqlite.zst"));
-    std::fs::write(&path, zst).unwrap();
-    let mpath = e.manifest(version);
-    let mut m: seedpool::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-    m.index.blake3 = blake3::hash(zst).to_hex().to_string();
-    m.index.size = zst.len() as u64;
-    m.index.uncompressed_size = uncompressed;
-    m.sign(&seedpool::signing::PublisherKey::load(&e.key).unwrap());
-    std::fs::write(&mpath, m.to_bytes()).unwrap();
+    let release = Published::new(&e.store, version);
+    std::fs::write(release.index_path(), zst).unwrap();
+    release.sign(|m| m.index.uncompressed_size = uncompressed);
 }
 
 #[test]
@@ -1021,6 +1014,7 @@ fn extract_writes_chosen_members_and_catches_damage() {
     bytes[offset.as_u64().unwrap() as usize + 10] ^= 1;
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, bytes).unwrap();
+    let fresh = e.root.join("fresh");
     let r = run(&[
         "extract",
         "--pool",
@@ -1028,7 +1022,7 @@ fn extract_writes_chosen_members_and_catches_damage() {
         "--where",
         "l.key = 'danbooru-1002'",
         "--out",
-        s(&out),
+        s(&fresh),
     ]);
     assert_eq!(r.code, 1);
     assert!(
@@ -1048,6 +1042,12 @@ fn extract_writes_chosen_members_and_catches_damage() {
         s(&out),
     ]);
     assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the SQL holds more than one statement (`DELETE FROM items;"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(e.one("SELECT count(*) FROM items"), 12);
 }
 

@@ -15,7 +15,11 @@ use crate::query::extract::{self, ExtractPlan, Names};
 /// `l.booru = 'danbooru' AND l.year = 2024`, or
 /// `l.id IN (SELECT item FROM item_tag_names WHERE tag = 'hatsune_miku')`). Each member is
 /// read at its offset in its shard and checked against its blake3; whole shards are never
-/// unpacked. Items whose shard was not downloaded are counted and skipped.
+/// unpacked. Items whose shard was not downloaded are counted and skipped. Files are
+/// written into a private folder and moved into place only where no file of that name
+/// exists (see --overwrite); links in the folder are never followed. Two items that
+/// would get the same name (`--names booru`) get distinct ones: the later in key order
+/// is written as `<name> [<key>]`, and the output lists it.
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
     #[arg(long, env = "SEEDPOOL_POOL")]
@@ -33,6 +37,12 @@ pub struct ExtractArgs {
     /// Only these extensions (comma-separated, e.g. `jpg,json`).
     #[arg(long, value_delimiter = ',')]
     ext: Vec<String>,
+    /// Replace files in the folder that hold other bytes. Without it they are left as
+    /// they are and listed, and the command exits 1 after writing the rest. Files that
+    /// already hold the same bytes are skipped either way, so an interrupted extract can
+    /// be run again.
+    #[arg(long)]
+    overwrite: bool,
     #[arg(long)]
     json: bool,
 }
@@ -44,6 +54,7 @@ pub fn run_extract(args: ExtractArgs, out: &mut Output) -> CommandResult {
         out: args.out.clone(),
         names: args.names,
         exts: args.ext.clone(),
+        overwrite: args.overwrite,
     };
     let bars = out.progress();
     let result = extract::run(&plan, &bars);
@@ -60,6 +71,21 @@ pub fn run_extract(args: ExtractArgs, out: &mut Output) -> CommandResult {
             super::publish::human_bytes(r.bytes),
             plan.out.display()
         )?;
+        if r.unchanged > 0 {
+            writeln!(
+                out.out,
+                "  {} files were there already with the same bytes",
+                r.unchanged
+            )?;
+        }
+        for (key, name) in &r.renamed {
+            writeln!(
+                out.out,
+                "  `{}` took the name of an earlier item: written as `{}`",
+                crate::name::shown(key),
+                crate::name::shown(name)
+            )?;
+        }
         if r.not_downloaded > 0 {
             writeln!(
                 out.out,

@@ -10,8 +10,10 @@ use crate::pool::merge::{self, MergePlan};
 
 /// Merge a release from a store into a local pool.
 ///
-/// Verifies the manifest's signature and every file of the release against it, copies
-/// (or hard-links) the shards the pool lacks into POOL/<dataset>/shards/, then records
+/// Verifies the manifest's signature and every file of the release against it (the
+/// torrent's files, the index's blake3 and schema, and each shard's blake3, tar
+/// structure and members, as `seedpool verify` does), copies (or hard-links) the shards
+/// the pool lacks into POOL/<dataset>/shards/, then records
 /// the release in POOL/pool.sqlite in one transaction: new items are added, changed ones
 /// updated with their previous version kept in history, removed ones marked, and each
 /// change recorded as provenance. Merging the same release twice changes nothing; a
@@ -36,6 +38,8 @@ pub struct MergeArgs {
     /// Near duplicates: largest Hamming distance between records' perceptual hashes (0-7).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=7))]
     phash_distance: u32,
+    #[command(flatten)]
+    limits: super::LimitArgs,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -46,6 +50,7 @@ pub fn run(args: MergeArgs, out: &mut Output) -> CommandResult {
         trust_key: args.trust_key,
         allow_older: args.allow_older,
         phash_distance: args.phash_distance,
+        index_limit: args.limits.index_limit(),
         ..MergePlan::new(args.manifest.clone(), args.pool.clone(), args.from.clone())
     };
     let bars = out.progress();

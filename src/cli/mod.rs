@@ -131,7 +131,13 @@ where
             {
                 return 0;
             }
-            let _ = writeln!(out.err, "error: {error:#}");
+            // Messages quote names from manifests, indexes and peers: escape sequences
+            // in them must not reach the terminal.
+            let _ = writeln!(
+                out.err,
+                "error: {}",
+                crate::name::shown_lines(&format!("{error:#}"))
+            );
             code
         }
     }
@@ -144,6 +150,27 @@ pub fn main() -> ! {
     let code = run(std::env::args_os(), &mut out);
     let _ = out.out.flush();
     std::process::exit(code)
+}
+
+/// seedpool's own limits on what a release may make it read, for the verbs that read
+/// releases from elsewhere.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Largest unpacked release index to accept, e.g. `16GiB`. The default is 64 MiB
+    /// plus 64 KiB per item of the release: seedpool's ceiling, whatever the manifest
+    /// declares, since a signature proves who made an index, not that it is safe to
+    /// unpack. Raise it for releases with unusually large records.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "SEEDPOOL_INDEX_LIMIT")]
+    pub index_limit: Option<u64>,
+}
+
+impl LimitArgs {
+    pub fn index_limit(&self) -> crate::index::IndexLimit {
+        crate::index::IndexLimit {
+            fixed: self.index_limit,
+            ..Default::default()
+        }
+    }
 }
 
 /// Parses a size with an optional binary suffix: `262144`, `256K`, `256KiB`, `4MiB`.

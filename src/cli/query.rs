@@ -13,7 +13,8 @@ use crate::query::{self, parades, Format, Params, QueryError, QueryPlan, What};
 /// `--list` shows them. `--sql` runs any SELECT over the pool database (tables and views
 /// in docs/pool.md: `live` (live items with their records), `items`, `records`,
 /// `item_records`, `tags`, `item_tags`, `item_tag_names`, `releases`, `provenance`, ...).
-/// Statements that would write are refused before they run.
+/// Statements that would write are refused before they run, as is more than one
+/// statement; rows are printed as they come, and a query is stopped after --timeout.
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     /// Name of a hit-parade (see --list).
@@ -55,6 +56,9 @@ pub struct QueryArgs {
     /// Only this dataset (a pool may hold several).
     #[arg(long)]
     dataset: Option<String>,
+    /// Stop a query that runs longer than this, e.g. `5m` (`0` for no limit).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 pub fn run(args: QueryArgs, out: &mut Output) -> CommandResult {
@@ -85,11 +89,12 @@ pub fn run(args: QueryArgs, out: &mut Output) -> CommandResult {
             portraits: args.portraits,
             limit: args.limit,
         },
+        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
     };
-    let table = query::run(&plan).map_err(|e| match e {
-        QueryError::Unknown(_) => Failure::Usage(e.into()),
+    query::run(&plan, args.format, &mut out.out).map_err(|e| match e {
+        QueryError::Unknown(_) | QueryError::Statements(_) => Failure::Usage(e.into()),
+        QueryError::Output(io) => Failure::Data(anyhow::Error::new(io)),
         e => Failure::Data(e.into()),
     })?;
-    query::write(&table, args.format, &mut out.out)?;
     Ok(())
 }

@@ -114,6 +114,8 @@ pub struct SyncArgs {
     #[arg(long)]
     allow_older: bool,
     #[command(flatten)]
+    limits: super::LimitArgs,
+    #[command(flatten)]
     swarm: SwarmArgs,
 }
 
@@ -155,6 +157,7 @@ pub fn run_sync(args: SyncArgs, out: &mut Output) -> CommandResult {
         phash_distance: 3,
         swarm: args.swarm.options(args.listen),
         stall_timeout: args.timeout,
+        index_limit: args.limits.index_limit(),
     };
     let view = View::new(out, args.swarm.json);
     let result = sync::run(&plan, &view);

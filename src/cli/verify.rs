@@ -11,9 +11,12 @@ use crate::verify::{self, VerifyPlan};
 
 /// Check a release in a store against its signed manifest.
 ///
-/// Checks the manifest's format version and ed25519 signature, that the .torrent has the
-/// manifest's info hash and files, and that every shard and the index are present with
-/// the size and blake3 the manifest gives. Exits 1 listing each bad or missing file.
+/// Checks the manifest's format version, ed25519 signature and fields; that the .torrent
+/// has the manifest's info hash, piece length and files; that the index has its size
+/// and blake3, then seedpool's exact schema and the manifest's shards and item count;
+/// and that every shard has its size and blake3, is a well-formed seedpool tar, and
+/// holds every member the index lists at its offset with its blake3 (one read of each
+/// shard). Exits 1 listing each bad or missing file.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// The release's manifest (`<dataset>-<version>.manifest.json`).
@@ -24,6 +27,8 @@ pub struct VerifyArgs {
     /// Require the manifest to be signed by this public key (64 hex digits).
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    #[command(flatten)]
+    limits: super::LimitArgs,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -34,6 +39,7 @@ pub fn run(args: VerifyArgs, out: &mut Output) -> CommandResult {
         manifest: args.manifest.clone(),
         store: args.store.clone(),
         public_key: args.public_key.clone(),
+        index_limit: args.limits.index_limit(),
     };
     let bars = out.progress();
     let result = verify::run(&plan, &bars);
@@ -55,7 +61,7 @@ pub fn run(args: VerifyArgs, out: &mut Output) -> CommandResult {
         )?;
     } else {
         for p in &report.problems {
-            writeln!(out.err, "bad: {p}")?;
+            writeln!(out.err, "bad: {}", crate::name::shown(&p.to_string()))?;
         }
     }
     if report.ok() {

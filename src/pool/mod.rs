@@ -182,28 +182,50 @@ impl Pool {
 
     /// Opens a pool, creating it when `root` is missing or an empty folder.
     pub fn open_or_create(root: &Path) -> Result<Self, PoolError> {
-        let db = root.join(DATABASE);
-        if !db.exists() {
-            match std::fs::read_dir(root) {
-                Ok(mut entries) => {
-                    if entries.next().is_some() {
-                        return Err(PoolError::NotAPool(root.to_path_buf()));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(root)
-                        .map_err(crate::store::file_error("create pool", root))?;
-                }
-                Err(e) => return Err(crate::store::file_error("read pool", root)(e).into()),
-            }
-        }
+        Self::check_creatable(root)?;
         Self::open_with(root, OpenFlags::default())
+    }
+
+    /// Opens a pool for a merge or sync, creating it when `root` is missing or empty,
+    /// with its write lock taken before the database is created or migrated: two
+    /// processes that both found no pool cannot both create one.
+    pub fn open_or_create_locked(root: &Path) -> Result<(Self, PoolLock), PoolError> {
+        Self::check_creatable(root)?;
+        let lock = Self::lock_at(root)?;
+        let pool = Self::open_with(root, OpenFlags::default())?;
+        Ok((pool, lock))
+    }
+
+    /// A pool may be made at `root`: it holds a pool database, or is a missing (then
+    /// created) or empty folder (the lock file aside).
+    fn check_creatable(root: &Path) -> Result<(), PoolError> {
+        if root.join(DATABASE).exists() {
+            return Ok(());
+        }
+        match std::fs::read_dir(root) {
+            Ok(entries) => {
+                let other = entries
+                    .flatten()
+                    .any(|e| e.file_name() != LOCK && e.file_name() != DATABASE);
+                if other {
+                    return Err(PoolError::NotAPool(root.to_path_buf()));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(root)
+                .map_err(|e| crate::store::file_error("create pool", root)(e).into()),
+            Err(e) => Err(crate::store::file_error("read pool", root)(e).into()),
+        }
     }
 
     /// Takes the pool's write lock, or fails at once when another process holds it.
     pub fn lock(&self) -> Result<PoolLock, PoolError> {
+        Self::lock_at(&self.root)
+    }
+
+    fn lock_at(root: &Path) -> Result<PoolLock, PoolError> {
         use std::os::unix::io::AsRawFd;
-        let path = self.root.join(LOCK);
+        let path = root.join(LOCK);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -221,7 +243,7 @@ impl Pool {
         if rc != 0 {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::EACCES) | Some(libc::EAGAIN) => Err(PoolError::Busy(self.root.clone())),
+                Some(libc::EACCES) | Some(libc::EAGAIN) => Err(PoolError::Busy(root.to_path_buf())),
                 _ => Err(crate::store::file_error("lock", &path)(e).into()),
             };
         }
@@ -298,6 +320,34 @@ impl Pool {
         Ok(())
     }
 
+    /// A read-only connection. A WAL database needs its `-shm` file, which a reader
+    /// creates when it is missing; where it cannot (a pool on read-only media, or one
+    /// the user may read but not write) and there is no log to read either, the file
+    /// is opened as immutable: nobody can be writing to it, since a writer would need
+    /// those same files.
+    fn open_reader(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(path, flags)?;
+        let readable = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        let side = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::path::PathBuf::from(p)
+        };
+        match readable {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen
+                ) && !side("-wal").exists() =>
+            {
+                drop(conn);
+                let uri = format!("{}?mode=ro&immutable=1", crate::zseek::vfs::file_uri(path));
+                Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+            }
+            _ => Ok(conn),
+        }
+    }
+
     fn open_with(root: &Path, flags: OpenFlags) -> Result<Self, PoolError> {
         let path = root.join(DATABASE);
         let sql = |source| PoolError::Sqlite {
@@ -306,7 +356,7 @@ impl Pool {
         };
         let read_only = flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY);
         let conn = if read_only {
-            Connection::open_with_flags(&path, flags)
+            Self::open_reader(&path, flags)
         } else {
             // Connections that write gather their log writes (see `walbuf`).
             walbuf::register()
@@ -370,11 +420,22 @@ impl Pool {
     fn migrate(&self, from: i64) -> Result<(), PoolError> {
         for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(from as usize) {
             let to = i as i64 + 1;
-            let batch = format!(
-                "BEGIN IMMEDIATE; {step}; PRAGMA application_id = {}; PRAGMA user_version = {to}; COMMIT;",
-                schema::APPLICATION_ID
-            );
-            if let Err(e) = self.conn.execute_batch(&batch) {
+            // The version is read again inside the write transaction: another process
+            // opening the same pool may have applied this step since it was read.
+            let run = || -> rusqlite::Result<()> {
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                let now: i64 = self
+                    .conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if now < to {
+                    self.conn.execute_batch(&format!(
+                        "{step}; PRAGMA application_id = {}; PRAGMA user_version = {to};",
+                        schema::APPLICATION_ID
+                    ))?;
+                }
+                self.conn.execute_batch("COMMIT")
+            };
+            if let Err(e) = run() {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(self.sql()(e));
             }

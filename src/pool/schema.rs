@@ -303,6 +303,29 @@ CREATE VIEW live AS
 CREATE VIEW item_records AS
     SELECT i.id AS item, r.record AS record FROM items i JOIN records r ON r.id = i.record_id;
 ",
+    // 7 -> 8: shards keyed by (dataset, id). Files live per dataset, so presence must
+    // too: keyed by id alone, a second dataset listing a shard of the first (a fork)
+    // found it \"present\" and never got its own copy. A shard a second dataset shared
+    // was recorded for the first only; the releases of the others list it, and get a row
+    // of their own, not present (their folder never received the file).
+    "
+CREATE TABLE shards_by_dataset(
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    volume TEXT NOT NULL,
+    present INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(dataset, id)
+) WITHOUT ROWID;
+INSERT INTO shards_by_dataset(dataset, id, size, items, volume, present)
+    SELECT dataset, id, size, items, volume, present FROM shards ORDER BY dataset, id;
+INSERT OR IGNORE INTO shards_by_dataset(dataset, id, size, items, volume, present)
+    SELECT r.dataset, s.id, s.size, s.items, s.volume, 0
+    FROM release_shards rs JOIN releases r ON r.id = rs.release JOIN shards s ON s.id = rs.shard;
+DROP TABLE shards;
+ALTER TABLE shards_by_dataset RENAME TO shards;
+",
 ];
 
 /// Secondary indexes that a bulk merge drops and builds again after its inserts (one

@@ -26,6 +26,10 @@ pub enum QueryError {
     Write(String),
     #[error("invalid SQL: {0}")]
     Sql(String),
+    #[error("the SQL holds more than one statement (`{}` follows the first); give one statement", crate::name::shown(.0))]
+    Statements(String),
+    #[error("the query ran longer than {0:?} and was stopped; pass --timeout to give it longer")]
+    Timeout(std::time::Duration),
     #[error("unknown query `{0}`; `seedpool query --list` lists the named queries")]
     Unknown(String),
     #[error("failed to write the results")]
@@ -56,6 +60,107 @@ pub struct QueryPlan {
     pub pool: PathBuf,
     pub what: What,
     pub params: Params,
+    /// Stop the query after this long.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The default time limit of `seedpool query`.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where the first statement of `sql` ends: the byte offset of the first `;` outside
+/// string literals, quoted names and comments, if there is one.
+pub fn statement_end(sql: &str) -> Option<usize> {
+    let mut chars = sql.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' | '"' | '`' | '[' => {
+                let close = if c == '[' { ']' } else { c };
+                for (_, d) in chars.by_ref() {
+                    if d == close {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek().map(|p| p.1) == Some('-') => {
+                for (_, d) in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek().map(|p| p.1) == Some('*') => {
+                chars.next();
+                let mut star = false;
+                for (_, d) in chars.by_ref() {
+                    if star && d == '/' {
+                        break;
+                    }
+                    star = d == '*';
+                }
+            }
+            ';' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What follows the first statement of `sql`, when it is more than semicolons, spaces
+/// and comments: SQLite compiles only the first statement and would ignore the rest.
+pub fn second_statement(sql: &str) -> Option<&str> {
+    let mut rest = sql;
+    while let Some(end) = statement_end(rest) {
+        rest = &rest[end + 1..];
+        let trimmed = strip_trivia(rest);
+        if trimmed.is_empty() {
+            return None;
+        }
+        if !trimmed.starts_with(';') {
+            let shown_len = trimmed
+                .char_indices()
+                .nth(40)
+                .map_or(trimmed.len(), |(i, _)| i);
+            return Some(&trimmed[..shown_len]);
+        }
+    }
+    None
+}
+
+/// `sql` without its leading spaces and comments.
+fn strip_trivia(mut sql: &str) -> &str {
+    loop {
+        let t = sql.trim_start();
+        if let Some(rest) = t.strip_prefix("--") {
+            sql = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(rest) = t.strip_prefix("/*") {
+            sql = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            return t;
+        }
+    }
+}
+
+/// Stops statements on `conn` once `limit` has passed (SQLite's progress handler,
+/// checked every few thousand virtual machine steps); returns the flag that says it
+/// fired, to tell a timeout from other interruptions.
+pub fn time_limit(
+    conn: &rusqlite::Connection,
+    limit: std::time::Duration,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&fired);
+    let deadline = std::time::Instant::now() + limit;
+    conn.progress_handler(
+        10_000,
+        Some(move || {
+            let over = std::time::Instant::now() >= deadline;
+            if over {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            over
+        }),
+    );
+    fired
 }
 
 /// A query's result.
@@ -127,6 +232,20 @@ pub fn stream_sql(
     named: &[(&str, rusqlite::types::Value)],
     mut visit: impl FnMut(&[Value]) -> std::io::Result<()>,
 ) -> Result<Vec<String>, QueryError> {
+    stream_sql_until(pool, sql, named, |_, row| visit(row).map(|()| true))
+}
+
+/// Like `stream_sql`, with the column names beside each row, stopping when `visit`
+/// returns false.
+pub fn stream_sql_until(
+    pool: &Pool,
+    sql: &str,
+    named: &[(&str, rusqlite::types::Value)],
+    mut visit: impl FnMut(&[String], &[Value]) -> std::io::Result<bool>,
+) -> Result<Vec<String>, QueryError> {
+    if let Some(rest) = second_statement(sql) {
+        return Err(QueryError::Statements(rest.to_string()));
+    }
     let denied = guard(pool);
     let explain = |e: rusqlite::Error| match denied.lock().ok().and_then(|mut d| d.take()) {
         Some(what) => QueryError::Write(what),
@@ -158,22 +277,142 @@ pub fn stream_sql(
                 ValueRef::Blob(b) => Value::String(hex::encode(b)),
             });
         }
-        visit(&values).map_err(QueryError::Output)?;
+        if !visit(&columns, &values).map_err(QueryError::Output)? {
+            break;
+        }
     }
     Ok(columns)
 }
 
-pub fn run(plan: &QueryPlan) -> Result<Table, QueryError> {
+/// Runs a query and writes its rows to `out` as they come (SQL), or its table (named
+/// queries, whose size their limits bound). Returns the number of rows written.
+pub fn run(plan: &QueryPlan, format: Format, out: &mut dyn Write) -> Result<u64, QueryError> {
     let pool = Pool::open_read_only(&plan.pool)?;
+    let fired = plan.timeout.map(|t| time_limit(pool.connection(), t));
+    let timed_out = |e: QueryError| match (&fired, plan.timeout) {
+        (Some(f), Some(t)) if f.load(std::sync::atomic::Ordering::Relaxed) => {
+            QueryError::Timeout(t)
+        }
+        _ => e,
+    };
     match &plan.what {
         What::Sql(sql) => {
-            let mut table = run_sql(&pool, sql, &[])?;
-            if let Some(limit) = plan.params.limit {
-                table.rows.truncate(limit as usize);
-            }
-            Ok(table)
+            let limit = plan.params.limit.unwrap_or(u64::MAX);
+            let mut writer = RowWriter::new(format, out);
+            let mut rows = 0u64;
+            // Rows past the limit are never read: the statement stops stepping.
+            let columns = stream_sql_until(&pool, sql, &[], |columns, row| {
+                if rows >= limit {
+                    return Ok(false);
+                }
+                writer.row(columns, row)?;
+                rows += 1;
+                Ok(true)
+            })
+            .map_err(timed_out)?;
+            writer.finish(&columns).map_err(QueryError::Output)?;
+            Ok(rows)
         }
-        What::Named(name) => parades::run(&pool, name, &plan.params),
+        What::Named(name) => {
+            let table = parades::run(&pool, name, &plan.params).map_err(timed_out)?;
+            write(&table, format, out).map_err(QueryError::Output)?;
+            Ok(table.rows.len() as u64)
+        }
+    }
+}
+
+/// Writes rows as they come: CSV and JSON at once; aligned text from the widths of the
+/// first rows (a thousand), so an endless query never fills memory.
+struct RowWriter<'o> {
+    format: Format,
+    out: &'o mut dyn Write,
+    /// Text rows held until the widths are known.
+    held: Option<Table>,
+    widths: Vec<usize>,
+    numeric: Vec<bool>,
+    started: bool,
+}
+
+impl<'o> RowWriter<'o> {
+    const HOLD: usize = 1000;
+
+    fn new(format: Format, out: &'o mut dyn Write) -> Self {
+        Self {
+            format,
+            out,
+            held: Some(Table::default()),
+            widths: Vec::new(),
+            numeric: Vec::new(),
+            started: false,
+        }
+    }
+
+    fn row(&mut self, columns: &[String], row: &[Value]) -> std::io::Result<()> {
+        match self.format {
+            Format::Csv => {
+                if !self.started {
+                    self.started = true;
+                    writeln!(self.out, "{}", csv_line(columns.iter().map(|c| c.as_str())))?;
+                }
+                let cells: Vec<String> = row.iter().map(text).collect();
+                writeln!(self.out, "{}", csv_line(cells.iter().map(|c| c.as_str())))
+            }
+            Format::Json => {
+                self.out.write_all(if self.started { b"," } else { b"[" })?;
+                self.started = true;
+                let object: serde_json::Map<String, Value> =
+                    columns.iter().cloned().zip(row.iter().cloned()).collect();
+                serde_json::to_writer(&mut *self.out, &object).map_err(std::io::Error::other)
+            }
+            Format::Table => match &mut self.held {
+                Some(table) => {
+                    table.rows.push(row.to_vec());
+                    if table.rows.len() >= Self::HOLD {
+                        table.columns = columns.to_vec();
+                        self.flush_held()?;
+                    }
+                    Ok(())
+                }
+                None => {
+                    let line = table_line(&table_cells(row), &self.widths, &self.numeric);
+                    writeln!(self.out, "{line}")
+                }
+            },
+        }
+    }
+
+    /// Prints the held rows with the widths they give, then streams with those.
+    fn flush_held(&mut self) -> std::io::Result<()> {
+        if let Some(table) = self.held.take() {
+            let (widths, numeric) = table_layout(&table);
+            write_table_head(&table.columns, &widths, &numeric, &mut *self.out)?;
+            for r in &table.rows {
+                writeln!(
+                    self.out,
+                    "{}",
+                    table_line(&table_cells(r), &widths, &numeric)
+                )?;
+            }
+            self.widths = widths;
+            self.numeric = numeric;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, columns: &[String]) -> std::io::Result<()> {
+        match self.format {
+            Format::Csv if !self.started => {
+                writeln!(self.out, "{}", csv_line(columns.iter().map(|c| c.as_str())))
+            }
+            Format::Csv => Ok(()),
+            Format::Json => writeln!(self.out, "{}", if self.started { "]" } else { "[]" }),
+            Format::Table => {
+                if let Some(table) = &mut self.held {
+                    table.columns = columns.to_vec();
+                }
+                self.flush_held()
+            }
+        }
     }
 }
 
@@ -200,6 +439,79 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+fn csv_line<'a>(cells: impl Iterator<Item = &'a str>) -> String {
+    cells.map(csv_field).collect::<Vec<_>>().join(",")
+}
+
+/// A row's cells as aligned text shows them: one line each, control characters
+/// escaped (a value from a record must not drive the terminal).
+fn table_cells(row: &[Value]) -> Vec<String> {
+    row.iter()
+        .map(|v| crate::name::shown(&text(v).replace(['\n', '\t'], " ")).into_owned())
+        .collect()
+}
+
+/// Column widths (at most 60 characters) and which columns are numbers, from a table.
+fn table_layout(table: &Table) -> (Vec<usize>, Vec<bool>) {
+    let mut widths: Vec<usize> = table.columns.iter().map(|c| c.chars().count()).collect();
+    for r in &table.rows {
+        for (w, c) in widths.iter_mut().zip(table_cells(r)) {
+            *w = (*w).max(c.chars().count().min(60));
+        }
+    }
+    let numeric: Vec<bool> = (0..table.columns.len())
+        .map(|i| {
+            !table.rows.is_empty()
+                && table
+                    .rows
+                    .iter()
+                    .all(|r| r.get(i).is_some_and(|v| v.is_number() || v.is_null()))
+        })
+        .collect();
+    (widths, numeric)
+}
+
+fn table_line(cells: &[String], widths: &[usize], numeric: &[bool]) -> String {
+    cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let c: String = c.chars().take(60).collect();
+            let w = widths.get(i).copied().unwrap_or(0);
+            if numeric.get(i).copied().unwrap_or(false) {
+                format!("{c:>w$}")
+            } else {
+                format!("{c:<w$}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+        .trim_end()
+        .to_string()
+}
+
+fn write_table_head(
+    columns: &[String],
+    widths: &[usize],
+    numeric: &[bool],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| crate::name::shown(c).into_owned())
+        .collect();
+    writeln!(out, "{}", table_line(&names, widths, numeric))?;
+    writeln!(
+        out,
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
+    )
+}
+
 /// Prints a table as aligned text, RFC 4180 CSV, or a JSON array of objects.
 pub fn write(table: &Table, format: Format, out: &mut dyn Write) -> std::io::Result<()> {
     match format {
@@ -223,79 +535,19 @@ pub fn write(table: &Table, format: Format, out: &mut dyn Write) -> std::io::Res
             writeln!(
                 out,
                 "{}",
-                table
-                    .columns
-                    .iter()
-                    .map(|c| csv_field(c))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                csv_line(table.columns.iter().map(|c| c.as_str()))
             )?;
             for r in &table.rows {
-                writeln!(
-                    out,
-                    "{}",
-                    r.iter()
-                        .map(|v| csv_field(&text(v)))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )?;
+                let cells: Vec<String> = r.iter().map(text).collect();
+                writeln!(out, "{}", csv_line(cells.iter().map(|c| c.as_str())))?;
             }
             Ok(())
         }
         Format::Table => {
-            let cells: Vec<Vec<String>> = table
-                .rows
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .map(|v| text(v).replace(['\n', '\t'], " "))
-                        .collect()
-                })
-                .collect();
-            let mut widths: Vec<usize> = table.columns.iter().map(|c| c.chars().count()).collect();
-            for r in &cells {
-                for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.chars().count().min(60));
-                }
-            }
-            let numeric: Vec<bool> = (0..table.columns.len())
-                .map(|i| {
-                    !table.rows.is_empty()
-                        && table
-                            .rows
-                            .iter()
-                            .all(|r| r[i].is_number() || r[i].is_null())
-                })
-                .collect();
-            let line = |cells: &[String]| -> String {
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let c: String = c.chars().take(60).collect();
-                        if numeric[i] {
-                            format!("{c:>w$}", w = widths[i])
-                        } else {
-                            format!("{c:<w$}", w = widths[i])
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_string()
-            };
-            writeln!(out, "{}", line(&table.columns))?;
-            writeln!(
-                out,
-                "{}",
-                widths
-                    .iter()
-                    .map(|w| "-".repeat(*w))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-            )?;
-            for r in &cells {
-                writeln!(out, "{}", line(r))?;
+            let (widths, numeric) = table_layout(table);
+            write_table_head(&table.columns, &widths, &numeric, out)?;
+            for r in &table.rows {
+                writeln!(out, "{}", table_line(&table_cells(r), &widths, &numeric))?;
             }
             Ok(())
         }
@@ -305,6 +557,52 @@ pub fn write(table: &Table, format: Format, out: &mut dyn Write) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_one_statement_is_taken() {
+        assert_eq!(second_statement("SELECT 1"), None);
+        assert_eq!(second_statement("SELECT 1;"), None);
+        assert_eq!(second_statement("SELECT ';' ; -- done\n ; /* x */ "), None);
+        assert_eq!(
+            second_statement("SELECT 1; DELETE FROM items"),
+            Some("DELETE FROM items")
+        );
+        assert_eq!(
+            second_statement("SELECT 1;;\n/*c*/ SELECT 2"),
+            Some("SELECT 2")
+        );
+        assert_eq!(statement_end("key = 'a;b' AND \"x;\" = 1 -- ;\n"), None);
+        assert_eq!(statement_end("1 /* ; */ ; 2"), Some(10));
+    }
+
+    #[test]
+    fn streamed_rows_print_as_whole_tables_do() {
+        let t = Table {
+            columns: vec!["a".into(), "n".into()],
+            rows: vec![
+                vec![Value::from("x\u{1b}[2J"), Value::from(2)],
+                vec![Value::from("yy"), Value::Null],
+            ],
+        };
+        for format in [Format::Table, Format::Csv, Format::Json] {
+            let mut whole = Vec::new();
+            write(&t, format, &mut whole).unwrap();
+            let mut streamed = Vec::new();
+            let mut w = RowWriter::new(format, &mut streamed);
+            for r in &t.rows {
+                w.row(&t.columns, r).unwrap();
+            }
+            w.finish(&t.columns).unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(whole).unwrap(),
+                "{format:?}"
+            );
+        }
+        let mut out = Vec::new();
+        write(&t, Format::Table, &mut out).unwrap();
+        assert!(!out.contains(&0x1b), "an escape reached the terminal");
+    }
 
     #[test]
     fn csv_quotes_what_needs_quoting() {

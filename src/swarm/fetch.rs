@@ -78,6 +78,12 @@ pub async fn release(source: &str) -> Result<Release, FetchError> {
             expected: manifest.torrent.info_hash.clone(),
         });
     }
+    manifest
+        .check_torrent(&torrent)
+        .map_err(|problem| FetchError::Torrent {
+            location: location.clone(),
+            problem: format!("does not match the manifest: {problem}"),
+        })?;
     Ok(Release {
         manifest,
         manifest_bytes,
@@ -103,16 +109,13 @@ fn sibling_url(manifest_url: &str, name: &str) -> String {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, FetchError> {
-    let size = std::fs::metadata(path)
-        .map_err(file_error("read the torrent", path))?
-        .len();
-    if size > MAX_TORRENT_BYTES as u64 {
-        return Err(FetchError::Torrent {
+    crate::torrent::metainfo::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => FetchError::Torrent {
             location: path.display().to_string(),
-            problem: format!("{size} bytes, more than the {MAX_TORRENT_BYTES} accepted"),
-        });
-    }
-    Ok(std::fs::read(path).map_err(file_error("read the torrent", path))?)
+            problem: e.to_string(),
+        },
+        _ => file_error("read the torrent", path)(e).into(),
+    })
 }
 
 /// GET with a size cap, so a hostile server cannot make us buffer without end.

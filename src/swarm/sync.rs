@@ -33,6 +33,7 @@ use crate::index::{self, IndexError};
 use crate::pool::merge::{self, MergeError, MergePlan, MergeReport};
 use crate::pool::{Pool, PoolError};
 use crate::progress::Silent;
+use crate::shard::{self, ShardError, ShardId};
 use crate::store::{self, file_error, FileError, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -50,6 +51,8 @@ pub struct SyncPlan {
     pub swarm: SwarmOptions,
     /// Give up when no byte arrives for this long.
     pub stall_timeout: Duration,
+    /// seedpool's ceiling on the unpacked index.
+    pub index_limit: index::IndexLimit,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -101,10 +104,17 @@ pub enum SyncError {
         needed: u64,
         free: u64,
     },
-    #[error("no data arrived for {seconds} s ({peers} peers connected, {seen} seen); check the --peer addresses, or that trackers or the DHT can reach a seeder of this release. Files fetched so far are kept: run sync again to resume")]
-    Stalled { seconds: u64, peers: u64, seen: u64 },
+    #[error("no data arrived for {seconds} s ({peers} peers connected, {seen} seen); {hint}. Files fetched so far are kept: run sync again to resume")]
+    Stalled {
+        seconds: u64,
+        peers: u64,
+        seen: u64,
+        hint: String,
+    },
     #[error("`{file}` failed its blake3 check twice after download ({problem}): the seeders' data does not match the signed manifest. Nothing was merged")]
     BadFile { file: String, problem: String },
+    #[error("{0}; the file hashes as the signed manifest says, so the publisher made it so: nothing was merged")]
+    Refused(ShardError),
     #[error("interrupted; the files fetched so far are kept: run the same sync again to resume")]
     Interrupted,
     #[error("the download task failed: {0}")]
@@ -142,6 +152,11 @@ struct Ctx<'a> {
     refetched: u64,
     /// Shards of the release the pool had before this run (for the plan event).
     in_pool: u64,
+    /// The release index, once it is in the pool and checked: shards are checked
+    /// against it as they arrive.
+    index: Option<index::IndexReader>,
+    /// Whether this run downloaded the index.
+    fetched_index: bool,
 }
 
 async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, SyncError> {
@@ -152,8 +167,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     let version = m.version_name();
     let manifest_hash = blake3::hash(&release.manifest_bytes).to_hex().to_string();
 
-    let pool = Pool::open_or_create(&plan.pool)?;
-    let _lock = pool.lock()?;
+    let (pool, _lock) = Pool::open_or_create_locked(&plan.pool)?;
     let store = Store::open_or_create(&plan.pool, &dataset)?;
     let mut merge_plan = MergePlan {
         trust_key: plan.trust_key,
@@ -188,31 +202,12 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         received: 0,
         refetched: 0,
         in_pool: 0,
+        index: None,
+        fetched_index: false,
     };
     let files = wanted_files(&ctx.release)?;
-    let present = merge::present_shards(pool.connection())?;
+    let present = merge::present_shards(pool.connection(), &m.dataset)?;
     drop(pool);
-
-    // Files in the pool the database does not know yet: left by an interrupted sync
-    // (moved in after their check) or by hand. Trust them only after a fresh check.
-    let mut verified = BTreeSet::new();
-    for f in files.values() {
-        if present.contains(&f.blake3) {
-            continue;
-        }
-        let path = ctx.target.join(&f.path);
-        if path.is_file() {
-            match store::mismatch(&path, f.size, &f.blake3) {
-                Ok(None) => {
-                    verified.insert(f.blake3.clone());
-                }
-                _ => std::fs::remove_file(&path).map_err(file_error("remove", &path))?,
-            }
-        }
-    }
-    let have = |f: &Wanted, verified: &BTreeSet<String>| {
-        present.contains(&f.blake3) || verified.contains(&f.blake3)
-    };
     let index = files
         .values()
         .find(|f| f.blake3 == ctx.release.manifest.index.blake3)
@@ -222,32 +217,93 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         .values()
         .filter(|f| f.blake3 != index.blake3)
         .collect();
+
+    // The index first: every shard is checked against it as it arrives, and a release
+    // whose index is refused costs no shard downloads.
+    let mut verified = BTreeSet::new();
+    let index_path = ctx.target.join(&index.path);
+    match store::mismatch(&index_path, index.size, &index.blake3) {
+        Ok(None) => {
+            verified.insert(index.blake3.clone());
+        }
+        _ => {
+            if index_path.exists() {
+                std::fs::remove_file(&index_path).map_err(file_error("remove", &index_path))?;
+            }
+            let got = ctx.download(Phase::Index, vec![index.clone()]).await?;
+            verified.extend(got);
+            ctx.fetched_index = true;
+        }
+    }
+    let scratch = index_path.with_extension(format!("sync-{}.sqlite", std::process::id()));
+    let opened = (|| -> Result<_, IndexError> {
+        let limit =
+            plan.index_limit
+                .check(&index_path, m.index.uncompressed_size, m.counts.items)?;
+        let unpacked = index::Unpacked::open(&index_path, &scratch, limit)?;
+        let reader = unpacked.reader()?;
+        reader.check_release(m)?;
+        // One pass over the index's rows now costs less than downloading shards for a
+        // release whose merge would refuse them.
+        reader.check_contents()?;
+        Ok((unpacked, reader))
+    })();
+    let (unpacked, reader) = match opened {
+        Ok(pair) => pair,
+        Err(e) => {
+            // A refused index does not stay in the pool (where it could be seeded on).
+            if ctx.fetched_index {
+                let _ = std::fs::remove_file(&index_path);
+            }
+            return Err(e.into());
+        }
+    };
+    ctx.index = Some(reader);
+
+    // Files in the pool the database does not know yet: left by an interrupted sync
+    // (moved in after their check) or by hand. Trust them only after a fresh check.
+    for f in &shard_files {
+        if present.contains(&f.blake3) {
+            continue;
+        }
+        let path = ctx.target.join(&f.path);
+        if path.is_file() {
+            let expected = ctx.expected(f)?;
+            match shard::check(&path, &expected.as_expected()) {
+                Ok(()) => {
+                    verified.insert(f.blake3.clone());
+                }
+                Err(_) => std::fs::remove_file(&path).map_err(file_error("remove", &path))?,
+            }
+        }
+    }
+    let have = |f: &Wanted, verified: &BTreeSet<String>| {
+        present.contains(&f.blake3) || verified.contains(&f.blake3)
+    };
     report.shards_in_pool = shard_files.iter().filter(|f| have(f, &verified)).count() as u64;
     ctx.in_pool = report.shards_in_pool;
 
-    let mut to_fetch: Vec<Wanted> = Vec::new();
     let mut selection = None;
     if let Some(sql) = &plan.selection {
-        if !have(&index, &verified) {
-            let got = ctx.download(Phase::Index, vec![index.clone()]).await?;
-            verified.extend(got);
-        }
-        let (shards, items) = select(&ctx.target.join(&index.path), &ctx.release, sql)?;
+        let reader = ctx.index.as_ref().expect("the index is open");
+        let (shards, items) = select(reader, sql)?;
         report.selected_items = Some(items);
         report.shards_not_selected = (shard_files.len() - shards.len()) as u64;
         selection = Some(shards);
-    } else if !have(&index, &verified) {
-        to_fetch.push(index.clone());
     }
     let selected = |f: &Wanted| selection.as_ref().is_none_or(|s| s.contains(&f.blake3));
-    to_fetch.extend(
-        shard_files
-            .iter()
-            .filter(|f| !have(f, &verified) && selected(f))
-            .map(|f| (*f).clone()),
-    );
-    report.shards_downloaded = to_fetch.iter().filter(|f| f.blake3 != index.blake3).count() as u64;
-    report.bytes_downloaded = to_fetch.iter().map(|f| f.size).sum();
+    let to_fetch: Vec<Wanted> = shard_files
+        .iter()
+        .filter(|f| !have(f, &verified) && selected(f))
+        .map(|f| (*f).clone())
+        .collect();
+    report.shards_downloaded = to_fetch.len() as u64;
+    report.bytes_downloaded = to_fetch.iter().map(|f| f.size).sum::<u64>()
+        + if verified.contains(&index.blake3) && ctx.fetched_index {
+            index.size
+        } else {
+            0
+        };
     if !to_fetch.is_empty() {
         let got = ctx.download(Phase::Shards, to_fetch).await?;
         verified.extend(got);
@@ -263,6 +319,9 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     store::write_atomically(&mp, &ctx.release.manifest_bytes)?;
     merge_plan.selection = selection;
     merge_plan.verified = verified;
+    merge_plan.index_limit = plan.index_limit;
+    drop(ctx.index.take());
+    drop(unpacked);
     ctx.events.emit(Event::Note {
         message: format!("merging {} {} into the pool", m.dataset, m.version),
     });
@@ -325,15 +384,7 @@ fn wanted_files(release: &Release) -> Result<BTreeMap<String, Wanted>, SyncError
 
 /// Runs `--where` on the release index; returns the shards holding matches and the
 /// number of matching items.
-fn select(
-    index_zst: &Path,
-    release: &Release,
-    sql: &str,
-) -> Result<(BTreeSet<String>, u64), SyncError> {
-    let m = &release.manifest;
-    let scratch = index_zst.with_extension(format!("select-{}.sqlite", std::process::id()));
-    let unpacked = index::Unpacked::open(index_zst, &scratch, m.index.uncompressed_size)?;
-    let reader = unpacked.reader()?;
+fn select(reader: &index::IndexReader, sql: &str) -> Result<(BTreeSet<String>, u64), SyncError> {
     let conn = reader.connection();
     let denied = crate::query::read_only_guard(conn);
     let failed = |e: rusqlite::Error| SyncError::Selection {
@@ -343,7 +394,7 @@ fn select(
             None => e.to_string(),
         },
     };
-    if has_statement_end(sql) {
+    if crate::query::statement_end(sql).is_some() {
         return Err(SyncError::Selection {
             sql: sql.to_string(),
             problem: "it holds `;`: give one condition, not statements".into(),
@@ -371,43 +422,6 @@ fn select(
     Ok((shards, items))
 }
 
-/// Whether `sql` has a `;` outside string literals, quoted names and comments.
-fn has_statement_end(sql: &str) -> bool {
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '"' | '`' | '[' => {
-                let close = if c == '[' { ']' } else { c };
-                for d in chars.by_ref() {
-                    if d == close {
-                        break;
-                    }
-                }
-            }
-            '-' if chars.peek() == Some(&'-') => {
-                for d in chars.by_ref() {
-                    if d == '\n' {
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut star = false;
-                for d in chars.by_ref() {
-                    if star && d == '/' {
-                        break;
-                    }
-                    star = d == '*';
-                }
-            }
-            ';' => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
 /// Free bytes for an unprivileged writer on the file system holding `path`.
 fn free_space(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -422,13 +436,61 @@ fn free_space(path: &Path) -> Option<u64> {
 enum Check {
     /// In the pool now.
     Moved,
-    /// Wrong content; removed from staging.
+    /// Not the signed bytes; removed from staging, to be fetched again.
     Bad(String),
+    /// The signed bytes, but not a shard that matches its index: no peer can send a
+    /// better one. Removed from staging.
+    Refused(ShardError),
 }
 
-/// Checks a complete file in staging against the manifest and renames it into the pool.
-fn check_and_move(from: &Path, to: &Path, size: u64, blake3: &str) -> Result<Check, FileError> {
-    let problem = store::mismatch(from, size, blake3).map_err(file_error("read", from))?;
+/// What a downloaded file must be.
+enum FileCheck {
+    /// Size and blake3 (the index).
+    Hash { size: u64, blake3: String },
+    /// Everything `shard::check` checks.
+    Shard(OwnedExpected),
+}
+
+/// A `shard::Expected` that owns its members, to move into a checking task.
+struct OwnedExpected {
+    id: ShardId,
+    size: u64,
+    items: u64,
+    members: Vec<shard::IndexedMember>,
+}
+
+impl OwnedExpected {
+    fn as_expected(&self) -> shard::Expected<'_> {
+        shard::Expected {
+            id: self.id,
+            size: self.size,
+            items: self.items,
+            members: &self.members,
+        }
+    }
+}
+
+/// Checks a complete file in staging and renames it into the pool.
+fn check_and_move(from: &Path, to: &Path, check: &FileCheck) -> Result<Check, FileError> {
+    let problem = match check {
+        FileCheck::Hash { size, blake3 } => {
+            store::mismatch(from, *size, blake3).map_err(file_error("read", from))?
+        }
+        FileCheck::Shard(expected) => match shard::check(from, &expected.as_expected()) {
+            Ok(()) => None,
+            Err(ShardError::Read { source, .. }) => return Err(file_error("read", from)(source)),
+            Err(ShardError::Size {
+                expected, found, ..
+            }) => Some(format!("expected {expected} bytes, found {found}")),
+            Err(ShardError::Hash { id, found, .. }) => {
+                Some(format!("blake3 is `{found}`, the manifest says `{id}`"))
+            }
+            Err(other) => {
+                std::fs::remove_file(from).map_err(file_error("remove", from))?;
+                return Ok(Check::Refused(other.at(to)));
+            }
+        },
+    };
     if let Some(problem) = problem {
         std::fs::remove_file(from).map_err(file_error("remove", from))?;
         return Ok(Check::Bad(problem));
@@ -446,6 +508,25 @@ fn check_and_move(from: &Path, to: &Path, size: u64, blake3: &str) -> Result<Che
 }
 
 impl Ctx<'_> {
+    /// What shard file `f` must be, from the manifest and the index.
+    fn expected(&self, f: &Wanted) -> Result<OwnedExpected, SyncError> {
+        let m = &self.release.manifest;
+        let entry = m.shards.iter().find(|s| s.id == f.blake3).ok_or_else(|| {
+            SyncError::Task(format!("`{}` is not a shard of the release", f.path))
+        })?;
+        let id = ShardId::parse(&entry.id).map_err(|e| SyncError::Task(e.to_string()))?;
+        let members = match &self.index {
+            Some(reader) => reader.shard_members(&entry.id)?,
+            None => return Err(SyncError::Task("shards are checked after the index".into())),
+        };
+        Ok(OwnedExpected {
+            id,
+            size: entry.size,
+            items: entry.items,
+            members,
+        })
+    }
+
     async fn session(&mut self) -> Result<Arc<Session>, SyncError> {
         if let Some(s) = &self.session {
             return Ok(Arc::clone(s));
@@ -564,10 +645,15 @@ impl Ctx<'_> {
                 if stats.file_progress.get(f.index) == Some(&f.size) {
                     let from = self.staging.join(&f.path);
                     let to = self.target.join(&f.path);
-                    let (size, blake3) = (f.size, f.blake3.clone());
-                    let task = tokio::task::spawn_blocking(move || {
-                        check_and_move(&from, &to, size, &blake3)
-                    });
+                    let check = match phase {
+                        Phase::Index => FileCheck::Hash {
+                            size: f.size,
+                            blake3: f.blake3.clone(),
+                        },
+                        Phase::Shards => FileCheck::Shard(self.expected(&f)?),
+                    };
+                    let task =
+                        tokio::task::spawn_blocking(move || check_and_move(&from, &to, &check));
                     checking.push((f, task));
                 }
             }
@@ -588,6 +674,10 @@ impl Ctx<'_> {
                             bytes: f.size,
                         });
                         done.insert(f.blake3.clone());
+                    }
+                    Check::Refused(e) => {
+                        self.drop_torrent(&handle).await;
+                        return Err(SyncError::Refused(e));
                     }
                     Check::Bad(problem) => {
                         let n = attempts.entry(f.index).or_default();
@@ -672,10 +762,25 @@ impl Ctx<'_> {
                     )
                 });
                 self.drop_torrent(&handle).await;
+                let missing: Vec<String> = files
+                    .iter()
+                    .filter(|f| !done.contains(&f.blake3))
+                    .take(3)
+                    .map(|f| format!("`{}`", f.path))
+                    .collect();
+                let hint = if peers == 0 {
+                    "check the --peer addresses, or that trackers or the DHT can reach a seeder of this release".to_string()
+                } else {
+                    format!(
+                        "the connected peers do not send the missing pieces of {}: they lack them (a seeder whose copy is damaged cannot serve the pieces that fail its own check), so another seeder is needed",
+                        missing.join(", ")
+                    )
+                };
                 return Err(SyncError::Stalled {
                     seconds: self.plan.stall_timeout.as_secs(),
                     peers,
                     seen,
+                    hint,
                 });
             }
             if restart {
@@ -710,19 +815,5 @@ fn progress_event(
         peers: super::peers(stats),
         eta_seconds,
         active: active.to_vec(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn semicolons_count_only_outside_literals_and_comments() {
-        assert!(has_statement_end("1); DROP TABLE items"));
-        assert!(!has_statement_end("key = 'a;b'"));
-        assert!(!has_statement_end("\"we;ird\" = 1 -- c;\n"));
-        assert!(!has_statement_end("1 /* ; */ AND 2"));
-        assert!(has_statement_end("1 /* ; */ ; 2"));
     }
 }

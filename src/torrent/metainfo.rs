@@ -183,6 +183,23 @@ pub struct Metainfo {
 /// Largest torrent file accepted: 20 TB at 16 MiB pieces needs about 25 MB of hashes.
 pub const MAX_TORRENT_BYTES: usize = 128 << 20;
 
+/// Reads a torrent file, refusing one larger than any release needs before reading it.
+pub fn read(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > MAX_TORRENT_BYTES as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{size} bytes, more than the {MAX_TORRENT_BYTES} a torrent may have"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_TORRENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn safe_component(c: &str) -> bool {
     !c.is_empty()
         && c != "."

@@ -245,3 +245,136 @@ pub fn http_server(dir: &Path) -> (KillOnDrop, String) {
         .to_string();
     (KillOnDrop(server), port)
 }
+
+/// A published release in a store, as a publisher who holds the key can rewrite it:
+/// the hostile inputs of the tests are made this way, so each carries a valid signature
+/// by the key the pool trusts (the fixed test key).
+pub struct Published {
+    pub store: PathBuf,
+    pub dataset: String,
+    pub version: String,
+}
+
+impl Published {
+    pub fn new(store: &Path, version: &str) -> Self {
+        Self {
+            store: store.to_path_buf(),
+            dataset: "test-ds".into(),
+            version: version.into(),
+        }
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.store
+            .join(format!("{}-{}.manifest.json", self.dataset, self.version))
+    }
+
+    /// The manifest as it is on disk, not checked.
+    pub fn manifest(&self) -> seedpool::manifest::Manifest {
+        serde_json::from_slice(&std::fs::read(self.manifest_path()).unwrap()).unwrap()
+    }
+
+    pub fn dataset_dir(&self) -> PathBuf {
+        self.store.join(&self.dataset)
+    }
+
+    pub fn shard_path(&self, id: &str) -> PathBuf {
+        self.dataset_dir().join(format!("shards/{id}.tar"))
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.dataset_dir()
+            .join(format!("index/{}.sqlite.zst", self.version))
+    }
+
+    /// Runs `sql` on the release index (unpacked, changed, packed again in place).
+    pub fn edit_index(&self, sql: &str) {
+        let zst = self.index_path();
+        let db = zst.with_extension("edit");
+        seedpool::index::decompress(&zst, &db, 1 << 32).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let piece = self.manifest().torrent.piece_length;
+        seedpool::index::compress(&db, &zst, piece).unwrap();
+        std::fs::remove_file(&db).unwrap();
+    }
+
+    /// Puts `bytes` in place of shard `old` under their own blake3, in the manifest and
+    /// the index; returns the new ID. Call `sign` after.
+    pub fn replace_shard(&self, old: &str, bytes: &[u8]) -> String {
+        let id = blake3::hash(bytes).to_hex().to_string();
+        std::fs::remove_file(self.shard_path(old)).unwrap();
+        std::fs::write(self.shard_path(&id), bytes).unwrap();
+        self.edit_index(&format!(
+            "UPDATE shards SET id = '{id}', size = {len} WHERE id = '{old}';
+             UPDATE items SET shard = '{id}' WHERE shard = '{old}';",
+            len = bytes.len()
+        ));
+        let path = self.manifest_path();
+        let mut m = self.manifest();
+        for s in &mut m.shards {
+            if s.id == old {
+                s.id = id.clone();
+                s.size = bytes.len() as u64;
+            }
+        }
+        m.shards.sort_by(|a, b| a.id.cmp(&b.id));
+        std::fs::write(path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        id
+    }
+
+    /// Makes the torrent and the manifest say what the files now are (sizes, hashes,
+    /// pieces, info hash, counts), applies `edit`, and signs with the test key.
+    pub fn sign(&self, edit: impl FnOnce(&mut seedpool::manifest::Manifest)) {
+        use seedpool::torrent::metainfo::{build, magnet_link, SourceFile, TorrentSpec};
+        let mut m = self.manifest();
+        let index = std::fs::read(self.index_path()).unwrap();
+        m.index.blake3 = blake3::hash(&index).to_hex().to_string();
+        m.index.size = index.len() as u64;
+        let unpacked = self.index_path().with_extension("size");
+        seedpool::index::decompress(&self.index_path(), &unpacked, 1 << 32).unwrap();
+        m.index.uncompressed_size = std::fs::metadata(&unpacked).unwrap().len();
+        std::fs::remove_file(&unpacked).unwrap();
+        let mut files = vec![(m.index.path.clone(), index)];
+        for s in &mut m.shards {
+            let bytes = std::fs::read(self.shard_path(&s.id)).unwrap();
+            s.size = bytes.len() as u64;
+            files.push((format!("shards/{}.tar", s.id), bytes));
+        }
+        m.counts.bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
+        m.counts.shards = m.shards.len() as u64;
+        let piece_length = m.torrent.piece_length;
+        let spec = TorrentSpec {
+            name: self.dataset.clone(),
+            piece_length,
+            files: files
+                .iter()
+                .map(|(path, bytes)| {
+                    let mut h = seedpool::torrent::pieces::PieceHasher::new(piece_length);
+                    h.update(bytes);
+                    SourceFile {
+                        path: path.clone(),
+                        length: bytes.len() as u64,
+                        pieces: h.finish(),
+                    }
+                })
+                .collect(),
+            trackers: m.trackers.clone(),
+            web_seeds: m.web_seeds.clone(),
+            created: 0,
+        };
+        let built = build(&spec);
+        std::fs::write(
+            self.store
+                .join(format!("{}-{}.torrent", self.dataset, self.version)),
+            &built.bytes,
+        )
+        .unwrap();
+        m.torrent.info_hash = built.info_hash.to_hex();
+        m.torrent.magnet = magnet_link(built.info_hash, &self.dataset, &m.trackers, &m.web_seeds);
+        edit(&mut m);
+        m.sign(&seedpool::signing::PublisherKey::from_seed([42; 32]));
+        std::fs::write(self.manifest_path(), m.to_bytes()).unwrap();
+    }
+}

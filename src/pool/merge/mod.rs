@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+mod files;
+
 use super::{aggregates, duplicates, schema, Pool, PoolError};
 use crate::index::{self, IndexError};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
-use crate::shard::ShardId;
 use crate::store::{self, file_error, FileError, Store, StoreError, TempFile};
-use crate::torrent::Metainfo;
 
 #[derive(Clone, Debug)]
 pub struct MergePlan {
@@ -44,9 +44,12 @@ pub struct MergePlan {
     /// are recorded as known but not present, with their items (a selective sync).
     pub selection: Option<BTreeSet<String>>,
     /// Files (by blake3) the caller already checked against the manifest and put in
-    /// place in the pool, so they are not hashed a second time (`sync` downloads and
-    /// verifies them itself).
+    /// place in the pool, so they are not read a second time: shards checked with
+    /// `shard::check` against this release's index, the index against its blake3
+    /// (`sync` downloads and checks them itself).
     pub verified: BTreeSet<String>,
+    /// seedpool's ceiling on the unpacked index.
+    pub index_limit: crate::index::IndexLimit,
 }
 
 impl MergePlan {
@@ -61,6 +64,7 @@ impl MergePlan {
             phash_distance: 3,
             selection: None,
             verified: BTreeSet::new(),
+            index_limit: Default::default(),
         }
     }
 
@@ -125,10 +129,20 @@ pub enum MergeError {
         version: String,
         store: PathBuf,
     },
-    #[error("index of release `{version}` is inconsistent: {problem}")]
-    Inconsistent { version: String, problem: String },
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
     #[error("pool database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+impl From<rusqlite::types::FromSqlError> for MergeError {
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        MergeError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Null,
+            Box::new(e),
+        ))
+    }
 }
 
 /// Merges one release from a store into a pool (see the module doc).
@@ -138,9 +152,8 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
     let dataset = manifest.dataset_name();
     let version = manifest.version_name();
     let manifest_hash = blake3::hash(&manifest_bytes).to_hex().to_string();
-    let mut pool = Pool::open_or_create(&plan.pool)?;
-    let _lock = pool.lock()?;
-    remove_leftovers(pool.root());
+    let (mut pool, _lock) = Pool::open_or_create_locked(&plan.pool)?;
+    files::remove_leftovers(pool.root(), &[BUILDING, UNPACKED_INDEX]);
 
     let mut report = MergeReport {
         dataset: manifest.dataset.clone(),
@@ -149,32 +162,18 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
     };
     let already = check_release(pool.connection(), &manifest, &manifest_hash, plan)?;
 
-    // Files first: verified copies in the pool's store layout.
+    // Files first, each checked before the next trusts it (see `files`).
     let source = Store::open(&plan.from, &dataset)?;
     let target = pool.store(&dataset)?;
-    let present = present_shards(pool.connection())?;
-    let (fetched, bytes) = import_files(
-        &manifest,
-        &manifest_bytes,
-        &source,
-        &target,
-        &present,
+    let torrent_bytes = files::torrent(&source, &manifest)?;
+    let mut import = files::Import {
+        m: &manifest,
+        source: &source,
+        target: &target,
         plan,
-        progress,
-    )?;
-    timings.step("files imported");
-    report.shards_fetched = fetched;
-    report.bytes_fetched = bytes;
-    if let Some(items) = already {
-        // The release is merged; a later sync may only have brought shards it lacked.
-        mark_present(pool.connection_mut(), &manifest, plan)?;
-        report.already_merged = true;
-        report.items = items;
-        (report.shards_present, report.shards_missing) =
-            shard_presence(pool.connection(), &manifest_hash)?;
-        return Ok(report);
-    }
-
+        placed: files::Placed::default(),
+    };
+    import.index()?;
     // The index, read in place; one from before seekable indexes is decompressed next
     // to the pool for the merge and removed afterwards.
     let scratch = pool.root().join(format!(
@@ -183,15 +182,52 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
         std::process::id()
     ));
     let index_zst = target.dataset_dir().join(&manifest.index.path);
-    let unpacked = index::Unpacked::open(&index_zst, &scratch, manifest.index.uncompressed_size)?;
+    let limit = plan.index_limit.check(
+        &index_zst,
+        manifest.index.uncompressed_size,
+        manifest.counts.items,
+    )?;
+    let unpacked = index::Unpacked::open(&index_zst, &scratch, limit)?;
+    let reader = unpacked.reader()?;
     timings.step("index opened");
-    check_index(&unpacked, &manifest)?;
+    reader.check_release(&manifest)?;
     timings.step("index checked");
+    let present = present_shards(pool.connection(), &manifest.dataset)?;
+    let imported = import.shards(&present, &reader, progress)?;
+    timings.step("shards checked");
+    let mut placed = import.placed;
+    placed.write(&target.torrent_path(&version), &torrent_bytes)?;
+    placed.write(&target.manifest_path(&version), &manifest_bytes)?;
+    report.shards_fetched = imported.fetched;
+    report.bytes_fetched = imported.bytes;
+    if let Some(items) = already {
+        // The release is merged; a later sync may only have brought shards it lacked.
+        mark_present(pool.connection_mut(), &manifest, plan)?;
+        placed.keep();
+        report.already_merged = true;
+        report.items = items;
+        (report.shards_present, report.shards_missing) =
+            shard_presence(pool.connection(), &manifest_hash)?;
+        return Ok(report);
+    }
 
+    let shards = ShardStates {
+        present_before: present,
+        checked: imported.checked,
+        reader,
+        dataset_dir: target.dataset_dir(),
+    };
     progress.stage("merging into the pool", 0, Unit::Items);
     let counts = if is_empty(pool.connection())? {
-        let (filled, counts) =
-            merge_into_empty(pool, &manifest, &manifest_hash, &unpacked, plan, &timings)?;
+        let (filled, counts) = merge_into_empty(
+            pool,
+            &manifest,
+            &manifest_hash,
+            &unpacked,
+            &shards,
+            plan,
+            &timings,
+        )?;
         pool = filled;
         counts
     } else {
@@ -200,10 +236,12 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
             &manifest,
             &manifest_hash,
             &unpacked,
+            &shards,
             plan,
             &timings,
         )?
     };
+    placed.keep();
     timings.step("committed");
     report.added = counts.added;
     report.changed = counts.changed;
@@ -216,6 +254,18 @@ pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, Mer
     (report.shards_present, report.shards_missing) =
         shard_presence(pool.connection(), &manifest_hash)?;
     Ok(report)
+}
+
+/// What the merge knows of the release's shards, for checking the members it records.
+struct ShardStates {
+    /// Present in the pool before this merge (checked against an earlier index).
+    present_before: BTreeSet<String>,
+    /// Checked against this release's index by this merge or its sync.
+    checked: BTreeSet<String>,
+    /// The release index, for checking a shard again.
+    reader: index::IndexReader,
+    /// The pool's folder of the dataset, where its shards are.
+    dataset_dir: PathBuf,
 }
 
 /// Whether the pool holds no release at all.
@@ -232,21 +282,6 @@ const BUILDING: &str = ".pool-building-";
 /// Name prefix of a release index decompressed for a merge.
 const UNPACKED_INDEX: &str = ".merge-";
 
-/// Removes what a killed merge left in the pool's folder (the caller holds the pool's
-/// lock, so no live merge owns these).
-fn remove_leftovers(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(BUILDING) || name.starts_with(UNPACKED_INDEX) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// A first merge into an empty pool (every downloader's first sync): the database is
 /// built beside the pool without a journal, synced, and renamed over the empty
 /// `pool.sqlite`. A rename is as atomic as a commit, and the build writes each page
@@ -258,6 +293,7 @@ fn merge_into_empty(
     m: &Manifest,
     manifest_hash: &str,
     index: &index::Unpacked,
+    shards: &ShardStates,
     plan: &MergePlan,
     timings: &super::Timings,
 ) -> Result<(Pool, Counts), MergeError> {
@@ -269,6 +305,7 @@ fn merge_into_empty(
         m,
         manifest_hash,
         index,
+        shards,
         plan,
         timings,
     )?;
@@ -297,9 +334,12 @@ fn merge_into_empty(
 fn mark_present(conn: &mut Connection, m: &Manifest, plan: &MergePlan) -> Result<(), MergeError> {
     let tx = conn.transaction()?;
     {
-        let mut st = tx.prepare("UPDATE shards SET present = 1 WHERE id = ?1 AND present = 0")?;
+        let mut st = tx.prepare(
+            "UPDATE shards SET present = 1
+             WHERE dataset = (SELECT id FROM datasets WHERE name = ?1) AND id = ?2 AND present = 0",
+        )?;
         for s in m.shards.iter().filter(|s| plan.wants(&s.id)) {
-            st.execute([&s.id])?;
+            st.execute([&m.dataset, &s.id])?;
         }
     }
     tx.commit()?;
@@ -310,7 +350,8 @@ fn mark_present(conn: &mut Connection, m: &Manifest, plan: &MergePlan) -> Result
 fn shard_presence(conn: &Connection, manifest_hash: &str) -> Result<(u64, u64), MergeError> {
     Ok(conn.query_row(
         "SELECT coalesce(sum(s.present), 0), count(*) - coalesce(sum(s.present), 0)
-         FROM releases r JOIN release_shards rs ON rs.release = r.id JOIN shards s ON s.id = rs.shard
+         FROM releases r JOIN release_shards rs ON rs.release = r.id
+         JOIN shards s ON s.dataset = r.dataset AND s.id = rs.shard
          WHERE r.manifest_blake3 = ?1",
         [manifest_hash],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
@@ -379,168 +420,20 @@ pub(crate) fn check_release(
     Ok(None)
 }
 
-pub(crate) fn present_shards(conn: &Connection) -> Result<BTreeSet<String>, MergeError> {
-    let mut st = conn.prepare("SELECT id FROM shards WHERE present = 1")?;
-    let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+/// The shards of `dataset` the pool holds. Presence is per dataset: two datasets may
+/// list the same shard (a fork), and each keeps its own copy in its own folder.
+pub(crate) fn present_shards(
+    conn: &Connection,
+    dataset: &str,
+) -> Result<BTreeSet<String>, MergeError> {
+    let mut st = conn.prepare(
+        "SELECT s.id FROM shards s JOIN datasets d ON d.id = s.dataset
+         WHERE d.name = ?1 AND s.present = 1",
+    )?;
+    let ids = st
+        .query_map([dataset], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     Ok(ids)
-}
-
-/// Brings the release's shards, index, torrent and manifest into the pool's store
-/// layout, verifying each against the manifest. Returns shards fetched and their bytes.
-fn import_files(
-    m: &Manifest,
-    manifest_bytes: &[u8],
-    source: &Store,
-    target: &Store,
-    present: &BTreeSet<String>,
-    plan: &MergePlan,
-    progress: &dyn Progress,
-) -> Result<(u64, u64), MergeError> {
-    let todo: Vec<(ShardId, u64)> = m
-        .shards
-        .iter()
-        .zip(m.shard_ids())
-        .filter(|(e, _)| !present.contains(&e.id) && plan.wants(&e.id))
-        .map(|(e, id)| (id, e.size))
-        .collect();
-    progress.stage(
-        "fetching shards",
-        todo.iter().map(|(_, s)| s).sum(),
-        Unit::Bytes,
-    );
-    let mut bytes = 0;
-    for (id, size) in &todo {
-        let to = target.shard_path(*id);
-        let hex = id.to_hex();
-        let already = plan.verified.contains(&hex)
-            && std::fs::metadata(&to).is_ok_and(|md| md.len() == *size)
-            || store::mismatch(&to, *size, &hex).is_ok_and(|m| m.is_none());
-        if !already {
-            let from = source.shard_path(*id);
-            if !from.is_file() {
-                return Err(MergeError::MissingShard {
-                    shard: id.to_hex(),
-                    version: m.version.clone(),
-                    store: source.root().to_path_buf(),
-                });
-            }
-            bring(&from, &to, &id.to_hex(), *size)?;
-            bytes += size;
-        }
-        progress.advance(*size);
-    }
-    let index_rel = &m.index.path;
-    if !plan.verified.contains(&m.index.blake3) {
-        bring(
-            &source.dataset_dir().join(index_rel),
-            &target.dataset_dir().join(index_rel),
-            &m.index.blake3,
-            m.index.size,
-        )?;
-    }
-    let version = m.version_name();
-    let torrent_from = source.torrent_path(&version);
-    let torrent_bytes =
-        std::fs::read(&torrent_from).map_err(file_error("read torrent", &torrent_from))?;
-    let info_hash = Metainfo::parse(&torrent_bytes)
-        .map(|t| t.info_hash.to_hex())
-        .map_err(|e| MergeError::Mismatch {
-            path: torrent_from.clone(),
-            problem: e.to_string(),
-        })?;
-    if info_hash != m.torrent.info_hash {
-        return Err(MergeError::Mismatch {
-            path: torrent_from,
-            problem: format!(
-                "info hash `{info_hash}`, the manifest says `{}`",
-                m.torrent.info_hash
-            ),
-        });
-    }
-    store::write_atomically(&target.torrent_path(&version), &torrent_bytes)?;
-    store::write_atomically(&target.manifest_path(&version), manifest_bytes)?;
-    Ok((todo.len() as u64, bytes))
-}
-
-/// Puts a verified copy of `from` at `to`: hard link when the two share a file system
-/// (shards never change, so sharing the inode is safe), else a copy.
-fn bring(from: &Path, to: &Path, blake3_hex: &str, size: u64) -> Result<(), MergeError> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
-    let tmp = TempFile(dir.join(format!(
-        ".incoming-{}-{}",
-        std::process::id(),
-        &blake3_hex[..16]
-    )));
-    let _ = std::fs::remove_file(&tmp.0);
-    if std::fs::hard_link(from, &tmp.0).is_err() {
-        std::fs::copy(from, &tmp.0).map_err(file_error("copy", from))?;
-    }
-    if let Some(problem) =
-        store::mismatch(&tmp.0, size, blake3_hex).map_err(file_error("read", &tmp.0))?
-    {
-        return Err(MergeError::Mismatch {
-            path: from.to_path_buf(),
-            problem,
-        });
-    }
-    std::fs::File::open(&tmp.0)
-        .and_then(|f| f.sync_all())
-        .map_err(file_error("sync", &tmp.0))?;
-    std::fs::rename(&tmp.0, to).map_err(file_error("move into place", to))?;
-    Ok(())
-}
-
-/// The index must describe this release: its dataset and version, exactly the
-/// manifest's shards, and items only in those shards.
-fn check_index(index: &index::Unpacked, m: &Manifest) -> Result<(), MergeError> {
-    let reader = index.reader()?;
-    let conn = reader.connection();
-    let inconsistent = |problem: String| MergeError::Inconsistent {
-        version: m.version.clone(),
-        problem,
-    };
-    let meta = |name: &str| -> Option<String> {
-        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .ok()
-    };
-    if meta("dataset").as_deref() != Some(m.dataset.as_str())
-        || meta("version").as_deref() != Some(m.version.as_str())
-    {
-        return Err(inconsistent(
-            "its dataset or version is not the manifest's".into(),
-        ));
-    }
-    let listed: BTreeSet<String> = m.shards.iter().map(|s| s.id.clone()).collect();
-    let in_index: BTreeSet<String> = reader.shards()?.into_iter().map(|s| s.id).collect();
-    if let Some(extra) = in_index.difference(&listed).next() {
-        return Err(inconsistent(format!(
-            "shard `{extra}` is not in the manifest"
-        )));
-    }
-    let orphan: Option<(String, String)> = conn
-        .query_row(
-            "SELECT key, shard FROM items WHERE shard NOT IN (SELECT id FROM shards) LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .ok();
-    // The shards table is a subset of the manifest's, so this finds every stray item.
-    if let Some((key, shard)) = orphan {
-        return Err(inconsistent(format!(
-            "item `{key}` references shard `{shard}`, which the manifest does not list"
-        )));
-    }
-    let items: i64 = conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0))?;
-    if items as u64 != m.counts.items {
-        return Err(inconsistent(format!(
-            "{items} items, the manifest says {}",
-            m.counts.items
-        )));
-    }
-    Ok(())
 }
 
 #[derive(Default)]
@@ -561,6 +454,7 @@ fn merge_index(
     m: &Manifest,
     manifest_hash: &str,
     index: &index::Unpacked,
+    shards: &ShardStates,
     plan: &MergePlan,
     timings: &super::Timings,
 ) -> Result<Counts, MergeError> {
@@ -612,7 +506,8 @@ fn merge_index(
         )?;
         let last_record: i64 =
             tx.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))?;
-        let same = classify(&tx, ds, !first, last_record)?;
+        let same = classify(&tx, ds, !first, last_record, index.path())?;
+        files::check_members(&tx, m, shards, index.path())?;
 
         // A bulk merge (many new items for the pool's size) builds the secondary
         // indexes once after its inserts instead of inserting into them at random.
@@ -731,7 +626,13 @@ fn merge_index(
                 ORDER BY n.shard, n.item, m.ext;",
         )?;
         step("members");
-        let linked = link_tags(&tx, new_items as u64, m.counts.items, &old_links)?;
+        let linked = link_tags(
+            &tx,
+            new_items as u64,
+            m.counts.items,
+            &old_links,
+            index.path(),
+        )?;
         drop(old_links);
         step("tags linked");
         if bulk {
@@ -748,7 +649,7 @@ fn merge_index(
         {
             let mut shard = tx.prepare(
                 "INSERT INTO shards(id, dataset, size, items, volume, present) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(id) DO UPDATE SET present = max(present, excluded.present)",
+                 ON CONFLICT(dataset, id) DO UPDATE SET present = max(present, excluded.present)",
             )?;
             let mut link =
                 tx.prepare("INSERT OR IGNORE INTO release_shards(release, shard) VALUES (?1, ?2)")?;
@@ -873,10 +774,42 @@ fn merge_index(
         tx.commit()?;
         Ok(counts)
     })();
+    let result = result.map_err(|e| name_bad_record(conn, e, index.path()));
     let detached = conn.execute_batch("DETACH DATABASE idx");
     let counts = result?;
     detached?;
     Ok(counts)
+}
+
+/// SQLite says only "malformed JSON" when a record it reads is not JSON: the item is
+/// found and named (after the rollback, with the index still attached).
+fn name_bad_record(conn: &Connection, e: MergeError, path: &Path) -> MergeError {
+    let MergeError::Sqlite(sql) = &e else {
+        return e;
+    };
+    if !sql.to_string().contains("JSON") {
+        return e;
+    }
+    let bad: Option<(String, String)> = conn
+        .query_row(
+            "SELECT key, substr(record, 1, 60) FROM idx.items
+             WHERE record IS NOT NULL AND NOT json_valid(record) ORDER BY key LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    match bad {
+        Some((key, start)) => IndexError::BadItem {
+            path: path.to_path_buf(),
+            key,
+            problem: format!(
+                "has a record that is not JSON (it starts `{}`)",
+                crate::name::shown(&start)
+            ),
+        }
+        .into(),
+        None => e,
+    }
 }
 
 /// Updates the changed, restored and moved items in place. SQLite rewrites an item's
@@ -1005,7 +938,8 @@ fn link_tags(
     wanted: u64,
     index_items: u64,
     old_links: &aggregates::IdMap<i64, Vec<i64>>,
-) -> rusqlite::Result<Linked> {
+    index_path: &Path,
+) -> Result<Linked, MergeError> {
     let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut key = String::new();
     {
@@ -1049,6 +983,22 @@ fn link_tags(
     let mut out = Linked::default();
     let mut new: Vec<i64> = Vec::new();
     let mut old: Vec<i64> = Vec::new();
+    let bad_tag = |key: &str, problem: String| -> MergeError {
+        IndexError::BadItem {
+            path: index_path.to_path_buf(),
+            key: key.to_string(),
+            problem,
+        }
+        .into()
+    };
+    // The index's tags may hold any type SQLite allows; only text is a tag.
+    fn text<'a>(
+        v: rusqlite::types::ValueRef<'a>,
+        what: &str,
+        bad: impl Fn(String) -> MergeError,
+    ) -> Result<&'a str, MergeError> {
+        index::check_tag_text(v, what).map_err(bad)
+    }
     let mut rows = items.query([])?;
     while let Some(r) = rows.next()? {
         let item_key = r.get_ref(0)?.as_str()?;
@@ -1060,7 +1010,13 @@ fn link_tags(
             out.md5s.push(md5.to_string());
         }
         new.clear();
-        let mut take = |category: &str, tag: &str| -> rusqlite::Result<()> {
+        let mut take = |category: &str, tag: &str| -> Result<(), MergeError> {
+            if new.len() as u64 >= index::MAX_TAGS_PER_ITEM {
+                return Err(bad_tag(
+                    item_key,
+                    format!("has more than {} tags", index::MAX_TAGS_PER_ITEM),
+                ));
+            }
             tag_key(&mut key, tag, category, source);
             let tag_id = match ids.get(key.as_str()) {
                 Some(&t) => t,
@@ -1090,9 +1046,9 @@ fn link_tags(
                 while pending.is_none() {
                     let Some(t) = sweep.next()? else { break };
                     let (k, category, tag) = (
-                        t.get_ref(0)?.as_str()?,
-                        t.get_ref(1)?.as_str()?,
-                        t.get_ref(2)?.as_str()?,
+                        text(t.get_ref(0)?, "key", |p| bad_tag(item_key, p))?,
+                        text(t.get_ref(1)?, "category", |p| bad_tag(item_key, p))?,
+                        text(t.get_ref(2)?, "tag", |p| bad_tag(item_key, p))?,
                     );
                     match k.cmp(item_key) {
                         Ordering::Less => {}
@@ -1106,7 +1062,10 @@ fn link_tags(
             None => {
                 let mut t = tags_of.query([item_key])?;
                 while let Some(t) = t.next()? {
-                    take(t.get_ref(0)?.as_str()?, t.get_ref(1)?.as_str()?)?;
+                    take(
+                        text(t.get_ref(0)?, "category", |p| bad_tag(item_key, p))?,
+                        text(t.get_ref(1)?, "tag", |p| bad_tag(item_key, p))?,
+                    )?;
                 }
             }
         }
@@ -1160,7 +1119,8 @@ fn classify(
     ds: i64,
     keep_records: bool,
     last_record: i64,
-) -> rusqlite::Result<u64> {
+    index_path: &Path,
+) -> Result<u64, MergeError> {
     tx.execute_batch(
         "DROP TABLE IF EXISTS temp.incoming;
          CREATE TEMP TABLE incoming(
@@ -1191,7 +1151,9 @@ fn classify(
     let mut removed = tx.prepare("INSERT INTO temp.removed(id) VALUES (?1)")?;
     let mut release = release.query([])?;
     let mut pool = pool.query([ds])?;
+    let mut previous: Vec<u8> = Vec::new();
     let mut r = release.next()?;
+    check_release_row(r, &mut previous, index_path)?;
     let mut p = pool.next()?;
     let mut same = 0;
     use std::cmp::Ordering;
@@ -1222,6 +1184,7 @@ fn classify(
                     record_id(&new.get_ref(4)?)
                 ])?;
                 r = release.next()?;
+                check_release_row(r, &mut previous, index_path)?;
             }
             Ordering::Greater => {
                 let gone = p.expect("a pool row");
@@ -1275,11 +1238,31 @@ fn classify(
                     }
                 }
                 r = release.next()?;
+                check_release_row(r, &mut previous, index_path)?;
                 p = pool.next()?;
             }
         }
     }
     Ok(same)
+}
+
+/// `index::check_item_row` on the release's current row, as a merge error.
+fn check_release_row(
+    row: Option<&rusqlite::Row<'_>>,
+    previous: &mut Vec<u8>,
+    path: &Path,
+) -> Result<(), MergeError> {
+    match row {
+        None => Ok(()),
+        Some(r) => index::check_item_row(r, previous).map_err(|(key, problem)| {
+            IndexError::BadItem {
+                path: path.to_path_buf(),
+                key,
+                problem,
+            }
+            .into()
+        }),
+    }
 }
 
 /// The pool's side of `classify`: every item of a dataset in key order, read from the

@@ -18,9 +18,15 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 
-use crate::name::{split_member_name, NameError};
+pub mod check;
+pub mod tar;
+
+pub use check::{check, read_members, Expected, IndexedMember};
+use std::path::{Path, PathBuf};
+pub use tar::TarMember;
+
+use crate::name::NameError;
 use crate::torrent::pieces::FilePieces;
 
 pub const BLOCK: u64 = 512;
@@ -31,7 +37,7 @@ const PIPELINE_BLOCK: usize = 8 << 20;
 
 /// The blake3 of a shard's bytes, the shard's identity and file name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShardId([u8; 32]);
+pub struct ShardId(pub(crate) [u8; 32]);
 
 impl ShardId {
     pub fn from_hash(hash: blake3::Hash) -> Self {
@@ -99,13 +105,63 @@ pub enum ShardError {
         offset: u64,
         problem: String,
     },
-    #[error("shard `{path}` has a bad member name at byte {offset}")]
+    #[error("shard `{path}` has a bad member name at byte {offset}: {source}")]
     BadMemberName {
         path: PathBuf,
         offset: u64,
-        #[source]
         source: NameError,
     },
+    #[error("`{0}` is not a regular file")]
+    NotAFile(PathBuf),
+    #[error("shard `{id}` (`{path}`): expected {expected} bytes, found {found}")]
+    Size {
+        id: ShardId,
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("`{path}` does not match its blake3 in the manifest (found `{found}`)")]
+    Hash {
+        id: ShardId,
+        path: PathBuf,
+        found: String,
+    },
+    #[error("shard `{id}` (`{path}`) does not hold member `{name}` as the index says: {problem}")]
+    Member {
+        id: ShardId,
+        path: PathBuf,
+        name: String,
+        problem: String,
+    },
+    #[error("shard `{id}` (`{path}`) holds {found} items, the manifest says {expected}")]
+    ItemCount {
+        id: ShardId,
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+}
+
+impl ShardError {
+    /// The same error naming `path` instead: for a check made on a temporary link to
+    /// a file, reported as the file the user gave.
+    pub fn at(mut self, path: &Path) -> Self {
+        match &mut self {
+            ShardError::Read { path: p, .. }
+            | ShardError::Write { path: p, .. }
+            | ShardError::Changed { path: p, .. }
+            | ShardError::MemberTooLarge { path: p, .. }
+            | ShardError::Malformed { path: p, .. }
+            | ShardError::BadMemberName { path: p, .. }
+            | ShardError::NotAFile(p)
+            | ShardError::Size { path: p, .. }
+            | ShardError::Hash { path: p, .. }
+            | ShardError::Member { path: p, .. }
+            | ShardError::ItemCount { path: p, .. } => *p = path.to_path_buf(),
+            ShardError::BadId(_) => {}
+        }
+        self
+    }
 }
 
 /// One file to pack, with the size it had when the release folder was scanned.
@@ -136,7 +192,7 @@ pub struct WrittenShard {
     pub pieces: FilePieces,
 }
 
-fn padded(size: u64) -> u64 {
+pub(crate) fn padded(size: u64) -> u64 {
     size.div_ceil(BLOCK) * BLOCK
 }
 
@@ -657,138 +713,6 @@ impl ShardFile {
     }
 }
 
-/// A member found by reading a shard's headers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TarMember {
-    pub name: String,
-    pub offset: u64,
-    pub length: u64,
-}
-
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(field).ok()?;
-    let text = text.trim_matches(|c| c == '\0' || c == ' ');
-    if text.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(text, 8).ok()
-}
-
-/// Reads the member table of a shard that came from someone else, refusing anything a
-/// seedpool shard never holds: links, devices, directories, long-name extensions, names
-/// with separators or `..`, sizes beyond the end of the file, trailing garbage.
-pub fn read_members(path: &Path) -> Result<Vec<TarMember>, ShardError> {
-    let read_err = |source| ShardError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let malformed = |offset: u64, problem: String| ShardError::Malformed {
-        path: path.to_path_buf(),
-        offset,
-        problem,
-    };
-    let mut file = File::open(path).map_err(read_err)?;
-    let len = file.metadata().map_err(read_err)?.len();
-    let mut reader = io::BufReader::new(&mut file);
-    let mut members = Vec::new();
-    let mut offset = 0u64;
-    let mut h = [0u8; 512];
-    loop {
-        if offset + BLOCK > len {
-            return Err(malformed(
-                offset,
-                "truncated before the end-of-archive blocks".into(),
-            ));
-        }
-        reader.read_exact(&mut h).map_err(read_err)?;
-        if h.iter().all(|&b| b == 0) {
-            if offset + 2 * BLOCK != len {
-                return Err(malformed(
-                    offset,
-                    format!(
-                        "expected the archive to end at byte {}, but the file has {len} bytes",
-                        offset + 2 * BLOCK
-                    ),
-                ));
-            }
-            let mut second = [0u8; 512];
-            reader.read_exact(&mut second).map_err(read_err)?;
-            if second.iter().any(|&b| b != 0) {
-                return Err(malformed(
-                    offset + BLOCK,
-                    "second end-of-archive block is not zero".into(),
-                ));
-            }
-            return Ok(members);
-        }
-        let stored = parse_octal(&h[148..156])
-            .ok_or_else(|| malformed(offset, "unreadable header checksum".into()))?;
-        let mut copy = h;
-        copy[148..156].copy_from_slice(b"        ");
-        let sum: u64 = copy.iter().map(|&b| u64::from(b)).sum();
-        if sum != stored {
-            return Err(malformed(
-                offset,
-                format!("header checksum {stored} does not match {sum}"),
-            ));
-        }
-        if &h[257..263] != b"ustar\0" {
-            return Err(malformed(offset, "not a ustar header".into()));
-        }
-        let typeflag = h[156];
-        if typeflag != b'0' && typeflag != 0 {
-            return Err(malformed(
-                offset,
-                format!(
-                    "member type `{}` is not a regular file",
-                    char::from(typeflag).escape_default()
-                ),
-            ));
-        }
-        if h[345..500].iter().any(|&b| b != 0) {
-            return Err(malformed(
-                offset,
-                "member name uses the ustar prefix field".into(),
-            ));
-        }
-        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = std::str::from_utf8(&h[..name_end])
-            .map_err(|_| malformed(offset, "member name is not UTF-8".into()))?;
-        split_member_name(name).map_err(|source| ShardError::BadMemberName {
-            path: path.to_path_buf(),
-            offset,
-            source,
-        })?;
-        let size = parse_octal(&h[124..136])
-            .ok_or_else(|| malformed(offset, "unreadable member size".into()))?;
-        let data = offset + BLOCK;
-        if data + padded(size) + 2 * BLOCK > len {
-            return Err(malformed(
-                offset,
-                format!("member `{name}` of {size} bytes runs past the end of the file"),
-            ));
-        }
-        if let Some(prev) = members.last() {
-            let prev: &TarMember = prev;
-            if prev.name.as_str() >= name {
-                return Err(malformed(
-                    offset,
-                    format!("member `{name}` is out of order or repeated"),
-                ));
-            }
-        }
-        members.push(TarMember {
-            name: name.to_string(),
-            offset: data,
-            length: size,
-        });
-        reader
-            .seek_relative(padded(size) as i64)
-            .map_err(read_err)?;
-        offset = data + padded(size);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -906,44 +830,6 @@ mod tests {
                 .contains("changed while it was being packed: expected 10 bytes, found 5"),
             "{err}"
         );
-    }
-
-    fn tar_with(name: &str, typeflag: u8) -> Vec<u8> {
-        let mut h = header("x.txt", 3);
-        h[..100].fill(0);
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[156] = typeflag;
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        let mut out = h.to_vec();
-        out.extend_from_slice(b"abc");
-        out.resize(512 * 4, 0);
-        out
-    }
-
-    #[test]
-    fn hostile_members_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cases = [
-            ("../evil.txt", b'0', "bad member name"),
-            ("/etc/passwd.txt", b'0', "bad member name"),
-            ("link.txt", b'2', "is not a regular file"),
-            ("dev.txt", b'3', "is not a regular file"),
-            ("dir.d", b'5', "is not a regular file"),
-        ];
-        for (name, flag, expect) in cases {
-            let p = dir.path().join("bad.tar");
-            std::fs::write(&p, tar_with(name, flag)).unwrap();
-            let err = read_members(&p).unwrap_err().to_string();
-            assert!(err.contains(expect), "{name}: {err}");
-        }
-        let p = dir.path().join("trunc.tar");
-        std::fs::write(&p, &tar_with("ok.txt", b'0')[..1000]).unwrap();
-        assert!(read_members(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("not a valid seedpool tar"));
     }
 
     #[test]
