@@ -513,11 +513,18 @@ fn check_schema(conn: &Connection) -> Result<(), String> {
     });
     let found = schema_rows(conn).map_err(|e| e.to_string())?;
     if let Some(extra) = found.iter().find(|f| !expected.contains(f)) {
+        let sql: String = extra
+            .3
+            .as_deref()
+            .unwrap_or("no SQL")
+            .chars()
+            .take(200)
+            .collect();
         return Err(format!(
             "its schema has {} `{}` ({}), which seedpool indexes do not have",
             extra.0,
             crate::name::shown(&extra.1),
-            crate::name::shown(extra.3.as_deref().unwrap_or("no SQL"))
+            crate::name::shown(&sql)
         ));
     }
     if let Some(missing) = expected.iter().find(|e| !found.contains(e)) {

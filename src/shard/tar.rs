@@ -205,14 +205,17 @@ pub fn parse(data: &[u8]) -> Result<Vec<TarMember>, TarProblem> {
         let (name, key_len, size) = read_header(h, at)?;
         let data_at = at + BLOCK;
         // Room for the data, its padding and the two end blocks.
-        if data_at
-            .checked_add(padded(size))
-            .and_then(|end| end.checked_add(2 * BLOCK))
-            .is_none_or(|end| end > len)
-        {
+        let data_end = data_at.checked_add(padded(size)).filter(|&end| end <= len);
+        let Some(data_end) = data_end else {
             return Err(malformed(
                 at,
                 format!("member `{name}` of {size} bytes runs past the end of the file"),
+            ));
+        };
+        if data_end + 2 * BLOCK > len {
+            return Err(malformed(
+                data_end,
+                "truncated: the end-of-archive blocks are missing".into(),
             ));
         }
         let pad = &data[(data_at + size) as usize..(data_at + padded(size)) as usize];
@@ -403,7 +406,11 @@ mod tests {
             problem(&trailing),
             "2048: 7 bytes follow the end-of-archive blocks"
         );
-        assert!(problem(&good[..1536]).contains("runs past the end of the file"));
+        assert_eq!(
+            problem(&good[..1536]),
+            "1024: truncated: the end-of-archive blocks are missing"
+        );
+        assert!(problem(&good[..600]).contains("runs past the end of the file"));
         assert!(
             problem(&image(&[])[..512]).contains("truncated after the first end-of-archive block")
         );

@@ -293,6 +293,8 @@ impl Published {
         let db = zst.with_extension("edit");
         seedpool::index::decompress(&zst, &db, 1 << 32).unwrap();
         let conn = rusqlite::Connection::open(&db).unwrap();
+        // A publisher edits as they like: nothing enforces the index's references.
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         conn.execute_batch(sql).unwrap();
         drop(conn);
         let piece = self.manifest().torrent.piece_length;
@@ -327,6 +329,17 @@ impl Published {
     /// Makes the torrent and the manifest say what the files now are (sizes, hashes,
     /// pieces, info hash, counts), applies `edit`, and signs with the test key.
     pub fn sign(&self, edit: impl FnOnce(&mut seedpool::manifest::Manifest)) {
+        self.sign_torrent(None, &[], edit)
+    }
+
+    /// `sign`, with a torrent of another piece length or with more files than the
+    /// manifest lists.
+    pub fn sign_torrent(
+        &self,
+        piece_length: Option<u64>,
+        extra_files: &[(&str, &[u8])],
+        edit: impl FnOnce(&mut seedpool::manifest::Manifest),
+    ) {
         use seedpool::torrent::metainfo::{build, magnet_link, SourceFile, TorrentSpec};
         let mut m = self.manifest();
         let index = std::fs::read(self.index_path()).unwrap();
@@ -344,7 +357,8 @@ impl Published {
         }
         m.counts.bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
         m.counts.shards = m.shards.len() as u64;
-        let piece_length = m.torrent.piece_length;
+        files.extend(extra_files.iter().map(|(p, b)| (p.to_string(), b.to_vec())));
+        let piece_length = piece_length.unwrap_or(m.torrent.piece_length);
         let spec = TorrentSpec {
             name: self.dataset.clone(),
             piece_length,
