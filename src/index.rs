@@ -724,45 +724,57 @@ impl IndexReader {
             }
         }
         drop(rows);
-        let per_key = |table: &str, max: u64, what: &str| -> Result<(), IndexError> {
-            let over: Option<String> = self
-                .conn
-                .query_row(
-                    &format!("SELECT CAST(key AS TEXT) FROM {table} GROUP BY key HAVING count(*) > ?1 LIMIT 1"),
-                    [max as i64],
-                    |r| r.get(0),
-                )
-                .ok();
-            match over {
-                Some(key) => Err(bad((key, format!("has more than {max} {what}")))),
-                None => Ok(()),
+        // Tags and members in key order (their primary keys): one pass each counts
+        // them per item as it checks them.
+        let per_item = |sql: &str,
+                        max: u64,
+                        what: &str,
+                        check: &dyn Fn(&rusqlite::Row<'_>) -> Result<(), (String, String)>|
+         -> Result<(), IndexError> {
+            let mut st = self.conn.prepare(sql).map_err(sql_error(&self.path))?;
+            let mut rows = st.query([]).map_err(sql_error(&self.path))?;
+            let (mut last, mut count) = (Vec::new(), 0u64);
+            while let Some(r) = rows.next().map_err(sql_error(&self.path))? {
+                let key = r.get_ref(0).map_err(sql_error(&self.path))?;
+                let key_bytes = match key {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t,
+                    _ => &[][..],
+                };
+                if key_bytes != last.as_slice() {
+                    last.clear();
+                    last.extend_from_slice(key_bytes);
+                    count = 0;
+                }
+                count += 1;
+                if count > max {
+                    return Err(bad((
+                        value_text(key),
+                        format!("has more than {max} {what}"),
+                    )));
+                }
+                check(r).map_err(bad)?;
             }
+            Ok(())
         };
-        per_key("tags", MAX_TAGS_PER_ITEM, "tags")?;
-        per_key("members", MAX_MEMBERS_PER_ITEM, "members")?;
-        let mut st = self
-            .conn
-            .prepare("SELECT key, category, tag FROM tags")
-            .map_err(sql)?;
-        let mut rows = st.query([]).map_err(sql)?;
-        while let Some(r) = rows.next().map_err(sql)? {
-            let key = || match r.get_ref(0) {
-                Ok(v) => value_text(v),
-                Err(_) => String::new(),
-            };
-            for (i, what) in [(1, "category"), (2, "tag")] {
-                check_tag_text(r.get_ref(i).map_err(sql)?, what).map_err(|p| bad((key(), p)))?;
-            }
-        }
-        drop(rows);
-        let mut st = self
-            .conn
-            .prepare("SELECT key, ext, offset, length, blake3 FROM members")
-            .map_err(sql)?;
-        let mut rows = st.query([]).map_err(sql)?;
-        while let Some(r) = rows.next().map_err(sql)? {
-            check_member_row(r, None).map_err(bad)?;
-        }
+        per_item(
+            "SELECT key, category, tag FROM tags ORDER BY key",
+            MAX_TAGS_PER_ITEM,
+            "tags",
+            &|r| {
+                let key = || r.get_ref(0).map(value_text).unwrap_or_default();
+                for (i, what) in [(1, "category"), (2, "tag")] {
+                    let v = r.get_ref(i).map_err(|e| (key(), e.to_string()))?;
+                    check_tag_text(v, what).map_err(|p| (key(), p))?;
+                }
+                Ok(())
+            },
+        )?;
+        per_item(
+            "SELECT key, ext, offset, length, blake3 FROM members ORDER BY key, ext",
+            MAX_MEMBERS_PER_ITEM,
+            "members",
+            &|r| check_member_row(r, None),
+        )?;
         Ok(())
     }
 

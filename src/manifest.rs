@@ -323,8 +323,15 @@ impl Manifest {
                 return Err(invalid(format!("{what} `{}` is not a URL", shown(bad))));
             }
         }
-        if self.torrent.magnet.len() > 64 << 10 || !self.torrent.magnet.starts_with("magnet:?") {
-            return Err(invalid("`torrent.magnet` is not a magnet link".into()));
+        let xt = format!("xt=urn:btih:{}", self.torrent.info_hash);
+        if self.torrent.magnet.len() > 64 << 10
+            || !self.torrent.magnet.starts_with("magnet:?")
+            || !self.torrent.magnet.split(['?', '&']).any(|p| p == xt)
+        {
+            return Err(invalid(format!(
+                "`torrent.magnet` is not a magnet link to info hash `{}`",
+                self.torrent.info_hash
+            )));
         }
         let mut seen = std::collections::BTreeSet::new();
         let mut physical = 0u64;
@@ -561,7 +568,7 @@ mod tests {
             torrent: TorrentRef {
                 file: "demo-1.torrent".into(),
                 info_hash: "ab".repeat(20),
-                magnet: "magnet:?xt=urn:btih:x".into(),
+                magnet: format!("magnet:?xt=urn:btih:{}", "ab".repeat(20)),
                 piece_length: 262144,
             },
             trackers: vec![],

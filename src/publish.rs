@@ -604,7 +604,7 @@ fn load_parent(
             manifest.torrent.info_hash
         )]));
     }
-    let problems = store.check_files(&manifest, false)?;
+    let problems = store.check_files(&manifest)?;
     if !problems.is_empty() {
         return Err(incomplete(
             problems.iter().map(ToString::to_string).collect(),

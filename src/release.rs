@@ -18,7 +18,7 @@ pub const RESERVED_NAMES: &[&str] = &["ingest-report.tsv", ".seedpool"];
 /// Volume of items whose record names none.
 pub const DEFAULT_VOLUME: &str = "default";
 /// Item records are small; a larger `.json` is refused rather than loaded.
-pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+pub const MAX_RECORD_BYTES: u64 = crate::index::MAX_RECORD_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -191,8 +191,20 @@ pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
                 members,
                 volume: DEFAULT_VOLUME.into(),
             };
+            if item.members.len() as u64 > crate::index::MAX_MEMBERS_PER_ITEM {
+                return Err(ReleaseError::Record {
+                    path: item.members[0].path.clone(),
+                    problem: format!(
+                        "item `{}` has {} files, more than the {} an item may have",
+                        item.key,
+                        item.members.len(),
+                        crate::index::MAX_MEMBERS_PER_ITEM
+                    ),
+                });
+            }
             if let Some(record) = item.record() {
                 let value = read_record(&record.path, record.size)?;
+                check_tags(&value, &record.path)?;
                 if let Some(volume) = volume_of(&value, &record.path)? {
                     item.volume = volume;
                 }
@@ -229,6 +241,37 @@ pub fn parse_record(bytes: &[u8], path: &Path) -> Result<Value, ReleaseError> {
         });
     }
     Ok(value)
+}
+
+/// The tags of a record must be within what a pool accepts of an item (see `index`),
+/// so that every release publish writes can be merged.
+fn check_tags(record: &Value, path: &Path) -> Result<(), ReleaseError> {
+    let tags = tags_of(record);
+    let problem = if tags.len() as u64 > crate::index::MAX_TAGS_PER_ITEM {
+        Some(format!(
+            "{} tags, more than the {} an item may have",
+            tags.len(),
+            crate::index::MAX_TAGS_PER_ITEM
+        ))
+    } else {
+        tags.iter()
+            .flat_map(|(c, t)| [c, t])
+            .find(|t| t.len() > crate::index::MAX_TAG_BYTES || t.chars().any(char::is_control))
+            .map(|t| {
+                format!(
+                    "tag `{}` is longer than {} bytes or holds control characters",
+                    crate::name::shown(&t.chars().take(60).collect::<String>()),
+                    crate::index::MAX_TAG_BYTES
+                )
+            })
+    };
+    match problem {
+        Some(problem) => Err(ReleaseError::Record {
+            path: path.to_path_buf(),
+            problem,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn volume_of(record: &Value, path: &Path) -> Result<Option<String>, ReleaseError> {

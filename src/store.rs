@@ -14,8 +14,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::manifest::Manifest;
 use crate::name::{DatasetName, Version};
 use crate::shard::ShardId;
@@ -162,27 +160,22 @@ impl Store {
         Ok(())
     }
 
-    /// Checks that every file a manifest names is in the store with its size and, when
-    /// `hash` is set, its blake3. Returns one problem per bad file.
-    pub fn check_files(
-        &self,
-        manifest: &Manifest,
-        hash: bool,
-    ) -> Result<Vec<FileProblem>, StoreError> {
-        let mut expected: Vec<(PathBuf, u64, &str)> = manifest
+    /// Checks that every file a manifest names is in the store with its size (what a
+    /// child release needs of its parent; `verify` checks contents).
+    pub fn check_files(&self, manifest: &Manifest) -> Result<Vec<FileProblem>, StoreError> {
+        let mut expected: Vec<(PathBuf, u64)> = manifest
             .shards
             .iter()
             .zip(manifest.shard_ids())
-            .map(|(e, id)| (self.shard_path(id), e.size, e.id.as_str()))
+            .map(|(e, id)| (self.shard_path(id), e.size))
             .collect();
         expected.push((
             self.dataset_dir().join(&manifest.index.path),
             manifest.index.size,
-            manifest.index.blake3.as_str(),
         ));
         let mut problems: Vec<FileProblem> = expected
-            .par_iter()
-            .filter_map(|(path, size, blake3)| {
+            .iter()
+            .filter_map(|(path, size)| {
                 let problem = match std::fs::symlink_metadata(path) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Problem::Missing),
                     Err(e) => Some(Problem::Unreadable(e.to_string())),
@@ -191,13 +184,6 @@ impl Store {
                         expected: *size,
                         found: m.len(),
                     }),
-                    Ok(_) if hash => match hash_file(path) {
-                        Err(e) => Some(Problem::Unreadable(e.to_string())),
-                        Ok(h) if h.to_hex().as_str() != *blake3 => Some(Problem::Hash {
-                            found: h.to_hex().to_string(),
-                        }),
-                        Ok(_) => None,
-                    },
                     Ok(_) => None,
                 };
                 problem.map(|problem| FileProblem {

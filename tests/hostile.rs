@@ -74,19 +74,6 @@ fn fixture() -> Fixture {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// A copy of the fixture's store and pool, for one hostile case.
 struct Case {
     store: PathBuf,
@@ -95,6 +82,16 @@ struct Case {
 }
 
 impl Fixture {
+    /// Runs `sql` on the index of a copy of release 2, signs it, and expects both
+    /// `verify` and `merge` to refuse it with every one of `expect`.
+    fn index_edit_refused(&self, name: &str, sql: &str, expect: &[&str]) {
+        let case = self.case(name);
+        case.release.edit_index(sql);
+        case.release.sign(|_| {});
+        case.verify_refused(expect);
+        case.merge_refused(expect);
+    }
+
     fn case(&self, name: &str) -> Case {
         let dir = self.root.join(name);
         let store = dir.join("store");
@@ -275,11 +272,7 @@ fn index_members_that_the_shard_does_not_hold_are_refused_by_verify_and_merge() 
         ("offset", "UPDATE members SET offset = 7 WHERE key = 'danbooru-1004' AND ext = 'json'", "the index places it at byte 7"),
         ("absent", "INSERT INTO members VALUES ('danbooru-1004', 'png', 512, 3, printf('%064d', 0))", "member `danbooru-1004.png` as the index says: the index lists it, the shard does not hold it"),
     ] {
-        let case = f.case(name);
-        case.release.edit_index(sql);
-        case.release.sign(|_| {});
-        case.verify_refused(&[expect]);
-        case.merge_refused(&[expect]);
+        f.index_edit_refused(name, sql, &[expect]);
     }
 }
 
@@ -343,11 +336,7 @@ fn an_index_schema_other_than_seedpools_is_refused() {
         ("stats", "ANALYZE", "its schema has table `sqlite_stat1`"),
         ("dropped", "DROP TABLE tombstones", "its schema lacks table `tombstones`"),
     ] {
-        let case = f.case(name);
-        case.release.edit_index(sql);
-        case.release.sign(|_| {});
-        case.merge_refused(&["2.sqlite.zst` is not a seedpool index of format 1", expect]);
-        case.verify_refused(&[expect]);
+        f.index_edit_refused(name, sql, &["2.sqlite.zst` is not a seedpool index of format 1", expect]);
     }
 }
 
@@ -363,11 +352,7 @@ fn records_and_tags_are_bounded_per_item() {
         ("tags", many, "item `danbooru-1005` has more than 10000 tags"),
         ("long", long, "item `danbooru-1005` has tag `"),
     ] {
-        let case = f.case(name);
-        case.release.edit_index(sql);
-        case.release.sign(|_| {});
-        case.merge_refused(&[expect]);
-        case.verify_refused(&[expect]);
+        f.index_edit_refused(name, sql, &[expect]);
     }
 }
 

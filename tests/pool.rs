@@ -197,19 +197,6 @@ impl Env {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 fn remove_item(dir: &Path, i: usize) {
     for ext in ["jpg", "json"] {
         let _ = std::fs::remove_file(dir.join(format!("danbooru-{}.{ext}", 1000 + i)));

@@ -612,3 +612,31 @@ fn sync_reads_a_manifest_over_http() {
     assert!(r.stderr.contains("404"), "{}", r.stderr);
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn a_seeder_serving_a_damaged_shard_gets_an_error_that_says_so() {
+    // The seeder checked its files when it started; the shard was damaged after, so it
+    // sends pieces that fail their SHA-1, or none. Before, the sync ended in "check the
+    // --peer addresses", with the peer connected all along.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, m1, seeder) = Seeder::release_1(dir.path(), 0..8, 5_000, &[]);
+    let (manifest, _) = Manifest::load(&m1).unwrap();
+    flip_byte(&store, &manifest, 0, 3000);
+    let pool = dir.path().join("pool");
+    let r = sync(&m1, &pool, &seeder.addr, &["--timeout", "5s"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "that failed the torrent's piece hashes and were dropped: their copies of `shards/"
+        ) && r.stderr.contains("are damaged"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("check the --peer addresses"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(pool_count(&pool, "SELECT count(*) FROM releases"), 0);
+    assert_only_verified_shards(&pool);
+}

@@ -418,6 +418,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn format_8_gives_each_dataset_its_rows_of_shared_shards() {
+        // In format 7 a shard two datasets listed had one row, the first one's: the
+        // second dataset's files were never brought in, and its row must say so.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        for step in &MIGRATIONS[..7] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO datasets(id, name, public_key) VALUES (1, 'a', 'k'), (2, 'fork', 'k');
+             INSERT INTO releases(id, dataset, version, manifest_blake3, created, merged_at)
+                 VALUES (1, 1, '1', 'x', 't', 't'), (2, 2, '1', 'y', 't', 't');
+             INSERT INTO shards(id, dataset, size, items, volume, present) VALUES ('s', 1, 4096, 2, 'v', 1);
+             INSERT INTO release_shards VALUES (1, 's'), (2, 's');",
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[7]).unwrap();
+        let mut st = conn
+            .prepare(
+                "SELECT dataset, id, size, items, volume, present FROM shards ORDER BY dataset",
+            )
+            .unwrap();
+        let rows: Vec<(i64, String, i64, i64, String, i64)> = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "s".into(), 4096, 2, "v".into(), 1),
+                (2, "s".into(), 4096, 2, "v".into(), 0)
+            ]
+        );
+    }
+
+    #[test]
     fn indexed_record_columns_are_those_the_indexes_of_items_read() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         for step in MIGRATIONS {

@@ -768,7 +768,19 @@ impl Ctx<'_> {
                     .take(3)
                     .map(|f| format!("`{}`", f.path))
                     .collect();
-                let hint = if peers == 0 {
+                // Bytes that arrived but never passed a piece check: librqbit drops a
+                // peer that sends such pieces, so this says more than the peer count.
+                let failed = stats.live.as_ref().map_or(0, |l| {
+                    l.snapshot
+                        .fetched_bytes
+                        .saturating_sub(l.snapshot.downloaded_and_checked_bytes)
+                });
+                let hint = if failed >= self.release.torrent.piece_length {
+                    format!(
+                        "peers sent {failed} bytes that failed the torrent's piece hashes and were dropped: their copies of {} are damaged, so another seeder is needed",
+                        missing.join(", ")
+                    )
+                } else if peers == 0 {
                     "check the --peer addresses, or that trackers or the DHT can reach a seeder of this release".to_string()
                 } else {
                     format!(
