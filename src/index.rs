@@ -726,36 +726,35 @@ impl IndexReader {
         drop(rows);
         // Tags and members in key order (their primary keys): one pass each counts
         // them per item as it checks them.
-        let per_item = |sql: &str,
-                        max: u64,
-                        what: &str,
-                        check: &dyn Fn(&rusqlite::Row<'_>) -> Result<(), (String, String)>|
-         -> Result<(), IndexError> {
-            let mut st = self.conn.prepare(sql).map_err(sql_error(&self.path))?;
-            let mut rows = st.query([]).map_err(sql_error(&self.path))?;
-            let (mut last, mut count) = (Vec::new(), 0u64);
-            while let Some(r) = rows.next().map_err(sql_error(&self.path))? {
-                let key = r.get_ref(0).map_err(sql_error(&self.path))?;
-                let key_bytes = match key {
-                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t,
-                    _ => &[][..],
-                };
-                if key_bytes != last.as_slice() {
-                    last.clear();
-                    last.extend_from_slice(key_bytes);
-                    count = 0;
+        let per_item =
+            |sql: &str, max: u64, what: &str, check: RowCheck<'_>| -> Result<(), IndexError> {
+                let mut st = self.conn.prepare(sql).map_err(sql_error(&self.path))?;
+                let mut rows = st.query([]).map_err(sql_error(&self.path))?;
+                let (mut last, mut count) = (Vec::new(), 0u64);
+                while let Some(r) = rows.next().map_err(sql_error(&self.path))? {
+                    let key = r.get_ref(0).map_err(sql_error(&self.path))?;
+                    let key_bytes = match key {
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            t
+                        }
+                        _ => &[][..],
+                    };
+                    if key_bytes != last.as_slice() {
+                        last.clear();
+                        last.extend_from_slice(key_bytes);
+                        count = 0;
+                    }
+                    count += 1;
+                    if count > max {
+                        return Err(bad((
+                            value_text(key),
+                            format!("has more than {max} {what}"),
+                        )));
+                    }
+                    check(r).map_err(bad)?;
                 }
-                count += 1;
-                if count > max {
-                    return Err(bad((
-                        value_text(key),
-                        format!("has more than {max} {what}"),
-                    )));
-                }
-                check(r).map_err(bad)?;
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         per_item(
             "SELECT key, category, tag FROM tags ORDER BY key",
             MAX_TAGS_PER_ITEM,
@@ -898,6 +897,12 @@ impl IndexReader {
     }
 }
 
+/// A problem found in one row of an index: (the item's key, what is wrong).
+pub type RowProblem = (String, String);
+
+/// Checks one row of a table of an index.
+type RowCheck<'a> = &'a dyn Fn(&rusqlite::Row<'_>) -> Result<(), RowProblem>;
+
 /// Whether a value is 64 lowercase hex digits (a blake3).
 fn is_blake3_hex(v: rusqlite::types::ValueRef<'_>) -> bool {
     matches!(v, rusqlite::types::ValueRef::Text(t)
@@ -910,10 +915,7 @@ fn is_blake3_hex(v: rusqlite::types::ValueRef<'_>) -> bool {
 /// of order, and a merge's walk relies on the order); shard and hash must be blake3
 /// hex, the volume a label, the record text of bounded size. `previous` holds the key
 /// of the row before. A problem comes back as (key, what is wrong).
-pub fn check_item_row(
-    row: &rusqlite::Row<'_>,
-    previous: &mut Vec<u8>,
-) -> Result<(), (String, String)> {
+pub fn check_item_row(row: &rusqlite::Row<'_>, previous: &mut Vec<u8>) -> Result<(), RowProblem> {
     use rusqlite::types::ValueRef;
     let get = |i| row.get_ref(i).map_err(|e| (String::new(), e.to_string()));
     let key_value = get(0)?;
@@ -993,10 +995,7 @@ pub fn check_tag_text<'a>(v: rusqlite::types::ValueRef<'a>, what: &str) -> Resul
 /// splits into the key and an extension, non-negative integer offset and length, a
 /// blake3. Where the member lies is for the shard check (or, for a shard not present,
 /// `within`: the data must lie inside a shard of that size, on a block boundary).
-pub fn check_member_row(
-    row: &rusqlite::Row<'_>,
-    within: Option<u64>,
-) -> Result<(), (String, String)> {
+pub fn check_member_row(row: &rusqlite::Row<'_>, within: Option<u64>) -> Result<(), RowProblem> {
     use rusqlite::types::ValueRef;
     let get = |i| row.get_ref(i).map_err(|e| (String::new(), e.to_string()));
     let key = match get(0)? {
