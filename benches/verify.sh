@@ -40,7 +40,7 @@ PY
 fi
 M=$WORK/store/bench-1.manifest.json
 cat "$WORK"/store/bench/shards/* "$WORK"/store/bench/index/* > /dev/null
-ARGS=(-n "verify" "$BIN verify $M --store $WORK/store"
+ARGS=(--prepare "true" -n "verify" "$BIN verify $M --store $WORK/store"
       --prepare "rm -rf $WORK/pool" -n "merge (empty pool)" "$BIN merge $M --pool $WORK/pool --from $WORK/store"
       --prepare "true" -n "b3sum (shards)" "b3sum $WORK/store/bench/shards/*")
 if [ -n "${BEFORE:-}" ]; then

@@ -537,6 +537,8 @@ fn check_schema(conn: &Connection) -> Result<(), String> {
 pub struct IndexReader {
     conn: Connection,
     path: PathBuf,
+    /// What opened it, for a second connection to the same index.
+    uri: String,
 }
 
 impl IndexReader {
@@ -558,9 +560,15 @@ impl IndexReader {
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(sql)?;
         // cell_size_check: a B-tree page of a hostile file is checked before use, not
-        // only when SQLite happens to notice.
+        // only when SQLite happens to notice. The file is opened read-only; `query_only`
+        // is not set, since `shards_members` writes a temporary table of its own.
+        // A 64 MiB page cache (taken as used): shard checks read the members of one shard
+        // after another, and a shard's members lie a volume's stride apart over the key
+        // range it covers; with shards taken in key order (`shards_in_key_order`) the
+        // pages of that range stay cached instead of being unpacked again per shard.
         conn.execute_batch(
-            "PRAGMA trusted_schema = OFF; PRAGMA query_only = ON; PRAGMA cell_size_check = ON;",
+            "PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON;
+             PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
         )
         .map_err(sql)?;
         let format = |problem: String| IndexError::Format {
@@ -582,6 +590,7 @@ impl IndexReader {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            uri: uri.to_string(),
         })
     }
 
@@ -696,17 +705,46 @@ impl IndexReader {
         Ok(())
     }
 
+    /// A second connection to the same index, for work on another thread.
+    pub fn reopen(&self) -> Result<IndexReader, IndexError> {
+        Self::open_uri(&self.uri, &self.path)
+    }
+
     /// Checks every row an item is made of (see `check_item_row`, `check_tag_text`,
-    /// `check_member_row`) and the bounds on tags and members per item, in one pass
-    /// over each table: what `verify` and `sync` run before trusting an index, so a
-    /// release that passes them merges. A merge makes the same checks as it reads.
-    pub fn check_contents(&self) -> Result<(), IndexError> {
-        let bad = |(key, problem): (String, String)| IndexError::BadItem {
+    /// `check_member_row`) and the bounds on tags and members per item, one pass over
+    /// each table, the tables side by side on connections of their own: what `verify`
+    /// and `sync` run before trusting an index, so a release that passes merges (a
+    /// merge makes the same checks as it reads). `members` leaves out the members'
+    /// table for a caller that reads it through `shard_members`, which checks each row.
+    pub fn check_contents(&self, members: bool) -> Result<(), IndexError> {
+        // A connection is not shared between threads: each pass gets its own.
+        let (tags, rest) = (self.reopen()?, members.then(|| self.reopen()).transpose()?);
+        std::thread::scope(|scope| {
+            let tags = scope.spawn(move || tags.check_tags());
+            let members = scope.spawn(move || rest.map_or(Ok(()), |r| r.check_members()));
+            let items = self.check_items();
+            let joined = |h: std::thread::ScopedJoinHandle<'_, Result<(), IndexError>>| {
+                h.join().unwrap_or_else(|_| {
+                    Err(IndexError::Invalid {
+                        path: self.path.clone(),
+                        problem: "a check of the index failed (Bug: a panic)".into(),
+                    })
+                })
+            };
+            items.and(joined(tags)).and(joined(members))
+        })
+    }
+
+    fn bad_item(&self) -> impl Fn(RowProblem) -> IndexError + '_ {
+        |(key, problem)| IndexError::BadItem {
             path: self.path.clone(),
             key,
             problem,
-        };
-        let sql = |e| self.sql(e);
+        }
+    }
+
+    fn check_items(&self) -> Result<(), IndexError> {
+        let (bad, sql) = (self.bad_item(), sql_error(&self.path));
         let mut st = self
             .conn
             .prepare(
@@ -717,45 +755,17 @@ impl IndexReader {
         let mut rows = st.query([]).map_err(sql)?;
         let mut previous = Vec::new();
         while let Some(r) = rows.next().map_err(sql)? {
-            check_item_row(r, &mut previous).map_err(bad)?;
+            check_item_row(r, &mut previous).map_err(&bad)?;
             if !r.get::<_, bool>(5).map_err(sql)? {
                 let key = String::from_utf8_lossy(&previous).into_owned();
                 return Err(bad((key, "has a record that is not JSON".into())));
             }
         }
-        drop(rows);
-        // Tags and members in key order (their primary keys): one pass each counts
-        // them per item as it checks them.
-        let per_item =
-            |sql: &str, max: u64, what: &str, check: RowCheck<'_>| -> Result<(), IndexError> {
-                let mut st = self.conn.prepare(sql).map_err(sql_error(&self.path))?;
-                let mut rows = st.query([]).map_err(sql_error(&self.path))?;
-                let (mut last, mut count) = (Vec::new(), 0u64);
-                while let Some(r) = rows.next().map_err(sql_error(&self.path))? {
-                    let key = r.get_ref(0).map_err(sql_error(&self.path))?;
-                    let key_bytes = match key {
-                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                            t
-                        }
-                        _ => &[][..],
-                    };
-                    if key_bytes != last.as_slice() {
-                        last.clear();
-                        last.extend_from_slice(key_bytes);
-                        count = 0;
-                    }
-                    count += 1;
-                    if count > max {
-                        return Err(bad((
-                            value_text(key),
-                            format!("has more than {max} {what}"),
-                        )));
-                    }
-                    check(r).map_err(bad)?;
-                }
-                Ok(())
-            };
-        per_item(
+        Ok(())
+    }
+
+    fn check_tags(&self) -> Result<(), IndexError> {
+        self.per_item(
             "SELECT key, category, tag FROM tags ORDER BY key",
             MAX_TAGS_PER_ITEM,
             "tags",
@@ -767,14 +777,79 @@ impl IndexReader {
                 }
                 Ok(())
             },
-        )?;
-        per_item(
+        )
+    }
+
+    fn check_members(&self) -> Result<(), IndexError> {
+        self.per_item(
             "SELECT key, ext, offset, length, blake3 FROM members ORDER BY key, ext",
             MAX_MEMBERS_PER_ITEM,
             "members",
             &|r| check_member_row(r, None),
-        )?;
+        )
+    }
+
+    /// Runs `check` on each row of `sql` (key first, in key order), counting the rows
+    /// of each key against `max`.
+    fn per_item(
+        &self,
+        sql: &str,
+        max: u64,
+        what: &str,
+        check: RowCheck<'_>,
+    ) -> Result<(), IndexError> {
+        let (bad, sql_err) = (self.bad_item(), sql_error(&self.path));
+        let mut st = self.conn.prepare(sql).map_err(sql_err)?;
+        let mut rows = st.query([]).map_err(sql_err)?;
+        let (mut last, mut count) = (Vec::new(), 0u64);
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let key = r.get_ref(0).map_err(sql_err)?;
+            let key_bytes = match key {
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t,
+                _ => &[][..],
+            };
+            if key_bytes != last.as_slice() {
+                last.clear();
+                last.extend_from_slice(key_bytes);
+                count = 0;
+            }
+            count += 1;
+            if count > max {
+                return Err(bad((
+                    value_text(key),
+                    format!("has more than {max} {what}"),
+                )));
+            }
+            check(r).map_err(&bad)?;
+        }
         Ok(())
+    }
+
+    /// `shards` ordered by the first key each holds (shards without items first), the
+    /// order in which checking them reads the index's members sequentially: shards of
+    /// different volumes interleave in key order. Read from the covering index of items
+    /// by shard.
+    pub fn shards_in_key_order<'s>(&self, shards: &[&'s str]) -> Result<Vec<&'s str>, IndexError> {
+        // One seek in `items_by_shard` a shard: a scan of the whole index would decode
+        // every frame of it for a merge that brings a few shards.
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT min(key) FROM items WHERE shard = ?1")
+            .map_err(|e| self.sql(e))?;
+        let mut keyed = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            let first = st
+                .query_row([shard], |r| {
+                    Ok(match r.get_ref(0)? {
+                        rusqlite::types::ValueRef::Text(t) => t.to_vec(),
+                        _ => Vec::new(),
+                    })
+                })
+                .map_err(|e| self.sql(e))?;
+            keyed.push((first, shard));
+        }
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, shard)| shard).collect())
     }
 
     /// The members of the release's items in shard `shard`, in (key, ext) order, as a
@@ -783,56 +858,97 @@ impl IndexReader {
         &self,
         shard: &str,
     ) -> Result<Vec<crate::shard::IndexedMember>, IndexError> {
+        Ok(self.shards_members(&[shard])?.pop().unwrap_or_default())
+    }
+
+    /// `shard_members` for several shards at once, in the order given. The items of a
+    /// shard made by a later release are scattered over the key space, so looking up
+    /// each shard's members in turn would sweep the members table once a shard (and
+    /// unpack its frames each time); here the keys of all the shards are looked up in
+    /// one key-ordered sweep.
+    pub fn shards_members(
+        &self,
+        shards: &[&str],
+    ) -> Result<Vec<Vec<crate::shard::IndexedMember>>, IndexError> {
+        // The batch's keys go into a temporary table (this connection's own), whose
+        // key order then drives the lookups of members.
+        let sql = |e| self.sql(e);
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS batch(key TEXT PRIMARY KEY, n INTEGER NOT NULL)
+                   WITHOUT ROWID;
+                 DELETE FROM temp.batch;",
+            )
+            .map_err(sql)?;
+        {
+            let mut add = self
+                .conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO temp.batch SELECT key, ?2 FROM items WHERE shard = ?1",
+                )
+                .map_err(sql)?;
+            for (n, shard) in shards.iter().enumerate() {
+                add.execute(rusqlite::params![shard, n as i64])
+                    .map_err(sql)?;
+            }
+        }
+        let mut out = vec![Vec::new(); shards.len()];
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT m.key, m.ext, m.offset, m.length, m.blake3, b.n
+                 FROM temp.batch b JOIN members m ON m.key = b.key ORDER BY b.key, m.ext",
+            )
+            .map_err(sql)?;
+        let mut rows = st.query([]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            let n: i64 = r.get(5).map_err(sql)?;
+            out[n as usize].push(self.member_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// One row of `members` (key, ext, offset, length, blake3), checked.
+    fn member_row(&self, r: &rusqlite::Row<'_>) -> Result<crate::shard::IndexedMember, IndexError> {
         let invalid = |problem: String| IndexError::Invalid {
             path: self.path.clone(),
             problem,
         };
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT m.key, m.ext, m.offset, m.length, m.blake3 FROM items i
-                 JOIN members m ON m.key = i.key WHERE i.shard = ?1 ORDER BY m.key, m.ext",
-            )
-            .map_err(|e| self.sql(e))?;
-        let mut rows = st.query([shard]).map_err(|e| self.sql(e))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
-            let text = |i: usize, what: &str| -> Result<String, IndexError> {
-                match r.get_ref(i).map_err(|e| self.sql(e))? {
-                    rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
-                        .map(str::to_string)
-                        .map_err(|_| invalid(format!("a member's {what} is not UTF-8"))),
-                    other => Err(invalid(format!(
-                        "a member's {what} is {}, not text",
-                        other.data_type()
-                    ))),
-                }
-            };
-            let key = text(0, "key")?;
-            let ext = text(1, "extension")?;
-            let name = || crate::name::shown(&format!("{key}.{ext}")).into_owned();
-            let number = |i: usize, what: &str| -> Result<u64, IndexError> {
-                match r.get_ref(i).map_err(|e| self.sql(e))? {
-                    rusqlite::types::ValueRef::Integer(n) if n >= 0 => Ok(n as u64),
-                    other => Err(invalid(format!(
-                        "member `{}` has {what} `{}`",
-                        name(),
-                        value_text(other)
-                    ))),
-                }
-            };
-            let offset = number(2, "offset")?;
-            let length = number(3, "length")?;
-            let blake3 = text(4, "blake3")?;
-            out.push(crate::shard::IndexedMember {
-                key,
-                ext,
-                offset,
-                length,
-                blake3,
-            });
-        }
-        Ok(out)
+        check_member_row(r, None).map_err(self.bad_item())?;
+        let text = |i: usize, what: &str| -> Result<String, IndexError> {
+            match r.get_ref(i).map_err(|e| self.sql(e))? {
+                rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+                    .map(str::to_string)
+                    .map_err(|_| invalid(format!("a member's {what} is not UTF-8"))),
+                other => Err(invalid(format!(
+                    "a member's {what} is {}, not text",
+                    other.data_type()
+                ))),
+            }
+        };
+        let key = text(0, "key")?;
+        let ext = text(1, "extension")?;
+        let name = || crate::name::shown(&format!("{key}.{ext}")).into_owned();
+        let number = |i: usize, what: &str| -> Result<u64, IndexError> {
+            match r.get_ref(i).map_err(|e| self.sql(e))? {
+                rusqlite::types::ValueRef::Integer(n) if n >= 0 => Ok(n as u64),
+                other => Err(invalid(format!(
+                    "member `{}` has {what} `{}`",
+                    name(),
+                    value_text(other)
+                ))),
+            }
+        };
+        let offset = number(2, "offset")?;
+        let length = number(3, "length")?;
+        let blake3 = text(4, "blake3")?;
+        Ok(crate::shard::IndexedMember {
+            key,
+            ext,
+            offset,
+            length,
+            blake3,
+        })
     }
 
     /// Every item in key order, with its members and tags, visited one at a time.

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::index::{self, IndexLimit};
@@ -55,6 +56,7 @@ pub enum VerifyError {
 }
 
 pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, VerifyError> {
+    let timings = crate::pool::Timings::new("verify ");
     let (manifest, _) = Manifest::load(&plan.manifest)?;
     let signer = manifest.public_key().unwrap_or_default().to_string();
     if let Some(expected) = &plan.public_key {
@@ -74,39 +76,38 @@ pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, V
     progress.stage("verifying files", bytes, Unit::Bytes);
 
     let index_path = store.dataset_dir().join(&manifest.index.path);
-    let (index, index_problem) = open_index(&index_path, &manifest, plan);
+    let (index, index_problem) = open_index(&index_path, &manifest, plan, &timings);
     progress.advance(manifest.index.size);
     problems.extend(index_problem);
-    for (entry, id) in manifest.shards.iter().zip(manifest.shard_ids()) {
-        let path = store.shard_path(id);
-        // With a bad index the shard's own structure is still checked.
-        let members = match &index {
-            Some((_, reader)) => match reader.shard_members(&entry.id) {
-                Ok(m) => m,
-                Err(e) => {
-                    problems.push(FileProblem {
-                        path: index_path.clone(),
-                        problem: Problem::Invalid(e.to_string()),
-                    });
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        let expected = shard::Expected {
-            id,
-            size: entry.size,
-            items: entry.items,
-            members: &members,
-        };
-        if let Err(e) = shard::check(&path, &expected) {
-            problems.push(FileProblem {
-                path,
-                problem: shard_problem(e),
-            });
+    // The index's rows are checked on connections of their own while the shards are
+    // checked: both are CPU work, and the two together keep every core busy.
+    let contents = index.as_ref().map(|(_, reader)| reader.reopen());
+    std::thread::scope(|scope| {
+        let rows = contents
+            .map(|opened| scope.spawn(move || opened.and_then(|r| r.check_contents(false))));
+        check_shards(
+            &manifest,
+            &store,
+            index.as_ref().map(|(_, r)| r),
+            &index_path,
+            progress,
+            &mut problems,
+        );
+        if let Some(handle) = rows {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => problems.push(FileProblem {
+                    path: index_path.clone(),
+                    problem: Problem::Invalid(e.to_string()),
+                }),
+                Err(_) => problems.push(FileProblem {
+                    path: index_path.clone(),
+                    problem: Problem::Invalid("the check of its rows failed (Bug: a panic)".into()),
+                }),
+            }
         }
-        progress.advance(entry.size);
-    }
+    });
+    timings.step("shards checked");
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     problems.dedup();
     Ok(VerifyReport {
@@ -118,6 +119,70 @@ pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, V
         bytes,
         problems,
     })
+}
+
+/// Checks every shard of the release (see `shard::check`), the members of a batch read
+/// from the index first, the batch then checked side by side.
+fn check_shards(
+    manifest: &Manifest,
+    store: &Store,
+    index: Option<&index::IndexReader>,
+    index_path: &Path,
+    progress: &dyn Progress,
+    problems: &mut Vec<FileProblem>,
+) {
+    let mut shards: Vec<(&crate::manifest::ShardEntry, crate::shard::ShardId)> =
+        manifest.shards.iter().zip(manifest.shard_ids()).collect();
+    if let Some(reader) = index {
+        let ids: Vec<&str> = shards.iter().map(|(e, _)| e.id.as_str()).collect();
+        if let Ok(order) = reader.shards_in_key_order(&ids) {
+            let rank: std::collections::HashMap<&str, usize> =
+                order.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+            shards.sort_by_key(|(e, _)| rank.get(e.id.as_str()).copied());
+        }
+    }
+    for chunk in shards.chunks(shard::CHECK_BATCH) {
+        // The index is read here (one connection, one sweep for the batch); the shards
+        // of a batch are checked side by side, so one shard's tail does not leave a
+        // core idle.
+        let ids: Vec<&str> = chunk.iter().map(|(e, _)| e.id.as_str()).collect();
+        // With a bad index the shards' own structure is still checked.
+        let members = match index.map(|reader| reader.shards_members(&ids)) {
+            Some(Ok(members)) => members,
+            Some(Err(e)) => {
+                problems.push(FileProblem {
+                    path: index_path.to_path_buf(),
+                    problem: Problem::Invalid(e.to_string()),
+                });
+                vec![Vec::new(); chunk.len()]
+            }
+            None => vec![Vec::new(); chunk.len()],
+        };
+        let batch: Vec<_> = chunk
+            .iter()
+            .zip(members)
+            .map(|((entry, id), members)| (*entry, *id, members))
+            .collect();
+        let found: Vec<FileProblem> = batch
+            .par_iter()
+            .filter_map(|(entry, id, members)| {
+                let path = store.shard_path(*id);
+                let expected = shard::Expected {
+                    id: *id,
+                    size: entry.size,
+                    items: entry.items,
+                    members,
+                };
+                let result = shard::check(&path, &expected);
+                progress.advance(entry.size);
+                result.err().map(|e| FileProblem {
+                    path,
+                    problem: shard_problem(e),
+                })
+            })
+            .collect();
+        problems.extend(found);
+    }
 }
 
 /// How a shard check's failure reads in a verify report.
@@ -142,6 +207,7 @@ fn open_index(
     path: &Path,
     manifest: &Manifest,
     plan: &VerifyPlan,
+    timings: &crate::pool::Timings,
 ) -> (
     Option<(index::Unpacked, index::IndexReader)>,
     Option<FileProblem>,
@@ -193,8 +259,9 @@ fn open_index(
         .and_then(|limit| index::Unpacked::open(path, &scratch, limit))
         .and_then(|unpacked| {
             let reader = unpacked.reader()?;
+            timings.step("index hashed and opened");
             reader.check_release(manifest)?;
-            reader.check_contents()?;
+            timings.step("index checked against the manifest");
             Ok((unpacked, reader))
         });
     match opened {

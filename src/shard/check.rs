@@ -7,18 +7,23 @@
 //! that length and blake3. Only then can `extract` and a web page read members by
 //! offset without surprises, and only such shards enter a pool (and get seeded on).
 //!
-//! The file is mapped once; the shard's blake3 and the member checks (the headers and
-//! each listed member's blake3) run side by side on the same pages (`rayon::join`), so
-//! a check reads the shard once, as hashing it alone did.
+//! The file is mapped once. Its headers are parsed first (a small part of the file),
+//! then one pass over the bytes feeds two hashes side by side, window by window
+//! (`rayon::join`): the shard's blake3 and each listed member's. So the shard is read
+//! once, as hashing it alone did; the second hash is the price of member checks, since
+//! a member's blake3 and the shard's are separate trees that share no work.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use rayon::prelude::*;
-
 use super::tar::{self, TarMember, TarProblem};
 use super::{ShardError, ShardId};
+
+/// How many shards a caller checks side by side (their members read from the index
+/// first): enough to keep both halves of each check and every core busy, few enough
+/// that the member lists held stay small.
+pub const CHECK_BATCH: usize = 8;
 
 /// One member as the release index places it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,14 +123,18 @@ pub fn read_members(path: &Path) -> Result<Vec<TarMember>, ShardError> {
 /// Checks the shard at `path` against `expected` (see the module doc).
 pub fn check(path: &Path, expected: &Expected<'_>) -> Result<(), ShardError> {
     let bytes = open(path, expected.id, Some(expected.size))?;
-    let (hash, members) = rayon::join(
-        || {
-            let mut h = blake3::Hasher::new();
-            h.update_rayon(&bytes);
-            h.finalize()
-        },
-        || check_members(&bytes, expected),
-    );
+    let mut members = MemberWalk::new(&bytes, expected);
+    let mut whole = blake3::Hasher::new();
+    for start in (0..bytes.len()).step_by(WINDOW) {
+        let end = (start + WINDOW).min(bytes.len());
+        rayon::join(
+            || {
+                whole.update(&bytes[start..end]);
+            },
+            || members.advance(end as u64),
+        );
+    }
+    let hash = whole.finalize();
     // A file that is not the signed one says so first; its structure is beside the point.
     if ShardId::from_hash(hash) != expected.id {
         return Err(ShardError::Hash {
@@ -134,7 +143,10 @@ pub fn check(path: &Path, expected: &Expected<'_>) -> Result<(), ShardError> {
             found: hash.to_hex().to_string(),
         });
     }
-    members.map_err(|e| match e {
+    let Some(problem) = members.finish() else {
+        return Ok(());
+    };
+    Err(match problem {
         MemberProblem::Tar(p) => tar_error(path, p),
         MemberProblem::Member { name, problem } => ShardError::Member {
             id: expected.id,
@@ -157,66 +169,136 @@ enum MemberProblem {
     Items(u64),
 }
 
-fn check_members(bytes: &[u8], expected: &Expected<'_>) -> Result<(), MemberProblem> {
-    let found = tar::parse(bytes).map_err(MemberProblem::Tar)?;
-    let keys = 1 + found
-        .windows(2)
-        .filter(|w| w[0].key() != w[1].key())
-        .count() as u64;
-    let keys = if found.is_empty() { 0 } else { keys };
-    if keys != expected.items {
-        return Err(MemberProblem::Items(keys));
-    }
-    // Both lists are in (key, ext) order: one walk pairs each listed member with its
-    // place in the tar.
-    let mut pairs: Vec<(&IndexedMember, &TarMember)> = Vec::with_capacity(expected.members.len());
-    let mut tar_members = found.iter().peekable();
-    for want in expected.members {
-        let name = || format!("{}.{}", want.key, want.ext);
-        while tar_members
-            .peek()
-            .is_some_and(|m| (m.key(), m.ext()) < (want.key.as_str(), want.ext.as_str()))
-        {
-            tar_members.next();
+/// Bytes hashed at a time: the shard's hash and the members' side run on two threads
+/// over the same window, so each window is read from memory (or disk) once, and the
+/// reading of the next overlaps the hashing of this one.
+const WINDOW: usize = 4 << 20;
+
+/// The members' side of a check: reads headers as the pass reaches them, pairs each
+/// with the index's member of that name, and hashes the listed ones.
+struct MemberWalk<'b, 'e> {
+    bytes: &'b [u8],
+    reader: tar::Reader<'b>,
+    expected: &'e Expected<'e>,
+    /// The next listed member not yet found in the tar.
+    next_listed: usize,
+    /// The member being hashed, which runs past the window read so far, and where its
+    /// hashing got to.
+    current: Option<(TarMember, Option<&'e IndexedMember>, blake3::Hasher, u64)>,
+    keys: u64,
+    last_key: String,
+    finished: bool,
+    problem: Option<MemberProblem>,
+}
+
+impl<'b, 'e> MemberWalk<'b, 'e> {
+    fn new(bytes: &'b [u8], expected: &'e Expected<'e>) -> Self {
+        Self {
+            bytes,
+            reader: tar::Reader::new(bytes),
+            expected,
+            next_listed: 0,
+            current: None,
+            keys: 0,
+            last_key: String::new(),
+            finished: false,
+            problem: None,
         }
-        match tar_members.next() {
-            Some(m) if m.key() == want.key && m.ext() == want.ext => {
+    }
+
+    /// Does all the member work on bytes before `end`.
+    fn advance(&mut self, end: u64) {
+        while self.problem.is_none() && !self.finished {
+            if let Some((m, want, mut hasher, from)) = self.current.take() {
+                let member_end = m.offset + m.length;
+                let to = member_end.min(end);
+                if want.is_some() {
+                    hasher.update(&self.bytes[from as usize..to as usize]);
+                }
+                if member_end > end {
+                    self.current = Some((m, want, hasher, to));
+                    return;
+                }
+                if let Some(want) = want {
+                    let found = hasher.finalize();
+                    if found.to_hex().as_str() != want.blake3 {
+                        self.problem = Some(MemberProblem::Member {
+                            name: m.name.clone(),
+                            problem: format!(
+                                "its blake3 is `{}`, the index says `{}`",
+                                found.to_hex(),
+                                want.blake3
+                            ),
+                        });
+                    }
+                }
+                continue;
+            }
+            if self.reader.position() >= end {
+                return;
+            }
+            match self.reader.next_member() {
+                Err(p) => self.problem = Some(MemberProblem::Tar(p)),
+                Ok(None) => self.finished = true,
+                Ok(Some(m)) => {
+                    if m.key() != self.last_key || self.keys == 0 {
+                        self.keys += 1;
+                        self.last_key = m.key().to_string();
+                    }
+                    match self.listed(&m) {
+                        Ok(want) => {
+                            let from = m.offset;
+                            self.current = Some((m, want, blake3::Hasher::new(), from));
+                        }
+                        Err(p) => self.problem = Some(p),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The index's member for tar member `m`, if the index lists it (members it does not
+    /// list are dead: removed or replaced by a later release). Listed members that sort
+    /// before `m` are missing from the shard.
+    fn listed(&mut self, m: &TarMember) -> Result<Option<&'e IndexedMember>, MemberProblem> {
+        let listed = self.expected.members;
+        if let Some(want) = listed.get(self.next_listed) {
+            if (want.key.as_str(), want.ext.as_str()) < (m.key(), m.ext()) {
+                return Err(missing(want));
+            }
+            if want.key == m.key() && want.ext == m.ext() {
+                self.next_listed += 1;
                 if (m.offset, m.length) != (want.offset, want.length) {
                     return Err(MemberProblem::Member {
-                        name: name(),
+                        name: m.name.clone(),
                         problem: format!(
                             "the index places it at byte {} with {} bytes, the shard at byte {} with {} bytes",
                             want.offset, want.length, m.offset, m.length
                         ),
                     });
                 }
-                pairs.push((want, m));
-            }
-            _ => {
-                return Err(MemberProblem::Member {
-                    name: name(),
-                    problem: "the index lists it, the shard does not hold it".into(),
-                })
+                return Ok(Some(want));
             }
         }
+        Ok(None)
     }
-    let bad = pairs.par_iter().find_first(|(want, m)| {
-        let data = &bytes[m.offset as usize..(m.offset + m.length) as usize];
-        blake3::hash(data).to_hex().as_str() != want.blake3
-    });
-    match bad {
-        Some((want, m)) => {
-            let data = &bytes[m.offset as usize..(m.offset + m.length) as usize];
-            Err(MemberProblem::Member {
-                name: m.name.clone(),
-                problem: format!(
-                    "its blake3 is `{}`, the index says `{}`",
-                    blake3::hash(data).to_hex(),
-                    want.blake3
-                ),
-            })
+
+    /// The first problem found, once every byte has been through `advance`.
+    fn finish(self) -> Option<MemberProblem> {
+        if self.problem.is_some() {
+            return self.problem;
         }
-        None => Ok(()),
+        if let Some(want) = self.expected.members.get(self.next_listed) {
+            return Some(missing(want));
+        }
+        (self.keys != self.expected.items).then_some(MemberProblem::Items(self.keys))
+    }
+}
+
+fn missing(want: &IndexedMember) -> MemberProblem {
+    MemberProblem::Member {
+        name: format!("{}.{}", want.key, want.ext),
+        problem: "the index lists it, the shard does not hold it".into(),
     }
 }
 
@@ -280,6 +362,35 @@ mod tests {
         // An index that no longer lists `b` (a later release removed it) still passes.
         let live: Vec<_> = listed.iter().filter(|m| m.key != "b").cloned().collect();
         assert_eq!(check_with(&path, id, 3, &live), "ok");
+    }
+
+    #[test]
+    fn members_that_span_windows_are_hashed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..2 * WINDOW + 1000).map(|i| (i % 251) as u8).collect();
+        let tail: Vec<u8> = (0..WINDOW - 300).map(|i| (i % 13) as u8).collect();
+        let (path, id, listed) = shard(
+            dir.path(),
+            &[
+                ("a.bin", &big),
+                ("a.json", b"{}"),
+                ("b.bin", &tail),
+                ("c.txt", b"end"),
+            ],
+        );
+        assert_eq!(check_with(&path, id, 3, &listed), "ok");
+        for i in [0, 2, 3] {
+            let mut wrong = listed.clone();
+            wrong[i].blake3 = "00".repeat(32);
+            let msg = check_with(&path, id, 3, &wrong);
+            assert!(
+                msg.contains(&format!(
+                    "`{}.{}` as the index says: its blake3 is",
+                    wrong[i].key, wrong[i].ext
+                )),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

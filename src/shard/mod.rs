@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 pub mod check;
 pub mod tar;
 
-pub use check::{check, read_members, Expected, IndexedMember};
+pub use check::{check, read_members, Expected, IndexedMember, CHECK_BATCH};
 use std::path::{Path, PathBuf};
 pub use tar::TarMember;
 

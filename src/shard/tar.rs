@@ -165,11 +165,48 @@ fn read_header(h: &[u8], offset: u64) -> Result<(String, usize, u64), TarProblem
 /// Parses a whole shard held in memory (a map of the file). Members come back in the
 /// order they lie, which is (key, extension) order, strictly increasing.
 pub fn parse(data: &[u8]) -> Result<Vec<TarMember>, TarProblem> {
-    let len = data.len() as u64;
-    let malformed = |offset: u64, problem: String| TarProblem::Malformed { offset, problem };
-    let mut members: Vec<TarMember> = Vec::new();
-    let mut at = 0u64;
-    loop {
+    let mut reader = Reader::new(data);
+    let mut members = Vec::new();
+    while let Some(m) = reader.next_member()? {
+        members.push(m);
+    }
+    Ok(members)
+}
+
+/// Reads a shard's members one at a time, front to back, so a caller can check them
+/// while it reads the rest of the file (`check` hashes as it goes).
+pub struct Reader<'d> {
+    data: &'d [u8],
+    /// Where the next header is.
+    at: u64,
+    /// The member before, for the order check.
+    prev: Option<(String, usize)>,
+    done: bool,
+}
+
+impl<'d> Reader<'d> {
+    pub fn new(data: &'d [u8]) -> Self {
+        Self {
+            data,
+            at: 0,
+            prev: None,
+            done: false,
+        }
+    }
+
+    /// Where the next header (or the end-of-archive blocks) lies.
+    pub fn position(&self) -> u64 {
+        self.at
+    }
+
+    /// The next member; `None` after the end-of-archive blocks, checked.
+    pub fn next_member(&mut self) -> Result<Option<TarMember>, TarProblem> {
+        if self.done {
+            return Ok(None);
+        }
+        let (data, at) = (self.data, self.at);
+        let len = data.len() as u64;
+        let malformed = |offset: u64, problem: String| TarProblem::Malformed { offset, problem };
         if at + BLOCK > len {
             return Err(malformed(
                 at,
@@ -200,7 +237,8 @@ pub fn parse(data: &[u8]) -> Result<Vec<TarMember>, TarProblem> {
                     ),
                 ));
             }
-            return Ok(members);
+            self.done = true;
+            return Ok(None);
         }
         let (name, key_len, size) = read_header(h, at)?;
         let data_at = at + BLOCK;
@@ -218,7 +256,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<TarMember>, TarProblem> {
                 "truncated: the end-of-archive blocks are missing".into(),
             ));
         }
-        let pad = &data[(data_at + size) as usize..(data_at + padded(size)) as usize];
+        let pad = &data[(data_at + size) as usize..data_end as usize];
         if pad.iter().any(|&b| b != 0) {
             return Err(malformed(
                 data_at + size,
@@ -231,19 +269,21 @@ pub fn parse(data: &[u8]) -> Result<Vec<TarMember>, TarProblem> {
             offset: data_at,
             length: size,
         };
-        if let Some(prev) = members.last() {
-            if (prev.key(), prev.ext()) >= (member.key(), member.ext()) {
+        if let Some((prev, prev_key)) = &self.prev {
+            let prev_pair = (&prev[..*prev_key], &prev[*prev_key + 1..]);
+            if prev_pair >= (member.key(), member.ext()) {
                 return Err(malformed(
                     at,
                     format!(
-                        "member `{}` is out of order or repeated (after `{}`; members are sorted by key, then extension)",
-                        member.name, prev.name
+                        "member `{}` is out of order or repeated (after `{prev}`; members are sorted by key, then extension)",
+                        member.name
                     ),
                 ));
             }
         }
-        members.push(member);
-        at = data_at + padded(size);
+        self.prev = Some((member.name.clone(), member.key_len));
+        self.at = data_end;
+        Ok(Some(member))
     }
 }
 

@@ -245,7 +245,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         reader.check_release(m)?;
         // One pass over the index's rows now costs less than downloading shards for a
         // release whose merge would refuse them.
-        reader.check_contents()?;
+        reader.check_contents(true)?;
         Ok((unpacked, reader))
     })();
     let (unpacked, reader) = match opened {
@@ -385,7 +385,10 @@ fn wanted_files(release: &Release) -> Result<BTreeMap<String, Wanted>, SyncError
 /// Runs `--where` on the release index; returns the shards holding matches and the
 /// number of matching items.
 fn select(reader: &index::IndexReader, sql: &str) -> Result<(BTreeSet<String>, u64), SyncError> {
-    let conn = reader.connection();
+    // A connection of its own: the guard stays on it, not on the reader whose shard
+    // checks write a temporary table.
+    let selecting = reader.reopen()?;
+    let conn = selecting.connection();
     let denied = crate::query::read_only_guard(conn);
     let failed = |e: rusqlite::Error| SyncError::Selection {
         sql: sql.to_string(),

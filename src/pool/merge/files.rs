@@ -10,6 +10,8 @@
 //! failed.
 
 use std::collections::BTreeSet;
+
+use rayon::prelude::*;
 use std::path::Path;
 
 use super::{MergeError, MergePlan, ShardStates};
@@ -219,60 +221,104 @@ fn shards(
 ) -> Result<Imported, MergeError> {
     let (m, source, target, plan) = (import.m, import.source, import.target, import.plan);
     let placed = &mut import.placed;
-    let todo: Vec<(ShardId, &crate::manifest::ShardEntry)> = m
+    let mut todo: Vec<(ShardId, &crate::manifest::ShardEntry)> = m
         .shards
         .iter()
         .zip(m.shard_ids())
         .filter(|(e, _)| !present.contains(&e.id) && plan.wants(&e.id))
         .map(|(e, id)| (id, e))
         .collect();
+    let ids: Vec<&str> = todo.iter().map(|(_, e)| e.id.as_str()).collect();
+    let order = index.shards_in_key_order(&ids)?;
+    let rank: std::collections::HashMap<&str, usize> =
+        order.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    todo.sort_by_key(|(_, e)| rank.get(e.id.as_str()).copied());
     progress.stage(
         "checking shards",
         todo.iter().map(|(_, e)| e.size).sum(),
         Unit::Bytes,
     );
     let mut out = Imported::default();
-    for (id, entry) in todo {
-        let to = target.shard_path(id);
-        out.checked.insert(entry.id.clone());
-        if plan.verified.contains(&entry.id)
-            && std::fs::metadata(&to).is_ok_and(|md| md.len() == entry.size)
-        {
-            progress.advance(entry.size);
-            continue;
+    for chunk in todo.chunks(shard::CHECK_BATCH) {
+        // The index is read here (one connection, one sweep for the batch); the shards
+        // of a batch are checked side by side.
+        let mut batch = Vec::with_capacity(chunk.len());
+        for &(id, entry) in chunk {
+            out.checked.insert(entry.id.clone());
+            let to = target.shard_path(id);
+            if plan.verified.contains(&entry.id)
+                && std::fs::metadata(&to).is_ok_and(|md| md.len() == entry.size)
+            {
+                progress.advance(entry.size);
+                continue;
+            }
+            batch.push((id, entry, to));
         }
-        let members = index.shard_members(&entry.id)?;
-        let expected = shard::Expected {
-            id,
-            size: entry.size,
-            items: entry.items,
-            members: &members,
-        };
-        // A file in place that the database does not know (left by a killed merge, or a
-        // sync's download) counts once it passes the same check.
-        if std::fs::symlink_metadata(&to).is_ok_and(|md| md.is_file())
-            && shard::check(&to, &expected).is_ok()
-        {
-            progress.advance(entry.size);
-            continue;
+        let ids: Vec<&str> = batch.iter().map(|(_, e, _)| e.id.as_str()).collect();
+        let members = index.shards_members(&ids)?;
+        let results: Vec<Result<Option<std::path::PathBuf>, MergeError>> = batch
+            .into_par_iter()
+            .zip(members)
+            .map(|((id, entry, to), members)| {
+                let expected = shard::Expected {
+                    id,
+                    size: entry.size,
+                    items: entry.items,
+                    members: &members,
+                };
+                let result = bring_shard(m, source, id, entry, &to, &expected);
+                progress.advance(entry.size);
+                result.map(|brought| brought.then_some(to))
+            })
+            .collect();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(Some(to)) => {
+                    placed.add(&to);
+                    out.fetched += 1;
+                    out.bytes += std::fs::metadata(&to).map_or(0, |md| md.len());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        let from = source.shard_path(id);
-        if !from.is_file() {
-            return Err(MergeError::MissingShard {
-                shard: entry.id.clone(),
-                version: m.version.clone(),
-                store: source.root().to_path_buf(),
-            });
+        if let Some(e) = first_error {
+            return Err(e);
         }
-        bring(&from, &to, &entry.id[..16], |tmp| {
-            shard::check(tmp, &expected).map_err(|e| shard_error(e, &from))
-        })?;
-        placed.add(&to);
-        out.fetched += 1;
-        out.bytes += entry.size;
-        progress.advance(entry.size);
     }
     Ok(out)
+}
+
+/// Puts one shard in place at `to`, checked; returns whether it was copied (false when
+/// a file there, left by a killed merge or a sync's download, passes the same check).
+fn bring_shard(
+    m: &Manifest,
+    source: &Store,
+    id: ShardId,
+    entry: &crate::manifest::ShardEntry,
+    to: &Path,
+    expected: &shard::Expected<'_>,
+) -> Result<bool, MergeError> {
+    if std::fs::symlink_metadata(to).is_ok_and(|md| md.is_file())
+        && shard::check(to, expected).is_ok()
+    {
+        return Ok(false);
+    }
+    let from = source.shard_path(id);
+    if !from.is_file() {
+        return Err(MergeError::MissingShard {
+            shard: entry.id.clone(),
+            version: m.version.clone(),
+            store: source.root().to_path_buf(),
+        });
+    }
+    bring(&from, to, &entry.id[..16], |tmp| {
+        shard::check(tmp, expected).map_err(|e| shard_error(e, &from))
+    })?;
+    Ok(true)
 }
 
 /// Puts a copy of `from` at `to` once `check` passes on it: a hard link when the two
