@@ -5,7 +5,7 @@
 //! Usage: cargo bench --bench thumbs -- IN_DIR OUT_DIR
 
 use rayon::prelude::*;
-use seedpool::ingest::picture::{thumbnail, DecodeLimits};
+use seedpool::imaging::{thumbnail, DecodeLimits};
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -14,13 +14,13 @@ use image::ImageEncoder;
 use md5::Digest;
 
 use crate::detect::DetectorSpec;
+use crate::files::{file_error, FileError};
 use crate::ingest::{self, IngestPlan, IngestReport, Rules};
 use crate::name::{DatasetName, Version};
 use crate::progress::{Progress, Unit};
 use crate::publish::{self, PublishPlan, PublishReport};
 use crate::query::{self, Params, Table};
 use crate::signing::PublisherKey;
-use crate::store::{file_error, FileError};
 use crate::swarm::seed::{self, SeedError, SeedPlan};
 use crate::swarm::sync::{self, SyncError, SyncPlan, SyncReport};
 use crate::swarm::{Event, Events, SwarmOptions};

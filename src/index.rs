@@ -304,7 +304,7 @@ impl IndexWriter {
     pub fn finish(self) -> Result<(), IndexError> {
         let packed = self.path.with_extension("packed");
         let _ = std::fs::remove_file(&packed);
-        let scratch = crate::store::TempFile(packed.clone());
+        let scratch = crate::files::TempFile(packed.clone());
         self.conn
             .execute_batch("COMMIT")
             .and_then(|()| {
@@ -323,6 +323,36 @@ impl IndexWriter {
             source,
         })?;
         Ok(())
+    }
+}
+
+/// Step timings of long work over a release index (merge, verify), printed on stderr when `SEEDPOOL_TIMINGS` is set
+/// (docs/performance.md uses them); silent otherwise.
+pub struct Timings {
+    start: std::time::Instant,
+    prefix: String,
+    on: bool,
+}
+
+impl Timings {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            prefix: prefix.into(),
+            on: std::env::var_os("SEEDPOOL_TIMINGS").is_some(),
+        }
+    }
+
+    /// Prints how long after the start `what` ended.
+    pub fn step(&self, what: &str) {
+        if self.on {
+            eprintln!(
+                "{}{:>8.3}s {what} ({} index frames decoded)",
+                self.prefix,
+                self.start.elapsed().as_secs_f64(),
+                crate::zseek::DECODED.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
     }
 }
 
@@ -435,7 +465,7 @@ fn read_only_uri(path: &Path) -> String {
 pub struct Unpacked {
     uri: String,
     compressed: PathBuf,
-    _scratch: Option<crate::store::TempFile>,
+    _scratch: Option<crate::files::TempFile>,
 }
 
 impl Unpacked {
@@ -465,7 +495,7 @@ impl Unpacked {
                 _scratch: None,
             });
         }
-        let scratch_file = crate::store::TempFile(scratch.to_path_buf());
+        let scratch_file = crate::files::TempFile(scratch.to_path_buf());
         decompress(compressed, scratch, limit)?;
         Ok(Self {
             uri: read_only_uri(scratch),

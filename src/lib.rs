@@ -4,8 +4,12 @@
 //! the same code as the CLI.
 
 pub mod cli;
+pub mod curate;
 pub mod demo;
 pub mod detect;
+pub mod files;
+pub mod http;
+pub mod imaging;
 pub mod index;
 pub mod ingest;
 pub mod manifest;
@@ -17,10 +21,12 @@ pub mod query;
 pub mod release;
 pub mod shard;
 pub mod signing;
+pub mod sqlvfs;
 pub mod store;
 pub mod swarm;
 pub mod tags;
 pub mod torrent;
+pub mod usersql;
 pub mod verify;
 pub mod zseek;
 

@@ -462,6 +462,15 @@ impl Manifest {
     }
 }
 
+/// A time as seedpool writes it (`created`, a pool's merge times): RFC 3339 in UTC, to
+/// the second.
+pub fn format_time(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds),
+    )
+    .to_string()
+}
+
 /// `created` as seedpool writes it: RFC 3339 in UTC, to the second.
 fn check_created(text: &str) -> Result<(), String> {
     let bad = || {

@@ -243,6 +243,11 @@ pub fn split_member_name(name: &str) -> Result<(ItemKey, Extension), NameError> 
     Ok((key, Extension(ext.to_string())))
 }
 
+/// The normalised form of a tag name (the same as `pool::CANONICAL_TAG_SQL` without aliases).
+pub fn normalize_tag(name: &str) -> String {
+    name.trim().replace(' ', "_").to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

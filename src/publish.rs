@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::files::{file_error, FileError};
 use crate::index::{self, IndexError, IndexReader, IndexWriter, ItemRow, MemberRow, ShardRow};
 use crate::manifest::{
     self, Counts, IndexRef, Manifest, ManifestError, ParentRef, ShardEntry, TorrentRef,
@@ -31,7 +32,7 @@ use crate::progress::{Progress, Unit};
 use crate::release::{self, Item, ReleaseError};
 use crate::shard::{self, MemberSource, ShardError, ShardId, WrittenShard};
 use crate::signing::{KeyError, PublisherKey};
-use crate::store::{self, file_error, FileError, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::torrent::pieces::{FilePieces, PieceHasher};
 use crate::torrent::{self, Metainfo, SourceFile, TorrentSpec};
 
@@ -423,7 +424,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
             version: p.manifest.version.clone(),
             manifest_blake3: p.manifest_blake3.clone(),
         }),
-        created: format_time(plan.created),
+        created: crate::manifest::format_time(plan.created),
         torrent: TorrentRef {
             file: store::torrent_file_name(&plan.dataset, &plan.version),
             info_hash: built.info_hash.to_hex(),
@@ -492,8 +493,9 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     }
     let temp_torrent = staging.path().join("release.torrent");
     let temp_manifest = staging.path().join("release.manifest.json");
-    store::write_synced(&temp_torrent, &built.bytes).map_err(io("write", &temp_torrent))?;
-    store::write_synced(&temp_manifest, &manifest_bytes).map_err(io("write", &temp_manifest))?;
+    crate::files::write_synced(&temp_torrent, &built.bytes).map_err(io("write", &temp_torrent))?;
+    crate::files::write_synced(&temp_manifest, &manifest_bytes)
+        .map_err(io("write", &temp_manifest))?;
     for (n, (w, _, _)) in written_shards.iter().enumerate() {
         store.install_shard(&staging.path().join(format!("new-{n}.tar")), w.id, w.size)?;
     }
@@ -611,7 +613,7 @@ fn load_parent(
         ));
     }
     let index_zst = store.dataset_dir().join(&manifest.index.path);
-    let hash = store::hash_file(&index_zst).map_err(io("read", &index_zst))?;
+    let hash = crate::files::hash_file(&index_zst).map_err(io("read", &index_zst))?;
     if hash.to_hex().as_str() != manifest.index.blake3 {
         return Err(incomplete(vec![format!(
             "index `{}` does not match its blake3 in the manifest",
@@ -700,11 +702,12 @@ fn classify(
                 return Ok(Fate::Changed(old.shard));
             }
             for (o, n) in old.members.iter().zip(&item.members) {
-                let hash =
-                    store::hash_file(&n.path).map_err(|source| ReleaseError::Unreadable {
+                let hash = crate::files::hash_file(&n.path).map_err(|source| {
+                    ReleaseError::Unreadable {
                         path: n.path.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 progress.advance(n.size);
                 if hash.to_hex().as_str() != o.blake3 {
                     return Ok(Fate::Changed(old.shard));
@@ -761,11 +764,4 @@ fn reused_pieces(
         h.finish().tail
     };
     Ok(FilePieces { full, tail })
-}
-
-pub fn format_time(unix_seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds),
-    )
-    .to_string()
 }

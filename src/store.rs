@@ -14,31 +14,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::files::{file_error, hash_file, FileError};
 use crate::manifest::Manifest;
 use crate::name::{DatasetName, Version};
 use crate::shard::ShardId;
 
 const STAGING: &str = ".seedpool-staging";
-
-/// A file operation that failed, with what was being done and to which path.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {action} `{path}`")]
-pub struct FileError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// For `map_err`: turns an I/O error into a `FileError` naming `action` and `path`.
-pub fn file_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
-    let path = path.to_path_buf();
-    move |source| FileError {
-        action,
-        path,
-        source,
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -266,13 +247,6 @@ fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// blake3 of a file, memory-mapped and hashed on all cores when it is large.
-pub fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap_rayon(path)?;
-    Ok(hasher.finalize())
-}
-
 /// How the file at `path` differs from what a manifest says of it, size first, then
 /// blake3; `None` when it matches.
 pub fn mismatch(path: &Path, size: u64, blake3_hex: &str) -> std::io::Result<Option<String>> {
@@ -287,29 +261,4 @@ pub fn mismatch(path: &Path, size: u64, blake3_hex: &str) -> std::io::Result<Opt
             hash.to_hex()
         )
     }))
-}
-
-/// Removes a file when dropped: for temporary files that must not outlive a failure.
-pub struct TempFile(pub PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Writes `bytes` to `path` through a synced temporary file renamed into place.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
-    let tmp = TempFile(path.with_extension("incoming"));
-    write_synced(&tmp.0, bytes).map_err(file_error("write", &tmp.0))?;
-    std::fs::rename(&tmp.0, path).map_err(file_error("move into place", path))?;
-    Ok(())
-}
-
-/// Writes a small file and flushes it to disk before it is renamed into place.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }

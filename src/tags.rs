@@ -12,17 +12,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::params;
 use serde::Serialize;
 
+use crate::files::{file_error, FileError};
+use crate::name::normalize_tag as normalize;
 use crate::pool::{Pool, PoolError};
-use crate::store::{file_error, FileError};
-
-/// SQL computing a tag's canonical name from `$N` (its name as written), with aliases.
-pub const CANONICAL_SQL: &str =
-    "coalesce((SELECT a.name FROM tag_aliases a WHERE a.alias = lower(replace(trim($N), ' ', '_'))), lower(replace(trim($N), ' ', '_')))";
-
-/// The normalised form of a tag name (the same as `CANONICAL_SQL` without aliases).
-pub fn normalize(name: &str) -> String {
-    name.trim().replace(' ', "_").to_lowercase()
-}
 
 /// Danbooru's category codes.
 fn category_of(code: i64) -> Option<&'static str> {
@@ -285,7 +277,7 @@ pub fn import(pool_root: &Path, list: &Path) -> Result<ImportReport, TagsError> 
     tx.execute(
         &format!(
             "UPDATE tags SET canonical = {}",
-            CANONICAL_SQL.replace("$N", "tags.name")
+            crate::pool::CANONICAL_TAG_SQL.replace("$N", "tags.name")
         ),
         [],
     )?;

@@ -56,7 +56,7 @@ pub enum VerifyError {
 }
 
 pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, VerifyError> {
-    let timings = crate::pool::Timings::new("verify ");
+    let timings = crate::index::Timings::new("verify ");
     let (manifest, _) = Manifest::load(&plan.manifest)?;
     let signer = manifest.public_key().unwrap_or_default().to_string();
     if let Some(expected) = &plan.public_key {
@@ -207,7 +207,7 @@ fn open_index(
     path: &Path,
     manifest: &Manifest,
     plan: &VerifyPlan,
-    timings: &crate::pool::Timings,
+    timings: &crate::index::Timings,
 ) -> (
     Option<(index::Unpacked, index::IndexReader)>,
     Option<FileProblem>,
@@ -236,7 +236,7 @@ fn open_index(
         }
         Ok(_) => {}
     }
-    match crate::store::hash_file(path) {
+    match crate::files::hash_file(path) {
         Err(e) => return (None, problem(Problem::Unreadable(e.to_string()))),
         Ok(h) if h.to_hex().as_str() != m.blake3 => {
             return (

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use seedpool::detect::cascade;
-use seedpool::ingest::picture;
+use seedpool::imaging;
 
 const PORTRAITS: &str = "/usr/share/games/wesnoth/1.16/data/core/images/portraits";
 
@@ -62,7 +62,7 @@ fn grey_portraits(dir: &Path) -> usize {
     files.sort();
     for f in &files {
         // As seedpool reads images (alpha over white), in OpenCV's grey levels.
-        let rgb = picture::load_rgb(f, picture::DecodeLimits::default()).unwrap();
+        let rgb = imaging::load_rgb(f, imaging::DecodeLimits::default()).unwrap();
         let grey =
             image::GrayImage::from_raw(rgb.width(), rgb.height(), cascade::grey(rgb.as_raw()))
                 .unwrap();

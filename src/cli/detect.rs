@@ -8,7 +8,7 @@ use clap::Args;
 use super::{CommandResult, Failure, Output};
 use crate::detect::faces::Level;
 use crate::detect::{self, DetectError, DetectPlan, DetectorSpec, ReleasePlan};
-use crate::ingest::picture::DecodeLimits;
+use crate::imaging::DecodeLimits;
 use crate::ingest::Rules;
 
 /// Find faces in images, or in a release folder's records, with an OpenCV LBP cascade

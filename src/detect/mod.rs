@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::ingest::picture::{self, DecodeLimits};
+use crate::imaging::{self, DecodeLimits};
 use crate::progress::{Progress, Unit};
 use cascade::{CascadeDetector, CascadeError, Rect};
 use faces::Level;
@@ -130,7 +130,7 @@ fn detect_file(
     level: &Level,
     limits: DecodeLimits,
 ) -> ImageFaces {
-    let searched = picture::load_rgb(path, limits).and_then(|rgb| {
+    let searched = imaging::load_rgb(path, limits).and_then(|rgb| {
         let mut levels = detector.detect_levels(&rgb, std::slice::from_ref(level))?;
         Ok((rgb.dimensions(), levels.pop().unwrap_or_default()))
     });
@@ -158,7 +158,7 @@ pub struct ReleasePlan {
     pub detector: DetectorSpec,
     pub rules: faces::FaceRules,
     /// The quality score, computed again for every record once compositions changed.
-    pub quality: crate::ingest::quality::QualityRules,
+    pub quality: crate::curate::quality::QualityRules,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -181,7 +181,7 @@ pub enum DetectError {
     #[error(transparent)]
     Detector(#[from] DetectorError),
     #[error(transparent)]
-    File(#[from] crate::store::FileError),
+    File(#[from] crate::files::FileError),
     #[error("`{path}`: not a JSON record: {problem}")]
     Record { path: PathBuf, problem: String },
 }
@@ -193,7 +193,7 @@ pub fn run_release(
     plan: &ReleasePlan,
     progress: &dyn Progress,
 ) -> Result<ReleaseReport, DetectError> {
-    use crate::store::file_error;
+    use crate::files::file_error;
     let detector = faces::FaceDetector::load(&plan.detector, &plan.rules)?;
     let mut records: Vec<PathBuf> = std::fs::read_dir(&plan.dir)
         .map_err(file_error("read", &plan.dir))?
@@ -248,7 +248,7 @@ pub fn run_release(
 fn rescore(
     paths: &[PathBuf],
     mut records: Vec<serde_json::Value>,
-    rules: &crate::ingest::quality::QualityRules,
+    rules: &crate::curate::quality::QualityRules,
 ) -> Result<u64, DetectError> {
     let before: Vec<(serde_json::Value, serde_json::Value)> = records
         .iter()
@@ -267,7 +267,7 @@ fn rescore(
 }
 
 fn read_record(path: &Path) -> Result<serde_json::Value, DetectError> {
-    let text = std::fs::read(path).map_err(crate::store::file_error("read", path))?;
+    let text = std::fs::read(path).map_err(crate::files::file_error("read", path))?;
     let record: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| DetectError::Record {
             path: path.to_path_buf(),
@@ -285,7 +285,7 @@ fn read_record(path: &Path) -> Result<serde_json::Value, DetectError> {
 fn write_record(path: &Path, record: &serde_json::Value) -> Result<(), DetectError> {
     let mut text = serde_json::to_string_pretty(record).expect("record serialises");
     text.push('\n');
-    crate::store::write_atomically(path, text.as_bytes())?;
+    crate::files::write_atomically(path, text.as_bytes())?;
     Ok(())
 }
 
@@ -305,7 +305,7 @@ fn update_record(
         return Ok((Outcome::Current(class(&record)), record));
     }
     let thumb = path.with_extension("thumb.jpg");
-    let rgb = match picture::load_rgb(&thumb, DecodeLimits::default()) {
+    let rgb = match imaging::load_rgb(&thumb, DecodeLimits::default()) {
         Ok(rgb) => rgb,
         Err(e) => return Ok((Outcome::Skipped(format!("thumbnail: {e}")), record)),
     };

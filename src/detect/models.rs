@@ -31,13 +31,11 @@ pub enum ModelError {
     #[error("`{0}`: neither a file nor a model name")]
     Missing(PathBuf),
     #[error(transparent)]
-    Fetch(#[from] crate::swarm::fetch::FetchError),
+    Http(#[from] crate::http::HttpError),
     #[error("`{url}` is not a usable cascade: {problem}")]
     NotACascade { url: String, problem: String },
     #[error(transparent)]
-    File(#[from] crate::store::FileError),
-    #[error(transparent)]
-    Runtime(#[from] crate::swarm::SwarmError),
+    File(#[from] crate::files::FileError),
 }
 
 /// `$SEEDPOOL_DATA/models`, else `$XDG_DATA_HOME/seedpool/models`, else
@@ -86,8 +84,7 @@ pub fn resolve(arg: &Path) -> Result<PathBuf, ModelError> {
 pub fn fetch(name: &str, from: Option<&str>, dir: &Path) -> Result<PathBuf, ModelError> {
     let m = model(name).ok_or_else(|| ModelError::Unknown(name.into()))?;
     let url = from.unwrap_or(m.url);
-    let rt = crate::swarm::runtime(1)?;
-    let bytes = rt.block_on(crate::swarm::fetch::http_get(url, MAX_MODEL_BYTES))?;
+    let bytes = crate::http::get_blocking(url, MAX_MODEL_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|_| ModelError::NotACascade {
         url: url.into(),
         problem: "not text".into(),
@@ -96,8 +93,8 @@ pub fn fetch(name: &str, from: Option<&str>, dir: &Path) -> Result<PathBuf, Mode
         url: url.into(),
         problem,
     })?;
-    std::fs::create_dir_all(dir).map_err(crate::store::file_error("create", dir))?;
+    std::fs::create_dir_all(dir).map_err(crate::files::file_error("create", dir))?;
     let path = dir.join(m.file);
-    crate::store::write_atomically(&path, text.as_bytes())?;
+    crate::files::write_atomically(&path, text.as_bytes())?;
     Ok(path)
 }

@@ -12,8 +12,6 @@
 
 pub mod meta;
 pub mod names;
-pub mod picture;
-pub mod quality;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -24,13 +22,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::curate::quality;
 use crate::detect::faces::{FaceDetector, FaceRules, Faces};
 use crate::detect::tagger::{Tagger, TaggerSpec};
 use crate::detect::{DetectorError, DetectorSpec};
+use crate::files::{file_error, FileError};
+use crate::imaging::{self, DecodeLimits, Sizes, Stats};
 use crate::progress::{Progress, Unit};
-use crate::store::{file_error, FileError};
 use meta::{MetaIndex, Post, CATEGORIES};
-use picture::{DecodeLimits, Sizes, Stats};
 
 /// Extensions read as originals (case does not matter).
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif"];
@@ -77,7 +76,7 @@ impl Default for Rules {
             min_height: 900,
             min_megapixels: 1.2,
             phash_distance: 4,
-            source_priority: crate::pool::duplicates::SOURCE_PRIORITY
+            source_priority: crate::curate::SOURCE_PRIORITY
                 .iter()
                 .map(|b| b.to_string())
                 .collect(),
@@ -508,7 +507,7 @@ fn analyse_one(
             });
         }
     }
-    let pic = picture::analyse(&bytes, rules.limits, rules.sizes, rules.square_range())?;
+    let pic = imaging::analyse(&bytes, rules.limits, rules.sizes, rules.square_range())?;
     for (what, data) in [("thumb", &pic.thumb), ("sample", &pic.sample)] {
         let target = work_file(work, &md5, what);
         let tmp = target.with_extension("partial");
@@ -589,7 +588,7 @@ fn candidate(
         let general = std::mem::take(&mut tags[3]);
         for t in general {
             let i = cats
-                .get(&crate::tags::normalize(&t))
+                .get(&crate::name::normalize_tag(&t))
                 .and_then(|c| CATEGORIES.iter().position(|x| x == c))
                 .unwrap_or(3);
             tags[i].push(t);
@@ -833,7 +832,7 @@ fn remove_stale(
         removed += 1;
     }
     let text: String = kept.iter().map(|k| format!("{k}\n")).collect();
-    crate::store::write_atomically(&list, text.as_bytes())?;
+    crate::files::write_atomically(&list, text.as_bytes())?;
     Ok(removed)
 }
 

@@ -12,28 +12,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-/// Booru sources from most to least preferred when two copies have the same size.
-pub const SOURCE_PRIORITY: &[&str] = &[
-    "safebooru",
-    "yande.re",
-    "e-shuushuu",
-    "konachan",
-    "gelbooru",
-    "sankaku",
-    "zerochan",
-    "anime-pictures",
-    "danbooru",
-];
-
-/// Where a booru stands in `SOURCE_PRIORITY` (unknown sources last).
-pub fn source_rank(booru: Option<&str>) -> usize {
-    let booru = booru.unwrap_or("").to_ascii_lowercase();
-    let normal = booru.replace(['.', '-', '_'], "");
-    SOURCE_PRIORITY
-        .iter()
-        .position(|s| s.replace(['.', '-', '_'], "") == normal)
-        .unwrap_or(SOURCE_PRIORITY.len())
-}
+use crate::curate::source_rank;
 
 struct Candidate {
     id: i64,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::store::FileError;
+use crate::files::FileError;
 
 pub const DATABASE: &str = "pool.sqlite";
 
@@ -67,35 +67,9 @@ pub struct PoolLock {
     _file: std::fs::File,
 }
 
-/// Step timings of long pool work, printed on stderr when `SEEDPOOL_TIMINGS` is set
-/// (docs/performance.md uses them); silent otherwise.
-pub struct Timings {
-    start: std::time::Instant,
-    prefix: String,
-    on: bool,
-}
-
-impl Timings {
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            start: std::time::Instant::now(),
-            prefix: prefix.into(),
-            on: std::env::var_os("SEEDPOOL_TIMINGS").is_some(),
-        }
-    }
-
-    /// Prints how long after the start `what` ended.
-    pub fn step(&self, what: &str) {
-        if self.on {
-            eprintln!(
-                "{}{:>8.3}s {what} ({} index frames decoded)",
-                self.prefix,
-                self.start.elapsed().as_secs_f64(),
-                crate::zseek::DECODED.load(std::sync::atomic::Ordering::Relaxed)
-            );
-        }
-    }
-}
+/// SQL computing a tag's canonical name from `$N` (its name as written), with aliases.
+pub const CANONICAL_TAG_SQL: &str =
+    "coalesce((SELECT a.name FROM tag_aliases a WHERE a.alias = lower(replace(trim($N), ' ', '_'))), lower(replace(trim($N), ' ', '_')))";
 
 /// Rows for one INSERT written `ROWS` at a time: one multi-row statement per batch
 /// instead of a statement per row, which is most of the cost of writing millions of
@@ -213,8 +187,8 @@ impl Pool {
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(root)
-                .map_err(|e| crate::store::file_error("create pool", root)(e).into()),
-            Err(e) => Err(crate::store::file_error("read pool", root)(e).into()),
+                .map_err(|e| crate::files::file_error("create pool", root)(e).into()),
+            Err(e) => Err(crate::files::file_error("read pool", root)(e).into()),
         }
     }
 
@@ -231,7 +205,7 @@ impl Pool {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(crate::store::file_error("create", &path))?;
+            .map_err(crate::files::file_error("create", &path))?;
         // SAFETY: a zeroed flock is valid; the fields set describe a write lock on the
         // whole file, and the fd is open for the call.
         let rc = unsafe {
@@ -244,7 +218,7 @@ impl Pool {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::EACCES) | Some(libc::EAGAIN) => Err(PoolError::Busy(root.to_path_buf())),
-                _ => Err(crate::store::file_error("lock", &path)(e).into()),
+                _ => Err(crate::files::file_error("lock", &path)(e).into()),
             };
         }
         Ok(PoolLock { _file: file })
@@ -306,7 +280,7 @@ impl Pool {
         drop(self.conn);
         std::fs::File::open(file)
             .and_then(|f| f.sync_all())
-            .map_err(crate::store::file_error("sync", file))?;
+            .map_err(crate::files::file_error("sync", file))?;
         Ok(())
     }
 

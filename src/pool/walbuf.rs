@@ -49,10 +49,10 @@ pub fn register() -> Result<(), rusqlite::Error> {
         vfs.xOpen = Some(open);
         vfs.xDelete = Some(delete);
         vfs.xAccess = Some(access);
-        vfs.xFullPathname = Some(crate::zseek::vfs::full_pathname);
+        vfs.xFullPathname = Some(crate::sqlvfs::full_pathname);
         ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0)
     });
-    crate::zseek::vfs::registered(rc, NAME)
+    crate::sqlvfs::registered(rc, NAME)
 }
 
 /// A log file: SQLite's file object, extended with the default VFS's file it wraps and
@@ -97,7 +97,7 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let default = crate::zseek::vfs::default_vfs(vfs);
+    let default = crate::sqlvfs::default_vfs(vfs);
     let open = (*default).xOpen.expect("a VFS opens files");
     if flags & ffi::SQLITE_OPEN_WAL == 0 {
         // Not a log: the default VFS's file, in place (szOsFile covers it).
@@ -135,7 +135,7 @@ unsafe extern "C" fn delete(
     name: *const std::ffi::c_char,
     sync_dir: c_int,
 ) -> c_int {
-    let default = crate::zseek::vfs::default_vfs(vfs);
+    let default = crate::sqlvfs::default_vfs(vfs);
     (*default).xDelete.expect("a VFS deletes")(default, name, sync_dir)
 }
 
@@ -145,7 +145,7 @@ unsafe extern "C" fn access(
     flags: c_int,
     out: *mut c_int,
 ) -> c_int {
-    let default = crate::zseek::vfs::default_vfs(vfs);
+    let default = crate::sqlvfs::default_vfs(vfs);
     (*default).xAccess.expect("a VFS checks access")(default, name, flags, out)
 }
 

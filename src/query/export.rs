@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{stream_sql, QueryError};
+use crate::files::{file_error, FileError};
 use crate::pool::Pool;
 use crate::progress::{Progress, Unit};
-use crate::store::{file_error, FileError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -190,9 +190,9 @@ mod parquet {
     use serde_json::Value;
 
     use super::{stream_sql, ExportError, ExportPlan, ExportReport, COLUMNS, TAG_CATEGORIES};
+    use crate::files::file_error;
     use crate::pool::Pool;
     use crate::progress::Progress;
-    use crate::store::file_error;
 
     const ROW_GROUP: usize = 100_000;
     const INTEGERS: &[&str] = &[

@@ -16,10 +16,10 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::{run_sql, QueryError};
+use crate::files::{file_error, FileError};
 use crate::name::split_member_name;
 use crate::pool::Pool;
 use crate::progress::{Progress, Unit};
-use crate::store::{file_error, FileError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Names {
@@ -386,7 +386,7 @@ fn copy_hashed(
 /// with this blake3.
 fn same_file(path: &Path, length: u64, blake3_hex: &str) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == length)
-        && crate::store::hash_file(path).is_ok_and(|h| h.to_hex().as_str() == blake3_hex)
+        && crate::files::hash_file(path).is_ok_and(|h| h.to_hex().as_str() == blake3_hex)
 }
 
 /// Moves `from` to `to` unless `to` exists (any kind of file, a link included):
@@ -471,7 +471,7 @@ fn extract_item(
         shard
             .seek(SeekFrom::Start(m.offset))
             .map_err(file_error("read", &shard_path))?;
-        let tmp = crate::store::TempFile(work.join(format!("{}.{}", item.key, m.ext)));
+        let tmp = crate::files::TempFile(work.join(format!("{}.{}", item.key, m.ext)));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -177,7 +177,7 @@ pub fn run(pool: &Pool, name: &str, params: &Params) -> Result<Table, QueryError
     let wanted: Vec<String> = params
         .tags
         .iter()
-        .map(|t| crate::tags::normalize(t))
+        .map(|t| crate::name::normalize_tag(t))
         .collect();
     let tags = serde_json::to_string(&wanted).expect("strings serialize");
     let metric = params.metric.clone().unwrap_or_else(|| "score".into());

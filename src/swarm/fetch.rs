@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::files::{file_error, FileError};
 use crate::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
-use crate::store::{file_error, FileError};
 use crate::torrent::metainfo::MAX_TORRENT_BYTES;
 use crate::torrent::Metainfo;
 
@@ -16,8 +16,8 @@ pub enum FetchError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("cannot fetch `{url}`: {problem}")]
-    Http { url: String, problem: String },
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("torrent `{location}`: {problem}")]
     Torrent { location: String, problem: String },
     #[error("torrent `{location}` has info hash `{found}`, but the manifest names `{expected}`; the torrent does not belong to this release")]
@@ -38,15 +38,11 @@ pub struct Release {
     pub origin: String,
 }
 
-fn is_url(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
-}
-
 /// Reads the manifest at `source` (path or URL), checks its signature and fields, then
 /// reads its torrent from beside it and checks the info hash.
 pub async fn release(source: &str) -> Result<Release, FetchError> {
-    let (manifest_bytes, torrent_location) = if is_url(source) {
-        let bytes = http_get(source, MAX_MANIFEST_BYTES).await?;
+    let (manifest_bytes, torrent_location) = if crate::http::is_url(source) {
+        let bytes = crate::http::get(source, MAX_MANIFEST_BYTES).await?;
         (bytes, None)
     } else {
         let path = Path::new(source);
@@ -62,7 +58,7 @@ pub async fn release(source: &str) -> Result<Release, FetchError> {
         }
         None => {
             let url = sibling_url(source, &manifest.torrent.file);
-            let bytes = http_get(&url, MAX_TORRENT_BYTES as u64).await?;
+            let bytes = crate::http::get(&url, MAX_TORRENT_BYTES as u64).await?;
             (url, bytes)
         }
     };
@@ -116,40 +112,6 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, FetchError> {
         },
         _ => file_error("read the torrent", path)(e).into(),
     })
-}
-
-/// GET with a size cap, so a hostile server cannot make us buffer without end.
-pub(crate) async fn http_get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-    let failed = |problem: String| FetchError::Http {
-        url: url.to_string(),
-        problem,
-    };
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(20))
-        .timeout(std::time::Duration::from_secs(300))
-        .user_agent(concat!("seedpool/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| failed(e.to_string()))?;
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| failed(format!("{e:#}")))?;
-    if !response.status().is_success() {
-        return Err(failed(format!("the server answered {}", response.status())));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failed(format!("{e:#}")))?
-    {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(failed(format!("more than the {limit} bytes accepted")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

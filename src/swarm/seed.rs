@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use librqbit::{ManagedTorrent, Session, TorrentStatsState};
 
 use super::{Event, Events, SwarmError, SwarmOptions, TICK};
+use crate::files::{file_error, FileError};
 use crate::manifest::{Manifest, ManifestError};
-use crate::store::{file_error, FileError, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::torrent::Metainfo;
 
 #[derive(Clone, Debug)]

@@ -29,12 +29,13 @@ use serde::Serialize;
 
 use super::fetch::{self, FetchError, Release};
 use super::{Event, Events, Phase, SwarmError, SwarmOptions, TICK};
+use crate::files::{file_error, FileError};
 use crate::index::{self, IndexError};
 use crate::pool::merge::{self, MergeError, MergePlan, MergeReport};
 use crate::pool::{Pool, PoolError};
 use crate::progress::Silent;
 use crate::shard::{self, ShardError, ShardId};
-use crate::store::{self, file_error, FileError, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct SyncPlan {
@@ -314,9 +315,9 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
 
     // Everything is in the pool and checked: record the torrent and manifest, merge.
     let t = store.torrent_path(&version);
-    store::write_atomically(&t, &ctx.release.torrent_bytes)?;
+    crate::files::write_atomically(&t, &ctx.release.torrent_bytes)?;
     let mp = store.manifest_path(&version);
-    store::write_atomically(&mp, &ctx.release.manifest_bytes)?;
+    crate::files::write_atomically(&mp, &ctx.release.manifest_bytes)?;
     merge_plan.selection = selection;
     merge_plan.verified = verified;
     merge_plan.index_limit = plan.index_limit;
@@ -389,7 +390,7 @@ fn select(reader: &index::IndexReader, sql: &str) -> Result<(BTreeSet<String>, u
     // checks write a temporary table.
     let selecting = reader.reopen()?;
     let conn = selecting.connection();
-    let denied = crate::query::read_only_guard(conn);
+    let denied = crate::usersql::read_only_guard(conn);
     let failed = |e: rusqlite::Error| SyncError::Selection {
         sql: sql.to_string(),
         problem: match denied.lock().ok().and_then(|mut d| d.take()) {
@@ -397,7 +398,7 @@ fn select(reader: &index::IndexReader, sql: &str) -> Result<(BTreeSet<String>, u
             None => e.to_string(),
         },
     };
-    if crate::query::statement_end(sql).is_some() {
+    if crate::usersql::statement_end(sql).is_some() {
         return Err(SyncError::Selection {
             sql: sql.to_string(),
             problem: "it holds `;`: give one condition, not statements".into(),

@@ -3,6 +3,7 @@
 //! compressed file, each through the frame that holds it. Nothing is written: opening
 //! anything but a main database for reading fails, and so does every write.
 
+use crate::sqlvfs::{default_vfs, full_pathname, registered};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -79,18 +80,6 @@ fn register() -> Result<(), rusqlite::Error> {
     registered(rc, NAME)
 }
 
-/// The outcome of registering VFS `name`, as a rusqlite error when it failed.
-pub(crate) fn registered(rc: c_int, name: &str) -> Result<(), rusqlite::Error> {
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rusqlite::Error::SqliteFailure(
-            ffi::Error::new(rc),
-            Some(format!("cannot register SQLite VFS `{name}`")),
-        ))
-    }
-}
-
 /// SQLite's file object, extended with the reader (allocated by SQLite, szOsFile bytes).
 #[repr(C)]
 struct File {
@@ -119,12 +108,6 @@ static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xFetch: None,
     xUnfetch: None,
 };
-
-/// The default VFS, which both of seedpool's VFSs keep in `pAppData`.
-pub(crate) fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
-    // SAFETY: pAppData was set to the default VFS at registration.
-    unsafe { (*vfs).pAppData.cast() }
-}
 
 unsafe extern "C" fn open(
     _vfs: *mut ffi::sqlite3_vfs,
@@ -266,20 +249,6 @@ unsafe extern "C" fn access(
 ) -> c_int {
     *out = 0;
     ffi::SQLITE_OK
-}
-
-/// The default VFS's full path name (a VFS that keeps the default in `pAppData`).
-pub(crate) unsafe extern "C" fn full_pathname(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let d = default_vfs(vfs);
-    match (*d).xFullPathname {
-        Some(f) => f(d, name, n, out),
-        None => ffi::SQLITE_ERROR,
-    }
 }
 
 unsafe extern "C" fn randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {

@@ -15,11 +15,12 @@ use rayon::prelude::*;
 use std::path::Path;
 
 use super::{MergeError, MergePlan, ShardStates};
+use crate::files::{file_error, TempFile};
 use crate::index::IndexReader;
 use crate::manifest::Manifest;
 use crate::progress::{Progress, Unit};
 use crate::shard::{self, ShardId};
-use crate::store::{self, file_error, Store, TempFile};
+use crate::store::{self, Store};
 use crate::torrent::Metainfo;
 
 /// Name prefix of a file being brought into the pool.
@@ -81,7 +82,7 @@ impl Placed {
             return Ok(());
         }
         let existed = path.exists();
-        store::write_atomically(path, bytes)?;
+        crate::files::write_atomically(path, bytes)?;
         if !existed {
             self.add(path);
         }

@@ -23,10 +23,11 @@ use serde::Serialize;
 mod files;
 
 use super::{aggregates, duplicates, schema, Pool, PoolError};
+use crate::files::{file_error, FileError, TempFile};
 use crate::index::{self, IndexError};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
-use crate::store::{self, file_error, FileError, Store, StoreError, TempFile};
+use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct MergePlan {
@@ -147,7 +148,7 @@ impl From<rusqlite::types::FromSqlError> for MergeError {
 
 /// Merges one release from a store into a pool (see the module doc).
 pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, MergeError> {
-    let timings = super::Timings::new("");
+    let timings = crate::index::Timings::new("");
     let (manifest, manifest_bytes) = Manifest::load(&plan.manifest)?;
     let dataset = manifest.dataset_name();
     let version = manifest.version_name();
@@ -295,7 +296,7 @@ fn merge_into_empty(
     index: &index::Unpacked,
     shards: &ShardStates,
     plan: &MergePlan,
-    timings: &super::Timings,
+    timings: &crate::index::Timings,
 ) -> Result<(Pool, Counts), MergeError> {
     let root = pool.root().to_path_buf();
     let building = TempFile(root.join(format!("{BUILDING}{}.sqlite", std::process::id())));
@@ -318,7 +319,7 @@ fn merge_into_empty(
         let side = root.join(format!("{}{suffix}", super::DATABASE));
         match std::fs::remove_file(&side) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(store::file_error("remove", &side)(e).into())
+                return Err(crate::files::file_error("remove", &side)(e).into())
             }
             _ => {}
         }
@@ -456,7 +457,7 @@ fn merge_index(
     index: &index::Unpacked,
     shards: &ShardStates,
     plan: &MergePlan,
-    timings: &super::Timings,
+    timings: &crate::index::Timings,
 ) -> Result<Counts, MergeError> {
     let phash_distance = plan.phash_distance;
     conn.execute("ATTACH DATABASE ?1 AS idx", [index.uri()])?;
@@ -491,7 +492,7 @@ fn merge_index(
                 m.parent.as_ref().map(|p| p.version.clone()),
                 manifest_hash,
                 m.created,
-                crate::publish::format_time(now())
+                crate::manifest::format_time(now())
             ],
         )?;
         let rel = tx.last_insert_rowid();
@@ -957,7 +958,7 @@ fn link_tags(
     }
     let mut new_tag = tx.prepare(&format!(
         "INSERT INTO tags(name, category, source, canonical) VALUES (?1, ?2, ?3, {}) RETURNING id",
-        crate::tags::CANONICAL_SQL.replace("$N", "?1")
+        crate::pool::CANONICAL_TAG_SQL.replace("$N", "?1")
     ))?;
     let mut new_links =
         super::RowBatch::new(tx, "INSERT OR IGNORE INTO item_tags(item, tag)", 2, "")?;

@@ -1,0 +1,58 @@
+//! File safety: the one way seedpool writes a file others may read (a synced temporary
+//! file renamed into place, so a reader sees the old bytes or the new, never half), the
+//! temporary files that must not outlive a failure, and the error that names the file
+//! and what was being done to it. Every module below `cli` may use it.
+
+use std::path::{Path, PathBuf};
+
+/// A file operation that failed, with what was being done and to which path.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} `{path}`")]
+pub struct FileError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// For `map_err`: turns an I/O error into a `FileError` naming `action` and `path`.
+pub fn file_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
+    let path = path.to_path_buf();
+    move |source| FileError {
+        action,
+        path,
+        source,
+    }
+}
+
+/// blake3 of a file, memory-mapped and hashed on all cores when it is large.
+pub fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(path)?;
+    Ok(hasher.finalize())
+}
+
+/// Removes a file when dropped: for temporary files that must not outlive a failure.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let tmp = TempFile(path.with_extension("incoming"));
+    write_synced(&tmp.0, bytes).map_err(file_error("write", &tmp.0))?;
+    std::fs::rename(&tmp.0, path).map_err(file_error("move into place", path))?;
+    Ok(())
+}
+
+/// Writes a small file and flushes it to disk before it is renamed into place.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
