@@ -164,8 +164,14 @@ impl Pool {
     /// with its write lock taken before the database is created or migrated: two
     /// processes that both found no pool cannot both create one.
     pub fn open_or_create_locked(root: &Path) -> Result<(Self, PoolLock), PoolError> {
-        Self::check_creatable(root)?;
+        // A folder with a lock file is a pool, or one another process is making (whose
+        // files come and go until it is done): its lock decides, and the folder is
+        // checked again once it is ours.
+        if !root.join(LOCK).exists() {
+            Self::check_creatable(root)?;
+        }
         let lock = Self::lock_at(root)?;
+        Self::check_creatable(root)?;
         let pool = Self::open_with(root, OpenFlags::default())?;
         Ok((pool, lock))
     }
