@@ -1359,3 +1359,41 @@ fn a_format_3_pool_is_migrated_with_its_provenance_and_history_kept() {
         .unwrap();
     assert_eq!(by_shard, 0, "format 5 has no index of items by shard");
 }
+
+#[test]
+fn hit_parade_tags_find_tags_written_with_capitals_outside_ascii() {
+    // The pool gave `Émile Zola` the canonical name `Émile_zola` (SQLite's ASCII-only
+    // lower()), `--tags` looked for `émile_zola`, and the parade counted nothing.
+    let e = env();
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..4, 64);
+    let record = r1.join("danbooru-1001.json");
+    let text = std::fs::read_to_string(&record)
+        .unwrap()
+        .replace(r#""general":["solo""#, r#""general":["Émile Zola","solo""#);
+    assert!(text.contains("Émile Zola"));
+    std::fs::write(&record, text).unwrap();
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+    for written in ["Émile Zola", "émile_zola", "ÉMILE ZOLA"] {
+        let r = run(&[
+            "query",
+            "--pool",
+            s(&e.pool),
+            "series-by-artist",
+            "--tags",
+            written,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let rows: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let items: u64 = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["artist_items"].as_u64().unwrap())
+            .sum();
+        assert_eq!(items, 1, "--tags {written:?}: {rows}");
+    }
+}

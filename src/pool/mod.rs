@@ -68,8 +68,39 @@ pub struct PoolLock {
 }
 
 /// SQL computing a tag's canonical name from `$N` (its name as written), with aliases.
+/// `seedpool_tag` is `name::normalize_tag` itself (see `connection_setup`): SQLite's
+/// `lower` and `trim` know only ASCII, so an SQL copy of the rule gave `Émile_Zola`
+/// where the Rust one, which hit-parade `--tags` uses, gave `émile_zola`.
 pub const CANONICAL_TAG_SQL: &str =
-    "coalesce((SELECT a.name FROM tag_aliases a WHERE a.alias = lower(replace(trim($N), ' ', '_'))), lower(replace(trim($N), ' ', '_')))";
+    "coalesce((SELECT a.name FROM tag_aliases a WHERE a.alias = seedpool_tag($N)), seedpool_tag($N))";
+
+/// What every pool connection gets: settings and `sql_functions`.
+fn connection_setup(conn: &Connection, extra: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!("{CONNECTION_SETUP} {extra}"))?;
+    sql_functions(conn)
+}
+
+/// Registers seedpool's SQL functions on `conn`: `seedpool_tag(name)`, the canonical
+/// form of a tag name (`name::normalize_tag`), which `CANONICAL_TAG_SQL` and the
+/// migrations use.
+pub fn sql_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "seedpool_tag",
+        1,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DETERMINISTIC
+            | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                rusqlite::types::ValueRef::Text(t) => {
+                    Some(crate::name::normalize_tag(&String::from_utf8_lossy(t)))
+                }
+                _ => None,
+            })
+        },
+    )
+}
 
 /// Rows for one INSERT written `ROWS` at a time: one multi-row statement per batch
 /// instead of a statement per row, which is most of the cost of writing millions of
@@ -263,9 +294,10 @@ impl Pool {
         };
         let _ = std::fs::remove_file(file);
         let conn = Connection::open(file).map_err(sql)?;
-        conn.execute_batch(&format!(
-            "{CONNECTION_SETUP} PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
-        ))
+        connection_setup(
+            &conn,
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+        )
         .map_err(sql)?;
         let pool = Self {
             root: root.to_path_buf(),
@@ -345,7 +377,7 @@ impl Pool {
         .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
-        conn.execute_batch(CONNECTION_SETUP).map_err(sql)?;
+        connection_setup(&conn, "").map_err(sql)?;
         let pool = Self {
             root: root.to_path_buf(),
             conn,
@@ -398,18 +430,25 @@ impl Pool {
     }
 
     fn migrate(&self, from: i64) -> Result<(), PoolError> {
+        // Pools from before the counts existed, and those whose canonical tag names
+        // changed, get their counts computed again.
+        let mut recount = from > 0 && from < 3;
         for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(from as usize) {
             let to = i as i64 + 1;
             // The version is read again inside the write transaction: another process
             // opening the same pool may have applied this step since it was read.
-            let run = || -> rusqlite::Result<()> {
+            let mut run = || -> rusqlite::Result<()> {
                 self.conn.execute_batch("BEGIN IMMEDIATE")?;
                 let now: i64 = self
                     .conn
                     .query_row("PRAGMA user_version", [], |r| r.get(0))?;
                 if now < to {
+                    self.conn.execute_batch(step)?;
+                    if to == schema::RECANONICAL && self.conn.changes() > 0 {
+                        recount = true;
+                    }
                     self.conn.execute_batch(&format!(
-                        "{step}; PRAGMA application_id = {}; PRAGMA user_version = {to};",
+                        "PRAGMA application_id = {}; PRAGMA user_version = {to};",
                         schema::APPLICATION_ID
                     ))?;
                 }
@@ -420,8 +459,7 @@ impl Pool {
                 return Err(self.sql()(e));
             }
         }
-        // Pools from before the counts existed get them computed once.
-        if from > 0 && from < 3 {
+        if recount {
             let rebuild = || -> rusqlite::Result<()> {
                 self.conn.execute_batch("BEGIN IMMEDIATE")?;
                 aggregates::rebuild(&self.conn)?;
@@ -448,6 +486,37 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_and_rust_give_a_tag_the_same_canonical_name() {
+        // SQLite's lower() and trim() are ASCII-only: `Émile Zola` was `Émile_zola` in
+        // the pool and `émile_zola` for hit-parade --tags, which then found nothing.
+        let t = tempfile::tempdir().unwrap();
+        let p = Pool::open_or_create(&t.path().join("p")).unwrap();
+        for name in [
+            "Émile Zola",
+            "\u{a0}Hatsune Miku\u{a0}",
+            "ÄRGER",
+            "straße",
+            "  plain tag ",
+            "ΣΊΣΥΦΟΣ",
+        ] {
+            let sql: String = p
+                .connection()
+                .query_row(
+                    &format!("SELECT {}", CANONICAL_TAG_SQL.replace("$N", "?1")),
+                    [name],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(sql, crate::name::normalize_tag(name), "{name:?}");
+        }
+        let null: Option<String> = p
+            .connection()
+            .query_row("SELECT seedpool_tag(NULL)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(null, None);
+    }
 
     #[test]
     fn a_new_pool_is_created_in_a_missing_or_empty_folder_only() {

@@ -326,7 +326,21 @@ INSERT OR IGNORE INTO shards_by_dataset(dataset, id, size, items, volume, presen
 DROP TABLE shards;
 ALTER TABLE shards_by_dataset RENAME TO shards;
 ",
+    // 8 -> 9: canonical tag names by seedpool's own rule (`name::normalize_tag`, as the
+    // SQL function `seedpool_tag`), not by SQLite's ASCII-only `lower` and `trim`; the
+    // counts are computed again when a name changed (see `Pool::migrate`).
+    "
+UPDATE tags SET canonical = coalesce(
+    (SELECT a.name FROM tag_aliases a WHERE a.alias = seedpool_tag(tags.name)),
+    seedpool_tag(tags.name))
+WHERE canonical IS NOT coalesce(
+    (SELECT a.name FROM tag_aliases a WHERE a.alias = seedpool_tag(tags.name)),
+    seedpool_tag(tags.name));
+",
 ];
+
+/// The format whose migration gives tags their canonical names by seedpool's rule.
+pub const RECANONICAL: i64 = 9;
 
 /// Secondary indexes that a bulk merge drops and builds again after its inserts (one
 /// sort each instead of millions of random inserts). Their definitions must match the
@@ -464,8 +478,40 @@ mod tests {
     }
 
     #[test]
+    fn format_9_gives_tags_their_canonical_names_by_seedpools_rule() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::pool::sql_functions(&conn).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        for step in &MIGRATIONS[..8] {
+            conn.execute_batch(step).unwrap();
+        }
+        // As format 8 computed them: ASCII-only lower() and trim().
+        conn.execute_batch(
+            "INSERT INTO tag_aliases(alias, name) VALUES ('émile', 'émile_zola');
+             INSERT INTO tags(id, name, category, source, canonical) VALUES
+                 (1, 'Émile Zola', 'artist', 'danbooru', 'Émile_zola'),
+                 (2, 'Émile', 'artist', 'gelbooru', 'Émile'),
+                 (3, 'solo', 'general', 'danbooru', 'solo');",
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[8]).unwrap();
+        assert_eq!(conn.changes(), 2);
+        let mut st = conn
+            .prepare("SELECT canonical FROM tags ORDER BY id")
+            .unwrap();
+        let names: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["émile_zola", "émile_zola", "solo"]);
+        assert_eq!(RECANONICAL as usize, 9);
+    }
+
+    #[test]
     fn indexed_record_columns_are_those_the_indexes_of_items_read() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::pool::sql_functions(&conn).unwrap();
         for step in MIGRATIONS {
             conn.execute_batch(step).unwrap();
         }
