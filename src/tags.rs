@@ -228,13 +228,14 @@ pub struct ImportReport {
 }
 
 /// Imports a tag list into a pool in one transaction: all of it or, on any problem,
-/// nothing.
+/// nothing. A missing or empty folder becomes a new pool, as merge and sync make one:
+/// importing the list before the first release is a natural first step.
 pub fn import(pool_root: &Path, list: &Path) -> Result<ImportReport, TagsError> {
     let text = std::fs::read_to_string(list).map_err(file_error("read tag list", list))?;
     let entries = parse(&text, list)?;
     let by_id: std::collections::HashMap<i64, &str> =
         entries.iter().map(|e| (e.id, e.name.as_str())).collect();
-    let mut pool = Pool::open(pool_root)?;
+    let (mut pool, _lock) = Pool::open_or_create_locked(pool_root)?;
     let tx = pool.connection_mut().transaction()?;
     let mut report = ImportReport::default();
     {

@@ -1397,3 +1397,56 @@ fn hit_parade_tags_find_tags_written_with_capitals_outside_ascii() {
         assert_eq!(items, 1, "--tags {written:?}: {rows}");
     }
 }
+
+#[test]
+fn a_tag_list_imported_before_the_first_release_makes_the_pool() {
+    // Before: "it is a non-empty folder without pool.sqlite" for an empty folder.
+    let e = env();
+    let list = e.root.join("tags.csv");
+    std::fs::write(
+        &list,
+        "TAG_CAT;TAG_ID;TAG_NAME;TAG_CNT;FR_ID;MAL_ID;MAL_NAME;MAL_CNT;ALIASES\n\
+         4;20;c1;80000;;;;;Character One\n",
+    )
+    .unwrap();
+    for pool in [e.root.join("new"), e.root.join("empty")] {
+        if pool.ends_with("empty") {
+            std::fs::create_dir(&pool).unwrap();
+        }
+        let r = run(&["tags", "import", s(&list), "--pool", s(&pool), "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(pool.join("pool.sqlite").is_file());
+    }
+    // A folder with other files in it is still not made a pool.
+    let other = e.root.join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let r = run(&["tags", "import", s(&list), "--pool", s(&other)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not a seedpool pool"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+    // A release merges into the pool the list made.
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..4, 64);
+    e.publish(&r1, "1", None, &[]);
+    let new = e.root.join("new");
+    let r = run(&[
+        "merge",
+        s(&e.manifest("1")),
+        "--pool",
+        s(&new),
+        "--from",
+        s(&e.store),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(&[
+        "query",
+        "--pool",
+        s(&new),
+        "--sql",
+        "SELECT count(*) AS n FROM item_tag_names WHERE tag = 'c1' AND category = 'character'",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(r.stdout, "n\n1\n", "{}", r.stderr);
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::publish::human_bytes;
+use super::output::human_bytes;
 use super::{CommandResult, Output};
 use crate::demo::{self, DemoPlan};
 

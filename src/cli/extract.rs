@@ -68,7 +68,7 @@ pub fn run_extract(args: ExtractArgs, out: &mut Output) -> CommandResult {
             "extracted {} items ({} files, {}) into `{}`",
             r.items,
             r.files,
-            super::publish::human_bytes(r.bytes),
+            super::output::human_bytes(r.bytes),
             plan.out.display()
         )?;
         if r.unchanged > 0 {

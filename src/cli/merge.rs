@@ -94,7 +94,7 @@ pub fn run(args: MergeArgs, out: &mut Output) -> CommandResult {
         r.items,
         r.duplicates,
         r.shards_fetched,
-        super::publish::human_bytes(r.bytes_fetched)
+        super::output::human_bytes(r.bytes_fetched)
     )?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::Args;
 
+use super::output::human_bytes;
 use super::{parse_size, CommandResult, Failure, Output};
 use crate::name::{DatasetName, Version};
 use crate::publish::{self, PublishError, PublishPlan, DEFAULT_REPACK_ABOVE, DEFAULT_SHARD_ITEMS};
@@ -183,21 +184,6 @@ pub fn run(args: PublishArgs, out: &mut Output) -> CommandResult {
     Ok(())
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,12 +255,5 @@ mod tests {
             "piped output must stay quiet: {}",
             out.stderr()
         );
-    }
-
-    #[test]
-    fn human_bytes_are_binary_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

@@ -13,7 +13,7 @@ use anyhow::anyhow;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::publish::human_bytes;
+use super::output::human_bytes;
 use super::{parse_size, CommandResult, Failure, Output};
 use crate::swarm::seed::{self, SeedError, SeedPlan};
 use crate::swarm::sync::{self, SyncError, SyncPlan};

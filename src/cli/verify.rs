@@ -57,7 +57,7 @@ pub fn run(args: VerifyArgs, out: &mut Output) -> CommandResult {
             report.public_key,
             report.info_hash,
             report.files,
-            super::publish::human_bytes(report.bytes)
+            super::output::human_bytes(report.bytes)
         )?;
     } else {
         for p in &report.problems {

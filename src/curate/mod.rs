@@ -5,6 +5,10 @@
 
 pub mod quality;
 
+/// The largest perceptual-hash distance duplicate finding supports: hashes are split
+/// into eight 8-bit bands, and two hashes within 7 bits of each other share a band.
+pub const MAX_PHASH_DISTANCE: u32 = 7;
+
 /// Booru sources from most to least preferred when two copies have the same size.
 pub const SOURCE_PRIORITY: &[&str] = &[
     "safebooru",

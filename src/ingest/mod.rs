@@ -102,6 +102,17 @@ impl Rules {
             path: path.to_path_buf(),
             problem: e.to_string(),
         })?;
+        let max = crate::curate::MAX_PHASH_DISTANCE;
+        if rules.phash_distance > max {
+            return Err(IngestError::Config {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "`phash_distance` is {}, more than {max}: near duplicates are found by \
+                     8-bit bands of the hash, which a larger distance would miss",
+                    rules.phash_distance
+                ),
+            });
+        }
         rules
             .quality
             .check()
@@ -882,6 +893,21 @@ fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_phash_distance_past_the_bands_is_refused() {
+        // The flag allowed 0-7, the config anything: 9 missed near duplicates silently.
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("rules.toml");
+        std::fs::write(&path, "phash_distance = 9\n").unwrap();
+        let e = Rules::from_toml(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("rules.toml`: `phash_distance` is 9, more than 7"),
+            "{e}"
+        );
+        std::fs::write(&path, "phash_distance = 7\n").unwrap();
+        assert_eq!(Rules::from_toml(&path).unwrap().phash_distance, 7);
+    }
 
     #[test]
     fn the_documented_configuration_is_the_default() {

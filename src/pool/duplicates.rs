@@ -190,7 +190,7 @@ pub fn resolve(
     }
     // Near duplicates: split the 64 bits into distance + 1 bands; two hashes within the
     // distance agree on at least one band (pigeonhole), so only band mates are compared.
-    let distance = phash_distance.min(7);
+    let distance = phash_distance.min(crate::curate::MAX_PHASH_DISTANCE);
     let bands = distance as usize + 1;
     let width = 64 / bands;
     let mut by_band: HashMap<(usize, u64), Vec<usize>> = HashMap::new();

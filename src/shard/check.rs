@@ -114,12 +114,6 @@ fn tar_error(path: &Path, problem: TarProblem) -> ShardError {
     }
 }
 
-/// The member table of a shard file, parsed strictly (see `tar`).
-pub fn read_members(path: &Path) -> Result<Vec<TarMember>, ShardError> {
-    let bytes = open(path, ShardId([0; 32]), None)?;
-    tar::parse(&bytes).map_err(|p| tar_error(path, p))
-}
-
 /// Checks the shard at `path` against `expected` (see the module doc).
 pub fn check(path: &Path, expected: &Expected<'_>) -> Result<(), ShardError> {
     let bytes = open(path, expected.id, Some(expected.size))?;

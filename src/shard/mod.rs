@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 pub mod check;
 pub mod tar;
 
-pub use check::{check, read_members, Expected, IndexedMember, CHECK_BATCH};
+pub use check::{check, Expected, IndexedMember, CHECK_BATCH};
 use std::path::{Path, PathBuf};
 pub use tar::TarMember;
 
@@ -745,7 +745,7 @@ mod tests {
         assert_eq!(shard.size, bytes.len() as u64);
         assert_eq!(shard.size, shard_size([big.len() as u64, 7, 0]));
         assert_eq!(shard.id, ShardId::from_hash(blake3::hash(&bytes)));
-        let listed = read_members(&out).unwrap();
+        let listed = tar::parse(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(listed.len(), 3);
         for (m, w) in listed.iter().zip(&shard.members) {
             assert_eq!(m.offset, w.offset);
@@ -787,7 +787,7 @@ mod tests {
                 shard.pieces,
                 crate::torrent::pieces::hash_reader(piece_length, &bytes[..]).unwrap()
             );
-            let listed = read_members(&out).unwrap();
+            let listed = tar::parse(&std::fs::read(&out).unwrap()).unwrap();
             assert_eq!(listed.len(), members.len());
             for ((m, w), src) in listed.iter().zip(&shard.members).zip(&members) {
                 let data = &bytes[m.offset as usize..(m.offset + m.length) as usize];
