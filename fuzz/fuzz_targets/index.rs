@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(reader) = seedpool::index::IndexReader::open(file.path()) else {
         return;
     };
-    let _ = reader.check_contents();
+    let _ = reader.check_contents(true);
     if let Ok(shards) = reader.shards() {
         for s in shards.iter().take(4) {
             let _ = reader.shard_members(&s.id);
