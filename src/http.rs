@@ -9,6 +9,27 @@ pub struct HttpError {
     pub problem: String,
 }
 
+/// Checks that `text` is a URL a torrent or manifest may carry: one of `schemes`, a
+/// host, at most 2048 bytes, no spaces or control characters. `http://` alone, or
+/// `http:/x`, passed the prefix test this replaces. Whether it answers is for whoever
+/// dials it. The problem comes back as words for the caller's message.
+pub fn check_url(text: &str, schemes: &[&str]) -> Result<(), String> {
+    if text.len() > 2048 {
+        return Err(format!("is {} bytes long, more than 2048", text.len()));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("holds a space or a control character".into());
+    }
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) || !text.starts_with(&format!("{}://", url.scheme())) {
+        return Err(format!("must be a {} URL", schemes.join(" or ")));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    Ok(())
+}
+
 /// Whether `source` names an http(s) URL rather than a path.
 pub fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
@@ -58,4 +79,36 @@ pub fn get_blocking(url: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
             problem: format!("cannot start the async runtime: {e}"),
         })?;
     rt.block_on(get(url, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_need_a_scheme_we_take_and_a_host() {
+        let web = ["http", "https"];
+        assert_eq!(check_url("https://mirror.example.org/data", &web), Ok(()));
+        assert_eq!(check_url("http://127.0.0.1:8080", &web), Ok(()));
+        for (bad, why) in [
+            ("http://", "is not a URL"),
+            ("http:/x.org/a", "must be a http or https URL"),
+            ("ftp://x.org/a", "must be a http or https URL"),
+            ("HTTP//x.org", "is not a URL"),
+            ("http://x.org/a b", "a space"),
+            ("http://x.org/\u{1b}[2J", "a control character"),
+        ] {
+            let e = check_url(bad, &web).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(
+            check_url(&format!("http://x.org/{}", "a".repeat(2100)), &web)
+                .unwrap_err()
+                .contains("more than 2048")
+        );
+        assert_eq!(
+            check_url("udp://tracker.example.org:1337/announce", &["udp"]),
+            Ok(())
+        );
+    }
 }

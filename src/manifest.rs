@@ -486,13 +486,9 @@ fn check_created(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A tracker or web seed as a URL: a scheme, no spaces or control characters, and a
-/// sane length. Whether it answers is for whoever dials it.
+/// A tracker or web seed as a URL (see `http::check_url`).
 fn plausible_url(url: &str) -> bool {
-    let scheme = url.split_once("://").map(|(s, _)| s);
-    url.len() <= 2048
-        && matches!(scheme, Some("http" | "https" | "udp" | "wss"))
-        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+    crate::http::check_url(url, &["http", "https", "udp", "wss"]).is_ok()
 }
 
 /// Any JSON value, refused when an object names a key twice.

@@ -290,6 +290,13 @@ fn missing_key_and_bad_flags_are_usage_errors() {
             "ftp://x",
             "tracker `ftp://x` must be a http or https or udp URL",
         ),
+        // A prefix test let these through.
+        ("--web-seed", "http://", "web seed `http://` is not a URL"),
+        (
+            "--tracker",
+            "http:/x.org",
+            "tracker `http:/x.org` must be a http or https or udp URL",
+        ),
         (
             "--piece-length",
             "1000",

@@ -89,16 +89,9 @@ pub fn parse_created(text: Option<&str>) -> Result<u64, String> {
 }
 
 fn check_url(url: &str, schemes: &[&str], what: &str) -> Result<(), Failure> {
-    if schemes.iter().any(|s| url.starts_with(&format!("{s}://")))
-        && !url.contains(char::is_whitespace)
-    {
-        Ok(())
-    } else {
-        Err(Failure::Usage(anyhow!(
-            "{what} `{url}` must be a {} URL",
-            schemes.join(" or ")
-        )))
-    }
+    crate::http::check_url(url, schemes).map_err(|problem| {
+        Failure::Usage(anyhow!("{what} `{}` {problem}", crate::name::shown(url)))
+    })
 }
 
 fn plan(args: &PublishArgs) -> Result<PublishPlan, Failure> {
