@@ -855,31 +855,34 @@ impl IndexReader {
         Ok(())
     }
 
-    /// `shards` ordered by the first key each holds (shards without items first), the
-    /// order in which checking them reads the index's members sequentially: shards of
-    /// different volumes interleave in key order. Read from the covering index of items
-    /// by shard.
-    pub fn shards_in_key_order<'s>(&self, shards: &[&'s str]) -> Result<Vec<&'s str>, IndexError> {
+    /// Sorts `shards` (whose IDs `id` gives) by the first key each holds (shards
+    /// without items first): the order in which checking them reads the index's
+    /// members sequentially, since shards of different volumes interleave in key order.
+    pub fn sort_in_key_order<T>(
+        &self,
+        shards: &mut [T],
+        id: impl Fn(&T) -> &str,
+    ) -> Result<(), IndexError> {
         // One seek in `items_by_shard` a shard: a scan of the whole index would decode
         // every frame of it for a merge that brings a few shards.
         let mut st = self
             .conn
             .prepare_cached("SELECT min(key) FROM items WHERE shard = ?1")
             .map_err(|e| self.sql(e))?;
-        let mut keyed = Vec::with_capacity(shards.len());
-        for &shard in shards {
-            let first = st
-                .query_row([shard], |r| {
+        let mut first = std::collections::HashMap::with_capacity(shards.len());
+        for shard in shards.iter() {
+            let key = st
+                .query_row([id(shard)], |r| {
                     Ok(match r.get_ref(0)? {
                         rusqlite::types::ValueRef::Text(t) => t.to_vec(),
                         _ => Vec::new(),
                     })
                 })
                 .map_err(|e| self.sql(e))?;
-            keyed.push((first, shard));
+            first.insert(id(shard).to_string(), key);
         }
-        keyed.sort();
-        Ok(keyed.into_iter().map(|(_, shard)| shard).collect())
+        shards.sort_by(|a, b| (&first[id(a)], id(a)).cmp(&(&first[id(b)], id(b))));
+        Ok(())
     }
 
     /// The members of the release's items in shard `shard`, in (key, ext) order, as a

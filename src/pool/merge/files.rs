@@ -10,9 +10,9 @@
 //! failed.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use rayon::prelude::*;
-use std::path::Path;
 
 use super::{MergeError, MergePlan, ShardStates};
 use crate::files::{file_error, TempFile};
@@ -229,11 +229,7 @@ fn shards(
         .filter(|(e, _)| !present.contains(&e.id) && plan.wants(&e.id))
         .map(|(e, id)| (id, e))
         .collect();
-    let ids: Vec<&str> = todo.iter().map(|(_, e)| e.id.as_str()).collect();
-    let order = index.shards_in_key_order(&ids)?;
-    let rank: std::collections::HashMap<&str, usize> =
-        order.iter().enumerate().map(|(i, s)| (*s, i)).collect();
-    todo.sort_by_key(|(_, e)| rank.get(e.id.as_str()).copied());
+    index.sort_in_key_order(&mut todo, |(_, e)| e.id.as_str())?;
     progress.stage(
         "checking shards",
         todo.iter().map(|(_, e)| e.size).sum(),
