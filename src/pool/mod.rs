@@ -61,10 +61,21 @@ pub enum PoolError {
 pub const LOCK: &str = ".seedpool.lock";
 
 /// Holds the pool's write lock while alive: one process at a time syncs or merges into
-/// a pool. It is a POSIX record lock, so it belongs to the process: a merge inside a
-/// sync takes it again without waiting, and a killed process never leaves it behind.
+/// a pool. It is an open-file lock (flock(2), through std), so it belongs to this
+/// handle alone: closing some other descriptor of the lock file does not release it,
+/// as it would a POSIX record lock, and a killed process never leaves it behind. Work
+/// that runs inside a locked step (the merge at the end of a sync) is handed the lock
+/// rather than taking it again.
 pub struct PoolLock {
     _file: std::fs::File,
+    root: PathBuf,
+}
+
+impl PoolLock {
+    /// The pool folder this lock guards.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
 /// SQL computing a tag's canonical name from `$N` (its name as written), with aliases.
@@ -207,6 +218,13 @@ impl Pool {
         Ok((pool, lock))
     }
 
+    /// Opens or creates the pool whose lock the caller already holds (a step inside a
+    /// locked one: taking the lock again would find it busy).
+    pub fn open_or_create_held(lock: &PoolLock) -> Result<Self, PoolError> {
+        Self::check_creatable(&lock.root)?;
+        Self::open_with(&lock.root, OpenFlags::default())
+    }
+
     /// A pool may be made at `root`: it holds a pool database, or is a missing (then
     /// created) or empty folder (the lock file aside).
     fn check_creatable(root: &Path) -> Result<(), PoolError> {
@@ -235,7 +253,6 @@ impl Pool {
     }
 
     fn lock_at(root: &Path) -> Result<PoolLock, PoolError> {
-        use std::os::unix::io::AsRawFd;
         let path = root.join(LOCK);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -243,22 +260,16 @@ impl Pool {
             .write(true)
             .open(&path)
             .map_err(crate::files::file_error("create", &path))?;
-        // SAFETY: a zeroed flock is valid; the fields set describe a write lock on the
-        // whole file, and the fd is open for the call.
-        let rc = unsafe {
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as _;
-            fl.l_whence = libc::SEEK_SET as _;
-            libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl)
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EACCES) | Some(libc::EAGAIN) => Err(PoolError::Busy(root.to_path_buf())),
-                _ => Err(crate::files::file_error("lock", &path)(e).into()),
-            };
+        match file.try_lock() {
+            Ok(()) => Ok(PoolLock {
+                _file: file,
+                root: root.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(PoolError::Busy(root.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(crate::files::file_error("lock", &path)(e).into())
+            }
         }
-        Ok(PoolLock { _file: file })
     }
 
     /// Opens an existing pool for changes.
@@ -486,6 +497,24 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lock_holds_until_its_own_handle_closes() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("pool");
+        let (_pool, lock) = Pool::open_or_create_locked(&root).unwrap();
+        // A POSIX record lock was the process's: a second take in this process passed,
+        // and closing that second descriptor released the first holder's lock too.
+        assert!(matches!(Pool::lock_at(&root), Err(PoolError::Busy(_))));
+        drop(std::fs::File::open(root.join(LOCK)).unwrap());
+        assert!(matches!(Pool::lock_at(&root), Err(PoolError::Busy(_))));
+        // Work inside the locked step opens the pool with the lock it is handed.
+        let inner = Pool::open_or_create_held(&lock).unwrap();
+        drop(inner);
+        assert!(matches!(Pool::lock_at(&root), Err(PoolError::Busy(_))));
+        drop(lock);
+        Pool::lock_at(&root).unwrap();
+    }
 
     #[test]
     fn sql_and_rust_give_a_tag_the_same_canonical_name() {

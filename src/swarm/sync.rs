@@ -168,7 +168,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     let version = m.version_name();
     let manifest_hash = blake3::hash(&release.manifest_bytes).to_hex().to_string();
 
-    let (pool, _lock) = Pool::open_or_create_locked(&plan.pool)?;
+    let (pool, lock) = Pool::open_or_create_locked(&plan.pool)?;
     let store = Store::open_or_create(&plan.pool, &dataset)?;
     let mut merge_plan = MergePlan {
         trust_key: plan.trust_key,
@@ -326,7 +326,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     ctx.events.emit(Event::Note {
         message: format!("merging {} {} into the pool", m.dataset, m.version),
     });
-    report.merge = merge::run(&merge_plan, &Silent)?;
+    report.merge = merge::run_holding(&lock, &merge_plan, &Silent)?;
     if ctx.staging.exists() {
         std::fs::remove_dir_all(&ctx.staging).map_err(file_error("remove", &ctx.staging))?;
     }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 mod files;
 
-use super::{aggregates, duplicates, schema, Pool, PoolError};
+use super::{aggregates, duplicates, schema, Pool, PoolError, PoolLock};
 use crate::files::{file_error, FileError, TempFile};
 use crate::index::{self, IndexError};
 use crate::manifest::{Manifest, ManifestError};
@@ -148,12 +148,35 @@ impl From<rusqlite::types::FromSqlError> for MergeError {
 
 /// Merges one release from a store into a pool (see the module doc).
 pub fn run(plan: &MergePlan, progress: &dyn Progress) -> Result<MergeReport, MergeError> {
+    let (pool, _lock) = Pool::open_or_create_locked(&plan.pool)?;
+    merge_into(pool, plan, progress)
+}
+
+/// [`run`] for a caller that already holds the pool's lock (sync, which took it before
+/// fetching anything); `plan.pool` must be the locked pool.
+pub fn run_holding(
+    lock: &PoolLock,
+    plan: &MergePlan,
+    progress: &dyn Progress,
+) -> Result<MergeReport, MergeError> {
+    debug_assert_eq!(
+        lock.root(),
+        plan.pool.as_path(),
+        "merge plan for another pool"
+    );
+    merge_into(Pool::open_or_create_held(lock)?, plan, progress)
+}
+
+fn merge_into(
+    mut pool: Pool,
+    plan: &MergePlan,
+    progress: &dyn Progress,
+) -> Result<MergeReport, MergeError> {
     let timings = crate::index::Timings::new("");
     let (manifest, manifest_bytes) = Manifest::load(&plan.manifest)?;
     let dataset = manifest.dataset_name();
     let version = manifest.version_name();
     let manifest_hash = blake3::hash(&manifest_bytes).to_hex().to_string();
-    let (mut pool, _lock) = Pool::open_or_create_locked(&plan.pool)?;
     files::remove_leftovers(pool.root(), &[BUILDING, UNPACKED_INDEX]);
 
     let mut report = MergeReport {
