@@ -28,9 +28,8 @@ use crate::verify::{self, VerifyPlan, VerifyReport};
 
 pub const DATASET: &str = "booru-chars-demo";
 /// The demo's publisher key is derived from this public phrase, so the demo signs the
-/// same manifests on every machine of one CPU class (the ones in `manifests/`, made on
-/// x86-64 with AVX2; see docs/guide.md). It protects nothing: real releases are signed
-/// with a key from `seedpool key generate`.
+/// same manifests on every machine (the ones in `manifests/`; see docs/guide.md). It
+/// protects nothing: real releases are signed with a key from `seedpool key generate`.
 const DEMO_KEY_PHRASE: &str = "seedpool demo publisher key - public, not secret";
 
 pub fn demo_key() -> PublisherKey {

@@ -6,6 +6,13 @@
 //! Lanczos3 (SIMD, fast_image_resize) in linear light: sRGB is mapped to linear 16-bit,
 //! resized, and mapped back, so dark and bright edges keep their weight. JPEG output uses
 //! optimised Huffman tables.
+//!
+//! Every output is byte-identical on every x86-64 CPU, so two maintainers ingesting the
+//! same originals pack the same shards and keep each other's reuse: JPEGs are decoded
+//! and encoded by code without run-time SIMD choices (jpeg-decoder `platform_independent`,
+//! jpeg-encoder without `simd`), the resizer's SIMD paths round as its scalar one does
+//! (tested), and WebP, PNG and GIF decoding are exact by their formats' definitions.
+//! tests/ingest.rs checks it by running ingest under qemu on CPUs without SSSE3 or AVX.
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -95,6 +102,7 @@ struct Decoded {
 /// resize to: a JPEG at least twice that size on both sides is decoded straight at the
 /// smallest DCT scale (1/2, 1/4 or 1/8) that still covers it, which skips most of the
 /// inverse DCT, colour conversion and resizing work. Other images decode at full size.
+/// Every path gives the same pixels on every x86-64 CPU (see the module doc).
 fn decode(
     bytes: &[u8],
     limits: DecodeLimits,
@@ -111,7 +119,7 @@ fn decode(
             return Err("truncated JPEG (no end-of-image marker)".into())
         }
         Some(image::ImageFormat::Jpeg) => {
-            if let Some(decoded) = decode_jpeg_scaled(bytes, limits, &want)? {
+            if let Some(decoded) = decode_jpeg(bytes, limits, &want)? {
                 return Ok(decoded);
             }
         }
@@ -212,10 +220,14 @@ fn too_large(limits: DecodeLimits, detail: &dyn std::fmt::Display) -> String {
     )
 }
 
-/// The reduced-scale JPEG decode, or `None` where a full decode is the right one: no
-/// reduction possible, CMYK or 16-bit data, or a header this decoder cannot read (the
-/// full decoder then gives its own error).
-fn decode_jpeg_scaled(
+/// A JPEG through jpeg-decoder built `platform_independent`: the same integer IDCT and
+/// colour conversion on every CPU, so two maintainers ingesting the same originals pack
+/// the same bytes (the SIMD decoders round differently from one CPU to the next). A JPEG
+/// at least twice the target on both sides is decoded straight at the smallest DCT
+/// scale (1/2, 1/4 or 1/8) that still covers it. `None` where this decoder cannot read
+/// the file (12-bit samples, arithmetic coding): the general decoder then gives its own
+/// answer.
+fn decode_jpeg(
     bytes: &[u8],
     limits: DecodeLimits,
     want: &dyn Fn(u32, u32) -> (u32, u32),
@@ -233,26 +245,43 @@ fn decode_jpeg_scaled(
     if width > limits.max_side || height > limits.max_side || full_bytes > limits.max_bytes {
         return Err(too_large(limits, &format_args!("{width}x{height}")));
     }
-    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
+    if info.pixel_format == PixelFormat::L16 {
         return Ok(None);
     }
     let (tw, th) = want(width, height);
-    if tw * 2 > width || th * 2 > height {
-        return Ok(None);
+    if tw * 2 <= width && th * 2 <= height {
+        // Both fit in u16: a JPEG side is at most 65535 and the target is no larger.
+        dec.scale(tw as u16, th as u16).map_err(|e| e.to_string())?;
     }
-    // Both fit in u16: a JPEG side is at most 65535 and the target is no larger.
-    let (sw, sh) = dec.scale(tw as u16, th as u16).map_err(|e| e.to_string())?;
     dec.set_max_decoding_buffer_size(usize::try_from(limits.max_bytes).unwrap_or(usize::MAX));
-    let px = dec.decode().map_err(|e| e.to_string())?;
-    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    let px = match dec.decode() {
+        Ok(px) => px,
+        Err(jpeg_decoder::Error::Unsupported(_)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let info = dec.info().ok_or("JPEG decoder lost its header")?;
+    let (sw, sh) = (u32::from(info.width), u32::from(info.height));
     let rgb = match info.pixel_format {
         PixelFormat::L8 => {
             image::GrayImage::from_raw(sw, sh, px).map(|g| DynamicImage::ImageLuma8(g).into_rgb8())
         }
+        PixelFormat::CMYK32 => image::RgbImage::from_raw(sw, sh, cmyk_to_rgb(&px)),
         _ => image::RgbImage::from_raw(sw, sh, px),
     }
     .ok_or("JPEG decoder returned fewer pixels than its header declares")?;
     Ok(Some(Decoded { rgb, width, height }))
+}
+
+/// Ink amounts (as jpeg-decoder gives them, Adobe's inversion undone) to RGB: each
+/// channel is what its ink and the black ink leave of white.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let keep = |ink: u8, k: u8| {
+        let v = u32::from(255 - ink) * u32::from(255 - k);
+        ((v + 127) / 255) as u8
+    };
+    cmyk.chunks_exact(4)
+        .flat_map(|p| [keep(p[0], p[3]), keep(p[1], p[3]), keep(p[2], p[3])])
+        .collect()
 }
 
 /// The image's pixels at full size, as RGB (transparency over white).
@@ -365,6 +394,18 @@ fn fit(w: u32, h: u32, mw: u32, mh: u32) -> (u32, u32) {
 }
 
 fn resize(src: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, String> {
+    resize_on(src, w, h, None)
+}
+
+/// [`resize`] with the SIMD extensions `cpu` (the best this CPU has when `None`). The
+/// 16-bit convolution is integer arithmetic that every extension rounds alike, which a
+/// test holds it to: unlike the JPEG codecs, the resizer may keep its SIMD.
+fn resize_on(
+    src: &image::RgbImage,
+    w: u32,
+    h: u32,
+    cpu: Option<fast_image_resize::CpuExtensions>,
+) -> Result<Vec<u8>, String> {
     let (sw, sh) = src.dimensions();
     if (sw, sh) == (w, h) {
         return Ok(src.as_raw().clone());
@@ -377,7 +418,13 @@ fn resize(src: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, String> {
     mapper.forward_map(&src8, &mut lin).map_err(|e| err(&e))?;
     let mut out = Image::new(w, h, PixelType::U16x3);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    Resizer::new()
+    let mut resizer = Resizer::new();
+    if let Some(cpu) = cpu {
+        // SAFETY: `cpu` is one of the extensions this CPU supports (the callers check
+        // `is_supported`).
+        unsafe { resizer.set_cpu_extensions(cpu) };
+    }
+    resizer
         .resize(&lin, &mut out, &options)
         .map_err(|e| err(&e))?;
     let mut out8 = Image::new(w, h, PixelType::U8x3);
@@ -661,6 +708,70 @@ mod tests {
         let sq = analysed(&jpeg(1500, 1400, 90));
         let s = image::load_from_memory(&sq.sample).unwrap();
         assert_eq!(s.width().max(s.height()), 1024);
+    }
+
+    #[test]
+    fn the_resizer_rounds_alike_on_every_simd_extension() {
+        use fast_image_resize::CpuExtensions;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise = image::RgbImage::from_fn(517, 383, |_, _| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            image::Rgb([x as u8, (x >> 8) as u8, (x >> 16) as u8])
+        });
+        let src = image::load_from_memory(&jpeg(517, 383, 90))
+            .unwrap()
+            .into_rgb8();
+        let cpus: Vec<CpuExtensions> = [CpuExtensions::Sse4_1, CpuExtensions::Avx2]
+            .into_iter()
+            .filter(|c| c.is_supported())
+            .collect();
+        for img in [&noise, &src] {
+            for (w, h) in [(256, 190), (100, 74), (1000, 700)] {
+                let scalar = resize_on(img, w, h, Some(CpuExtensions::None)).unwrap();
+                for &cpu in &cpus {
+                    let simd = resize_on(img, w, h, Some(cpu)).unwrap();
+                    assert!(simd == scalar, "{cpu:?} differs from scalar at {w}x{h}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cmyk_jpegs_decode_on_the_portable_path() {
+        // Full cyan ink on the left half, full black on the right.
+        let (w, h) = (64u16, 32u16);
+        let mut px = Vec::new();
+        for _ in 0..h {
+            for x in 0..w {
+                px.extend_from_slice(if x < w / 2 {
+                    &[255, 0, 0, 0]
+                } else {
+                    &[0, 0, 0, 255]
+                });
+            }
+        }
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 95)
+            .encode(&px, w, h, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+        let d = decode_jpeg(&out, DecodeLimits::default(), &|w, h| (w, h))
+            .unwrap()
+            .expect("jpeg-decoder reads CMYK");
+        let near = |p: &image::Rgb<u8>, want: [u8; 3]| {
+            p.0.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 8)
+        };
+        assert!(
+            near(d.rgb.get_pixel(8, 16), [0, 255, 255]),
+            "{:?}",
+            d.rgb.get_pixel(8, 16)
+        );
+        assert!(
+            near(d.rgb.get_pixel(56, 16), [0, 0, 0]),
+            "{:?}",
+            d.rgb.get_pixel(56, 16)
+        );
     }
 
     #[test]

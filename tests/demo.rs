@@ -3,8 +3,8 @@
 //! The demo draws its originals, curates them with ingest and signs with a fixed demo
 //! key, so its manifests are the same bytes on every run: they pin ingest's outputs,
 //! the shard layout, the index (through its blake3), the torrent (through its info hash)
-//! and the manifest format. Ingest's resizer and JPEG encoder choose SIMD code at run
-//! time, and the checked-in manifests were made with AVX2 (docs/guide.md).
+//! and the manifest format. Ingest writes the same bytes on every x86-64 CPU (see
+//! `imaging`), so they are compared everywhere.
 //! After an intended format change, regenerate them with
 //! `SEEDPOOL_BLESS=1 cargo test --test demo` and explain the change in docs/format.md.
 
@@ -13,17 +13,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-
-/// Whether this CPU takes the SIMD paths the checked-in manifests were made with.
-#[cfg(target_arch = "x86_64")]
-fn made_with_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn made_with_avx2() -> bool {
-    false
-}
 
 #[test]
 fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
@@ -139,35 +128,28 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
         "{record}"
     );
 
-    if made_with_avx2() {
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-        for v in ["1", "2"] {
-            let name = format!("booru-chars-demo-{v}.manifest.json");
-            let made = std::fs::read(work.join("store").join(&name)).unwrap();
-            if std::env::var_os("SEEDPOOL_BLESS").is_some() {
-                std::fs::write(golden.join(&name), &made).unwrap();
-            }
-            let expected = std::fs::read(golden.join(&name)).unwrap();
-            assert!(
-                made == expected,
-                "{name} differs from manifests/{name}: the published format changed"
-            );
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    for v in ["1", "2"] {
+        let name = format!("booru-chars-demo-{v}.manifest.json");
+        let made = std::fs::read(work.join("store").join(&name)).unwrap();
+        if std::env::var_os("SEEDPOOL_BLESS").is_some() {
+            std::fs::write(golden.join(&name), &made).unwrap();
         }
-
-        // The checked-in manifests verify against a store the demo built.
-        let v = run(&[
-            "verify",
-            s(&golden.join("booru-chars-demo-2.manifest.json")),
-            "--store",
-            s(&work.join("store")),
-        ]);
-        assert_eq!(v.code, 0, "{}", v.stderr);
-    } else {
-        eprintln!(
-            "note: this CPU has no AVX2, so ingest's thumbnails round differently from the \
-             checked-in manifests' (docs/guide.md); their bytes are not compared here"
+        let expected = std::fs::read(golden.join(&name)).unwrap();
+        assert!(
+            made == expected,
+            "{name} differs from manifests/{name}: ingest's output or the published format changed"
         );
     }
+
+    // The checked-in manifests verify against a store the demo built.
+    let v = run(&[
+        "verify",
+        s(&golden.join("booru-chars-demo-2.manifest.json")),
+        "--store",
+        s(&work.join("store")),
+    ]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
 
     // The demo's key file lets a user publish a release 3 on top.
     let r3 = work.join("release-3");

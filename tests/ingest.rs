@@ -104,10 +104,10 @@ fn record(out: &Path, key: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join(format!("{key}.json"))).unwrap()).unwrap()
 }
 
-#[test]
-fn ingest_curates_originals_into_a_release_that_publishes() {
-    let t = tempfile::tempdir().unwrap();
-    let orig = t.path().join("originals");
+/// Writes originals of every kind ingest meets into `orig`: booru-named JPEGs, an exact
+/// and a near duplicate, PNG with alpha, WebP, GIF, 16-bit PNG, CMYK JPEG, a non-UTF-8
+/// name, a picture too small, and bad files. Returns the first JPEG's bytes.
+fn write_originals(orig: &Path) -> Vec<u8> {
     std::fs::create_dir_all(orig.join("more")).unwrap();
     let w = |name: &str, bytes: &[u8]| std::fs::write(orig.join(name), bytes).unwrap();
 
@@ -195,6 +195,14 @@ fn ingest_curates_originals_into_a_release_that_publishes() {
     w("notes.jpg", b"this is a text file, not a JPEG\n");
     w("bomb.png", &png_bomb());
     w("readme.txt", b"not an image");
+    a
+}
+
+#[test]
+fn ingest_curates_originals_into_a_release_that_publishes() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("originals");
+    let a = write_originals(&orig);
 
     // Dumps: Danbooru posts.json for post 101, and a malformed one.
     let md5 = {
@@ -473,4 +481,47 @@ fn a_bad_config_is_a_usage_error() {
     ]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+}
+
+/// Ingest's bytes do not depend on the CPU it runs on: the same originals ingested here
+/// and under qemu emulating a baseline x86-64 CPU (SSE2 and SSE3 only: no SSSE3, SSE4 or
+/// AVX, so no SIMD path a library could pick at run time) give the same release folder,
+/// byte for byte. Otherwise two maintainers would pack different shards from the same
+/// downloads and lose each other's reuse.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn ingest_writes_the_same_bytes_on_a_cpu_without_simd() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("originals");
+    write_originals(&orig);
+    let native = t.path().join("native");
+    let r = run(&["ingest", s(&orig), "--out", s(&native)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let emulated = t.path().join("emulated");
+    let out = std::process::Command::new("qemu-x86_64")
+        .args(["-cpu", "qemu64", env!("CARGO_BIN_EXE_seedpool"), "ingest"])
+        .arg(&orig)
+        .arg("--out")
+        .arg(&emulated)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run qemu-x86_64: {e}; install qemu-user (see .ci/run)"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The analysis cache is appended to from parallel workers: the same lines, in any order.
+    let sorted = |mut files: BTreeMap<String, Vec<u8>>| {
+        if let Some(cache) = files.get_mut(".seedpool/ingest/analyses.jsonl") {
+            let mut lines: Vec<&[u8]> = cache.split(|&b| b == b'\n').collect();
+            lines.sort();
+            *cache = lines.join(&b'\n');
+        }
+        files
+    };
+    let (a, b) = (sorted(tree(&native)), sorted(tree(&emulated)));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.keys().any(|k| k.ends_with(".thumb.jpg")));
+    let differ: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert!(differ.is_empty(), "these differ without SIMD: {differ:?}");
 }
