@@ -56,3 +56,25 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+/// The records of a delimited text table (a tag list, a tagger's tag names), with the
+/// line each starts on: RFC 4180 quoting through the csv crate, so a quoted field may
+/// hold the delimiter, `""` or a newline. A leading byte-order mark and blank lines are
+/// skipped; records may have any number of fields (callers name the line that is off).
+pub fn delimited_records(
+    text: &str,
+    delimiter: u8,
+) -> impl Iterator<Item = (u64, Result<csv::StringRecord, String>)> + '_ {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes())
+        .into_records()
+        .filter_map(|r| match r {
+            Ok(rec) if rec.iter().all(|f| f.trim().is_empty()) => None,
+            Ok(rec) => Some((rec.position().map_or(0, |p| p.line()), Ok(rec))),
+            Err(e) => Some((e.position().map_or(0, |p| p.line()), Err(e.to_string()))),
+        })
+}

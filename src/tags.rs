@@ -42,7 +42,7 @@ pub enum TagsError {
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
-    line: usize,
+    line: u64,
     category: &'static str,
     id: i64,
     name: String,
@@ -54,56 +54,34 @@ struct Entry {
     aliases: Vec<String>,
 }
 
-/// Splits a `;`-separated line; fields may be double-quoted with `""` for a quote.
-fn split_fields(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', false) if field.is_empty() => quoted = true,
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            (';', false) => fields.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
-}
-
 /// Parses a tag list, collecting every problem with its line number.
 fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, TagsError> {
     let mut problems = Vec::new();
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(TagsError::Malformed {
-            path: path.to_path_buf(),
-            problems: "  the file is empty (expected a header line: TAG_CAT;TAG_ID;TAG_NAME;...)"
-                .into(),
-        });
+    let mut records = crate::files::delimited_records(text, b';');
+    let malformed = |problems: String| TagsError::Malformed {
+        path: path.to_path_buf(),
+        problems,
     };
-    let columns: Vec<String> = split_fields(header.trim_start_matches('\u{feff}'))
+    let header = match records.next() {
+        None => {
+            return Err(malformed(
+                "  the file is empty (expected a header line: TAG_CAT;TAG_ID;TAG_NAME;...)".into(),
+            ))
+        }
+        Some((line, Err(e))) => return Err(malformed(format!("  line {line}: {e}"))),
+        Some((_, Ok(header))) => header,
+    };
+    let columns: Vec<String> = header
         .iter()
         .map(|c| c.trim().to_ascii_uppercase())
         .collect();
     let col = |name: &str| columns.iter().position(|c| c == name);
     let (Some(cat_i), Some(id_i), Some(name_i)) = (col("TAG_CAT"), col("TAG_ID"), col("TAG_NAME"))
     else {
-        return Err(TagsError::Malformed {
-            path: path.to_path_buf(),
-            problems: format!(
-                "  line 1: the header needs TAG_CAT, TAG_ID and TAG_NAME; found `{}`",
-                header.trim()
-            ),
-        });
+        return Err(malformed(format!(
+            "  line 1: the header needs TAG_CAT, TAG_ID and TAG_NAME; found `{}`",
+            header.iter().collect::<Vec<_>>().join(";")
+        )));
     };
     let (cnt_i, fr_i, mal_i, maln_i, malc_i, alias_i) = (
         col("TAG_CNT"),
@@ -114,9 +92,14 @@ fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, TagsError> {
         col("ALIASES"),
     );
     let mut entries = Vec::new();
-    for (n, line) in lines {
-        let line_no = n + 1;
-        let fields = split_fields(line);
+    for (line_no, record) in records {
+        let fields = match record {
+            Ok(fields) => fields,
+            Err(e) => {
+                problems.push(format!("  line {line_no}: {e}"));
+                continue;
+            }
+        };
         if fields.len() != columns.len() {
             problems.push(format!(
                 "  line {line_no}: {} fields, the header has {}",
@@ -318,6 +301,23 @@ mod tests {
         assert_eq!(e[0].category, "copyright");
         assert_eq!(e[1].mal_name.as_deref(), Some("Miku; the \"singer\""));
         assert_eq!(e[1].franchise_id, Some(100));
+    }
+
+    #[test]
+    fn a_quoted_field_may_hold_a_newline() {
+        // Split by lines, the quoted name broke its row in two and shifted every line
+        // number after it.
+        let text = "\u{feff}TAG_CAT;TAG_ID;TAG_NAME;MAL_NAME\n\
+                    \n\
+                    4;1;miku;\"Hatsune\nMiku\"\n\
+                    4;2;rin;Rin\n\
+                    9;3;bad;x\n";
+        let err = parse(text, Path::new("t.csv")).unwrap_err().to_string();
+        assert!(err.contains("line 6: TAG_CAT `9`"), "{err}");
+        let e = parse(&text.replace("9;3", "4;3"), Path::new("t.csv")).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].mal_name.as_deref(), Some("Hatsune\nMiku"));
+        assert_eq!((e[1].name.as_str(), e[1].line), ("rin", 5));
     }
 
     #[test]

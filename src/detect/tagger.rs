@@ -158,67 +158,42 @@ impl Tagger {
 /// The tag list's rows as (name, group), in output order.
 fn parse_tag_names(bytes: &[u8]) -> Result<Vec<(String, &'static str)>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
-    let mut lines = text.lines().enumerate();
-    let (_, header) = lines.next().ok_or("empty: a header line is needed")?;
-    let columns = split_csv(header);
+    let mut records = crate::files::delimited_records(text, b',');
+    let header = match records.next() {
+        None => return Err("empty: a header line is needed".into()),
+        Some((line, Err(e))) => return Err(format!("line {line}: {e}")),
+        Some((_, Ok(header))) => header,
+    };
     let find = |want: &str| {
-        columns
-            .iter()
-            .position(|c| c.trim() == want)
-            .ok_or(format!(
-                "the header `{header}` has no `{want}` column (WD14's selected_tags.csv has tag_id,name,category,count)"
-            ))
+        header.iter().position(|c| c.trim() == want).ok_or(format!(
+            "the header `{}` has no `{want}` column (WD14's selected_tags.csv has tag_id,name,category,count)",
+            header.iter().collect::<Vec<_>>().join(",")
+        ))
     };
     let (name_at, category_at) = (find("name")?, find("category")?);
     let mut tags = Vec::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields = split_csv(line);
+    for (line, fields) in records {
+        let fields = fields.map_err(|e| format!("line {line}: {e}"))?;
         let field = |at: usize| {
-            fields.get(at).map(|f| f.trim()).ok_or(format!(
-                "line {}: {} fields, too few",
-                i + 1,
-                fields.len()
-            ))
+            fields
+                .get(at)
+                .map(str::trim)
+                .ok_or(format!("line {line}: {} fields, too few", fields.len()))
         };
         let name = field(name_at)?;
         if name.is_empty() {
-            return Err(format!("line {}: empty tag name", i + 1));
+            return Err(format!("line {line}: empty tag name"));
         }
-        let category: u32 = field(category_at)?.parse().map_err(|_| {
-            format!(
-                "line {}: category `{}` is not a number",
-                i + 1,
-                fields[category_at]
-            )
-        })?;
+        let category = field(category_at)?;
+        let category: u32 = category
+            .parse()
+            .map_err(|_| format!("line {line}: category `{category}` is not a number"))?;
         tags.push((name.to_string(), group(category)));
     }
     if tags.is_empty() {
         return Err("no tags under the header".into());
     }
     Ok(tags)
-}
-
-/// Comma-separated fields, double quotes around a field that holds commas or quotes.
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().expect("one field").push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(String::new()),
-            c => fields.last_mut().expect("one field").push(c),
-        }
-    }
-    fields
 }
 
 /// The input's side and whether channels come first.
@@ -308,6 +283,11 @@ mod tests {
         assert!(e.contains("no `name` column"), "{e}");
         let e = parse_tag_names(b"name,category\nx,nine\n").unwrap_err();
         assert!(e.contains("line 2: category `nine`"), "{e}");
+        // A quoted newline stays inside its field, and later lines keep their numbers.
+        let tags = parse_tag_names(b"name,category\n\"two\nlines\",0\ny,z\n").unwrap_err();
+        assert!(tags.contains("line 4: category `z`"), "{tags}");
+        let tags = parse_tag_names(b"name,category\n\"two\nlines\",0\n").unwrap();
+        assert_eq!(tags, vec![("two\nlines".to_string(), "general")]);
     }
 
     #[test]

@@ -228,10 +228,10 @@ impl<'o> RowWriter<'o> {
             Format::Csv => {
                 if !self.started {
                     self.started = true;
-                    writeln!(self.out, "{}", csv_line(columns.iter().map(|c| c.as_str())))?;
+                    write_csv(self.out, columns.iter().map(|c| c.as_str()))?;
                 }
                 let cells: Vec<String> = row.iter().map(text).collect();
-                writeln!(self.out, "{}", csv_line(cells.iter().map(|c| c.as_str())))
+                write_csv(self.out, cells.iter().map(|c| c.as_str()))
             }
             Format::Json => {
                 self.out.write_all(if self.started { b"," } else { b"[" })?;
@@ -277,9 +277,7 @@ impl<'o> RowWriter<'o> {
 
     fn finish(mut self, columns: &[String]) -> std::io::Result<()> {
         match self.format {
-            Format::Csv if !self.started => {
-                writeln!(self.out, "{}", csv_line(columns.iter().map(|c| c.as_str())))
-            }
+            Format::Csv if !self.started => write_csv(self.out, columns.iter().map(|c| c.as_str())),
             Format::Csv => Ok(()),
             Format::Json => writeln!(self.out, "{}", if self.started { "]" } else { "[]" }),
             Format::Table => {
@@ -307,16 +305,17 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn csv_line<'a>(cells: impl Iterator<Item = &'a str>) -> String {
-    cells.map(csv_field).collect::<Vec<_>>().join(",")
+/// Writes one CSV record: RFC 4180 quoting by the csv crate, `\n` line ends.
+fn write_csv<'a>(
+    out: &mut dyn Write,
+    cells: impl IntoIterator<Item = &'a str>,
+) -> std::io::Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .buffer_capacity(1024)
+        .from_writer(out);
+    w.write_record(cells).map_err(std::io::Error::other)?;
+    w.flush()
 }
 
 /// A row's cells as aligned text shows them: one line each, control characters
@@ -408,14 +407,10 @@ pub fn write(table: &Table, format: Format, out: &mut dyn Write) -> std::io::Res
             writeln!(out)
         }
         Format::Csv => {
-            writeln!(
-                out,
-                "{}",
-                csv_line(table.columns.iter().map(|c| c.as_str()))
-            )?;
+            write_csv(out, table.columns.iter().map(|c| c.as_str()))?;
             for r in &table.rows {
                 let cells: Vec<String> = r.iter().map(text).collect();
-                writeln!(out, "{}", csv_line(cells.iter().map(|c| c.as_str())))?;
+                write_csv(out, cells.iter().map(|c| c.as_str()))?;
             }
             Ok(())
         }
