@@ -350,7 +350,7 @@ impl Metainfo {
 
     /// The full-piece hashes of a piece-aligned file (its last, short piece left out).
     pub fn full_piece_hashes(&self, file: &ParsedFile) -> Option<&[PieceHash]> {
-        if file.offset % self.piece_length != 0 {
+        if !file.offset.is_multiple_of(self.piece_length) {
             return None;
         }
         let first = file.first_piece(self.piece_length);
