@@ -3,6 +3,7 @@
 //! queried. The binary is a thin layer over these modules, so tests and benchmarks use
 //! the same code as the CLI.
 
+pub mod card;
 pub mod cli;
 pub mod curate;
 pub mod demo;

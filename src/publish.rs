@@ -81,6 +81,9 @@ pub struct PublishReport {
     pub new_bytes: u64,
     /// The store already held this exact release; nothing was changed.
     pub already_published: bool,
+    /// The dataset card (`<dataset>/README.md`) that lets Hugging Face `datasets` load
+    /// each release.
+    pub card: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,8 @@ pub enum PublishError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Card(#[from] crate::card::CardError),
     #[error("parent manifest `{path}` is for dataset `{found}`, not `{expected}`")]
     ParentDataset {
         path: PathBuf,
@@ -384,6 +389,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     )?;
     writer.meta("format_version", &index::FORMAT_VERSION.to_string())?;
     writer.finish()?;
+    let features = crate::card::features(&index_sqlite)?;
     progress.stage("compressing index", 0, Unit::Bytes);
     let index_zst = staging.path().join("index.sqlite.zst");
     let compressed = index::compress(&index_sqlite, &index_zst, piece_length)?;
@@ -454,6 +460,24 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     };
     manifest.sign(&key);
     let manifest_bytes = manifest.to_bytes();
+    let hidden = crate::card::hidden_items(
+        &index_sqlite,
+        manifest.shards.iter().map(|e| {
+            let path = ShardId::parse(&e.id).map(|id| store.shard_path(id));
+            (e.id.as_str(), e.items, path.unwrap_or_default())
+        }),
+    )?;
+    let card = crate::card::Release {
+        version: plan.version.as_str(),
+        shard_paths: manifest
+            .shards
+            .iter()
+            .map(|e| format!("shards/{}.tar", e.id))
+            .collect(),
+        features,
+        hidden,
+    };
+    let card_path = store.dataset_dir().join(crate::card::FILE);
     let report = |already_published: bool| PublishReport {
         dataset: plan.dataset.to_string(),
         version: plan.version.to_string(),
@@ -475,13 +499,18 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
         bytes: manifest.counts.bytes,
         new_bytes,
         already_published,
+        card: card_path.clone(),
     };
 
     // Commit: shards, index, torrent, manifest last.
     progress.stage("committing", 0, Unit::Items);
     let final_manifest = store.manifest_path(&plan.version);
     match std::fs::read(&final_manifest) {
-        Ok(existing) if existing == manifest_bytes => return Ok(report(true)),
+        Ok(existing) if existing == manifest_bytes => {
+            // A publish killed after its manifest may not have written the card.
+            crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
+            return Ok(report(true));
+        }
         Ok(_) => {
             return Err(PublishError::AlreadyPublished {
                 version: plan.version.to_string(),
@@ -503,6 +532,8 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     store.install(&temp_torrent, &store.torrent_path(&plan.version))?;
     store.install(&temp_manifest, &final_manifest)?;
     store.sync_dirs()?;
+    // After the manifest: the card describes published releases only.
+    crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
     drop(staging);
     Ok(report(false))
 }

@@ -5,6 +5,8 @@
 //! STORE/<dataset>-<version>.torrent
 //! STORE/<dataset>/shards/<blake3>.tar      one copy per shard, shared by every release
 //! STORE/<dataset>/index/<version>.sqlite.zst
+//! STORE/<dataset>/README.md                  the dataset card (`card`), outside the torrent
+//! STORE/<dataset>/hidden/<version>.json      keys in a release's shards it does not hold
 //! STORE/.seedpool-staging/<version>-<pid>/ work in progress, never read by others
 //! ```
 //!

@@ -151,6 +151,48 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
     ]);
     assert_eq!(v.code, 0, "{}", v.stderr);
 
+    // Hugging Face `datasets` loads each release through the card publish wrote, with
+    // one type per record field (favs and jpeg_quality are null in some items and
+    // numbers in others, which type inference from the first items got wrong).
+    let dataset_dir = work.join("store/booru-chars-demo");
+    let card = std::fs::read_to_string(dataset_dir.join("README.md")).unwrap();
+    let front: serde_json::Value = serde_json::from_str(
+        card.split("\n---\n")
+            .next()
+            .unwrap()
+            .trim_start_matches("---\n"),
+    )
+    .unwrap();
+    let features = front["dataset_info"][1]["features"].to_string();
+    assert!(
+        !features.contains("\"dtype\":\"json\""),
+        "an ingest field without one type: {features}"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/hf_load.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&dataset_dir)
+        .args(["1", "2"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "hf_load.py: {}\ninstall `datasets` and Pillow from PyPI (`.ci/run` does)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (v, items, in_shards) in [("1", 48, 48), ("2", 59, 62)] {
+        let got = &loaded[v];
+        assert_eq!(got["rows"], items, "{got}");
+        assert_eq!(got["rows_in_shards"], in_shards, "{got}");
+        assert_eq!(got["keys"].as_array().unwrap().len(), items, "{got}");
+        assert_eq!(got["favs"], "Value('int64')", "{got}");
+        assert_eq!(got["jpeg_quality"], "Value('int64')", "{got}");
+        let side = got["thumb"].as_array().unwrap();
+        assert!(side.iter().all(|s| s.as_u64().unwrap() <= 512), "{got}");
+    }
+    assert_eq!(loaded["default_rows"], 62);
+
     // The demo's key file lets a user publish a release 3 on top.
     let r3 = work.join("release-3");
     std::fs::create_dir(&r3).unwrap();

@@ -174,6 +174,7 @@ pub fn run(args: PublishArgs, out: &mut Output) -> CommandResult {
     writeln!(w, "  manifest  {}", report.manifest.display())?;
     writeln!(w, "  torrent   {}", report.torrent.display())?;
     writeln!(w, "  info hash {}", report.info_hash)?;
+    writeln!(w, "  card      {}", report.card.display())?;
     Ok(())
 }
 

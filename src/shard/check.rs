@@ -48,7 +48,7 @@ pub struct Expected<'a> {
 }
 
 /// The bytes of a file, mapped (or read, when too small to map usefully).
-enum Bytes {
+pub enum Bytes {
     Mapped(memmap2::Mmap),
     Read(Vec<u8>),
 }
@@ -63,8 +63,9 @@ impl std::ops::Deref for Bytes {
     }
 }
 
-/// Opens a regular file and maps it; `expected_size`, when given, is checked first.
-fn open(path: &Path, id: ShardId, expected_size: Option<u64>) -> Result<Bytes, ShardError> {
+/// Opens a regular file and maps it (reads it, when small); `expected_size`, when given,
+/// is checked first. A link or other non-file is refused.
+pub fn open(path: &Path, id: ShardId, expected_size: Option<u64>) -> Result<Bytes, ShardError> {
     let read_err = |source| ShardError::Read {
         path: path.to_path_buf(),
         source,
