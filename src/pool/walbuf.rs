@@ -98,7 +98,9 @@ unsafe extern "C" fn open(
     out_flags: *mut c_int,
 ) -> c_int {
     let default = crate::sqlvfs::default_vfs(vfs);
-    let open = (*default).xOpen.expect("a VFS opens files");
+    let Some(open) = (*default).xOpen else {
+        return ffi::SQLITE_CANTOPEN;
+    };
     if flags & ffi::SQLITE_OPEN_WAL == 0 {
         // Not a log: the default VFS's file, in place (szOsFile covers it).
         return open(default, name, file, flags, out_flags);
@@ -106,7 +108,9 @@ unsafe extern "C" fn open(
     let log = file.cast::<LogFile>();
     (*log).base.pMethods = std::ptr::null();
     let size = (*default).szOsFile as usize;
-    let layout = std::alloc::Layout::from_size_align(size.max(1), 16).expect("a file layout");
+    let Ok(layout) = std::alloc::Layout::from_size_align(size.max(1), 16) else {
+        return ffi::SQLITE_NOMEM;
+    };
     let inner = std::alloc::alloc_zeroed(layout).cast::<ffi::sqlite3_file>();
     if inner.is_null() {
         return ffi::SQLITE_NOMEM;
@@ -136,7 +140,10 @@ unsafe extern "C" fn delete(
     sync_dir: c_int,
 ) -> c_int {
     let default = crate::sqlvfs::default_vfs(vfs);
-    (*default).xDelete.expect("a VFS deletes")(default, name, sync_dir)
+    match (*default).xDelete {
+        Some(delete) => delete(default, name, sync_dir),
+        None => ffi::SQLITE_IOERR_DELETE,
+    }
 }
 
 unsafe extern "C" fn access(
@@ -146,7 +153,10 @@ unsafe extern "C" fn access(
     out: *mut c_int,
 ) -> c_int {
     let default = crate::sqlvfs::default_vfs(vfs);
-    (*default).xAccess.expect("a VFS checks access")(default, name, flags, out)
+    match (*default).xAccess {
+        Some(access) => access(default, name, flags, out),
+        None => ffi::SQLITE_IOERR_ACCESS,
+    }
 }
 
 unsafe fn log<'a>(file: *mut ffi::sqlite3_file) -> &'a mut LogFile {
@@ -164,7 +174,10 @@ unsafe fn flush(log: &mut LogFile) -> c_int {
     if pending.is_empty() {
         return ffi::SQLITE_OK;
     }
-    let write = methods(log).xWrite.expect("a file writes");
+    let Some(write) = methods(log).xWrite else {
+        pending.clear();
+        return ffi::SQLITE_IOERR_WRITE;
+    };
     let rc = write(
         log.inner,
         pending.as_ptr().cast(),
@@ -181,8 +194,10 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     let log = log(file);
     let flushed = flush(log);
     let closed = methods(log).xClose.map_or(ffi::SQLITE_OK, |c| c(log.inner));
-    let layout = std::alloc::Layout::from_size_align(log.inner_size, 16).expect("a file layout");
-    std::alloc::dealloc(log.inner.cast(), layout);
+    // The same layout `open` allocated with, which was valid then.
+    if let Ok(layout) = std::alloc::Layout::from_size_align(log.inner_size, 16) {
+        std::alloc::dealloc(log.inner.cast(), layout);
+    }
     drop(Box::from_raw(log.pending));
     log.base.pMethods = std::ptr::null();
     if flushed != ffi::SQLITE_OK {
@@ -208,8 +223,10 @@ unsafe extern "C" fn write(
             return rc;
         }
         if bytes.len() >= BUFFER {
-            let write = methods(log).xWrite.expect("a file writes");
-            return write(log.inner, data, n, offset);
+            return match methods(log).xWrite {
+                Some(write) => write(log.inner, data, n, offset),
+                None => ffi::SQLITE_IOERR_WRITE,
+            };
         }
         log.at = offset;
     }
@@ -233,28 +250,40 @@ unsafe extern "C" fn read(
     offset: i64,
 ) -> c_int {
     match flushed(file) {
-        Ok(log) => methods(log).xRead.expect("a file reads")(log.inner, buf, n, offset),
+        Ok(log) => match methods(log).xRead {
+            Some(read) => read(log.inner, buf, n, offset),
+            None => ffi::SQLITE_IOERR_READ,
+        },
         Err(rc) => rc,
     }
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     match flushed(file) {
-        Ok(log) => methods(log).xTruncate.expect("a file truncates")(log.inner, size),
+        Ok(log) => match methods(log).xTruncate {
+            Some(truncate) => truncate(log.inner, size),
+            None => ffi::SQLITE_IOERR_TRUNCATE,
+        },
         Err(rc) => rc,
     }
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     match flushed(file) {
-        Ok(log) => methods(log).xSync.expect("a file syncs")(log.inner, flags),
+        Ok(log) => match methods(log).xSync {
+            Some(sync) => sync(log.inner, flags),
+            None => ffi::SQLITE_IOERR_FSYNC,
+        },
         Err(rc) => rc,
     }
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
     match flushed(file) {
-        Ok(log) => methods(log).xFileSize.expect("a file has a size")(log.inner, size),
+        Ok(log) => match methods(log).xFileSize {
+            Some(file_size) => file_size(log.inner, size),
+            None => ffi::SQLITE_IOERR_FSTAT,
+        },
         Err(rc) => rc,
     }
 }
