@@ -1,6 +1,6 @@
-//! What seedpool's two SQLite VFS shims share (`zseek::vfs`, which reads seekable zstd
-//! indexes, and `pool::walbuf`, which gathers a pool's log writes): each keeps the
-//! default VFS in `pAppData` and forwards to it what it does not do itself.
+//! What a SQLite VFS shim needs from the default VFS (`zseek::vfs`, which reads seekable
+//! zstd indexes, is the one seedpool has): it keeps the default VFS in `pAppData` and
+//! forwards to it what it does not do itself.
 
 use std::os::raw::{c_char, c_int};
 

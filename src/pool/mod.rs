@@ -16,7 +16,6 @@ pub mod aggregates;
 pub mod duplicates;
 pub mod merge;
 pub mod schema;
-pub mod walbuf;
 
 use std::path::{Path, PathBuf};
 
@@ -381,9 +380,7 @@ impl Pool {
         let conn = if read_only {
             Self::open_reader(&path, flags)
         } else {
-            // Connections that write gather their log writes (see `walbuf`).
-            walbuf::register()
-                .and_then(|()| Connection::open_with_flags_and_vfs(&path, flags, walbuf::NAME))
+            Connection::open_with_flags(&path, flags)
         }
         .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
