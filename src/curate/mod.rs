@@ -9,8 +9,11 @@ pub mod quality;
 /// into eight 8-bit bands, and two hashes within 7 bits of each other share a band.
 pub const MAX_PHASH_DISTANCE: u32 = 7;
 
-/// Booru sources from most to least preferred when two copies have the same size.
-pub const SOURCE_PRIORITY: &[&str] = &[
+/// The boorus seedpool knows, by canonical name (as records and file names write them),
+/// from most to least preferred source when two copies have the same size. This is the
+/// one list: file-name parsing (`ingest::names`), ingest's default `source_priority`
+/// and the pool's duplicate winners all read it, so a new booru is one entry here.
+pub const BOORUS: &[&str] = &[
     "safebooru",
     "yande.re",
     "e-shuushuu",
@@ -22,12 +25,12 @@ pub const SOURCE_PRIORITY: &[&str] = &[
     "danbooru",
 ];
 
-/// Where a booru stands in `SOURCE_PRIORITY` (unknown sources last).
+/// Where a booru stands in `BOORUS` (unknown sources last).
 pub fn source_rank(booru: Option<&str>) -> usize {
     let booru = booru.unwrap_or("").to_ascii_lowercase();
     let normal = booru.replace(['.', '-', '_'], "");
-    SOURCE_PRIORITY
+    BOORUS
         .iter()
         .position(|s| s.replace(['.', '-', '_'], "") == normal)
-        .unwrap_or(SOURCE_PRIORITY.len())
+        .unwrap_or(BOORUS.len())
 }

@@ -76,7 +76,7 @@ impl Default for Rules {
             min_height: 900,
             min_megapixels: 1.2,
             phash_distance: 4,
-            source_priority: crate::curate::SOURCE_PRIORITY
+            source_priority: crate::curate::BOORUS
                 .iter()
                 .map(|b| b.to_string())
                 .collect(),

@@ -12,19 +12,6 @@ pub struct NameInfo {
     pub artists: Vec<String>,
 }
 
-/// The boorus BOORU-CHARS draws from, as a file name or a record writes them.
-pub const BOORUS: &[&str] = &[
-    "safebooru",
-    "danbooru",
-    "gelbooru",
-    "yande.re",
-    "konachan",
-    "e-shuushuu",
-    "zerochan",
-    "anime-pictures",
-    "sankaku",
-];
-
 /// The booru's canonical name (`yande.re`), from how a file name or a dump writes it
 /// (`Yande.re`, `yandere`, `konachan.com`).
 pub fn canonical_booru(name: &str) -> Option<&'static str> {
@@ -37,7 +24,7 @@ pub fn canonical_booru(name: &str) -> Option<&'static str> {
     let wanted = squash(name);
     let wanted = wanted.strip_suffix("com").unwrap_or(&wanted);
     let wanted = wanted.strip_suffix("net").unwrap_or(wanted);
-    BOORUS
+    crate::curate::BOORUS
         .iter()
         .copied()
         .find(|b| squash(b) == wanted || squash(b).starts_with(wanted) && wanted.len() >= 5)
@@ -96,6 +83,18 @@ pub fn parse(stem: &str) -> NameInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_booru_of_the_table_is_read_from_names_and_keys_and_ranked() {
+        for (rank, &booru) in crate::curate::BOORUS.iter().enumerate() {
+            assert_eq!(canonical_booru(booru), Some(booru));
+            assert_eq!(canonical_booru(&key_booru(booru)), Some(booru));
+            assert_eq!(canonical_booru(&booru.to_ascii_uppercase()), Some(booru));
+            assert_eq!(crate::curate::source_rank(Some(booru)), rank);
+            let n = parse(&format!("{booru} - 7 - x ~ y (z)"));
+            assert_eq!(n.booru.as_deref(), Some(booru), "{booru}");
+        }
+    }
 
     #[test]
     fn reads_the_booru_chars_convention() {
