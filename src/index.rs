@@ -662,7 +662,7 @@ impl IndexReader {
     pub fn check_release(&self, m: &crate::manifest::Manifest) -> Result<(), IndexError> {
         let conn = &self.conn;
         let inconsistent = |problem: String| IndexError::Inconsistent {
-            version: m.version.clone(),
+            version: m.version.to_string(),
             problem,
         };
         let meta = |name: &str| -> Option<String> {

@@ -27,8 +27,8 @@ pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 pub struct Manifest {
     pub format: String,
     pub format_version: u64,
-    pub dataset: String,
-    pub version: String,
+    pub dataset: DatasetName,
+    pub version: Version,
     pub parent: Option<ParentRef>,
     /// RFC 3339, UTC, seconds.
     pub created: String,
@@ -45,7 +45,7 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParentRef {
-    pub version: String,
+    pub version: Version,
     /// blake3 of the parent manifest file's bytes.
     pub manifest_blake3: String,
 }
@@ -288,10 +288,9 @@ impl Manifest {
             path: path.to_path_buf(),
             problem,
         };
-        let dataset = DatasetName::parse(&self.dataset).map_err(|e| invalid(e.to_string()))?;
-        let version = Version::parse(&self.version).map_err(|e| invalid(e.to_string()))?;
+        // Dataset and versions were checked as they were parsed (their types).
+        let (dataset, version) = (&self.dataset, &self.version);
         if let Some(parent) = &self.parent {
-            Version::parse(&parent.version).map_err(|e| invalid(format!("parent: {e}")))?;
             check_hex(&parent.manifest_blake3, 64)
                 .map_err(|p| invalid(format!("parent manifest_blake3 {p}")))?;
         }
@@ -444,11 +443,11 @@ impl Manifest {
     }
 
     pub fn dataset_name(&self) -> DatasetName {
-        DatasetName::parse(&self.dataset).expect("checked on load")
+        self.dataset.clone()
     }
 
     pub fn version_name(&self) -> Version {
-        Version::parse(&self.version).expect("checked on load")
+        self.version.clone()
     }
 
     pub fn shard_ids(&self) -> impl Iterator<Item = ShardId> + '_ {
@@ -566,8 +565,8 @@ mod tests {
         Manifest {
             format: FORMAT.into(),
             format_version: FORMAT_VERSION,
-            dataset: "demo".into(),
-            version: "1".into(),
+            dataset: DatasetName::parse("demo").unwrap(),
+            version: Version::parse("1").unwrap(),
             parent: None,
             created: "2026-01-01T00:00:00Z".into(),
             torrent: TorrentRef {

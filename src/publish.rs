@@ -424,8 +424,8 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     let mut manifest = Manifest {
         format: manifest::FORMAT.into(),
         format_version: manifest::FORMAT_VERSION,
-        dataset: plan.dataset.to_string(),
-        version: plan.version.to_string(),
+        dataset: plan.dataset.clone(),
+        version: plan.version.clone(),
         parent: parent.as_ref().map(|p| ParentRef {
             version: p.manifest.version.clone(),
             manifest_blake3: p.manifest_blake3.clone(),
@@ -481,7 +481,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     let report = |already_published: bool| PublishReport {
         dataset: plan.dataset.to_string(),
         version: plan.version.to_string(),
-        parent: manifest.parent.as_ref().map(|p| p.version.clone()),
+        parent: manifest.parent.as_ref().map(|p| p.version.to_string()),
         manifest: store.manifest_path(&plan.version),
         torrent: store.torrent_path(&plan.version),
         info_hash: built.info_hash.to_hex(),
@@ -608,14 +608,14 @@ fn load_parent(
         return Err(PublishError::ParentDataset {
             path: path.to_path_buf(),
             expected: plan.dataset.to_string(),
-            found: manifest.dataset.clone(),
+            found: manifest.dataset.to_string(),
         });
     }
     if manifest.version == plan.version.as_str() {
-        return Err(PublishError::SameVersion(manifest.version.clone()));
+        return Err(PublishError::SameVersion(manifest.version.to_string()));
     }
     let incomplete = |problems: Vec<String>| PublishError::ParentIncomplete {
-        version: manifest.version.clone(),
+        version: manifest.version.to_string(),
         store: plan.store.clone(),
         problems: problems.join("; "),
     };
@@ -669,7 +669,7 @@ fn load_parent(
             first_release: first_release
                 .get(&e.id)
                 .cloned()
-                .unwrap_or_else(|| manifest.version.clone()),
+                .unwrap_or_else(|| manifest.version.to_string()),
         })
         .collect();
     let position: HashMap<String, usize> = shards
@@ -762,7 +762,7 @@ fn reused_pieces(
         .torrent
         .file(&rel)
         .ok_or_else(|| PublishError::ParentIncomplete {
-            version: parent.manifest.version.clone(),
+            version: parent.manifest.version.to_string(),
             store: store.root().to_path_buf(),
             problems: format!("torrent `{}` does not hold `{rel}`", torrent_path.display()),
         })?;
@@ -771,7 +771,7 @@ fn reused_pieces(
         .full_piece_hashes(file)
         .filter(|_| file.length == shard.size)
         .ok_or_else(|| PublishError::ParentIncomplete {
-            version: parent.manifest.version.clone(),
+            version: parent.manifest.version.to_string(),
             store: store.root().to_path_buf(),
             problems: format!(
                 "`{rel}` is not piece-aligned in torrent `{}`",

@@ -111,8 +111,8 @@ pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, V
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     problems.dedup();
     Ok(VerifyReport {
-        dataset: manifest.dataset.clone(),
-        version: manifest.version.clone(),
+        dataset: manifest.dataset.to_string(),
+        version: manifest.version.to_string(),
         public_key: signer,
         info_hash: manifest.torrent.info_hash.clone(),
         files: manifest.shards.len() as u64 + 1,

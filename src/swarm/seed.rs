@@ -145,8 +145,8 @@ async fn seed_all(
         };
         check_complete(&s)?;
         events.emit(Event::Seeding {
-            dataset: m.dataset.clone(),
-            version: m.version.clone(),
+            dataset: m.dataset.to_string(),
+            version: m.version.to_string(),
             info_hash: m.torrent.info_hash.clone(),
             files: s.torrent.data_files().count() as u64,
             bytes: s.torrent.data_files().map(|f| f.length).sum(),

@@ -184,8 +184,8 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     merge::check_release(pool.connection(), m, &manifest_hash, &merge_plan)?;
 
     let mut report = SyncReport {
-        dataset: m.dataset.clone(),
-        version: m.version.clone(),
+        dataset: m.dataset.to_string(),
+        version: m.version.to_string(),
         shards: m.shards.len() as u64,
         ..SyncReport::default()
     };
@@ -592,8 +592,8 @@ impl Ctx<'_> {
         }
         let m = &self.release.manifest;
         self.events.emit(Event::Plan {
-            dataset: m.dataset.clone(),
-            version: m.version.clone(),
+            dataset: m.dataset.to_string(),
+            version: m.version.to_string(),
             phase,
             files: files.len() as u64,
             bytes: total,

@@ -308,7 +308,7 @@ fn bring_shard(
     if !from.is_file() {
         return Err(MergeError::MissingShard {
             shard: entry.id.clone(),
-            version: m.version.clone(),
+            version: m.version.to_string(),
             store: source.root().to_path_buf(),
         });
     }
@@ -373,7 +373,7 @@ pub(super) fn check_members(
         }
         let Some(&(id, entry)) = entries.get(shard.as_str()) else {
             return Err(crate::index::IndexError::Inconsistent {
-                version: m.version.clone(),
+                version: m.version.to_string(),
                 problem: format!(
                     "items reference shard `{shard}`, which the manifest does not list"
                 ),

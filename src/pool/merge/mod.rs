@@ -180,8 +180,8 @@ fn merge_into(
     files::remove_leftovers(pool.root(), &[BUILDING, UNPACKED_INDEX]);
 
     let mut report = MergeReport {
-        dataset: manifest.dataset.clone(),
-        version: manifest.version.clone(),
+        dataset: manifest.dataset.to_string(),
+        version: manifest.version.to_string(),
         ..MergeReport::default()
     };
     let already = check_release(pool.connection(), &manifest, &manifest_hash, plan)?;
@@ -363,7 +363,7 @@ fn mark_present(conn: &mut Connection, m: &Manifest, plan: &MergePlan) -> Result
              WHERE dataset = (SELECT id FROM datasets WHERE name = ?1) AND id = ?2 AND present = 0",
         )?;
         for s in m.shards.iter().filter(|s| plan.wants(&s.id)) {
-            st.execute([&m.dataset, &s.id])?;
+            st.execute(rusqlite::params![m.dataset, s.id])?;
         }
     }
     tx.commit()?;
@@ -403,7 +403,7 @@ pub(crate) fn check_release(
     };
     if key != signer && !plan.trust_key {
         return Err(MergeError::KeyChanged {
-            dataset: m.dataset.clone(),
+            dataset: m.dataset.to_string(),
             pinned: key,
             found: signer.to_string(),
         });
@@ -420,8 +420,8 @@ pub(crate) fn check_release(
             return Ok(Some(items as u64));
         }
         return Err(MergeError::VersionClash {
-            dataset: m.dataset.clone(),
-            version: m.version.clone(),
+            dataset: m.dataset.to_string(),
+            version: m.version.to_string(),
         });
     }
     let head: Option<(String, String)> = conn
@@ -434,7 +434,7 @@ pub(crate) fn check_release(
     if let Some((head, head_created)) = head {
         if m.created < head_created && !plan.allow_older {
             return Err(MergeError::Older {
-                version: m.version.clone(),
+                version: m.version.to_string(),
                 created: m.created.clone(),
                 head,
                 head_created,
