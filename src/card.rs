@@ -212,9 +212,9 @@ pub fn features(index: &Path) -> Result<Value, CardError> {
 /// removed by it or an earlier release), by shard id: a loader reading the shards must
 /// skip them. `shards` gives each shard's id, the items it holds, and its file; only the
 /// shards holding more items than the index lists as live are read (their headers).
-pub fn hidden_items<'a>(
+pub fn hidden_items(
     index: &Path,
-    shards: impl IntoIterator<Item = (&'a str, u64, PathBuf)>,
+    shards: impl IntoIterator<Item = (crate::shard::ShardId, u64, PathBuf)>,
 ) -> Result<BTreeMap<String, Vec<String>>, CardError> {
     let sql = |source| CardError::Sqlite {
         path: index.to_path_buf(),
@@ -231,11 +231,11 @@ pub fn hidden_items<'a>(
         .prepare("SELECT 1 FROM items WHERE key = ?1 AND shard = ?2")
         .map_err(sql)?;
     let mut hidden = BTreeMap::new();
-    for (id, items, path) in shards {
-        if live.get(id).copied().unwrap_or(0) >= items {
+    for (shard, items, path) in shards {
+        let id = shard.to_hex();
+        if live.get(&id).copied().unwrap_or(0) >= items {
             continue;
         }
-        let shard = crate::shard::ShardId::parse(id)?;
         let map = crate::shard::check::open(&path, shard, None)?;
         let mut reader = crate::shard::tar::Reader::new(&map);
         let mut dead: Vec<String> = Vec::new();
@@ -246,12 +246,12 @@ pub fn hidden_items<'a>(
             if dead.last().map(String::as_str) == Some(m.key()) {
                 continue;
             }
-            if !keys.exists(rusqlite::params![m.key(), id]).map_err(sql)? {
+            if !keys.exists(rusqlite::params![m.key(), &id]).map_err(sql)? {
                 dead.push(m.key().to_string());
             }
         }
         dead.dedup();
-        hidden.insert(id.to_string(), dead);
+        hidden.insert(id, dead);
     }
     Ok(hidden)
 }

@@ -678,8 +678,8 @@ impl IndexReader {
                 "its dataset or version is not the manifest's".into(),
             ));
         }
-        let listed: std::collections::BTreeMap<&str, &crate::manifest::ShardEntry> =
-            m.shards.iter().map(|s| (s.id.as_str(), s)).collect();
+        let listed: std::collections::BTreeMap<String, &crate::manifest::ShardEntry> =
+            m.shards.iter().map(|s| (s.id.to_hex(), s)).collect();
         let rows = self.shards().map_err(|e| match e {
             IndexError::Sqlite { source, .. } => {
                 inconsistent(format!("its shards table cannot be read: {source}"))
@@ -861,7 +861,7 @@ impl IndexReader {
     pub fn sort_in_key_order<T>(
         &self,
         shards: &mut [T],
-        id: impl Fn(&T) -> &str,
+        id: impl Fn(&T) -> crate::shard::ShardId,
     ) -> Result<(), IndexError> {
         // One seek in `items_by_shard` a shard: a scan of the whole index would decode
         // every frame of it for a merge that brings a few shards.
@@ -879,9 +879,9 @@ impl IndexReader {
                     })
                 })
                 .map_err(|e| self.sql(e))?;
-            first.insert(id(shard).to_string(), key);
+            first.insert(id(shard), key);
         }
-        shards.sort_by(|a, b| (&first[id(a)], id(a)).cmp(&(&first[id(b)], id(b))));
+        shards.sort_by(|a, b| (&first[&id(a)], id(a)).cmp(&(&first[&id(b)], id(b))));
         Ok(())
     }
 

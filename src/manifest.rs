@@ -74,7 +74,7 @@ pub struct IndexRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardEntry {
-    pub id: String,
+    pub id: ShardId,
     pub size: u64,
     /// Items physically in the shard (some may be hidden by later releases).
     pub items: u64,
@@ -336,7 +336,7 @@ impl Manifest {
         let mut physical = 0u64;
         let mut bytes = self.index.size;
         for shard in &self.shards {
-            let id = ShardId::parse(&shard.id).map_err(|e| invalid(e.to_string()))?;
+            let id = shard.id;
             if !seen.insert(&shard.id) {
                 return Err(invalid(format!("shard `{}` is listed twice", shard.id)));
             }
@@ -451,9 +451,7 @@ impl Manifest {
     }
 
     pub fn shard_ids(&self) -> impl Iterator<Item = ShardId> + '_ {
-        self.shards
-            .iter()
-            .map(|s| ShardId::parse(&s.id).expect("checked on load"))
+        self.shards.iter().map(|s| s.id)
     }
 
     pub fn public_key(&self) -> Option<&str> {
@@ -585,7 +583,7 @@ mod tests {
                 format_version: 1,
             },
             shards: vec![ShardEntry {
-                id: "ef".repeat(32),
+                id: ShardId::parse(&"ef".repeat(32)).unwrap(),
                 size: 2048,
                 items: 1,
                 volume: "default".into(),

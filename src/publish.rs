@@ -315,7 +315,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     let mut entries: Vec<ShardEntry> = written_shards
         .iter()
         .map(|(w, volume, n)| ShardEntry {
-            id: w.id.to_hex(),
+            id: w.id,
             size: w.size,
             items: *n,
             volume: volume.clone(),
@@ -343,7 +343,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
                 pieces: reused_pieces(p, shard, &store)?,
             });
             entries.push(ShardEntry {
-                id: shard.id.to_hex(),
+                id: shard.id,
                 size: shard.size,
                 items: shard.items,
                 volume: shard.volume.clone(),
@@ -401,7 +401,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     });
 
     // Torrent and manifest.
-    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    entries.sort_by_key(|e| e.id);
     let spec = TorrentSpec {
         name: plan.dataset.to_string(),
         piece_length,
@@ -462,10 +462,10 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
     let manifest_bytes = manifest.to_bytes();
     let hidden = crate::card::hidden_items(
         &index_sqlite,
-        manifest.shards.iter().map(|e| {
-            let path = ShardId::parse(&e.id).map(|id| store.shard_path(id));
-            (e.id.as_str(), e.items, path.unwrap_or_default())
-        }),
+        manifest
+            .shards
+            .iter()
+            .map(|e| (e.id, e.items, store.shard_path(e.id))),
     )?;
     let card = crate::card::Release {
         version: plan.version.as_str(),
@@ -667,7 +667,7 @@ fn load_parent(
             items: e.items,
             volume: e.volume.clone(),
             first_release: first_release
-                .get(&e.id)
+                .get(&e.id.to_hex())
                 .cloned()
                 .unwrap_or_else(|| manifest.version.to_string()),
         })

@@ -135,13 +135,14 @@ fn check_shards(
         manifest.shards.iter().zip(manifest.shard_ids()).collect();
     if let Some(reader) = index {
         // Only an order: a bad index is reported by the checks that read it.
-        let _ = reader.sort_in_key_order(&mut shards, |(e, _)| e.id.as_str());
+        let _ = reader.sort_in_key_order(&mut shards, |(e, _)| e.id);
     }
     for chunk in shards.chunks(shard::CHECK_BATCH) {
         // The index is read here (one connection, one sweep for the batch); the shards
         // of a batch are checked side by side, so one shard's tail does not leave a
         // core idle.
-        let ids: Vec<&str> = chunk.iter().map(|(e, _)| e.id.as_str()).collect();
+        let hex: Vec<String> = chunk.iter().map(|(e, _)| e.id.to_hex()).collect();
+        let ids: Vec<&str> = hex.iter().map(String::as_str).collect();
         // With a bad index the shards' own structure is still checked.
         let members = match index.map(|reader| reader.shards_members(&ids)) {
             Some(Ok(members)) => members,

@@ -64,7 +64,7 @@ fn fixture() -> Fixture {
         .find(|s| !one.shards.iter().any(|o| o.id == s.id))
         .unwrap()
         .id
-        .clone();
+        .to_hex();
     Fixture {
         _t: t,
         root,

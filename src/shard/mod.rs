@@ -71,6 +71,26 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// As manifests write it: 64 lower-case hex digits.
+impl serde::Serialize for ShardId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ShardId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hex_id = String::deserialize(d)?;
+        Self::parse(&hex_id).map_err(serde::de::Error::custom)
+    }
+}
+
+impl rusqlite::ToSql for ShardId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.to_hex()))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     #[error("`{0}` is not a shard ID (expected 64 lowercase hex digits)")]

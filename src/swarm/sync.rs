@@ -345,7 +345,7 @@ fn wanted_files(release: &Release) -> Result<BTreeMap<String, Wanted>, SyncError
     let mut by_path: BTreeMap<String, (u64, String)> = m
         .shards
         .iter()
-        .map(|s| (format!("shards/{}.tar", s.id), (s.size, s.id.clone())))
+        .map(|s| (format!("shards/{}.tar", s.id), (s.size, s.id.to_hex())))
         .collect();
     by_path.insert(m.index.path.clone(), (m.index.size, m.index.blake3.clone()));
     let mut out = BTreeMap::new();
@@ -515,12 +515,16 @@ impl Ctx<'_> {
     /// What shard file `f` must be, from the manifest and the index.
     fn expected(&self, f: &Wanted) -> Result<OwnedExpected, SyncError> {
         let m = &self.release.manifest;
-        let entry = m.shards.iter().find(|s| s.id == f.blake3).ok_or_else(|| {
-            SyncError::Task(format!("`{}` is not a shard of the release", f.path))
-        })?;
-        let id = ShardId::parse(&entry.id).map_err(|e| SyncError::Task(e.to_string()))?;
+        let entry = m
+            .shards
+            .iter()
+            .find(|s| s.id.to_hex() == f.blake3)
+            .ok_or_else(|| {
+                SyncError::Task(format!("`{}` is not a shard of the release", f.path))
+            })?;
+        let id = entry.id;
         let members = match &self.index {
-            Some(reader) => reader.shard_members(&entry.id)?,
+            Some(reader) => reader.shard_members(&id.to_hex())?,
             None => return Err(SyncError::Task("shards are checked after the index".into())),
         };
         Ok(OwnedExpected {

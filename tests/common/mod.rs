@@ -330,12 +330,12 @@ impl Published {
         let path = self.manifest_path();
         let mut m = self.manifest();
         for s in &mut m.shards {
-            if s.id == old {
-                s.id = id.clone();
+            if s.id.to_hex() == old {
+                s.id = seedpool::shard::ShardId::parse(&id).unwrap();
                 s.size = bytes.len() as u64;
             }
         }
-        m.shards.sort_by(|a, b| a.id.cmp(&b.id));
+        m.shards.sort_by_key(|s| s.id);
         std::fs::write(path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
         id
     }
@@ -365,7 +365,7 @@ impl Published {
         std::fs::remove_file(&unpacked).unwrap();
         let mut files = vec![(m.index.path.clone(), index)];
         for s in &mut m.shards {
-            let bytes = std::fs::read(self.shard_path(&s.id)).unwrap();
+            let bytes = std::fs::read(self.shard_path(&s.id.to_hex())).unwrap();
             s.size = bytes.len() as u64;
             files.push((format!("shards/{}.tar", s.id), bytes));
         }

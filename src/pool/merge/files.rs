@@ -225,11 +225,10 @@ fn shards(
     let mut todo: Vec<(ShardId, &crate::manifest::ShardEntry)> = m
         .shards
         .iter()
-        .zip(m.shard_ids())
-        .filter(|(e, _)| !present.contains(&e.id) && plan.wants(&e.id))
-        .map(|(e, id)| (id, e))
+        .filter(|e| !present.contains(&e.id.to_hex()) && plan.wants(e.id))
+        .map(|e| (e.id, e))
         .collect();
-    index.sort_in_key_order(&mut todo, |(_, e)| e.id.as_str())?;
+    index.sort_in_key_order(&mut todo, |(_, e)| e.id)?;
     progress.stage(
         "checking shards",
         todo.iter().map(|(_, e)| e.size).sum(),
@@ -241,9 +240,9 @@ fn shards(
         // of a batch are checked side by side.
         let mut batch = Vec::with_capacity(chunk.len());
         for &(id, entry) in chunk {
-            out.checked.insert(entry.id.clone());
+            out.checked.insert(entry.id.to_hex());
             let to = target.shard_path(id);
-            if plan.verified.contains(&entry.id)
+            if plan.verified.contains(&entry.id.to_hex())
                 && std::fs::metadata(&to).is_ok_and(|md| md.len() == entry.size)
             {
                 progress.advance(entry.size);
@@ -251,8 +250,8 @@ fn shards(
             }
             batch.push((id, entry, to));
         }
-        let ids: Vec<&str> = batch.iter().map(|(_, e, _)| e.id.as_str()).collect();
-        let members = index.shards_members(&ids)?;
+        let ids: Vec<String> = batch.iter().map(|(_, e, _)| e.id.to_hex()).collect();
+        let members = index.shards_members(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
         let results: Vec<Result<Option<std::path::PathBuf>, MergeError>> = batch
             .into_par_iter()
             .zip(members)
@@ -307,12 +306,12 @@ fn bring_shard(
     let from = source.shard_path(id);
     if !from.is_file() {
         return Err(MergeError::MissingShard {
-            shard: entry.id.clone(),
+            shard: entry.id.to_hex(),
             version: m.version.to_string(),
             store: source.root().to_path_buf(),
         });
     }
-    bring(&from, to, &entry.id[..16], |tmp| {
+    bring(&from, to, &entry.id.to_hex()[..16], |tmp| {
         shard::check(tmp, expected).map_err(|e| shard_error(e, &from))
     })?;
     Ok(true)
@@ -360,11 +359,10 @@ pub(super) fn check_members(
         let rows = st.query_map([], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    let entries: std::collections::HashMap<&str, (ShardId, &crate::manifest::ShardEntry)> = m
+    let entries: std::collections::HashMap<String, (ShardId, &crate::manifest::ShardEntry)> = m
         .shards
         .iter()
-        .zip(m.shard_ids())
-        .map(|(e, id)| (e.id.as_str(), (id, e)))
+        .map(|e| (e.id.to_hex(), (e.id, e)))
         .collect();
     let mut unchecked = Vec::new();
     for shard in &receiving {

@@ -27,6 +27,7 @@ use crate::files::{file_error, FileError, TempFile};
 use crate::index::{self, IndexError};
 use crate::manifest::{Manifest, ManifestError};
 use crate::progress::{Progress, Unit};
+use crate::shard::ShardId;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -69,8 +70,10 @@ impl MergePlan {
         }
     }
 
-    fn wants(&self, shard: &str) -> bool {
-        self.selection.as_ref().is_none_or(|s| s.contains(shard))
+    fn wants(&self, shard: ShardId) -> bool {
+        self.selection
+            .as_ref()
+            .is_none_or(|s| s.contains(&shard.to_hex()))
     }
 }
 
@@ -362,7 +365,7 @@ fn mark_present(conn: &mut Connection, m: &Manifest, plan: &MergePlan) -> Result
             "UPDATE shards SET present = 1
              WHERE dataset = (SELECT id FROM datasets WHERE name = ?1) AND id = ?2 AND present = 0",
         )?;
-        for s in m.shards.iter().filter(|s| plan.wants(&s.id)) {
+        for s in m.shards.iter().filter(|s| plan.wants(s.id)) {
             st.execute(rusqlite::params![m.dataset, s.id])?;
         }
     }
@@ -678,7 +681,7 @@ fn merge_index(
             let mut link =
                 tx.prepare("INSERT OR IGNORE INTO release_shards(release, shard) VALUES (?1, ?2)")?;
             for s in &m.shards {
-                let present = plan.wants(&s.id);
+                let present = plan.wants(s.id);
                 shard.execute(params![
                     s.id,
                     ds,
