@@ -19,6 +19,10 @@ use crate::signing::{default_key_path, KeyError};
 /// `volume`; items are grouped by volume, sorted by key and packed into shards of at most
 /// --shard-items items. Everything is written to a staging folder in STORE and moved into
 /// place at the end, manifest last, so a failed publish leaves the store as it was.
+///
+/// Afterwards STORE/<dataset>/README.md, a Hugging Face dataset card, names each release
+/// with its shards and its records' field types, so `datasets.load_dataset` reads the
+/// store folder as it is (docs/format.md, "The dataset card").
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     /// Folder of item files to publish.
