@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::name::{shown, DatasetName, Version, Volume};
 use crate::shard::ShardId;
 use crate::signing::{self, PublisherKey, SignatureError};
-use crate::torrent::Metainfo;
+use crate::torrent::{InfoHash, Metainfo};
 
 pub const FORMAT: &str = "seedpool-manifest";
 pub const FORMAT_VERSION: u64 = 1;
@@ -55,7 +55,7 @@ pub struct ParentRef {
 pub struct TorrentRef {
     /// File name of the .torrent next to the manifest.
     pub file: String,
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     pub magnet: String,
     pub piece_length: u64,
 }
@@ -309,7 +309,6 @@ impl Manifest {
                 self.torrent.file
             )));
         }
-        check_hex(&self.torrent.info_hash, 40).map_err(|p| invalid(format!("info hash {p}")))?;
         if !self.torrent.piece_length.is_power_of_two() || self.torrent.piece_length < 16384 {
             return Err(invalid(format!(
                 "piece length `{}` is not a power of two of at least 16 KiB",
@@ -379,7 +378,7 @@ impl Manifest {
     /// its folder, the piece length, and exactly the manifest's files with their sizes,
     /// each starting on a piece boundary (the padding selective downloads rely on).
     pub fn check_torrent(&self, torrent: &Metainfo) -> Result<(), String> {
-        if torrent.info_hash.to_hex() != self.torrent.info_hash {
+        if torrent.info_hash != self.torrent.info_hash {
             return Err(format!(
                 "its info hash is `{}`, the manifest says `{}`",
                 torrent.info_hash, self.torrent.info_hash
@@ -569,7 +568,7 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             torrent: TorrentRef {
                 file: "demo-1.torrent".into(),
-                info_hash: "ab".repeat(20),
+                info_hash: InfoHash::parse(&"ab".repeat(20)).unwrap(),
                 magnet: format!("magnet:?xt=urn:btih:{}", "ab".repeat(20)),
                 piece_length: 262144,
             },

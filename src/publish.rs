@@ -433,7 +433,7 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
         created: crate::manifest::format_time(plan.created),
         torrent: TorrentRef {
             file: store::torrent_file_name(&plan.dataset, &plan.version),
-            info_hash: built.info_hash.to_hex(),
+            info_hash: built.info_hash,
             magnet: magnet.clone(),
             piece_length,
         },
@@ -629,7 +629,7 @@ fn load_parent(
     })?;
     let torrent = Metainfo::parse(&torrent_bytes)
         .map_err(|e| incomplete(vec![format!("torrent `{}`: {e}", torrent_path.display())]))?;
-    if torrent.info_hash.to_hex() != manifest.torrent.info_hash {
+    if torrent.info_hash != manifest.torrent.info_hash {
         return Err(incomplete(vec![format!(
             "torrent `{}` has info hash `{}`, the manifest says `{}`",
             torrent_path.display(),

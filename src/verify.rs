@@ -114,7 +114,7 @@ pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, V
         dataset: manifest.dataset.to_string(),
         version: manifest.version.to_string(),
         public_key: signer,
-        info_hash: manifest.torrent.info_hash.clone(),
+        info_hash: manifest.torrent.info_hash.to_hex(),
         files: manifest.shards.len() as u64 + 1,
         bytes,
         problems,

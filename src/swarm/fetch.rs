@@ -66,12 +66,11 @@ pub async fn release(source: &str) -> Result<Release, FetchError> {
         location: location.clone(),
         problem: e.to_string(),
     })?;
-    let found = torrent.info_hash.to_hex();
-    if found != manifest.torrent.info_hash {
+    if torrent.info_hash != manifest.torrent.info_hash {
         return Err(FetchError::InfoHash {
             location,
-            found,
-            expected: manifest.torrent.info_hash.clone(),
+            found: torrent.info_hash.to_hex(),
+            expected: manifest.torrent.info_hash.to_hex(),
         });
     }
     manifest

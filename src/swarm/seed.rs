@@ -75,7 +75,7 @@ fn prepare(
         path: torrent_path.clone(),
         problem: e.to_string(),
     })?;
-    if torrent.info_hash.to_hex() != m.torrent.info_hash {
+    if torrent.info_hash != m.torrent.info_hash {
         return Err(SeedError::Torrent {
             path: torrent_path,
             problem: format!(
@@ -147,7 +147,7 @@ async fn seed_all(
         events.emit(Event::Seeding {
             dataset: m.dataset.to_string(),
             version: m.version.to_string(),
-            info_hash: m.torrent.info_hash.clone(),
+            info_hash: m.torrent.info_hash.to_hex(),
             files: s.torrent.data_files().count() as u64,
             bytes: s.torrent.data_files().map(|f| f.length).sum(),
         });

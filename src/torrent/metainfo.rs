@@ -35,6 +35,25 @@ impl fmt::Display for InfoHash {
     }
 }
 
+/// As manifests write it: 40 lower-case hex digits.
+impl serde::Serialize for InfoHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for InfoHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "info hash `{}` is not 40 lower-case hex digits",
+                crate::name::shown(&text)
+            ))
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
     #[error(transparent)]

@@ -399,7 +399,7 @@ impl Published {
             &built.bytes,
         )
         .unwrap();
-        m.torrent.info_hash = built.info_hash.to_hex();
+        m.torrent.info_hash = built.info_hash;
         m.torrent.magnet = magnet_link(built.info_hash, &self.dataset, &m.trackers, &m.web_seeds);
         edit(&mut m);
         m.sign(&seedpool::signing::PublisherKey::from_seed([42; 32]));
