@@ -44,6 +44,8 @@ pub enum CardError {
     Tar { path: PathBuf, problem: String },
     #[error(transparent)]
     Shard(#[from] crate::shard::ShardError),
+    #[error("dataset card `{0}` has front matter that is not seedpool's JSON (hand-written YAML?); seedpool would lose it. Move what it holds below the front matter, or remove the file, and publish again")]
+    Foreign(PathBuf),
     #[error("index `{path}`: {source}")]
     Sqlite {
         path: PathBuf,
@@ -267,7 +269,6 @@ pub fn hidden_items(
                 dead.push(m.key().to_string());
             }
         }
-        dead.dedup();
         hidden.insert(id, dead);
     }
     Ok(hidden)
@@ -292,15 +293,7 @@ pub fn hidden_path(version: &str) -> String {
 /// default configuration, earlier releases' configurations are kept.
 pub fn write(dir: &Path, dataset: &str, release: &Release) -> Result<PathBuf, CardError> {
     let path = dir.join(FILE);
-    let old = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(file_error("read", &path)(e).into()),
-    };
-    let (front, body) = split_front_matter(&old);
-    let front: Map<String, Value> = front
-        .and_then(|f| serde_json::from_str(f).ok())
-        .unwrap_or_default();
+    let (mut front, body) = existing(dir)?;
     let mut configs: BTreeMap<String, (Value, Value)> = BTreeMap::new();
     let infos = front.get("dataset_info").and_then(Value::as_array);
     for c in front
@@ -327,19 +320,28 @@ pub fn write(dir: &Path, dataset: &str, release: &Release) -> Result<PathBuf, Ca
             release.features.clone(),
         ),
     );
-    let front = json!({
-        "pretty_name": dataset,
-        "configs": configs.iter().map(|(name, (files, _))| {
-            let mut c = json!({"config_name": name, "data_files": files});
-            if name == release.version {
-                c["default"] = json!(true);
-            }
-            c
-        }).collect::<Vec<_>>(),
-        "dataset_info": configs.iter().map(|(name, (_, features))| {
-            json!({"config_name": name, "features": features})
-        }).collect::<Vec<_>>(),
-    });
+    // The maintainer's own keys (license, tags, ...) stay; seedpool owns these three.
+    front.entry("pretty_name").or_insert_with(|| json!(dataset));
+    front.insert(
+        "configs".into(),
+        configs
+            .iter()
+            .map(|(name, (files, _))| {
+                let mut c = json!({"config_name": name, "data_files": files});
+                if name == release.version {
+                    c["default"] = json!(true);
+                }
+                c
+            })
+            .collect(),
+    );
+    front.insert(
+        "dataset_info".into(),
+        configs
+            .iter()
+            .map(|(name, (_, features))| json!({"config_name": name, "features": features}))
+            .collect(),
+    );
     let body = match body.trim() {
         "" => default_body(dataset),
         _ => body.to_string(),
@@ -356,6 +358,25 @@ pub fn write(dir: &Path, dataset: &str, release: &Release) -> Result<PathBuf, Ca
     crate::files::write_atomically(&hidden, &listed)?;
     crate::files::write_atomically(&path, text.as_bytes())?;
     Ok(path)
+}
+
+/// The card's front matter (empty without a card) and the text after it. A card whose
+/// front matter seedpool cannot read back is refused rather than overwritten: publish
+/// calls this before it commits, so such a card stops it with nothing changed.
+pub fn existing(dir: &Path) -> Result<(Map<String, Value>, String), CardError> {
+    let path = dir.join(FILE);
+    let old = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(file_error("read", &path)(e).into()),
+    };
+    match split_front_matter(&old) {
+        (None, body) => Ok((Map::new(), body.to_string())),
+        (Some(front), body) => match serde_json::from_str(front) {
+            Ok(front) => Ok((front, body.to_string())),
+            Err(_) => Err(CardError::Foreign(path)),
+        },
+    }
 }
 
 /// The front matter between the opening and closing `---` lines, and the text after.
@@ -429,6 +450,36 @@ mod tests {
             .collect();
         assert_eq!(ty(&many), Ty::Json);
         assert!(matches!(ty(&many[..3]), Ty::Struct(f) if f.len() == 3));
+    }
+
+    #[test]
+    fn a_hand_written_card_is_refused_not_overwritten_and_own_keys_stay() {
+        let t = tempfile::tempdir().unwrap();
+        let release = Release {
+            version: "1",
+            shard_paths: vec!["shards/1.tar".into()],
+            features: json!([]),
+            hidden: BTreeMap::new(),
+        };
+        let yaml = "---\nlicense: cc-by-4.0\n---\n# Mine\n";
+        std::fs::write(t.path().join(FILE), yaml).unwrap();
+        let err = write(t.path(), "ds", &release).unwrap_err().to_string();
+        assert!(
+            err.contains("README.md") && err.contains("not seedpool's JSON"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(t.path().join(FILE)).unwrap(), yaml);
+        assert!(!t.path().join("hidden").exists());
+        std::fs::write(
+            t.path().join(FILE),
+            "---\n{\"license\": \"cc-by-4.0\"}\n---\n# Mine\n",
+        )
+        .unwrap();
+        write(t.path(), "ds", &release).unwrap();
+        let (front, body) = existing(t.path()).unwrap();
+        assert_eq!(front["license"], "cc-by-4.0");
+        assert_eq!(front["configs"][0]["config_name"], "1");
+        assert_eq!(body, "# Mine\n");
     }
 
     #[test]

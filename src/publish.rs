@@ -502,6 +502,9 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
         card: card_path.clone(),
     };
 
+    // A card seedpool cannot update stops the publish here, before anything changes.
+    crate::card::existing(&store.dataset_dir())?;
+
     // Commit: shards, index, torrent, manifest last.
     progress.stage("committing", 0, Unit::Items);
     let final_manifest = store.manifest_path(&plan.version);

@@ -368,3 +368,25 @@ fn verify_lists_each_bad_or_missing_file() {
     assert_eq!(v.code, 1);
     assert!(v.stderr.contains("not by the expected key"), "{}", v.stderr);
 }
+
+#[test]
+fn a_hand_written_dataset_card_stops_publish_before_anything_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let (release, store) = (t.path().join("release"), t.path().join("store"));
+    write_items(&release, 0..4, 100);
+    let key = fixed_key(t.path());
+    let card = store.join("test-ds/README.md");
+    std::fs::create_dir_all(card.parent().unwrap()).unwrap();
+    let yaml = "---\nlicense: cc-by-4.0\n---\nOur words.\n";
+    std::fs::write(&card, yaml).unwrap();
+    let r = run(&publish_args(s(&release), s(&store), s(&key), "1"));
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("README.md") && r.stderr.contains("not seedpool's JSON"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&card).unwrap(), yaml);
+    let left: Vec<String> = tree(&store).into_keys().collect();
+    assert_eq!(left, vec!["test-ds/README.md".to_string()], "{left:?}");
+}
