@@ -155,14 +155,7 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
     // one type per record field (favs and jpeg_quality are null in some items and
     // numbers in others, which type inference from the first items got wrong).
     let dataset_dir = work.join("store/booru-chars-demo");
-    let card = std::fs::read_to_string(dataset_dir.join("README.md")).unwrap();
-    let front: serde_json::Value = serde_json::from_str(
-        card.split("\n---\n")
-            .next()
-            .unwrap()
-            .trim_start_matches("---\n"),
-    )
-    .unwrap();
+    let (front, _) = seedpool::card::existing(&dataset_dir).unwrap();
     let features = front["dataset_info"][1]["features"].to_string();
     assert!(
         !features.contains("\"dtype\":\"json\""),
