@@ -550,6 +550,7 @@ pub fn run(plan: &DemoPlan, progress: &dyn Progress) -> Result<DemoReport, DemoE
                 store: store.clone(),
                 public_key: None,
                 index_limit: Default::default(),
+                timings: false,
             },
             progress,
         )?;
@@ -615,6 +616,7 @@ fn publish_version(
             key: key.to_path_buf(),
             created: CREATED[(n - 1) as usize],
             piece_length: None,
+            direct_io: true,
         },
         progress,
     )?)
@@ -644,6 +646,8 @@ fn seed_and_sync(
         swarm: SwarmOptions::loopback(),
         report_every: std::time::Duration::from_secs(3600),
         stop: Some(stop.clone()),
+        // The demo stops its seeder itself; Ctrl-C ends the whole demo.
+        signals: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let seeder = std::thread::spawn(move || seed::run(&plan, &ReadySignal(tx)));
@@ -668,6 +672,8 @@ fn seed_and_sync(
                     swarm: SwarmOptions::loopback(),
                     stall_timeout: std::time::Duration::from_secs(60),
                     index_limit: Default::default(),
+                    tuning: Default::default(),
+                    signals: false,
                 },
                 &crate::swarm::Quiet,
             )?);

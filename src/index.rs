@@ -326,8 +326,8 @@ impl IndexWriter {
     }
 }
 
-/// Step timings of long work over a release index (merge, verify), printed on stderr when `SEEDPOOL_TIMINGS` is set
-/// (docs/performance.md uses them); silent otherwise.
+/// Step timings of long work over a release index (merge, verify), printed on stderr
+/// when `on` (the CLI sets it from `SEEDPOOL_TIMINGS`; docs/performance.md uses them).
 pub struct Timings {
     start: std::time::Instant,
     prefix: String,
@@ -335,11 +335,11 @@ pub struct Timings {
 }
 
 impl Timings {
-    pub fn new(prefix: impl Into<String>) -> Self {
+    pub fn new(prefix: impl Into<String>, on: bool) -> Self {
         Self {
             start: std::time::Instant::now(),
             prefix: prefix.into(),
-            on: std::env::var_os("SEEDPOOL_TIMINGS").is_some(),
+            on,
         }
     }
 

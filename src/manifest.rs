@@ -467,6 +467,13 @@ pub fn format_time(unix_seconds: u64) -> String {
     .to_string()
 }
 
+/// Unix seconds now; 0 on a clock set before 1970.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `created` as seedpool writes it: RFC 3339 in UTC, to the second.
 fn check_created(text: &str) -> Result<(), String> {
     let bad = || {

@@ -53,6 +53,9 @@ pub struct PublishPlan {
     /// Unix seconds for the manifest's `created` and the torrent's `creation date`.
     pub created: u64,
     pub piece_length: Option<u64>,
+    /// Write shards around the page cache where the file system allows it (the CLI's
+    /// default; `SEEDPOOL_NO_DIRECT_IO` turns it off for comparisons).
+    pub direct_io: bool,
 }
 
 pub const DEFAULT_SHARD_ITEMS: usize = 1000;
@@ -281,7 +284,9 @@ pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport,
                 let out = staging
                     .path()
                     .join(format!("new-{}.tar", batch_no * batch + j));
-                shard::write_shard(&sources, &out, piece_length, &|n| progress.advance(n))
+                shard::write_shard(&sources, &out, piece_length, plan.direct_io, &|n| {
+                    progress.advance(n)
+                })
             })
             .collect();
         for (shard_items, result) in chunk.iter().zip(results) {

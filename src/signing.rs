@@ -46,12 +46,13 @@ pub struct PublisherKey {
     signing: SigningKey,
 }
 
-/// Where the publisher key lives when `--key` is not given.
-pub fn default_key_path() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// Where the publisher key lives when `--key` is not given, from the environment
+/// variables `var` returns.
+pub fn default_key_path(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let base = var("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("seedpool").join("publisher.key")
 }

@@ -22,6 +22,8 @@ pub struct VerifyPlan {
     /// When set, the manifest must be signed by this public key (hex).
     pub public_key: Option<String>,
     pub index_limit: IndexLimit,
+    /// Print each phase's time on stderr.
+    pub timings: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -56,7 +58,7 @@ pub enum VerifyError {
 }
 
 pub fn run(plan: &VerifyPlan, progress: &dyn Progress) -> Result<VerifyReport, VerifyError> {
-    let timings = crate::index::Timings::new("verify ");
+    let timings = crate::index::Timings::new("verify ", plan.timings);
     let (manifest, _) = Manifest::load(&plan.manifest)?;
     let signer = manifest.public_key().unwrap_or_default().to_string();
     if let Some(expected) = &plan.public_key {

@@ -18,7 +18,7 @@ use common::*;
 fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
     let t = tempfile::tempdir().unwrap();
     let work = t.path().join("work");
-    let r = run(&["demo", "--workdir", s(&work)]);
+    let r = run_binary(&["demo", "--workdir", s(&work)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout.contains("release 2 of booru-chars-demo"),
@@ -143,7 +143,7 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
     }
 
     // The checked-in manifests verify against a store the demo built.
-    let v = run(&[
+    let v = run_binary(&[
         "verify",
         s(&golden.join("booru-chars-demo-2.manifest.json")),
         "--store",
@@ -198,7 +198,7 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
     std::fs::write(r3.join("extra-1.json"), r#"{"volume":"1x1-2024"}"#).unwrap();
     let key = work.join("demo-publisher.key");
     let parent = work.join("store/booru-chars-demo-2.manifest.json");
-    let r = run(&[
+    let r = run_binary(&[
         "publish",
         s(&r3),
         "--dataset",
@@ -222,7 +222,7 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
 #[test]
 fn demo_json_output_is_machine_readable() {
     let t = tempfile::tempdir().unwrap();
-    let r = run(&["demo", "--workdir", s(t.path()), "--items", "12", "--json"]);
+    let r = run_binary(&["demo", "--workdir", s(t.path()), "--items", "12", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["releases"].as_array().unwrap().len(), 2);

@@ -691,6 +691,8 @@ fn an_onnx_model_finds_what_its_outputs_say_in_both_yolo_layouts() {
     );
 }
 
+/// The binary, not the CLI in process: ONNX Runtime is found and loaded once per
+/// process, from the process's own environment.
 #[test]
 fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
     let t = tempfile::tempdir().unwrap();
@@ -731,7 +733,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
     for (model, extra, problem) in &cases {
         let mut args = vec!["detect", s(&image), "--model", s(model)];
         args.extend(extra);
-        let r = run(&args);
+        let r = run_binary(&args);
         assert_eq!(r.code, 2, "{problem}: {}", r.stderr);
         assert!(
             r.stderr
@@ -742,7 +744,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
         );
     }
     // A runtime path that names nothing.
-    let r = run_env(
+    let r = run_binary_env(
         &["detect", s(&image), "--model", s(&v5)],
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
@@ -754,7 +756,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
         r.stderr
     );
     // A file that is not a shared library at all, as the runtime.
-    let r = run_env(
+    let r = run_binary_env(
         &["detect", s(&image), "--model", s(&v5)],
         &[("ORT_DYLIB_PATH", s(&junk))],
     );
@@ -768,7 +770,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
     // folder. The message says how to install it.
     let bin = t.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    let r = run_env(
+    let r = run_binary_env(
         &["detect", s(&image), "--model", s(&v5)],
         &[
             ("PATH", s(&bin)),
@@ -776,7 +778,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
         ],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let missing = run_env(
+    let missing = run_binary_env(
         &["models", "runtime"],
         &[
             ("PATH", s(&bin)),
@@ -790,7 +792,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
         missing.stderr
     );
     // With python3's package there, `models runtime` names the library it loads.
-    let found = run(&["models", "runtime", "--json"]);
+    let found = run_binary(&["models", "runtime", "--json"]);
     assert_eq!(found.code, 0, "{}", found.stderr);
     let found: serde_json::Value = serde_json::from_str(&found.stdout).unwrap();
     assert!(
@@ -808,7 +810,7 @@ fn a_bad_model_or_a_missing_runtime_stops_before_any_image() {
         r.stderr
     );
     // --model and --cascade are one or the other.
-    let r = run(&[
+    let r = run_binary(&[
         "detect",
         s(&image),
         "--model",

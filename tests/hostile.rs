@@ -4,26 +4,13 @@
 //! checks that the message names the file, shard or item and the problem, and that the
 //! pool and the output folders are as they were.
 //!
-//! The CLI runs in process (`seedpool::cli::run` with captured output) where it can.
+//! The CLI runs in process (`common::run`) where it can.
 
 mod common;
 
 use std::path::PathBuf;
 
 use common::*;
-
-/// Runs the CLI in this process; returns (exit code, stdout, stderr).
-fn cli(args: &[&str]) -> Run {
-    let mut out = seedpool::cli::Output::captured();
-    let mut all = vec!["seedpool"];
-    all.extend_from_slice(args);
-    let code = seedpool::cli::run(all, &mut out);
-    Run {
-        code,
-        stdout: out.stdout(),
-        stderr: out.stderr(),
-    }
-}
 
 /// A pool that merged release 1 (items 0..4, two a shard) of a store that also holds
 /// release 2 (items 0..6, so one new shard of items 4 and 5), both signed by the test
@@ -46,15 +33,15 @@ fn fixture() -> Fixture {
     write_items(&rel, 0..4, 700);
     let mut args = publish_args(s(&rel), s(&store), s(&key), "1");
     args.extend(["--shard-items", "2"]);
-    assert_eq!(cli(&args).code, 0);
+    assert_eq!(run(&args).code, 0);
     write_items(&rel, 4..6, 700);
     let parent = store.join("test-ds-1.manifest.json");
     let mut args = publish_args(s(&rel), s(&store), s(&key), "2");
     args.extend(["--shard-items", "2", "--parent", s(&parent)]);
-    let r = cli(&args);
+    let r = run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let pool = root.join("pool");
-    let r = cli(&["merge", s(&parent), "--pool", s(&pool), "--from", s(&store)]);
+    let r = run(&["merge", s(&parent), "--pool", s(&pool), "--from", s(&store)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let one = Published::new(&store, "1").manifest();
     let two = Published::new(&store, "2").manifest();
@@ -112,11 +99,11 @@ impl Case {
     }
 
     fn verify(&self) -> Run {
-        cli(&["verify", s(&self.manifest()), "--store", s(&self.store)])
+        run(&["verify", s(&self.manifest()), "--store", s(&self.store)])
     }
 
     fn merge(&self) -> Run {
-        cli(&[
+        run(&[
             "merge",
             s(&self.manifest()),
             "--pool",
@@ -311,7 +298,7 @@ fn an_index_cannot_unpack_past_seedpools_own_ceiling() {
     // by the frames, which unpack past what the manifest declares).
     let case = f.case("raised");
     case.release.sign(|m| m.index.uncompressed_size = 1 << 27);
-    let r = cli(&[
+    let r = run(&[
         "merge",
         s(&case.manifest()),
         "--pool",
@@ -473,12 +460,12 @@ fn two_datasets_whose_shards_share_ids_each_get_their_own_files() {
     for dataset in ["test-ds", "fork-ds"] {
         let mut args = publish_args(s(&rel), s(&store), s(&key), "1");
         args[3] = dataset;
-        assert_eq!(cli(&args).code, 0);
+        assert_eq!(run(&args).code, 0);
     }
     let pool = t.path().join("pool");
     for dataset in ["test-ds", "fork-ds"] {
         let m = store.join(format!("{dataset}-1.manifest.json"));
-        let r = cli(&[
+        let r = run(&[
             "merge",
             s(&m),
             "--pool",
@@ -504,7 +491,7 @@ fn two_datasets_whose_shards_share_ids_each_get_their_own_files() {
     assert_eq!(a.len(), b.len());
     assert!(!b.is_empty());
     let out = t.path().join("out");
-    let r = cli(&[
+    let r = run(&[
         "extract",
         "--pool",
         s(&pool),
@@ -547,7 +534,7 @@ fn extract_never_writes_through_a_planted_link_and_never_overwrites() {
     std::os::unix::fs::symlink(&outside, out.join("danbooru-1001.jpg")).unwrap();
     std::fs::write(out.join("danbooru-1002.jpg"), b"mine").unwrap();
     let before_outside = std::fs::read(&outside).unwrap();
-    let r = cli(&[
+    let r = run(&[
         "extract",
         "--pool",
         s(&f.pool),
@@ -589,7 +576,7 @@ fn extract_never_writes_through_a_planted_link_and_never_overwrites() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Run again: what is there with the same bytes is skipped; --overwrite replaces
     // the names (the link itself, not its target).
-    let r = cli(&[
+    let r = run(&[
         "extract",
         "--pool",
         s(&f.pool),
@@ -629,15 +616,15 @@ fn extract_gives_items_that_would_share_a_name_their_own() {
         .unwrap();
     }
     let store = t.path().join("store");
-    assert_eq!(cli(&publish_args(s(&rel), s(&store), s(&key), "1")).code, 0);
+    assert_eq!(run(&publish_args(s(&rel), s(&store), s(&key), "1")).code, 0);
     let pool = t.path().join("pool");
     let m = store.join("test-ds-1.manifest.json");
     assert_eq!(
-        cli(&["merge", s(&m), "--pool", s(&pool), "--from", s(&store)]).code,
+        run(&["merge", s(&m), "--pool", s(&pool), "--from", s(&store)]).code,
         0
     );
     let out = t.path().join("out");
-    let r = cli(&[
+    let r = run(&[
         "extract",
         "--pool",
         s(&pool),
@@ -684,7 +671,7 @@ fn extract_on_a_tampered_pool_says_damaged_instead_of_aborting() {
         .execute_batch("UPDATE members SET length = 4611686018427387904 WHERE ext = 'jpg'")
         .unwrap();
     let out = f.root.join("out-t");
-    let r = cli(&[
+    let r = run(&[
         "extract",
         "--pool",
         s(&pool),
@@ -710,7 +697,7 @@ fn extract_on_a_tampered_pool_says_damaged_instead_of_aborting() {
 fn queries_take_one_statement_stop_at_their_timeout_and_stream_to_their_limit() {
     let f = fixture();
     let p = s(&f.pool);
-    let r = cli(&["query", "--pool", p, "--sql", "SELECT 1; DELETE FROM items"]);
+    let r = run(&["query", "--pool", p, "--sql", "SELECT 1; DELETE FROM items"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr
@@ -722,7 +709,7 @@ fn queries_take_one_statement_stop_at_their_timeout_and_stream_to_their_limit() 
     let started = std::time::Instant::now();
     let count =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
-    let r = cli(&[
+    let r = run(&[
         "query",
         "--pool",
         p,
@@ -741,7 +728,7 @@ fn queries_take_one_statement_stop_at_their_timeout_and_stream_to_their_limit() 
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     // With --limit, rows past it are never computed: an endless query ends.
-    let r = cli(&[
+    let r = run(&[
         "query", "--pool", p, "--sql", endless, "--limit", "3", "--format", "csv",
     ]);
     assert_eq!(
@@ -750,7 +737,7 @@ fn queries_take_one_statement_stop_at_their_timeout_and_stream_to_their_limit() 
         "{}",
         r.stderr
     );
-    let r = cli(&[
+    let r = run(&[
         "query",
         "--pool",
         p,
@@ -791,7 +778,7 @@ fn two_merges_racing_to_create_a_pool_never_half_create_it() {
             a.status.success() || b.status.success(),
             "round {round}: neither merged"
         );
-        let r = cli(&[
+        let r = run(&[
             "query",
             "--pool",
             s(&pool),

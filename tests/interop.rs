@@ -100,7 +100,7 @@ fn libtorrent_reads_the_torrents_and_checks_the_data() {
         "--web-seed",
         "http://127.0.0.1:9/data/",
     ]);
-    let r = run(&args);
+    let r = run_binary(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m1 = manifest(&store, "1");
     let lt = libtorrent_check(&store.join("test-ds-1.torrent"), &store);
@@ -127,7 +127,7 @@ fn libtorrent_reads_the_torrents_and_checks_the_data() {
     let parent = store.join("test-ds-1.manifest.json");
     let mut args = publish_args(s(&r2), s(&store), s(&key), "2");
     args.extend(["--shard-items", "10", "--parent", s(&parent)]);
-    let r = run(&args);
+    let r = run_binary(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m2 = manifest(&store, "2");
     assert!(m2["counts"]["reused_shards"].as_u64().unwrap() > 0);
@@ -157,7 +157,7 @@ fn transmission_show_reads_the_torrent() {
     write_items(&rel, 0..30, 5000);
     let mut args = publish_args(s(&rel), s(&store), s(&key), "1");
     args.extend(["--shard-items", "10"]);
-    assert_eq!(run(&args).code, 0);
+    assert_eq!(run_binary(&args).code, 0);
     let m = manifest(&store, "1");
     let out = Command::new("transmission-show")
         .env("TZ", "UTC")
@@ -200,12 +200,12 @@ fn manifests_follow_the_published_json_schema() {
     write_items(&r1, 0..20, 100);
     let mut args = publish_args(s(&r1), s(&store), s(&key), "1");
     args.extend(["--tracker", "udp://127.0.0.1:9/announce"]);
-    assert_eq!(run(&args).code, 0);
+    assert_eq!(run_binary(&args).code, 0);
     write_items(&r1, 20..25, 100);
     let parent = store.join("test-ds-1.manifest.json");
     let mut args = publish_args(s(&r1), s(&store), s(&key), "2");
     args.extend(["--parent", s(&parent)]);
-    assert_eq!(run(&args).code, 0);
+    assert_eq!(run_binary(&args).code, 0);
     let broken = t.path().join("broken.json");
     let text = std::fs::read_to_string(&parent).unwrap();
     std::fs::write(
@@ -257,7 +257,7 @@ fn publish_one(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let store = dir.join("store");
     let mut args = publish_args(s(&release), s(&store), s(&key), "1");
     args.extend(["--shard-items", "5"]);
-    let r = run(&args);
+    let r = run_binary(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     (store.clone(), store.join("test-ds-1.manifest.json"))
 }
@@ -344,7 +344,7 @@ fn seedpool_sync_downloads_a_release_from_a_libtorrent_seeder() {
         .as_u64()
         .unwrap();
     let pool = t.path().join("pool");
-    let r = run(&[
+    let r = run_binary(&[
         "sync",
         s(&manifest),
         "--pool",

@@ -121,8 +121,8 @@ fn same_input_gives_identical_bytes_whatever_the_copy_order_and_mtimes() {
     }
     // SOURCE_DATE_EPOCH gives the same result as --created.
     let sc = t.path().join("store-c");
-    let out = seedpool()
-        .args([
+    let out = run_env(
+        &[
             "publish",
             s(&a),
             "--dataset",
@@ -135,11 +135,10 @@ fn same_input_gives_identical_bytes_whatever_the_copy_order_and_mtimes() {
             s(&key),
             "--shard-items",
             "7",
-        ])
-        .env("SOURCE_DATE_EPOCH", "1767323045")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+        ],
+        &[("SOURCE_DATE_EPOCH", "1767323045")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(tree(&sc), ta);
     // Publishing the same release again into the same store changes nothing.
     let mut args = publish_args(s(&a), s(&sa), s(&key), "1");

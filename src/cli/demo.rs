@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::output::human_bytes;
-use super::{CommandResult, Output};
+use super::{CommandResult, Env};
 use crate::demo::{self, DemoPlan};
 
 /// Build a small example dataset, publish it twice, sync it into a pool and query it.
@@ -39,7 +39,8 @@ pub struct DemoArgs {
     json: bool,
 }
 
-pub fn run(args: DemoArgs, out: &mut Output) -> CommandResult {
+pub fn run(args: DemoArgs, env: &mut Env) -> CommandResult {
+    let out = &mut env.out;
     let plan = DemoPlan {
         workdir: args.workdir.clone(),
         items: args.items as usize,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure, Output};
 use crate::detect::faces::Level;
 use crate::detect::{self, DetectError, DetectPlan, DetectorSpec, ReleasePlan};
 use crate::imaging::DecodeLimits;
@@ -38,7 +38,7 @@ pub struct DetectArgs {
     config: Option<PathBuf>,
     /// The cascade XML (opencv_traincascade's format, LBP features), or the name of a
     /// model fetched with `seedpool models fetch` (e.g. `animeface`).
-    #[arg(long, value_name = "XML|NAME")]
+    #[arg(long, value_name = "XML|NAME", value_hint = clap::ValueHint::Other)]
     cascade: Option<PathBuf>,
     #[command(flatten)]
     model: super::models::ModelArgs,
@@ -63,7 +63,7 @@ pub struct DetectArgs {
     json: bool,
 }
 
-pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
+pub fn run(args: DetectArgs, env: &mut Env) -> CommandResult {
     if args.scale_factor <= 1.0 || !args.scale_factor.is_finite() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "--scale-factor must be above 1 (got {})",
@@ -71,7 +71,7 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
         )));
     }
     let cascade = match &args.cascade {
-        Some(c) if args.model.model.is_none() => Some(super::models::cascade_path(c)?),
+        Some(c) if args.model.model.is_none() => Some(super::models::cascade_path(c, env)?),
         _ => None,
     };
     let detector = |scale_factor, max_size| match (&cascade, args.model.spec()) {
@@ -83,6 +83,7 @@ pub fn run(args: DetectArgs, out: &mut Output) -> CommandResult {
         },
         (None, None) => unreachable!("clap requires --cascade or --model"),
     };
+    let out = &mut env.out;
     if let [dir] = &args.images[..] {
         if dir.is_dir() {
             return run_release(&args, &detector, dir.clone(), out);

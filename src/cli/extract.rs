@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::query::export::{self, ExportFormat, ExportPlan};
 use crate::query::extract::{self, ExtractPlan, Names};
 
@@ -47,7 +47,8 @@ pub struct ExtractArgs {
     json: bool,
 }
 
-pub fn run_extract(args: ExtractArgs, out: &mut Output) -> CommandResult {
+pub fn run_extract(args: ExtractArgs, env: &mut Env) -> CommandResult {
+    let out = &mut env.out;
     let plan = ExtractPlan {
         pool: args.pool.clone(),
         condition: args.condition.clone(),
@@ -121,7 +122,8 @@ pub struct ExportArgs {
     json: bool,
 }
 
-pub fn run_export(args: ExportArgs, out: &mut Output) -> CommandResult {
+pub fn run_export(args: ExportArgs, env: &mut Env) -> CommandResult {
+    let out = &mut env.out;
     let plan = ExportPlan {
         pool: args.pool.clone(),
         format: args.format,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::detect::tagger::TaggerSpec;
 use crate::detect::DetectorSpec;
 use crate::ingest::{self, IngestPlan, Rules};
@@ -56,7 +56,7 @@ pub struct IngestArgs {
     /// Search faces in every thumbnail with this OpenCV LBP cascade (a path, or a model
     /// name from `seedpool models fetch`, e.g. `animeface`) and record boxes at three strictness levels and the
     /// composition (see docs/detect.md; levels and thresholds under [faces] in --config).
-    #[arg(long, value_name = "XML|NAME")]
+    #[arg(long, value_name = "XML|NAME", value_hint = clap::ValueHint::Other)]
     cascade: Option<PathBuf>,
     /// Search faces with the `animeface` model (fetched with `seedpool models fetch
     /// animeface`) unless --cascade or --model names another detector.
@@ -85,7 +85,7 @@ pub struct IngestArgs {
     json: bool,
 }
 
-pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
+pub fn run(args: IngestArgs, env: &mut Env) -> CommandResult {
     let mut rules = match &args.config {
         Some(path) => Rules::from_toml(path).map_err(|e| Failure::Usage(e.into()))?,
         None => Rules::default(),
@@ -109,8 +109,11 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
     };
     let detector = match (&args.cascade, args.model.spec(), args.detect) {
         (_, Some(model), _) => Some(DetectorSpec::Model(model)),
-        (Some(c), None, _) => Some(cascade(super::models::cascade_path(c)?)),
-        (None, None, true) => Some(cascade(super::models::cascade_path("animeface".as_ref())?)),
+        (Some(c), None, _) => Some(cascade(super::models::cascade_path(c, env)?)),
+        (None, None, true) => Some(cascade(super::models::cascade_path(
+            "animeface".as_ref(),
+            env,
+        )?)),
         (None, None, false) => None,
     };
     let plan = IngestPlan {
@@ -130,6 +133,7 @@ pub fn run(args: IngestArgs, out: &mut Output) -> CommandResult {
             _ => None,
         },
     };
+    let out = &mut env.out;
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);
     bars.finish();

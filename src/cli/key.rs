@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::signing::{default_key_path, KeyError, PublisherKey};
 
 /// Manage the ed25519 key that signs release manifests.
@@ -31,7 +31,8 @@ pub enum KeyCommand {
     },
 }
 
-pub fn run(cmd: KeyCommand, out: &mut Output) -> CommandResult {
+pub fn run(cmd: KeyCommand, env: &mut Env) -> CommandResult {
+    let default_key_path = || default_key_path(|k| env.var(k));
     let (path, key, json) = match cmd {
         KeyCommand::Generate {
             out: path,
@@ -55,6 +56,7 @@ pub fn run(cmd: KeyCommand, out: &mut Output) -> CommandResult {
             (path, key, json)
         }
     };
+    let out = &mut env.out;
     if json {
         out.json(&serde_json::json!({"path": path, "public_key": key.public_hex()}))?;
     } else {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::pool::merge::{self, MergePlan};
 
 /// Merge a release from a store into a local pool.
@@ -45,14 +45,16 @@ pub struct MergeArgs {
     json: bool,
 }
 
-pub fn run(args: MergeArgs, out: &mut Output) -> CommandResult {
+pub fn run(args: MergeArgs, env: &mut Env) -> CommandResult {
     let plan = MergePlan {
         trust_key: args.trust_key,
         allow_older: args.allow_older,
         phash_distance: args.phash_distance,
         index_limit: args.limits.index_limit(),
+        tuning: tuning(env),
         ..MergePlan::new(args.manifest.clone(), args.pool.clone(), args.from.clone())
     };
+    let out = &mut env.out;
     let bars = out.progress();
     let result = merge::run(&plan, &bars);
     bars.finish();
@@ -97,4 +99,19 @@ pub fn run(args: MergeArgs, out: &mut Output) -> CommandResult {
         super::output::human_bytes(r.bytes_fetched)
     )?;
     Ok(())
+}
+
+/// What the environment sets for a merge: the clock, and the tuning variables
+/// `SEEDPOOL_BULK_MERGE_MIN` (fewest new items for the bulk path; tests lower it) and
+/// `SEEDPOOL_TIMINGS` (print each phase's time on stderr).
+pub fn tuning(env: &Env) -> merge::Tuning {
+    let defaults = merge::Tuning::default();
+    merge::Tuning {
+        merged_at: env.now(),
+        bulk_minimum: env
+            .var_str("SEEDPOOL_BULK_MERGE_MIN")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.bulk_minimum),
+        timings: env.var("SEEDPOOL_TIMINGS").is_some(),
+    }
 }

@@ -6,6 +6,7 @@
 
 mod demo;
 mod detect;
+mod env;
 mod extract;
 mod ingest;
 mod key;
@@ -18,11 +19,11 @@ mod swarm;
 mod tags;
 mod verify;
 
-use std::ffi::OsString;
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+pub use env::{Clock, Env};
 pub use output::Output;
 
 #[derive(Parser, Debug)]
@@ -78,15 +79,18 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type CommandResult = Result<(), Failure>;
 
-/// Runs seedpool with `args` (the first is the program name) and returns the exit code.
-pub fn run<I, T>(args: I, out: &mut Output) -> i32
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let cli = match Cli::try_parse_from(args) {
+/// Runs seedpool in `env` and returns the exit code.
+pub fn run(env: &mut Env) -> i32 {
+    crate::tune_sqlite();
+    let parsed = if env.is_process() {
+        Cli::try_parse_from(&env.args)
+    } else {
+        parse_isolated(env)
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
+            let out = &mut env.out;
             let code = e.exit_code();
             let text = if out.color() {
                 e.render().ansi().to_string()
@@ -102,21 +106,22 @@ where
         }
     };
     let result = match cli.command {
-        Command::Demo(a) => demo::run(a, out),
-        Command::Ingest(a) => ingest::run(a, out),
-        Command::Detect(a) => detect::run(a, out),
-        Command::Publish(a) => publish::run(a, out),
-        Command::Verify(a) => verify::run(a, out),
-        Command::Seed(a) => swarm::run_seed(a, out),
-        Command::Sync(a) => swarm::run_sync(a, out),
-        Command::Merge(a) => merge::run(a, out),
-        Command::Query(a) => query::run(a, out),
-        Command::Extract(a) => extract::run_extract(a, out),
-        Command::Export(a) => extract::run_export(a, out),
-        Command::Tags(a) => tags::run(a, out),
-        Command::Key(a) => key::run(a, out),
-        Command::Models(a) => models::run(a, out),
+        Command::Demo(a) => demo::run(a, env),
+        Command::Ingest(a) => ingest::run(a, env),
+        Command::Detect(a) => detect::run(a, env),
+        Command::Publish(a) => publish::run(a, env),
+        Command::Verify(a) => verify::run(a, env),
+        Command::Seed(a) => swarm::run_seed(a, env),
+        Command::Sync(a) => swarm::run_sync(a, env),
+        Command::Merge(a) => merge::run(a, env),
+        Command::Query(a) => query::run(a, env),
+        Command::Extract(a) => extract::run_extract(a, env),
+        Command::Export(a) => extract::run_export(a, env),
+        Command::Tags(a) => tags::run(a, env),
+        Command::Key(a) => key::run(a, env),
+        Command::Models(a) => models::run(a, env),
     };
+    let out = &mut env.out;
     match result {
         Ok(()) => 0,
         Err(failure) => {
@@ -143,12 +148,42 @@ where
     }
 }
 
+/// Parses the arguments of an isolated environment: clap reads `env = ...` defaults
+/// from the process, so each such argument gets its value from `env` instead.
+fn parse_isolated(env: &Env) -> Result<Cli, clap::Error> {
+    use clap::builder::TypedValueParser;
+    use clap::{CommandFactory, FromArgMatches};
+    fn from_env(cmd: clap::Command, env: &Env) -> clap::Command {
+        cmd.mut_args(|arg| {
+            let arg = match arg.get_env().and_then(|n| n.to_str()).map(str::to_owned) {
+                Some(name) => match env.var(&name) {
+                    // As clap does for a variable that is set: it stands in for the
+                    // argument, which then is not required.
+                    Some(value) => arg.env(None).default_value(value).required(false),
+                    None => arg.env(None),
+                },
+                None => arg,
+            };
+            // clap gives every `PathBuf` argument this hint; `--cascade`, a file or a
+            // model's name, opts out and is resolved by the command.
+            if arg.get_value_hint() == clap::ValueHint::AnyPath {
+                let dir = env.path(std::path::Path::new(""));
+                arg.value_parser(clap::builder::PathBufValueParser::new().map(move |p| dir.join(p)))
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(|sub| from_env(sub, env))
+    }
+    let matches = from_env(Cli::command(), env).try_get_matches_from(&env.args)?;
+    Cli::from_arg_matches(&matches)
+}
+
 /// The binary's entry point.
 pub fn main() -> ! {
-    crate::tune_sqlite();
-    let mut out = Output::process();
-    let code = run(std::env::args_os(), &mut out);
-    let _ = out.out.flush();
+    let mut env = Env::process();
+    let code = run(&mut env);
+    let _ = env.out.out.flush();
     std::process::exit(code)
 }
 
@@ -215,12 +250,73 @@ mod tests {
     }
 
     #[test]
+    fn a_command_takes_its_folder_variables_and_clock_from_its_env() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("rel")).unwrap();
+        std::fs::write(t.path().join("rel/item-1.txt"), "payload").unwrap();
+        crate::signing::PublisherKey::from_seed([3; 32])
+            .save(&t.path().join("home/.config/seedpool/publisher.key"), false)
+            .unwrap();
+        let args = [
+            "seedpool",
+            "publish",
+            "rel",
+            "--dataset",
+            "ds",
+            "--version",
+            "1",
+        ];
+        let mut env = Env::new(args, t.path())
+            .var_set("SEEDPOOL_STORE", "store")
+            .var_set("HOME", t.path().join("home"))
+            .clock_set(Clock::Fixed(1_700_000_000));
+        assert_eq!(run(&mut env), 0, "{}", env.out.stderr());
+        let manifest = t.path().join("store/ds-1.manifest.json");
+        let (m, _) = crate::manifest::Manifest::load(&manifest).unwrap();
+        assert_eq!(m.created, "2023-11-14T22:13:20Z");
+        assert_eq!(
+            m.public_key(),
+            Some(
+                crate::signing::PublisherKey::from_seed([3; 32])
+                    .public_hex()
+                    .as_str()
+            )
+        );
+
+        // SOURCE_DATE_EPOCH comes before the clock, and a variable of the process is
+        // not seen: the store is required again without SEEDPOOL_STORE.
+        let args = [
+            "seedpool",
+            "publish",
+            "rel",
+            "--dataset",
+            "ds",
+            "--version",
+            "2",
+        ];
+        let mut env = Env::new(args, t.path())
+            .var_set("SEEDPOOL_STORE", "store")
+            .var_set("HOME", t.path().join("home"))
+            .var_set("SOURCE_DATE_EPOCH", "86400");
+        assert_eq!(run(&mut env), 0, "{}", env.out.stderr());
+        let (m, _) =
+            crate::manifest::Manifest::load(&t.path().join("store/ds-2.manifest.json")).unwrap();
+        assert_eq!(m.created, "1970-01-02T00:00:00Z");
+        let mut env = Env::new(args, t.path());
+        assert_eq!(run(&mut env), 2);
+        assert!(env.out.stderr().contains("--store"), "{}", env.out.stderr());
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
-        let mut out = Output::captured();
-        assert_eq!(run(["seedpool", "publish"], &mut out), 2);
-        assert!(out.stderr().contains("--dataset"), "{}", out.stderr());
-        let mut out = Output::captured();
-        let code = run(
+        let mut env = Env::new(["seedpool", "publish"], ".");
+        assert_eq!(run(&mut env), 2);
+        assert!(
+            env.out.stderr().contains("--dataset"),
+            "{}",
+            env.out.stderr()
+        );
+        let mut env = Env::new(
             [
                 "seedpool",
                 "publish",
@@ -232,13 +328,13 @@ mod tests {
                 "--store",
                 "s",
             ],
-            &mut out,
+            ".",
         );
-        assert_eq!(code, 2);
+        assert_eq!(run(&mut env), 2);
         assert!(
-            out.stderr().contains("dataset name `a/b` contains `/`"),
+            env.out.stderr().contains("dataset name `a/b` contains `/`"),
             "{}",
-            out.stderr()
+            env.out.stderr()
         );
     }
 }

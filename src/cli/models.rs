@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::detect::models::{self, ModelError, MODELS};
 
 /// Fetch and list the face cascades seedpool knows by name (`--cascade animeface`), and
@@ -43,7 +43,9 @@ pub enum ModelsCommand {
     },
 }
 
-pub fn run(cmd: ModelsCommand, out: &mut Output) -> CommandResult {
+pub fn run(cmd: ModelsCommand, env: &mut Env) -> CommandResult {
+    let models_dir = models_dir(env);
+    let out = &mut env.out;
     match cmd {
         ModelsCommand::Fetch {
             name,
@@ -51,7 +53,7 @@ pub fn run(cmd: ModelsCommand, out: &mut Output) -> CommandResult {
             dir,
             json,
         } => {
-            let dir = dir.unwrap_or_else(models::models_dir);
+            let dir = dir.unwrap_or(models_dir);
             let path = models::fetch(&name, from.as_deref(), &dir).map_err(|e| match e {
                 ModelError::Unknown(_) => Failure::Usage(e.into()),
                 e => Failure::Data(e.into()),
@@ -63,7 +65,7 @@ pub fn run(cmd: ModelsCommand, out: &mut Output) -> CommandResult {
             }
         }
         ModelsCommand::List { json } => {
-            let dir = models::models_dir();
+            let dir = models_dir;
             let rows: Vec<_> = MODELS
                 .iter()
                 .map(|m| {
@@ -102,9 +104,19 @@ pub fn run(cmd: ModelsCommand, out: &mut Output) -> CommandResult {
     Ok(())
 }
 
-/// A `--cascade` argument as a path: a file, or a fetched model's name.
-pub fn cascade_path(arg: &std::path::Path) -> Result<PathBuf, Failure> {
-    models::resolve(arg).map_err(|e| Failure::Usage(e.into()))
+/// The models folder the environment names.
+fn models_dir(env: &Env) -> PathBuf {
+    env.path(&models::models_dir(|k| env.var(k)))
+}
+
+/// A `--cascade` argument as a path: a file (relative to the working folder), or a
+/// fetched model's name.
+pub fn cascade_path(arg: &std::path::Path, env: &Env) -> Result<PathBuf, Failure> {
+    let file = env.path(arg);
+    if file.exists() {
+        return Ok(file);
+    }
+    models::resolve(arg, &models_dir(env)).map_err(|e| Failure::Usage(e.into()))
 }
 
 /// `--model` and how to read it, shared by `ingest` and `detect`.

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use clap::Args;
 
 use super::output::human_bytes;
-use super::{parse_size, CommandResult, Failure, Output};
+use super::{parse_size, CommandResult, Env, Failure};
 use crate::name::{DatasetName, Version};
 use crate::publish::{self, PublishError, PublishPlan, DEFAULT_REPACK_ABOVE, DEFAULT_SHARD_ITEMS};
 use crate::signing::{default_key_path, KeyError};
@@ -72,13 +72,11 @@ pub struct PublishArgs {
     json: bool,
 }
 
-pub fn parse_created(text: Option<&str>) -> Result<u64, String> {
-    let from_env = std::env::var("SOURCE_DATE_EPOCH").ok();
+/// `--created`, else `SOURCE_DATE_EPOCH`, else now.
+pub fn parse_created(text: Option<&str>, env: &Env) -> Result<u64, String> {
+    let from_env = env.var_str("SOURCE_DATE_EPOCH");
     let Some(text) = text.or(from_env.as_deref()) else {
-        return Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0));
+        return Ok(env.now());
     };
     if let Ok(secs) = text.trim().parse::<u64>() {
         return Ok(secs);
@@ -98,7 +96,7 @@ fn check_url(url: &str, schemes: &[&str], what: &str) -> Result<(), Failure> {
     })
 }
 
-fn plan(args: &PublishArgs) -> Result<PublishPlan, Failure> {
+fn plan(args: &PublishArgs, env: &Env) -> Result<PublishPlan, Failure> {
     for t in &args.trackers {
         check_url(t, &["http", "https", "udp"], "tracker")?;
     }
@@ -111,7 +109,8 @@ fn plan(args: &PublishArgs) -> Result<PublishPlan, Failure> {
             args.repack_above
         )));
     }
-    let created = parse_created(args.created.as_deref()).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    let created =
+        parse_created(args.created.as_deref(), env).map_err(|e| Failure::Usage(anyhow!(e)))?;
     Ok(PublishPlan {
         release_dir: args.release_dir.clone(),
         dataset: args.dataset.clone(),
@@ -122,14 +121,19 @@ fn plan(args: &PublishArgs) -> Result<PublishPlan, Failure> {
         repack_above: args.repack_above,
         trackers: args.trackers.clone(),
         web_seeds: args.web_seeds.clone(),
-        key: args.key.clone().unwrap_or_else(default_key_path),
+        key: args
+            .key
+            .clone()
+            .unwrap_or_else(|| default_key_path(|k| env.var(k))),
         created,
         piece_length: args.piece_length,
+        direct_io: env.var("SEEDPOOL_NO_DIRECT_IO").is_none(),
     })
 }
 
-pub fn run(args: PublishArgs, out: &mut Output) -> CommandResult {
-    let plan = plan(&args)?;
+pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
+    let plan = plan(&args, env)?;
+    let out = &mut env.out;
     let bars = out.progress();
     let result = publish::run(&plan, &bars);
     bars.finish();
@@ -202,7 +206,6 @@ mod tests {
             .save(&key, false)
             .unwrap();
         let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
-        let mut out = Output::captured();
         let args = [
             "seedpool",
             "publish",
@@ -218,8 +221,9 @@ mod tests {
             "--created",
             "0",
         ];
-        assert_eq!(super::super::run(args, &mut out), 0, "{}", out.stderr());
-        let text = out.stdout();
+        let mut env = Env::new(args, t.path());
+        assert_eq!(super::super::run(&mut env), 0, "{}", env.out.stderr());
+        let text = env.out.stdout();
         assert!(
             text.starts_with("published ds 1\n  3 items in 1 shards (1 new), 0 tombstones\n"),
             "{text}"
@@ -232,15 +236,13 @@ mod tests {
             "{text}"
         );
 
-        let mut out = Output::captured();
         let manifest = s(&store.join("ds-1.manifest.json"));
-        assert_eq!(
-            super::super::run(
-                ["seedpool", "verify", &manifest, "--store", &s(&store)],
-                &mut out
-            ),
-            0
+        let mut env = Env::new(
+            ["seedpool", "verify", &manifest, "--store", &s(&store)],
+            t.path(),
         );
+        assert_eq!(super::super::run(&mut env), 0);
+        let out = &env.out;
         let public = crate::signing::PublisherKey::from_seed([1; 32]).public_hex();
         assert!(
             out.stdout()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::query::{self, parades, Format, Params, QueryError, QueryPlan, What};
 
 /// Query a pool: a named hit-parade, or any read-only SQL.
@@ -61,7 +61,8 @@ pub struct QueryArgs {
     timeout: std::time::Duration,
 }
 
-pub fn run(args: QueryArgs, out: &mut Output) -> CommandResult {
+pub fn run(args: QueryArgs, env: &mut Env) -> CommandResult {
+    let out = &mut env.out;
     if args.list {
         query::write(&parades::list(), args.format, &mut out.out)?;
         return Ok(());

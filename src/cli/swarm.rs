@@ -14,7 +14,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::output::human_bytes;
-use super::{parse_size, CommandResult, Failure, Output};
+use super::{parse_size, CommandResult, Env, Failure, Output};
 use crate::swarm::seed::{self, SeedError, SeedPlan};
 use crate::swarm::sync::{self, SyncError, SyncPlan};
 use crate::swarm::{Event, Events, SwarmError, SwarmOptions};
@@ -119,7 +119,8 @@ pub struct SyncArgs {
     swarm: SwarmArgs,
 }
 
-pub fn run_seed(args: SeedArgs, out: &mut Output) -> CommandResult {
+pub fn run_seed(args: SeedArgs, env: &mut Env) -> CommandResult {
+    let out = &mut env.out;
     let plan = SeedPlan {
         manifests: args.manifests.clone(),
         store: args.store.clone(),
@@ -130,6 +131,7 @@ pub fn run_seed(args: SeedArgs, out: &mut Output) -> CommandResult {
             Duration::from_secs(10)
         },
         stop: None,
+        signals: env.signals,
     };
     let view = View::new(out, args.swarm.json);
     let result = seed::run(&plan, &view);
@@ -146,9 +148,18 @@ pub fn run_seed(args: SeedArgs, out: &mut Output) -> CommandResult {
     Ok(())
 }
 
-pub fn run_sync(args: SyncArgs, out: &mut Output) -> CommandResult {
+pub fn run_sync(args: SyncArgs, env: &mut Env) -> CommandResult {
+    // The manifest is a URL or a path; only a path resolves against the folder.
+    let manifest = if crate::http::is_url(&args.manifest) {
+        args.manifest.clone()
+    } else {
+        env.path(args.manifest.as_ref())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let tuning = super::merge::tuning(env);
     let plan = SyncPlan {
-        manifest: args.manifest.clone(),
+        manifest,
         pool: args.pool.clone(),
         peers: args.peers.clone(),
         selection: args.selection.clone(),
@@ -158,7 +169,10 @@ pub fn run_sync(args: SyncArgs, out: &mut Output) -> CommandResult {
         swarm: args.swarm.options(args.listen),
         stall_timeout: args.timeout,
         index_limit: args.limits.index_limit(),
+        tuning,
+        signals: env.signals,
     };
+    let out = &mut env.out;
     let view = View::new(out, args.swarm.json);
     let result = sync::run(&plan, &view);
     view.finish();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::pool::Pool;
 use crate::query::{self, Format};
 use crate::tags;
@@ -38,7 +38,8 @@ pub enum TagsCommand {
     },
 }
 
-pub fn run(cmd: TagsCommand, out: &mut Output) -> CommandResult {
+pub fn run(cmd: TagsCommand, env: &mut Env) -> CommandResult {
+    let out = &mut env.out;
     match cmd {
         TagsCommand::Import { list, pool, json } => {
             let r = tags::import(&pool, &list).map_err(|e| {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::Args;
 
-use super::{CommandResult, Failure, Output};
+use super::{CommandResult, Env, Failure};
 use crate::verify::{self, VerifyPlan};
 
 /// Check a release in a store against its signed manifest.
@@ -34,13 +34,15 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-pub fn run(args: VerifyArgs, out: &mut Output) -> CommandResult {
+pub fn run(args: VerifyArgs, env: &mut Env) -> CommandResult {
     let plan = VerifyPlan {
         manifest: args.manifest.clone(),
         store: args.store.clone(),
         public_key: args.public_key.clone(),
         index_limit: args.limits.index_limit(),
+        timings: env.var("SEEDPOOL_TIMINGS").is_some(),
     };
+    let out = &mut env.out;
     let bars = out.progress();
     let result = verify::run(&plan, &bars);
     bars.finish();

@@ -40,12 +40,9 @@ pub enum ModelError {
 
 /// `$SEEDPOOL_DATA/models`, else `$XDG_DATA_HOME/seedpool/models`, else
 /// `~/.local/share/seedpool/models`.
-pub fn models_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+/// `var` returns an environment variable.
+pub fn models_dir(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |k: &str| var(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let base = var("SEEDPOOL_DATA")
         .or_else(|| var("XDG_DATA_HOME").map(|d| d.join("seedpool")))
         .or_else(|| var("HOME").map(|h| h.join(".local/share/seedpool")))
@@ -58,8 +55,8 @@ fn model(name: &str) -> Option<&'static Model> {
 }
 
 /// A `--cascade` argument: an existing file as it is, else a model name resolved in
-/// the models folder.
-pub fn resolve(arg: &Path) -> Result<PathBuf, ModelError> {
+/// the models folder `dir`.
+pub fn resolve(arg: &Path, dir: &Path) -> Result<PathBuf, ModelError> {
     if arg.exists() {
         return Ok(arg.to_path_buf());
     }
@@ -67,14 +64,13 @@ pub fn resolve(arg: &Path) -> Result<PathBuf, ModelError> {
     let Some(m) = model(&name) else {
         return Err(ModelError::Missing(arg.to_path_buf()));
     };
-    let dir = models_dir();
     let path = dir.join(m.file);
     if path.is_file() {
         Ok(path)
     } else {
         Err(ModelError::NotFetched {
             name: m.name.into(),
-            dir,
+            dir: dir.to_path_buf(),
         })
     }
 }

@@ -82,7 +82,9 @@ pub fn find_runtime() -> Result<PathBuf, ModelError> {
         };
     }
     let mut looked = vec!["ORT_DYLIB_PATH unset".to_string()];
-    let mut dirs = vec![super::models::models_dir()];
+    // The runtime is loaded once per process, so it is found from the process's own
+    // environment whatever environment a command runs in.
+    let mut dirs = vec![super::models::models_dir(|k| std::env::var_os(k))];
     if let Some(package) = python_package() {
         dirs.push(package.join("capi"));
     } else {

@@ -458,11 +458,13 @@ fn piece_pool() -> &'static rayon::ThreadPool {
 /// Four stages run at once: this thread reads members into blocks of whole pieces; the
 /// piece pool hashes each block's SHA-1 pieces (blocks in parallel); one thread feeds
 /// the shard's and the members' blake3; one thread writes. Blocks are recycled, so
-/// memory stays at a few blocks whatever the shard's size.
+/// memory stays at a few blocks whatever the shard's size. `direct_io` writes around
+/// the page cache where the file system allows it (a shard is not read back soon).
 pub fn write_shard(
     members: &[MemberSource],
     out: &Path,
     piece_length: u64,
+    direct_io: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WrittenShard, ShardError> {
     use std::sync::mpsc;
@@ -475,7 +477,7 @@ pub fn write_shard(
     let block_size =
         usize::try_from(piece_length.max(PIPELINE_BLOCK as u64)).unwrap_or(PIPELINE_BLOCK);
     let block_size = block_size - block_size % usize::try_from(piece_length).unwrap_or(1).max(1);
-    let mut file = ShardFile::create(out).map_err(write_err)?;
+    let mut file = ShardFile::create(out, direct_io).map_err(write_err)?;
     let expected_size = shard_size(members.iter().map(|m| m.size));
 
     // Blocks in flight: enough to keep the disk and both hashers busy (measured in
@@ -635,11 +637,11 @@ struct ShardFile {
 }
 
 impl ShardFile {
-    fn create(path: &Path) -> io::Result<Self> {
+    fn create(path: &Path, direct_io: bool) -> io::Result<Self> {
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            if std::env::var_os("SEEDPOOL_NO_DIRECT_IO").is_none() {
+            if direct_io {
                 let direct = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
@@ -760,7 +762,7 @@ mod tests {
             source(dir.path(), "b.txt", b""),
         ];
         let out = dir.path().join("out.tar");
-        let shard = write_shard(&members, &out, 16384, &|_| {}).unwrap();
+        let shard = write_shard(&members, &out, 16384, true, &|_| {}).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(shard.size, bytes.len() as u64);
         assert_eq!(shard.size, shard_size([big.len() as u64, 7, 0]));
@@ -800,7 +802,7 @@ mod tests {
         }
         for piece_length in [16384, 1 << 20, 16 << 20] {
             let out = dir.path().join(format!("s{piece_length}.tar"));
-            let shard = write_shard(&members, &out, piece_length, &|_| {}).unwrap();
+            let shard = write_shard(&members, &out, piece_length, true, &|_| {}).unwrap();
             let bytes = std::fs::read(&out).unwrap();
             assert_eq!(shard.id, ShardId::from_hash(blake3::hash(&bytes)));
             assert_eq!(
@@ -825,7 +827,7 @@ mod tests {
             source(dir.path(), "k-2.txt", b"hello"),
         ];
         let out = dir.path().join("s.tar");
-        write_shard(&members, &out, 16384, &|_| {}).unwrap();
+        write_shard(&members, &out, 16384, true, &|_| {}).unwrap();
         let listing = std::process::Command::new("tar")
             .arg("-tvf")
             .arg(&out)
@@ -844,7 +846,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut m = source(dir.path(), "a.bin", b"12345");
         m.size = 10;
-        let err = write_shard(&[m], &dir.path().join("o.tar"), 16384, &|_| {}).unwrap_err();
+        let err = write_shard(&[m], &dir.path().join("o.tar"), 16384, true, &|_| {}).unwrap_err();
         assert!(
             err.to_string()
                 .contains("changed while it was being packed: expected 10 bytes, found 5"),

@@ -258,9 +258,12 @@ pub(crate) fn peers(stats: &TorrentStats) -> u64 {
 /// Seconds a poll loop waits between looks at librqbit's stats.
 pub(crate) const TICK: Duration = Duration::from_millis(200);
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM when `listen`; never otherwise.
+pub(crate) async fn shutdown_signal(listen: bool) {
     use tokio::signal::unix::{signal, SignalKind};
+    if !listen {
+        return std::future::pending().await;
+    }
     let mut term = signal(SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -27,6 +27,9 @@ pub struct SeedPlan {
     pub report_every: Duration,
     /// Stops seeding when set (besides Ctrl-C and SIGTERM); for seeding in-process.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Stop on SIGINT or SIGTERM too (a process of its own does; a seeder inside a test
+    /// must leave its runner's signals alone).
+    pub signals: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +164,7 @@ async fn seed_all(
         releases: seeded.len() as u64,
     });
 
-    let stop = super::shutdown_signal();
+    let stop = super::shutdown_signal(plan.signals);
     tokio::pin!(stop);
     let mut last = (Instant::now(), 0u64);
     let mut last_report = Instant::now();

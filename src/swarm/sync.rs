@@ -54,6 +54,11 @@ pub struct SyncPlan {
     pub stall_timeout: Duration,
     /// seedpool's ceiling on the unpacked index.
     pub index_limit: index::IndexLimit,
+    /// The merge's clock and knobs.
+    pub tuning: merge::Tuning,
+    /// Stop, keeping what arrived, on SIGINT or SIGTERM (a process of its own does;
+    /// a sync run inside a test must leave its runner's signals alone).
+    pub signals: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -174,6 +179,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         trust_key: plan.trust_key,
         allow_older: plan.allow_older,
         phash_distance: plan.phash_distance,
+        tuning: plan.tuning.clone(),
         ..MergePlan::new(
             store.manifest_path(&version),
             plan.pool.clone(),
@@ -625,7 +631,7 @@ impl Ctx<'_> {
         let mut last_event = Instant::now() - Duration::from_secs(1);
         let mut rate = 0.0f64;
         let mut rate_at = (Instant::now(), 0u64);
-        let ctrl_c = super::shutdown_signal();
+        let ctrl_c = super::shutdown_signal(self.plan.signals);
         tokio::pin!(ctrl_c);
 
         loop {

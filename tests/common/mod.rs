@@ -1,4 +1,5 @@
-//! Helpers shared by the end-to-end tests: release folders, keys, running the binary.
+//! Helpers shared by the end-to-end tests: release folders, keys, running the CLI in
+//! process or as the binary.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -20,12 +21,36 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Runs seedpool's CLI in this process, with no environment variables: output is
+/// captured and relative paths resolve against the test's working folder.
 pub fn run(args: &[&str]) -> Run {
     run_env(args, &[])
 }
 
-/// Runs seedpool with extra environment variables.
+/// Runs seedpool's CLI in this process with the environment variables `envs` only.
 pub fn run_env(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let all = std::iter::once("seedpool").chain(args.iter().copied());
+    let dir = std::env::current_dir().expect("a working folder");
+    let mut env = seedpool::cli::Env::new(all, dir);
+    for (k, v) in envs {
+        env = env.var_set(k, v);
+    }
+    let code = seedpool::cli::run(&mut env);
+    Run {
+        code,
+        stdout: env.out.stdout(),
+        stderr: env.out.stderr(),
+    }
+}
+
+/// Runs the seedpool binary, for what needs a process of its own: the demo a newcomer
+/// runs, other BitTorrent clients, kills and signals.
+pub fn run_binary(args: &[&str]) -> Run {
+    run_binary_env(args, &[])
+}
+
+/// Runs the seedpool binary with extra environment variables.
+pub fn run_binary_env(args: &[&str], envs: &[(&str, &str)]) -> Run {
     let mut cmd = seedpool();
     for (k, v) in envs {
         cmd.env(k, v);

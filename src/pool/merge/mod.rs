@@ -52,6 +52,29 @@ pub struct MergePlan {
     pub verified: BTreeSet<String>,
     /// seedpool's ceiling on the unpacked index.
     pub index_limit: crate::index::IndexLimit,
+    pub tuning: Tuning,
+}
+
+/// What a merge takes from the command's environment rather than its arguments.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// The merge's time (Unix seconds), recorded as the release's `merged_at`.
+    pub merged_at: u64,
+    /// Fewest new items for the bulk path (which rebuilds the indexes after inserting);
+    /// tests lower it to run that path on small releases.
+    pub bulk_minimum: i64,
+    /// Print each phase's time on stderr.
+    pub timings: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            merged_at: crate::manifest::unix_now(),
+            bulk_minimum: 10_000,
+            timings: false,
+        }
+    }
 }
 
 impl MergePlan {
@@ -67,6 +90,7 @@ impl MergePlan {
             selection: None,
             verified: BTreeSet::new(),
             index_limit: Default::default(),
+            tuning: Tuning::default(),
         }
     }
 
@@ -175,7 +199,7 @@ fn merge_into(
     plan: &MergePlan,
     progress: &dyn Progress,
 ) -> Result<MergeReport, MergeError> {
-    let timings = crate::index::Timings::new("");
+    let timings = crate::index::Timings::new("", plan.tuning.timings);
     let (manifest, manifest_bytes) = Manifest::load(&plan.manifest)?;
     let dataset = manifest.dataset_name();
     let version = manifest.version_name();
@@ -518,7 +542,7 @@ fn merge_index(
                 m.parent.as_ref().map(|p| p.version.clone()),
                 manifest_hash,
                 m.created,
-                crate::manifest::format_time(now())
+                crate::manifest::format_time(plan.tuning.merged_at)
             ],
         )?;
         let rel = tx.last_insert_rowid();
@@ -544,7 +568,7 @@ fn merge_index(
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let bulk = new_items > bulk_minimum() && new_items * 3 > pool_items;
+        let bulk = new_items > plan.tuning.bulk_minimum && new_items * 3 > pool_items;
         if bulk {
             for (name, _) in schema::BULK_INDEXES {
                 tx.execute_batch(&format!("DROP INDEX {name}"))?;
@@ -1301,21 +1325,6 @@ const CLASSIFY_POOL: &str =
 /// The first 16 characters of `s`, as SQLite's `substr(s, 1, 16)` counts them.
 fn prefix(s: &str) -> &str {
     s.char_indices().nth(16).map_or(s, |(i, _)| &s[..i])
-}
-
-/// Fewest new items for a bulk merge; `SEEDPOOL_BULK_MERGE_MIN` overrides it (tests use
-/// it to run the bulk path on small releases).
-fn bulk_minimum() -> i64 {
-    std::env::var("SEEDPOOL_BULK_MERGE_MIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
