@@ -26,6 +26,8 @@ pub mod sqlvfs;
 pub mod store;
 pub mod swarm;
 pub mod tags;
+#[cfg(test)]
+mod testing;
 pub mod torrent;
 pub mod usersql;
 pub mod verify;

@@ -93,7 +93,9 @@ pub fn run(args: QueryArgs, env: &mut Env) -> CommandResult {
         timeout: (!args.timeout.is_zero()).then_some(args.timeout),
     };
     query::run(&plan, args.format, &mut out.out).map_err(|e| match e {
-        QueryError::Unknown(_) | QueryError::Statements(_) => Failure::Usage(e.into()),
+        QueryError::Unknown(_) | QueryError::Statements(_) | QueryError::Unread { .. } => {
+            Failure::Usage(e.into())
+        }
         QueryError::Output(io) => Failure::Data(anyhow::Error::new(io)),
         e => Failure::Data(e.into()),
     })?;

@@ -32,6 +32,12 @@ pub enum QueryError {
     Timeout(std::time::Duration),
     #[error("unknown query `{0}`; `seedpool query --list` lists the named queries")]
     Unknown(String),
+    #[error("{parade} does not read {flag}; it reads --dataset, {reads}")]
+    Unread {
+        parade: &'static str,
+        flag: &'static str,
+        reads: String,
+    },
     #[error("failed to write the results")]
     Output(#[source] std::io::Error),
 }

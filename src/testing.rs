@@ -1,0 +1,108 @@
+//! Fixtures for unit tests: real releases published into a real store and merged into a
+//! real pool, from records a test writes out. Test-only, so it sits above every layer.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::name::{DatasetName, Version};
+use crate::pool::merge::{self, MergePlan, MergeReport};
+use crate::publish::{self, PublishPlan, PublishReport};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub pool: PathBuf,
+    key: PathBuf,
+}
+
+/// A record of the kind ingest writes, for item `post` of `booru`.
+pub fn record(booru: &str, post: u64, tags: &[(&str, &[&str])]) -> Value {
+    let mut by_category = serde_json::Map::new();
+    for (category, names) in tags {
+        by_category.insert((*category).into(), serde_json::json!(names));
+    }
+    serde_json::json!({"booru": booru, "post_id": post, "tags": by_category})
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let key = dir.path().join("publisher.key");
+        crate::signing::PublisherKey::from_seed([7; 32])
+            .save(&key, false)
+            .expect("the key is written");
+        Self {
+            store: dir.path().join("store"),
+            pool: dir.path().join("pool"),
+            key,
+            dir,
+        }
+    }
+
+    /// Publishes release `version` of dataset `ds` (child of `parent` when given): one
+    /// item per `(key, record)`, each with a small payload derived from its key, two
+    /// items a shard.
+    pub fn publish(
+        &self,
+        version: &str,
+        parent: Option<&str>,
+        items: &[(&str, Value)],
+    ) -> PublishReport {
+        let rel = self.dir.path().join(format!("release-{version}"));
+        std::fs::create_dir_all(&rel).expect("a release folder");
+        for (key, record) in items {
+            std::fs::write(rel.join(format!("{key}.bin")), format!("payload of {key}"))
+                .expect("a payload");
+            std::fs::write(rel.join(format!("{key}.json")), record.to_string()).expect("a record");
+        }
+        publish::run(
+            &PublishPlan {
+                release_dir: rel,
+                dataset: DatasetName::parse("ds").expect("a dataset name"),
+                version: Version::parse(version).expect("a version"),
+                store: self.store.clone(),
+                parent: parent.map(|p| self.manifest(p)),
+                shard_items: 2,
+                repack_above: publish::DEFAULT_REPACK_ABOVE,
+                trackers: Vec::new(),
+                web_seeds: Vec::new(),
+                key: self.key.clone(),
+                created: 1_767_225_600,
+                piece_length: None,
+                direct_io: false,
+            },
+            &crate::progress::Silent,
+        )
+        .expect("the release publishes")
+    }
+
+    pub fn manifest(&self, version: &str) -> PathBuf {
+        self.store.join(format!("ds-{version}.manifest.json"))
+    }
+
+    /// Merges release `version` of the store into the pool.
+    pub fn merge(&self, version: &str) -> MergeReport {
+        self.try_merge(version).expect("the release merges")
+    }
+
+    pub fn try_merge(&self, version: &str) -> Result<MergeReport, merge::MergeError> {
+        let plan = MergePlan {
+            tuning: merge::Tuning {
+                merged_at: 1_767_225_600,
+                ..Default::default()
+            },
+            ..MergePlan::new(
+                self.manifest(version),
+                self.pool.clone(),
+                self.store.clone(),
+            )
+        };
+        merge::run(&plan, &crate::progress::Silent)
+    }
+
+    /// The pool, opened read-only.
+    pub fn open_pool(&self) -> crate::pool::Pool {
+        crate::pool::Pool::open_read_only(&self.pool).expect("the pool opens")
+    }
+}
