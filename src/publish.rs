@@ -804,3 +804,64 @@ fn reused_pieces(
     };
     Ok(FilePieces { full, tail })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{record, Fixture};
+
+    fn items(keys: &[(&'static str, i64)]) -> Vec<(&'static str, serde_json::Value)> {
+        keys.iter()
+            .map(|(k, score)| {
+                let mut r = record("danbooru", 1, &[]);
+                r["score"] = (*score).into();
+                (*k, r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_child_release_reuses_the_shards_it_did_not_change() {
+        let f = Fixture::new();
+        let first = f.publish("1", None, &items(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]));
+        assert_eq!((first.items, first.shards, first.new_shards), (4, 2, 2));
+        // c and d share a shard: d changes, so the new shard holds d and e, and d's old
+        // copy stays in its shard as a tombstone; both old shards are reused.
+        let second = f.publish(
+            "2",
+            Some("1"),
+            &items(&[("a", 1), ("b", 1), ("c", 1), ("d", 2), ("e", 1)]),
+        );
+        assert_eq!(second.parent.as_deref(), Some("1"));
+        assert_eq!(
+            (second.new_items, second.changed_items, second.removed_items),
+            (1, 1, 0)
+        );
+        assert_eq!(
+            (second.reused_shards, second.new_shards, second.tombstones),
+            (2, 1, 1),
+            "{second:?}"
+        );
+        let (m1, _) = crate::manifest::Manifest::load(&first.manifest).unwrap();
+        let (m2, _) = crate::manifest::Manifest::load(&second.manifest).unwrap();
+        let shared = m2
+            .shards
+            .iter()
+            .filter(|s| m1.shards.iter().any(|p| p.id == s.id));
+        assert_eq!(shared.count(), 2);
+    }
+
+    #[test]
+    fn a_version_published_with_other_content_is_refused_and_kept() {
+        let f = Fixture::new();
+        let list = items(&[("a", 1), ("b", 2), ("c", 3)]);
+        let first = f.publish("1", None, &list);
+        let before = crate::testing::tree(&f.store);
+        // The fixture's clock moved on, so this is other content under the same version.
+        let e = f.try_publish("1", None, &list).unwrap_err();
+        assert!(
+            matches!(&e, super::PublishError::AlreadyPublished { path, .. } if *path == first.manifest),
+            "{e}"
+        );
+        assert_eq!(crate::testing::tree(&f.store), before);
+    }
+}

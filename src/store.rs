@@ -264,3 +264,52 @@ pub fn mismatch(path: &Path, size: u64, blake3_hex: &str) -> std::io::Result<Opt
         )
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let ds = DatasetName::parse("ds").unwrap();
+        let store = Store::open_or_create(t.path(), &ds).unwrap();
+        (t, store)
+    }
+
+    #[test]
+    fn a_shard_already_in_place_is_kept_and_the_new_copy_dropped() {
+        let (t, store) = store();
+        let id = ShardId::from_hash(blake3::hash(b"shard"));
+        let temp = t.path().join("new.tar");
+        std::fs::write(&temp, b"shard").unwrap();
+        store.install_shard(&temp, id, 5).unwrap();
+        assert_eq!(std::fs::read(store.shard_path(id)).unwrap(), b"shard");
+        let again = t.path().join("again.tar");
+        std::fs::write(&again, b"other").unwrap();
+        store.install_shard(&again, id, 5).unwrap();
+        assert!(!again.exists(), "the new copy is dropped");
+        assert_eq!(std::fs::read(store.shard_path(id)).unwrap(), b"shard");
+    }
+
+    #[test]
+    fn staging_clears_the_folders_of_dead_processes_only() {
+        let (_t, store) = store();
+        let base = store.root().join(STAGING);
+        // No process has this id (beyond the kernel's pid_max).
+        let dead = base.join("1-4194305");
+        let ours_before = base.join(format!("0-{}", std::process::id()));
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&ours_before).unwrap();
+        let version = Version::parse("2").unwrap();
+        let staging = store.staging(&version).unwrap();
+        assert!(!dead.exists());
+        assert!(
+            ours_before.exists(),
+            "this process may be staging another release"
+        );
+        assert!(staging.path().is_dir());
+        let path = staging.path().to_path_buf();
+        drop(staging);
+        assert!(!path.exists(), "a staging folder goes when dropped");
+    }
+}

@@ -14,6 +14,8 @@ pub struct Fixture {
     pub store: PathBuf,
     pub pool: PathBuf,
     key: PathBuf,
+    /// Releases published so far: each is created a day after the one before.
+    published: std::cell::Cell<u64>,
 }
 
 /// A record of the kind ingest writes, for item `post` of `booru`.
@@ -37,11 +39,12 @@ impl Fixture {
             pool: dir.path().join("pool"),
             key,
             dir,
+            published: std::cell::Cell::new(0),
         }
     }
 
     /// Publishes release `version` of dataset `ds` (child of `parent` when given): one
-    /// item per `(key, record)`, each with a small payload derived from its key, two
+    /// item per `(key, record)`, created a day after the release before,, each with a small payload derived from its key, two
     /// items a shard.
     pub fn publish(
         &self,
@@ -49,8 +52,19 @@ impl Fixture {
         parent: Option<&str>,
         items: &[(&str, Value)],
     ) -> PublishReport {
+        self.try_publish(version, parent, items)
+            .expect("the release publishes")
+    }
+
+    pub fn try_publish(
+        &self,
+        version: &str,
+        parent: Option<&str>,
+        items: &[(&str, Value)],
+    ) -> Result<PublishReport, publish::PublishError> {
         let rel = self.dir.path().join(format!("release-{version}"));
         std::fs::create_dir_all(&rel).expect("a release folder");
+        let n = self.published.replace(self.published.get() + 1);
         for (key, record) in items {
             std::fs::write(rel.join(format!("{key}.bin")), format!("payload of {key}"))
                 .expect("a payload");
@@ -68,13 +82,12 @@ impl Fixture {
                 trackers: Vec::new(),
                 web_seeds: Vec::new(),
                 key: self.key.clone(),
-                created: 1_767_225_600,
+                created: 1_767_225_600 + 86_400 * n,
                 piece_length: None,
                 direct_io: false,
             },
             &crate::progress::Silent,
         )
-        .expect("the release publishes")
     }
 
     pub fn manifest(&self, version: &str) -> PathBuf {
@@ -105,4 +118,22 @@ impl Fixture {
     pub fn open_pool(&self) -> crate::pool::Pool {
         crate::pool::Pool::open_read_only(&self.pool).expect("the pool opens")
     }
+}
+
+/// Every file under `dir`, relative path to bytes, for comparing folders.
+pub fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("a readable folder") {
+            let path = e.expect("an entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("under dir").to_path_buf();
+                out.insert(rel, std::fs::read(&path).expect("a readable file"));
+            }
+        }
+    }
+    out
 }

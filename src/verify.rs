@@ -303,3 +303,81 @@ fn check_torrent(path: &Path, manifest: &Manifest) -> Option<FileProblem> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FileProblem, Problem};
+    use crate::testing::{record, Fixture};
+
+    fn check(f: &Fixture) -> VerifyReport {
+        run(
+            &VerifyPlan {
+                manifest: f.manifest("1"),
+                store: f.store.clone(),
+                public_key: None,
+                index_limit: Default::default(),
+                timings: false,
+            },
+            &crate::progress::Silent,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_bad_file_is_reported_by_path_not_only_the_first() {
+        let f = Fixture::new();
+        let items: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|k| (*k, record("danbooru", 1, &[])))
+            .collect();
+        let report = f.publish("1", None, &items);
+        let good = check(&f);
+        assert!(good.ok(), "{:?}", good.problems);
+        assert_eq!(good.files, 3, "two shards and the index");
+
+        let (m, _) = Manifest::load(&report.manifest).unwrap();
+        let shards = f.store.join("ds/shards");
+        let first = shards.join(format!("{}.tar", m.shards[0].id.to_hex()));
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes[600] ^= 1;
+        std::fs::write(&first, bytes).unwrap();
+        let second = shards.join(format!("{}.tar", m.shards[1].id.to_hex()));
+        std::fs::remove_file(&second).unwrap();
+
+        let bad = check(&f);
+        assert!(!bad.ok());
+        let found: Vec<&FileProblem> = bad.problems.iter().collect();
+        assert!(
+            found
+                .iter()
+                .any(|p| p.path == first && matches!(p.problem, Problem::Hash { .. })),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.path == second && p.problem == Problem::Missing),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_signed_by_another_key_than_the_expected_one_is_refused() {
+        let f = Fixture::new();
+        f.publish("1", None, &[("a", record("danbooru", 1, &[]))]);
+        let other = crate::signing::PublisherKey::from_seed([9; 32]).public_hex();
+        let e = run(
+            &VerifyPlan {
+                manifest: f.manifest("1"),
+                store: f.store.clone(),
+                public_key: Some(other),
+                index_limit: Default::default(),
+                timings: false,
+            },
+            &crate::progress::Silent,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VerifyError::WrongKey { .. }), "{e}");
+    }
+}

@@ -401,3 +401,71 @@ pub fn rebuild(conn: &Connection) -> rusqlite::Result<()> {
     tally.contrib_ids(conn, 1)?;
     tally.write(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{record, Fixture};
+
+    fn counts(conn: &rusqlite::Connection) -> Vec<String> {
+        let mut all = Vec::new();
+        for table in ["tag_counts", "pair_counts", "category_counts"] {
+            let mut st = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let n = st.column_count();
+            let rows = st
+                .query_map([], |r| {
+                    let cells: Vec<String> = (0..n)
+                        .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                        .collect();
+                    Ok(format!("{table}: {}", cells.join(" ")))
+                })
+                .unwrap();
+            all.extend(rows.map(Result::unwrap));
+        }
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn counts_kept_by_merges_equal_counts_rebuilt_from_the_items() {
+        let f = Fixture::new();
+        let item = |post: u64, character: &str, series: &str, score: i64| {
+            let mut r = record(
+                "danbooru",
+                post,
+                &[
+                    ("character", &[character]),
+                    ("copyright", &[series]),
+                    ("artist", &["ann"]),
+                ],
+            );
+            r["score"] = score.into();
+            r["posted"] = "2024-01-01T00:00:00Z".into();
+            r
+        };
+        let v1 = [
+            ("k1", item(1, "miku", "vocaloid", 3)),
+            ("k2", item(2, "rin", "vocaloid", 4)),
+            ("k3", item(3, "reimu", "touhou", 5)),
+        ];
+        f.publish("1", None, &v1);
+        f.merge("1");
+        // k2's tags change, k3 goes, k4 arrives, k1's score changes.
+        let v2 = [
+            ("k1", item(1, "miku", "vocaloid", 30)),
+            ("k2", item(2, "rin", "touhou", 4)),
+            ("k4", item(4, "miku", "vocaloid", 1)),
+        ];
+        f.publish("2", Some("1"), &v2);
+        f.merge("2");
+
+        let pool = crate::pool::Pool::open_or_create(&f.pool).unwrap();
+        let kept = counts(pool.connection());
+        assert!(
+            kept.iter()
+                .any(|r| r.contains("\"miku\"") && r.contains("Integer(2)")),
+            "{kept:#?}"
+        );
+        super::rebuild(pool.connection()).unwrap();
+        assert_eq!(counts(pool.connection()), kept);
+    }
+}

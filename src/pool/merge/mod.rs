@@ -1366,4 +1366,84 @@ mod tests {
         assert_eq!(prefix("short"), "short");
         assert_eq!(prefix("ééééééééééééééééé"), "éééééééééééééééé");
     }
+
+    fn items(list: &[(&'static str, i64)]) -> Vec<(&'static str, serde_json::Value)> {
+        list.iter()
+            .map(|(key, score)| {
+                let mut r = crate::testing::record("danbooru", 1, &[("general", &["solo"])]);
+                r["score"] = (*score).into();
+                (*key, r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_release_is_classified_against_the_pool_and_a_second_merge_changes_nothing() {
+        let f = crate::testing::Fixture::new();
+        f.publish("1", None, &items(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]));
+        let r = f.merge("1");
+        assert_eq!((r.added, r.changed, r.removed, r.unchanged), (4, 0, 0, 0));
+        // b changes, c goes, e arrives, a and d stay.
+        f.publish(
+            "2",
+            Some("1"),
+            &items(&[("a", 1), ("b", 20), ("d", 4), ("e", 5)]),
+        );
+        let r = f.merge("2");
+        assert_eq!(
+            (r.added, r.changed, r.removed, r.unchanged, r.restored),
+            (1, 1, 1, 2, 0)
+        );
+        assert_eq!(r.items, 4);
+        let again = f.merge("2");
+        assert!(again.already_merged);
+        // c comes back as it was.
+        f.publish(
+            "3",
+            Some("2"),
+            &items(&[("a", 1), ("b", 20), ("c", 3), ("d", 4), ("e", 5)]),
+        );
+        let r = f.merge("3");
+        assert_eq!((r.added, r.changed, r.removed, r.restored), (0, 0, 0, 1));
+
+        let pool = f.open_pool();
+        let history: Vec<(String, String, String)> = pool
+            .connection()
+            .prepare(
+                "SELECT i.key, r.version, p.action FROM provenance p JOIN items i ON i.id = p.item
+                 JOIN releases r ON r.id = p.release WHERE i.key IN ('b', 'c') ORDER BY 1, 2",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let want = [
+            ("b", "1", "added"),
+            ("b", "2", "changed"),
+            ("c", "1", "added"),
+            ("c", "2", "removed"),
+            ("c", "3", "restored"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(history, want);
+        let merged_at: String = pool
+            .connection()
+            .query_row("SELECT merged_at FROM releases LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(merged_at, "2026-01-01T00:00:00Z", "the plan's clock");
+    }
+
+    #[test]
+    fn an_older_release_is_refused_unless_allowed() {
+        let f = crate::testing::Fixture::new();
+        f.publish("1", None, &items(&[("a", 1)]));
+        f.publish("2", Some("1"), &items(&[("a", 2)]));
+        f.merge("2");
+        let e = f.try_merge("1").unwrap_err();
+        assert!(e.to_string().contains("older"), "{e}");
+    }
 }
