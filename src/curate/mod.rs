@@ -1,12 +1,13 @@
 //! Curation: the rules that decide which items a release keeps and which copy of an
-//! item wins. The quality score (`quality`) and the source priority live here, shared
-//! by ingest (which drops and ranks the originals of one release) and the pool (which
-//! resolves duplicates across releases).
+//! item wins. The quality score (`quality`), the duplicate finder (`duplicates`) and
+//! the source priority live here, shared by ingest (which drops and ranks the originals
+//! of one release) and the pool (which resolves duplicates across releases).
 
+pub mod duplicates;
 pub mod quality;
 
-/// The largest perceptual-hash distance duplicate finding supports: hashes are split
-/// into eight 8-bit bands, and two hashes within 7 bits of each other share a band.
+/// The largest perceptual-hash distance ingest and merge accept: past 7 of 64 bits,
+/// unrelated pictures start to match (and banding compares more pairs).
 pub const MAX_PHASH_DISTANCE: u32 = 7;
 
 /// The boorus seedpool knows, by canonical name (as records and file names write them),

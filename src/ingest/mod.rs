@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::curate::duplicates::{parse_phash, Groups};
 use crate::curate::quality;
 use crate::detect::faces::{FaceDetector, FaceRules, Faces};
 use crate::detect::tagger::{Tagger, TaggerSpec};
@@ -654,89 +655,36 @@ fn candidate(
 
 /// For each candidate, the index of the copy that wins its duplicate group.
 fn deduplicate(c: &[Candidate], rules: &Rules) -> Vec<usize> {
-    let n = c.len();
-    let mut parent: Vec<usize> = (0..n).collect();
-    fn find(p: &mut [usize], i: usize) -> usize {
-        let mut r = i;
-        while p[r] != r {
-            r = p[r];
-        }
-        let mut j = i;
-        while p[j] != r {
-            let next = p[j];
-            p[j] = r;
-            j = next;
-        }
-        r
-    }
-    let union = |p: &mut Vec<usize>, a: usize, b: usize| {
-        let (ra, rb) = (find(p, a), find(p, b));
-        if ra != rb {
-            p[ra] = rb;
-        }
-    };
+    let mut groups = Groups::new(c.len());
     // Exact: same file, same pixels, or the same post downloaded twice.
-    let mut seen: HashMap<(u8, String), usize> = HashMap::new();
-    for (i, x) in c.iter().enumerate() {
-        for k in [
-            (0u8, x.original.analysis.md5.clone()),
-            (1, x.original.analysis.pixels.clone()),
-            (2, x.key.clone()),
-        ] {
-            match seen.get(&k) {
-                Some(&j) => union(&mut parent, i, j),
-                None => {
-                    seen.insert(k, i);
-                }
-            }
-        }
-    }
-    // Near: perceptual hashes within the distance. Eight 8-bit bands: two hashes within
-    // 7 bits share at least one band, so only band-mates are compared.
-    let hashes: Vec<u64> = c
+    groups.join_equal(c.iter().enumerate().flat_map(|(i, x)| {
+        [
+            (i, (0u8, x.original.analysis.md5.as_str())),
+            (i, (1, x.original.analysis.pixels.as_str())),
+            (i, (2, x.key.as_str())),
+        ]
+    }));
+    let hashes: Vec<Option<u64>> = c
         .iter()
-        .map(|x| u64::from_str_radix(&x.original.analysis.phash, 16).unwrap_or(0))
+        .map(|x| parse_phash(&x.original.analysis.phash))
         .collect();
-    let mut bands: HashMap<(u8, u8), Vec<usize>> = HashMap::new();
-    for (i, h) in hashes.iter().enumerate() {
-        for b in 0..8u8 {
-            bands.entry((b, (h >> (8 * b)) as u8)).or_default().push(i);
-        }
-    }
-    for members in bands.values() {
-        for (x, &i) in members.iter().enumerate() {
-            for &j in &members[x + 1..] {
-                if (hashes[i] ^ hashes[j]).count_ones() <= rules.phash_distance {
-                    union(&mut parent, i, j);
-                }
-            }
-        }
-    }
+    groups.join_near(&hashes, rules.phash_distance);
     // The best copy of each group: larger resolution, then larger file, then source
     // priority, then a booru-style file name, then key and path (so the choice never
     // depends on scan order).
-    let rank = |k: &Candidate| {
+    groups.winners(|i| {
         use std::cmp::Reverse;
+        let k = &c[i];
         let a = &k.original.analysis;
-        (
+        Reverse((
             u64::from(a.width) * u64::from(a.height),
             k.original.bytes,
             Reverse(rules.priority(&k.booru)),
             k.named,
             Reverse(k.key.clone()),
             Reverse(k.original.path.clone()),
-        )
-    };
-    let better = |a: usize, b: usize| rank(&c[a]) > rank(&c[b]);
-    let mut best: HashMap<usize, usize> = HashMap::new();
-    for i in 0..n {
-        let r = find(&mut parent, i);
-        let e = best.entry(r).or_insert(i);
-        if better(i, *e) {
-            *e = i;
-        }
-    }
-    (0..n).map(|i| best[&find(&mut parent, i)]).collect()
+        ))
+    })
 }
 
 fn duplicate_reason(a: &Candidate, b: &Candidate, rules: &Rules) -> String {
@@ -748,9 +696,8 @@ fn duplicate_reason(a: &Candidate, b: &Candidate, rules: &Rules) -> String {
     } else if a.key == b.key {
         "same post".into()
     } else {
-        let d = (u64::from_str_radix(&x.phash, 16).unwrap_or(0)
-            ^ u64::from_str_radix(&y.phash, 16).unwrap_or(0))
-        .count_ones();
+        let d =
+            (parse_phash(&x.phash).unwrap_or(0) ^ parse_phash(&y.phash).unwrap_or(0)).count_ones();
         format!(
             "perceptual hash {d} bits apart, at most {}",
             rules.phash_distance

@@ -3,15 +3,15 @@
 //! Two items are duplicates when their records carry the same `md5` of the original, or
 //! perceptual hashes (`phash`, 64 bits as hex) within a Hamming distance. In each group
 //! one item stays visible and the others get `duplicate_of` = the winner. The winner is
-//! the best by, in order: more pixels, then source priority (the booru order below),
-//! then the older release (ancestor priority: the item already in the pool wins unless
-//! the newer one is better), then the smaller key. Because this is one total order, the
-//! groups are recomputed from scratch at every merge and always agree with it.
-
-use std::collections::HashMap;
+//! the best by, in order: more pixels, then source priority (`curate::BOORUS`), then the
+//! older release (ancestor priority: the item already in the pool wins unless the newer
+//! one is better), then the smaller key. Because this is one total order, the groups are
+//! recomputed from scratch at every merge and always agree with it. The groups are found
+//! by `curate::duplicates`, the finder ingest uses within a release.
 
 use rusqlite::{params, Connection};
 
+use crate::curate::duplicates::{parse_phash, Groups};
 use crate::curate::source_rank;
 
 struct Candidate {
@@ -28,21 +28,6 @@ struct Candidate {
 /// Ordering key: smaller is better.
 fn order(c: &Candidate) -> (i64, usize, i64, &str) {
     (-c.pixels, c.rank, c.added_in, c.key.as_str())
-}
-
-fn find(parent: &mut [usize], mut i: usize) -> usize {
-    while parent[i] != i {
-        parent[i] = parent[parent[i]];
-        i = parent[i];
-    }
-    i
-}
-
-fn union(parent: &mut [usize], a: usize, b: usize) {
-    let (ra, rb) = (find(parent, a), find(parent, b));
-    if ra != rb {
-        parent[ra.max(rb)] = ra.min(rb);
-    }
 }
 
 /// What `resolve` changed.
@@ -166,7 +151,7 @@ pub fn resolve(
                     .ok()
                     .flatten()
                     .filter(|m| !m.is_empty()),
-                phash: phash.and_then(|p| u64::from_str_radix(p.trim_start_matches("0x"), 16).ok()),
+                phash: phash.as_deref().and_then(parse_phash),
                 pixels: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
                 rank: source_rank(booru.as_deref()),
                 added_in: r.get(5)?,
@@ -176,60 +161,24 @@ pub fn resolve(
         })?
         .collect::<rusqlite::Result<_>>()?;
 
-    let mut parent: Vec<usize> = (0..items.len()).collect();
-    let mut by_md5: HashMap<&str, usize> = HashMap::new();
-    for (i, c) in items.iter().enumerate() {
-        if let Some(md5) = c.md5.as_deref() {
-            match by_md5.get(md5) {
-                Some(&j) => union(&mut parent, i, j),
-                None => {
-                    by_md5.insert(md5, i);
-                }
-            }
-        }
-    }
-    // Near duplicates: split the 64 bits into distance + 1 bands; two hashes within the
-    // distance agree on at least one band (pigeonhole), so only band mates are compared.
-    let distance = phash_distance.min(crate::curate::MAX_PHASH_DISTANCE);
-    let bands = distance as usize + 1;
-    let width = 64 / bands;
-    let mut by_band: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
-    for (i, c) in items.iter().enumerate() {
-        let Some(h) = c.phash else { continue };
-        for b in 0..bands {
-            let bits = if b + 1 == bands {
-                64 - b * width
-            } else {
-                width
-            };
-            let value = (h >> (b * width)) & (u64::MAX >> (64 - bits));
-            let mates = by_band.entry((b, value)).or_default();
-            for &j in mates.iter() {
-                let other = items[j].phash.unwrap_or(0);
-                if (h ^ other).count_ones() <= distance {
-                    union(&mut parent, i, j);
-                }
-            }
-            mates.push(i);
-        }
-    }
-
-    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-    for i in 0..items.len() {
-        let root = find(&mut parent, i);
-        groups.entry(root).or_default().push(i);
-    }
-    let mut winner_of: Vec<Option<usize>> = vec![None; items.len()];
-    for members in groups.values().filter(|g| g.len() > 1) {
-        let winner = members
+    let mut groups = Groups::new(items.len());
+    groups.join_equal(
+        items
             .iter()
-            .min_by(|&&a, &&b| order(&items[a]).cmp(&order(&items[b])))
-            .copied()
-            .expect("group is not empty");
-        for &m in members.iter().filter(|&&m| m != winner) {
-            winner_of[m] = Some(winner);
-        }
-    }
+            .enumerate()
+            .filter_map(|(i, c)| c.md5.as_deref().map(|m| (i, m))),
+    );
+    let hashes: Vec<Option<u64>> = items.iter().map(|c| c.phash).collect();
+    groups.join_near(
+        &hashes,
+        phash_distance.min(crate::curate::MAX_PHASH_DISTANCE),
+    );
+    let winner_of: Vec<Option<usize>> = groups
+        .winners(|i| order(&items[i]))
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (w != i).then_some(w))
+        .collect();
     // Hidden items of the dataset that are no longer candidates (their md5 and phash
     // went away) become visible again.
     let mut stale = conn.prepare(
