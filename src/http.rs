@@ -12,22 +12,37 @@ pub struct HttpError {
 /// Checks that `text` is a URL a torrent or manifest may carry: one of `schemes`, a
 /// host, at most 2048 bytes, no spaces or control characters. `http://` alone, or
 /// `http:/x`, passed the prefix test this replaces. Whether it answers is for whoever
-/// dials it. The problem comes back as words for the caller's message.
-pub fn check_url(text: &str, schemes: &[&str]) -> Result<(), String> {
+/// dials it. The problem reads as the end of the caller's sentence ("tracker `x` ...").
+pub fn check_url(text: &str, schemes: &[&str]) -> Result<(), UrlProblem> {
     if text.len() > 2048 {
-        return Err(format!("is {} bytes long, more than 2048", text.len()));
+        return Err(UrlProblem::TooLong(text.len()));
     }
     if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("holds a space or a control character".into());
+        return Err(UrlProblem::Unprintable);
     }
-    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e})"))?;
+    let url = url::Url::parse(text).map_err(|e| UrlProblem::NotAUrl(e.to_string()))?;
     if !schemes.contains(&url.scheme()) || !text.starts_with(&format!("{}://", url.scheme())) {
-        return Err(format!("must be a {} URL", schemes.join(" or ")));
+        return Err(UrlProblem::Scheme(schemes.join(" or ")));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("names no host".into());
+        return Err(UrlProblem::NoHost);
     }
     Ok(())
+}
+
+/// Why a text is not a URL seedpool accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlProblem {
+    #[error("is {0} bytes long, more than 2048")]
+    TooLong(usize),
+    #[error("holds a space or a control character")]
+    Unprintable,
+    #[error("is not a URL ({0})")]
+    NotAUrl(String),
+    #[error("must be a {0} URL")]
+    Scheme(String),
+    #[error("names no host")]
+    NoHost,
 }
 
 /// Whether `source` names an http(s) URL rather than a path.
@@ -99,12 +114,11 @@ mod tests {
             ("http://x.org/\u{1b}[2J", "a control character"),
         ] {
             let e = check_url(bad, &web).unwrap_err();
-            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
         }
-        assert!(
-            check_url(&format!("http://x.org/{}", "a".repeat(2100)), &web)
-                .unwrap_err()
-                .contains("more than 2048")
+        assert_eq!(
+            check_url(&format!("http://x.org/{}", "a".repeat(2100)), &web),
+            Err(UrlProblem::TooLong(2113))
         );
         assert_eq!(
             check_url("udp://tracker.example.org:1337/announce", &["udp"]),

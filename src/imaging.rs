@@ -107,16 +107,16 @@ fn decode(
     bytes: &[u8],
     limits: DecodeLimits,
     want: impl Fn(u32, u32) -> (u32, u32),
-) -> Result<Decoded, String> {
+) -> Result<Decoded, ImageError> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
     match reader.format() {
-        None => return Err("not an image (unknown format)".into()),
+        None => return Err(ImageError::UnknownFormat),
         // The JPEG decoder fills a cut-off image with grey instead of failing; a
         // download that stopped early must not pass as an original.
         Some(image::ImageFormat::Jpeg) if !ends_with_eoi(bytes) => {
-            return Err("truncated JPEG (no end-of-image marker)".into())
+            return Err(ImageError::TruncatedJpeg)
         }
         Some(image::ImageFormat::Jpeg) => {
             if let Some(decoded) = decode_jpeg(bytes, limits, &want)? {
@@ -138,7 +138,7 @@ fn decode(
     reader.limits(l);
     let img = reader.decode().map_err(|e| match e {
         image::ImageError::Limits(_) => too_large(limits, &e),
-        other => other.to_string(),
+        other => ImageError::Decode(other.to_string()),
     })?;
     let rgb = flatten(img);
     let (width, height) = rgb.dimensions();
@@ -153,7 +153,7 @@ fn decode_webp(
     bytes: &[u8],
     limits: DecodeLimits,
     want: &dyn Fn(u32, u32) -> (u32, u32),
-) -> Result<Option<Decoded>, String> {
+) -> Result<Option<Decoded>, ImageError> {
     use libwebp_sys as webp;
     let mut config =
         webp::WebPDecoderConfig::new().map_err(|_| "libwebp refused its own ABI version")?;
@@ -197,7 +197,9 @@ fn decode_webp(
     // outlives the call; with external memory libwebp allocates nothing to free.
     let status = unsafe { webp::WebPDecode(bytes.as_ptr(), bytes.len(), &mut config) };
     if status != webp::VP8StatusCode::VP8_STATUS_OK {
-        return Err(format!("WebP decoding failed ({status:?})"));
+        return Err(ImageError::Decode(format!(
+            "WebP decoding failed ({status:?})"
+        )));
     }
     let img = if alpha {
         image::RgbaImage::from_raw(ow, oh, buf).map(DynamicImage::ImageRgba8)
@@ -212,12 +214,49 @@ fn decode_webp(
     }))
 }
 
-fn too_large(limits: DecodeLimits, detail: &dyn std::fmt::Display) -> String {
-    format!(
-        "too large to decode safely (over {} pixels a side or {} MiB): {detail}",
-        limits.max_side,
-        limits.max_bytes >> 20
-    )
+fn too_large(limits: DecodeLimits, detail: &dyn std::fmt::Display) -> ImageError {
+    ImageError::TooLarge {
+        max_side: limits.max_side,
+        max_mib: limits.max_bytes >> 20,
+        size: detail.to_string(),
+    }
+}
+
+/// Why a picture could not be decoded or encoded. Messages name the problem, not the
+/// file: callers add the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("not an image (unknown format)")]
+    UnknownFormat,
+    /// The JPEG decoder fills a cut-off image with grey instead of failing.
+    #[error("truncated JPEG (no end-of-image marker)")]
+    TruncatedJpeg,
+    /// Refused from the header, before any pixel buffer is allocated.
+    #[error("too large to decode safely (over {max_side} pixels a side or {max_mib} MiB): {size}")]
+    TooLarge {
+        max_side: u32,
+        max_mib: u64,
+        size: String,
+    },
+    /// The decoder's own message.
+    #[error("{0}")]
+    Decode(String),
+    #[error("cannot resize or encode: {0}")]
+    Encode(String),
+    #[error("{0}")]
+    Read(String),
+}
+
+impl From<String> for ImageError {
+    fn from(problem: String) -> Self {
+        ImageError::Decode(problem)
+    }
+}
+
+impl From<&str> for ImageError {
+    fn from(problem: &str) -> Self {
+        ImageError::Decode(problem.into())
+    }
 }
 
 /// A JPEG through jpeg-decoder built `platform_independent`: the same integer IDCT and
@@ -231,7 +270,7 @@ fn decode_jpeg(
     bytes: &[u8],
     limits: DecodeLimits,
     want: &dyn Fn(u32, u32) -> (u32, u32),
-) -> Result<Option<Decoded>, String> {
+) -> Result<Option<Decoded>, ImageError> {
     use jpeg_decoder::PixelFormat;
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     if dec.read_info().is_err() {
@@ -257,7 +296,7 @@ fn decode_jpeg(
     let px = match dec.decode() {
         Ok(px) => px,
         Err(jpeg_decoder::Error::Unsupported(_)) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(ImageError::Decode(e.to_string())),
     };
     let info = dec.info().ok_or("JPEG decoder lost its header")?;
     let (sw, sh) = (u32::from(info.width), u32::from(info.height));
@@ -285,13 +324,16 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 }
 
 /// The image's pixels at full size, as RGB (transparency over white).
-pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, String> {
+pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, ImageError> {
     Ok(decode(bytes, limits, |w, h| (w, h))?.rgb)
 }
 
 /// [`decode_rgb`] of a file; the error says why, without the path.
-pub fn load_rgb(path: &std::path::Path, limits: DecodeLimits) -> Result<image::RgbImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+pub fn load_rgb(
+    path: &std::path::Path,
+    limits: DecodeLimits,
+) -> Result<image::RgbImage, ImageError> {
+    let bytes = std::fs::read(path).map_err(|e| ImageError::Read(e.to_string()))?;
     decode_rgb(&bytes, limits)
 }
 
@@ -302,7 +344,7 @@ pub fn thumbnail(
     side: u32,
     quality: u8,
     limits: DecodeLimits,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ImageError> {
     let fit_side = |w, h| fit(w, h, side, side);
     let d = decode(bytes, limits, fit_side)?;
     let (tw, th) = fit_side(d.width, d.height);
@@ -316,7 +358,7 @@ pub fn analyse(
     limits: DecodeLimits,
     sizes: Sizes,
     square: (f64, f64),
-) -> Result<Picture, String> {
+) -> Result<Picture, ImageError> {
     let sample_size = |w: u32, h: u32| {
         let ratio = f64::from(w) / f64::from(h);
         let long = if ratio >= square.0 && ratio <= square.1 {
@@ -393,7 +435,7 @@ fn fit(w: u32, h: u32, mw: u32, mh: u32) -> (u32, u32) {
     )
 }
 
-fn resize(src: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, String> {
+fn resize(src: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, ImageError> {
     resize_on(src, w, h, None)
 }
 
@@ -405,12 +447,12 @@ fn resize_on(
     w: u32,
     h: u32,
     cpu: Option<fast_image_resize::CpuExtensions>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ImageError> {
     let (sw, sh) = src.dimensions();
     if (sw, sh) == (w, h) {
         return Ok(src.as_raw().clone());
     }
-    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let err = |e: &dyn std::fmt::Display| ImageError::Encode(e.to_string());
     let mapper = fast_image_resize::create_srgb_mapper();
     let src8 = fast_image_resize::images::ImageRef::new(sw, sh, src.as_raw(), PixelType::U8x3)
         .map_err(|e| err(&e))?;
@@ -432,16 +474,16 @@ fn resize_on(
     Ok(out8.into_vec())
 }
 
-fn encode_jpeg(rgb: &[u8], w: u32, h: u32, quality: u8) -> Result<Vec<u8>, String> {
+fn encode_jpeg(rgb: &[u8], w: u32, h: u32, quality: u8) -> Result<Vec<u8>, ImageError> {
     let mut out = Vec::new();
     let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
     enc.set_optimized_huffman_tables(true);
     let (w, h) = (
-        u16::try_from(w).map_err(|_| "too wide for JPEG")?,
-        u16::try_from(h).map_err(|_| "too tall for JPEG")?,
+        u16::try_from(w).map_err(|_| ImageError::Encode("too wide for JPEG".into()))?,
+        u16::try_from(h).map_err(|_| ImageError::Encode("too tall for JPEG".into()))?,
     );
     enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ImageError::Encode(e.to_string()))?;
     Ok(out)
 }
 
@@ -847,7 +889,7 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(!err.is_empty());
+        assert!(matches!(err, ImageError::Decode(_)), "{err}");
         // Limits hold before the reduced decode allocates anything.
         let tight = DecodeLimits {
             max_side: 2500,
@@ -856,7 +898,11 @@ mod tests {
         let err = analyse(&big, tight, Sizes::default(), (0.8, 1.2))
             .err()
             .unwrap();
-        assert!(err.contains("too large"), "{err}");
+        assert!(
+            matches!(&err, ImageError::TooLarge { max_side: 2500, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("too large"), "{err}");
         // Greyscale takes the reduced path too and comes out as RGB.
         let grey = image::DynamicImage::ImageRgb8(full).into_luma8();
         let mut gj = Vec::new();

@@ -33,6 +33,13 @@ pub mod usersql;
 pub mod verify;
 pub mod zseek;
 
+/// A broken invariant of seedpool's own code: a bug to report, never a problem with
+/// the input. Error types that can meet one carry it as a variant, so a broken
+/// invariant ends the command with a message instead of a panic.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error, a bug in seedpool (please report it): {0}")]
+pub struct Bug(pub &'static str);
+
 /// Process-wide SQLite settings, applied before the first connection opens (later calls
 /// do nothing). SQLite keeps memory statistics by default, taking a global mutex on
 /// every allocation and free; a merge allocates a page-cache buffer for each page it

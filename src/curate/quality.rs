@@ -85,9 +85,24 @@ impl Default for QualityRules {
     }
 }
 
+/// Quality rules that cannot give a score in [0, 1].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRules {
+    #[error("quality weights must be numbers of 0 or more")]
+    Weights,
+    #[error("at least one quality weight must be above 0")]
+    NoWeight,
+    #[error("quality needs 0 < low_megapixels < high_megapixels")]
+    Megapixels,
+    #[error("quality's full_* reference points must be above 0 (full_colors above 1)")]
+    References,
+    #[error("quality's composition score for `{0}` must be within 0 and 1")]
+    Composition(String),
+}
+
 impl QualityRules {
     /// Refuses weights and reference points that cannot give a score in [0, 1].
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadRules> {
         let w = &self.weights;
         let weights = [
             w.resolution,
@@ -100,13 +115,13 @@ impl QualityRules {
             w.popularity,
         ];
         if weights.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err("quality weights must be numbers of 0 or more".into());
+            return Err(BadRules::Weights);
         }
         if weights.iter().sum::<f64>() <= 0.0 {
-            return Err("at least one quality weight must be above 0".into());
+            return Err(BadRules::NoWeight);
         }
         if !(self.low_megapixels > 0.0 && self.high_megapixels > self.low_megapixels) {
-            return Err("quality needs 0 < low_megapixels < high_megapixels".into());
+            return Err(BadRules::Megapixels);
         }
         let full = [
             self.full_entropy,
@@ -115,18 +130,14 @@ impl QualityRules {
             self.full_contrast,
         ];
         if full.iter().any(|v| !v.is_finite() || *v <= 0.0) || self.full_colors <= 1.0 {
-            return Err(
-                "quality's full_* reference points must be above 0 (full_colors above 1)".into(),
-            );
+            return Err(BadRules::References);
         }
         if let Some((class, _)) = self
             .composition
             .iter()
             .find(|(_, v)| !(0.0..=1.0).contains(*v))
         {
-            return Err(format!(
-                "quality's composition score for `{class}` must be within 0 and 1"
-            ));
+            return Err(BadRules::Composition(class.clone()));
         }
         Ok(())
     }
@@ -309,15 +320,15 @@ mod tests {
     fn weights_and_references_are_checked() {
         let mut rules = QualityRules::default();
         rules.weights.edges = -1.0;
-        assert!(rules.check().unwrap_err().contains("weights"));
+        assert_eq!(rules.check(), Err(BadRules::Weights));
         let mut rules = QualityRules::default();
         rules.composition.insert("scene".into(), 2.0);
-        assert!(rules.check().unwrap_err().contains("`scene`"));
+        assert_eq!(rules.check(), Err(BadRules::Composition("scene".into())));
         let rules = QualityRules {
             high_megapixels: 0.1,
             ..QualityRules::default()
         };
-        assert!(rules.check().is_err());
+        assert_eq!(rules.check(), Err(BadRules::Megapixels));
         assert!(QualityRules::default().check().is_ok());
     }
 }

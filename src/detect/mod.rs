@@ -130,10 +130,12 @@ fn detect_file(
     level: &Level,
     limits: DecodeLimits,
 ) -> ImageFaces {
-    let searched = imaging::load_rgb(path, limits).and_then(|rgb| {
-        let mut levels = detector.detect_levels(&rgb, std::slice::from_ref(level))?;
-        Ok((rgb.dimensions(), levels.pop().unwrap_or_default()))
-    });
+    let searched = imaging::load_rgb(path, limits)
+        .map_err(|e| e.to_string())
+        .and_then(|rgb| {
+            let mut levels = detector.detect_levels(&rgb, std::slice::from_ref(level))?;
+            Ok((rgb.dimensions(), levels.pop().unwrap_or_default()))
+        });
     match searched {
         Ok(((width, height), faces)) => ImageFaces {
             path: path.to_path_buf(),

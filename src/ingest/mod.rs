@@ -108,8 +108,8 @@ impl Rules {
             return Err(IngestError::Config {
                 path: path.to_path_buf(),
                 problem: format!(
-                    "`phash_distance` is {}, more than {max}: near duplicates are found by \
-                     8-bit bands of the hash, which a larger distance would miss",
+                    "`phash_distance` is {}, more than {max}: past that, unrelated \
+                     pictures are taken for near duplicates",
                     rules.phash_distance
                 ),
             });
@@ -119,7 +119,7 @@ impl Rules {
             .check()
             .map_err(|problem| IngestError::Config {
                 path: path.to_path_buf(),
-                problem,
+                problem: problem.to_string(),
             })?;
         Ok(rules)
     }
@@ -519,7 +519,8 @@ fn analyse_one(
             });
         }
     }
-    let pic = imaging::analyse(&bytes, rules.limits, rules.sizes, rules.square_range())?;
+    let pic = imaging::analyse(&bytes, rules.limits, rules.sizes, rules.square_range())
+        .map_err(|e| e.to_string())?;
     for (what, data) in [("thumb", &pic.thumb), ("sample", &pic.sample)] {
         let target = work_file(work, &md5, what);
         let tmp = target.with_extension("partial");

@@ -95,6 +95,8 @@ impl rusqlite::ToSql for ShardId {
 pub enum ShardError {
     #[error("`{0}` is not a shard ID (expected 64 lowercase hex digits)")]
     BadId(String),
+    #[error(transparent)]
+    Bug(#[from] crate::Bug),
     #[error("failed to read `{path}`")]
     Read {
         path: PathBuf,
@@ -178,7 +180,7 @@ impl ShardError {
             | ShardError::Hash { path: p, .. }
             | ShardError::Member { path: p, .. }
             | ShardError::ItemCount { path: p, .. } => *p = path.to_path_buf(),
-            ShardError::BadId(_) => {}
+            ShardError::BadId(_) | ShardError::Bug(_) => {}
         }
         self
     }
@@ -577,11 +579,13 @@ pub fn write_shard(
         })();
         drop(hash_tx);
         drop(write_tx);
-        let hashes = hasher.join().expect("hashing thread does not panic");
-        let written = writer.join().expect("writing thread does not panic");
+        let hashes = hasher.join();
+        let written = writer.join();
         (hashes, written, read_result)
     });
     read_result?;
+    let hashes = hashes.map_err(|_| crate::Bug("a shard's hashing thread panicked"))?;
+    let written = written.map_err(|_| crate::Bug("a shard's writing thread panicked"))?;
     let (file, size) = written.map_err(write_err)?;
     if size != expected_size {
         return Err(ShardError::Write {

@@ -123,6 +123,8 @@ pub enum SyncError {
     Refused(ShardError),
     #[error("interrupted; the files fetched so far are kept: run the same sync again to resume")]
     Interrupted,
+    #[error(transparent)]
+    Bug(#[from] crate::Bug),
     #[error("the download task failed: {0}")]
     Task(String),
 }
@@ -292,7 +294,10 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
 
     let mut selection = None;
     if let Some(sql) = &plan.selection {
-        let reader = ctx.index.as_ref().expect("the index is open");
+        let reader = ctx
+            .index
+            .as_ref()
+            .ok_or(crate::Bug("the release index is not open for --where"))?;
         let (shards, items) = select(reader, sql)?;
         report.selected_items = Some(items);
         report.shards_not_selected = (shard_files.len() - shards.len()) as u64;
