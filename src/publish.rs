@@ -168,382 +168,539 @@ enum Fate {
 }
 
 /// Publishes a release into its store. See the module doc for what is written, in which
-/// order, and what a failure leaves behind.
+/// order, and what a failure leaves behind. Each phase is a method of `ReleaseBuild`.
 pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport, PublishError> {
-    if let Some(pl) = plan.piece_length {
-        if !pl.is_power_of_two() || !(16384..=64 << 20).contains(&pl) {
-            return Err(PublishError::BadPieceLength(pl));
-        }
-    }
-    let key = PublisherKey::load(&plan.key)?;
-    let store = Store::open_or_create(&plan.store, &plan.dataset)?;
-    progress.stage("scanning release folder", 0, Unit::Items);
-    let items = release::scan(&plan.release_dir)?;
-    progress.note(&format!(
-        "found {} items in `{}`",
-        items.len(),
-        plan.release_dir.display()
-    ));
-    let staging = store.staging(&plan.version)?;
+    let build = ReleaseBuild::open(plan, progress)?;
+    let layout = build.layout()?;
+    let index_sqlite = build.staging.path().join("index.sqlite");
+    let writer = IndexWriter::create(&index_sqlite)?;
+    let written = build.write_new_shards(&layout, &writer)?;
+    let carried = build.carry_parent(&layout, &writer)?;
+    let index = build.finish_index(writer, &index_sqlite)?;
+    let signed = build.sign(&layout, &written, carried, &index)?;
+    build.commit(&signed, &written, &index)
+}
 
-    let parent = match &plan.parent {
-        Some(path) => Some(load_parent(path, plan, &store, staging.path())?),
-        None => None,
-    };
-    let piece_length = match (&parent, plan.piece_length) {
-        (Some(p), Some(asked)) if asked != p.torrent.piece_length => {
-            return Err(PublishError::PieceLengthChange {
-                parent: p.torrent.piece_length,
-                asked,
+/// One publish: what every phase reads, from the plan to the staging folder.
+struct ReleaseBuild<'a> {
+    plan: &'a PublishPlan,
+    progress: &'a dyn Progress,
+    key: PublisherKey,
+    store: Store,
+    staging: store::Staging,
+    items: Vec<Item>,
+    parent: Option<Parent>,
+    piece_length: u64,
+}
+
+/// Where each item goes: its fate against the parent, which parent shards stay, and the
+/// new shards (item indexes, by volume and key).
+struct Layout {
+    fates: Vec<Fate>,
+    /// Per parent shard: its items that are unchanged in this release.
+    live: Vec<u64>,
+    /// Per parent shard: kept as it is.
+    reused: Vec<bool>,
+    repacked: u64,
+    new_shards: Vec<Vec<usize>>,
+}
+
+/// A new shard, written into the staging folder as `new-<n>.tar`.
+struct NewShard {
+    written: WrittenShard,
+    volume: String,
+    items: u64,
+}
+
+/// What the parent's index gives this release: its reused shards, and the tombstones
+/// of the items that changed or went.
+#[derive(Default)]
+struct Carried {
+    torrent_files: Vec<SourceFile>,
+    entries: Vec<ShardEntry>,
+    reused: u64,
+    tombstones: u64,
+    removed_items: u64,
+    changed_items: u64,
+}
+
+/// The index, compressed in the staging folder.
+struct BuiltIndex {
+    sqlite: PathBuf,
+    zst: PathBuf,
+    rel: String,
+    compressed: index::Compressed,
+    features: serde_json::Value,
+}
+
+/// The torrent and the signed manifest, and the report they make.
+struct Signed {
+    torrent: Vec<u8>,
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    report: PublishReport,
+}
+
+impl<'a> ReleaseBuild<'a> {
+    /// Checks the plan, loads the key, scans the release folder and loads the parent.
+    fn open(plan: &'a PublishPlan, progress: &'a dyn Progress) -> Result<Self, PublishError> {
+        if let Some(pl) = plan.piece_length {
+            if !pl.is_power_of_two() || !(16384..=64 << 20).contains(&pl) {
+                return Err(PublishError::BadPieceLength(pl));
+            }
+        }
+        let key = PublisherKey::load(&plan.key)?;
+        let store = Store::open_or_create(&plan.store, &plan.dataset)?;
+        progress.stage("scanning release folder", 0, Unit::Items);
+        let items = release::scan(&plan.release_dir)?;
+        progress.note(&format!(
+            "found {} items in `{}`",
+            items.len(),
+            plan.release_dir.display()
+        ));
+        let staging = store.staging(&plan.version)?;
+        let parent = match &plan.parent {
+            Some(path) => Some(load_parent(path, plan, &store, staging.path())?),
+            None => None,
+        };
+        let piece_length = match (&parent, plan.piece_length) {
+            (Some(p), Some(asked)) if asked != p.torrent.piece_length => {
+                return Err(PublishError::PieceLengthChange {
+                    parent: p.torrent.piece_length,
+                    asked,
+                })
+            }
+            (Some(p), _) => p.torrent.piece_length,
+            (None, Some(pl)) => pl,
+            (None, None) => torrent::pick_piece_length(items.iter().map(Item::bytes).sum()),
+        };
+        Ok(Self {
+            plan,
+            progress,
+            key,
+            store,
+            staging,
+            items,
+            parent,
+            piece_length,
+        })
+    }
+
+    /// Classifies every item against the parent, decides which parent shards stay and
+    /// which are repacked, and cuts the rest into new shards.
+    fn layout(&self) -> Result<Layout, PublishError> {
+        let (items, parent) = (&self.items, &self.parent);
+        let fates: Vec<Fate> = match parent {
+            None => vec![Fate::New; items.len()],
+            Some(p) => classify(items, &p.items, self.progress)?,
+        };
+        let mut live = vec![0u64; parent.as_ref().map_or(0, |p| p.shards.len())];
+        for fate in &fates {
+            if let Fate::Unchanged(s) = fate {
+                live[*s] += 1;
+            }
+        }
+        let repack_above = self.plan.repack_above;
+        let reused: Vec<bool> = match parent {
+            None => Vec::new(),
+            Some(p) => p
+                .shards
+                .iter()
+                .zip(&live)
+                .map(|(s, &l)| l > 0 && (s.items - l) as f64 <= repack_above * s.items as f64)
+                .collect(),
+        };
+        let repacked = live
+            .iter()
+            .zip(&reused)
+            .filter(|(&l, &r)| l > 0 && !r)
+            .count() as u64;
+        // Items that go into new shards, grouped by volume, in key order, cut into shards.
+        let mut by_volume: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, (item, fate)) in items.iter().zip(&fates).enumerate() {
+            let stays = matches!(fate, Fate::Unchanged(s) if reused[*s]);
+            if !stays {
+                by_volume.entry(item.volume.as_str()).or_default().push(i);
+            }
+        }
+        let shard_items = self.plan.shard_items.max(1);
+        let new_shards = by_volume
+            .values()
+            .flat_map(|keys| keys.chunks(shard_items).map(<[usize]>::to_vec))
+            .collect();
+        Ok(Layout {
+            fates,
+            live,
+            reused,
+            repacked,
+            new_shards,
+        })
+    }
+
+    /// Writes the new shards two at a time (each already uses every core, and two keep
+    /// small shards from waiting on each other), recording each in the index as it
+    /// lands, so the records captured for the index stay bounded.
+    fn write_new_shards(
+        &self,
+        layout: &Layout,
+        writer: &IndexWriter,
+    ) -> Result<Vec<NewShard>, PublishError> {
+        let items = &self.items;
+        let total: u64 = layout
+            .new_shards
+            .iter()
+            .map(|s| {
+                shard::shard_size(
+                    s.iter()
+                        .flat_map(|&i| items[i].members.iter().map(|m| m.size)),
+                )
             })
+            .sum();
+        self.progress.stage("writing shards", total, Unit::Bytes);
+        // Not `self` in the threads: the parent's index connection stays on this one.
+        let (staging, progress) = (self.staging.path(), self.progress);
+        let (piece_length, direct_io) = (self.piece_length, self.plan.direct_io);
+        let mut out = Vec::new();
+        let batch = 2;
+        for (batch_no, chunk) in layout.new_shards.chunks(batch).enumerate() {
+            let results: Vec<Result<WrittenShard, ShardError>> = chunk
+                .par_iter()
+                .enumerate()
+                .map(|(j, shard_items)| {
+                    let sources: Vec<MemberSource> = shard_items
+                        .iter()
+                        .flat_map(|&i| {
+                            let item = &items[i];
+                            item.members.iter().map(move |m| MemberSource {
+                                name: format!("{}.{}", item.key, m.ext),
+                                path: m.path.clone(),
+                                size: m.size,
+                                capture: m.ext.as_str() == "json",
+                            })
+                        })
+                        .collect();
+                    let path = new_shard_path(staging, batch_no * batch + j);
+                    shard::write_shard(&sources, &path, piece_length, direct_io, &|n| {
+                        progress.advance(n)
+                    })
+                })
+                .collect();
+            for (shard_items, result) in chunk.iter().zip(results) {
+                let mut written = result?;
+                let volume = items[shard_items[0]].volume.clone();
+                record_new_shard(
+                    writer,
+                    items,
+                    shard_items,
+                    &written,
+                    &volume,
+                    &self.plan.version,
+                )?;
+                for m in &mut written.members {
+                    m.captured = None;
+                }
+                out.push(NewShard {
+                    written,
+                    volume,
+                    items: shard_items.len() as u64,
+                });
+            }
         }
-        (Some(p), _) => p.torrent.piece_length,
-        (None, Some(pl)) => pl,
-        (None, None) => torrent::pick_piece_length(items.iter().map(Item::bytes).sum()),
-    };
-
-    // Classify every item against the parent.
-    let fates: Vec<Fate> = match &parent {
-        None => vec![Fate::New; items.len()],
-        Some(p) => classify(&items, &p.items, progress)?,
-    };
-    let new_keys: BTreeSet<&str> = items.iter().map(|i| i.key.as_str()).collect();
-
-    // Decide which parent shards stay and which are repacked.
-    let mut live = vec![0u64; parent.as_ref().map_or(0, |p| p.shards.len())];
-    for fate in &fates {
-        if let Fate::Unchanged(s) = fate {
-            live[*s] += 1;
-        }
+        Ok(out)
     }
-    let reused: Vec<bool> = match &parent {
-        None => Vec::new(),
-        Some(p) => p
+
+    /// Copies the reused shards' rows from the parent index (pieces from its torrent)
+    /// and writes a tombstone for each parent item that changed or went.
+    fn carry_parent(&self, layout: &Layout, writer: &IndexWriter) -> Result<Carried, PublishError> {
+        let mut carried = Carried::default();
+        let Some(p) = &self.parent else {
+            return Ok(carried);
+        };
+        for (s, shard) in p
             .shards
             .iter()
-            .zip(&live)
-            .map(|(s, &l)| l > 0 && (s.items - l) as f64 <= plan.repack_above * s.items as f64)
-            .collect(),
-    };
-    let repacked_shards = parent.as_ref().map_or(0, |p| {
-        p.shards
-            .iter()
-            .zip(&live)
-            .zip(&reused)
-            .filter(|((_, &l), &r)| l > 0 && !r)
-            .count()
-    });
-
-    // Items that go into new shards, grouped by volume, in key order, cut into shards.
-    let mut by_volume: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, (item, fate)) in items.iter().zip(&fates).enumerate() {
-        let stays = matches!(fate, Fate::Unchanged(s) if reused[*s]);
-        if !stays {
-            by_volume.entry(item.volume.as_str()).or_default().push(i);
-        }
-    }
-    let shard_items = plan.shard_items.max(1);
-    let new_shards: Vec<Vec<usize>> = by_volume
-        .values()
-        .flat_map(|keys| keys.chunks(shard_items).map(<[usize]>::to_vec))
-        .collect();
-
-    // Write the new shards two at a time: each already uses every core, and two keep
-    // small shards from waiting on each other. Records captured for the index stay bounded.
-    let total_new: u64 = new_shards
-        .iter()
-        .map(|s| {
-            shard::shard_size(
-                s.iter()
-                    .flat_map(|&i| items[i].members.iter().map(|m| m.size)),
-            )
-        })
-        .sum();
-    progress.stage("writing shards", total_new, Unit::Bytes);
-    let index_sqlite = staging.path().join("index.sqlite");
-    let writer = IndexWriter::create(&index_sqlite)?;
-    let mut written_shards: Vec<(WrittenShard, String, u64)> = Vec::new();
-    let batch = 2;
-    for (batch_no, chunk) in new_shards.chunks(batch).enumerate() {
-        let results: Vec<Result<WrittenShard, ShardError>> = chunk
-            .par_iter()
             .enumerate()
-            .map(|(j, shard_items)| {
-                let sources: Vec<MemberSource> = shard_items
-                    .iter()
-                    .flat_map(|&i| {
-                        let item = &items[i];
-                        item.members.iter().map(move |m| MemberSource {
-                            name: format!("{}.{}", item.key, m.ext),
-                            path: m.path.clone(),
-                            size: m.size,
-                            capture: m.ext.as_str() == "json",
-                        })
-                    })
-                    .collect();
-                let out = staging
-                    .path()
-                    .join(format!("new-{}.tar", batch_no * batch + j));
-                shard::write_shard(&sources, &out, piece_length, plan.direct_io, &|n| {
-                    progress.advance(n)
-                })
-            })
-            .collect();
-        for (shard_items, result) in chunk.iter().zip(results) {
-            let written = result?;
-            let volume = items[shard_items[0]].volume.clone();
-            record_new_shard(
-                &writer,
-                &items,
-                shard_items,
-                &written,
-                &volume,
-                &plan.version,
-            )?;
-            let mut written = written;
-            for m in &mut written.members {
-                m.captured = None;
-            }
-            written_shards.push((written, volume, shard_items.len() as u64));
-        }
-    }
-
-    // Reused shards: index rows copied from the parent index, pieces from its torrent.
-    let mut torrent_files: Vec<SourceFile> = written_shards
-        .iter()
-        .map(|(w, _, _)| SourceFile {
-            path: w.id.relative_path(),
-            length: w.size,
-            pieces: w.pieces.clone(),
-        })
-        .collect();
-    let mut entries: Vec<ShardEntry> = written_shards
-        .iter()
-        .map(|(w, volume, n)| ShardEntry {
-            id: w.id,
-            size: w.size,
-            items: *n,
-            volume: volume.clone(),
-        })
-        .collect();
-    let mut tombstones = 0u64;
-    let mut reused_count = 0u64;
-    let (mut removed_items, mut changed_items) = (0u64, 0u64);
-    if let Some(p) = &parent {
-        let kept: BTreeSet<usize> = (0..p.shards.len()).filter(|&s| reused[s]).collect();
-        for &s in &kept {
-            let shard = &p.shards[s];
-            reused_count += 1;
+            .filter(|(s, _)| layout.reused[*s])
+        {
+            carried.reused += 1;
             writer.shard(&ShardRow {
                 id: shard.id.to_hex(),
                 size: shard.size,
                 items: shard.items,
-                live_items: live[s],
+                live_items: layout.live[s],
                 volume: shard.volume.clone(),
                 first_release: shard.first_release.clone(),
             })?;
-            torrent_files.push(SourceFile {
+            carried.torrent_files.push(SourceFile {
                 path: shard.id.relative_path(),
                 length: shard.size,
-                pieces: reused_pieces(p, shard, &store)?,
+                pieces: reused_pieces(p, shard, &self.store)?,
             });
-            entries.push(ShardEntry {
+            carried.entries.push(ShardEntry {
                 id: shard.id,
                 size: shard.size,
                 items: shard.items,
                 volume: shard.volume.clone(),
             });
         }
-        let unchanged: HashMap<&str, usize> = items
+        let unchanged: HashMap<&str, usize> = self
+            .items
             .iter()
-            .zip(&fates)
+            .zip(&layout.fates)
             .filter_map(|(item, fate)| match fate {
-                Fate::Unchanged(s) if reused[*s] => Some((item.key.as_str(), *s)),
+                Fate::Unchanged(s) if layout.reused[*s] => Some((item.key.as_str(), *s)),
                 _ => None,
             })
             .collect();
-        let changed: BTreeSet<&str> = items
+        let changed: BTreeSet<&str> = self
+            .items
             .iter()
-            .zip(&fates)
+            .zip(&layout.fates)
             .filter(|(_, f)| matches!(f, Fate::Changed(_)))
             .map(|(i, _)| i.key.as_str())
             .collect();
+        let present: BTreeSet<&str> = self.items.iter().map(|i| i.key.as_str()).collect();
         p.index.for_each_item(|row| {
             if unchanged.contains_key(row.key.as_str()) {
                 writer.item(&row)?;
             } else if changed.contains(row.key.as_str()) {
-                changed_items += 1;
-                tombstones += 1;
+                carried.changed_items += 1;
+                carried.tombstones += 1;
                 writer.tombstone(&row.key, &row.shard, "changed")?;
-            } else if !new_keys.contains(row.key.as_str()) {
-                removed_items += 1;
-                tombstones += 1;
+            } else if !present.contains(row.key.as_str()) {
+                carried.removed_items += 1;
+                carried.tombstones += 1;
                 writer.tombstone(&row.key, &row.shard, "removed")?;
             }
             Ok(())
         })?;
+        Ok(carried)
     }
-    let new_items = fates.iter().filter(|f| **f == Fate::New).count() as u64;
 
-    // Metadata, then the compressed index.
-    writer.meta("dataset", plan.dataset.as_str())?;
-    writer.meta("version", plan.version.as_str())?;
-    writer.meta(
-        "parent",
-        parent.as_ref().map_or("", |p| p.manifest.version.as_str()),
-    )?;
-    writer.meta("format_version", &index::FORMAT_VERSION.to_string())?;
-    writer.finish()?;
-    let features = crate::card::features(&index_sqlite)?;
-    progress.stage("compressing index", 0, Unit::Bytes);
-    let index_zst = staging.path().join("index.sqlite.zst");
-    let compressed = index::compress(&index_sqlite, &index_zst, piece_length)?;
-    let index_rel = format!("index/{}.sqlite.zst", plan.version);
-    torrent_files.push(SourceFile {
-        path: index_rel.clone(),
-        length: compressed.size,
-        pieces: compressed.pieces.clone(),
-    });
+    /// Writes the index's metadata, closes it, reads the card's features from it and
+    /// compresses it.
+    fn finish_index(&self, writer: IndexWriter, sqlite: &Path) -> Result<BuiltIndex, PublishError> {
+        let plan = self.plan;
+        writer.meta("dataset", plan.dataset.as_str())?;
+        writer.meta("version", plan.version.as_str())?;
+        writer.meta(
+            "parent",
+            self.parent
+                .as_ref()
+                .map_or("", |p| p.manifest.version.as_str()),
+        )?;
+        writer.meta("format_version", &index::FORMAT_VERSION.to_string())?;
+        writer.finish()?;
+        let features = crate::card::features(sqlite)?;
+        self.progress.stage("compressing index", 0, Unit::Bytes);
+        let zst = self.staging.path().join("index.sqlite.zst");
+        let compressed = index::compress(sqlite, &zst, self.piece_length)?;
+        Ok(BuiltIndex {
+            sqlite: sqlite.to_path_buf(),
+            zst,
+            rel: format!("index/{}.sqlite.zst", plan.version),
+            compressed,
+            features,
+        })
+    }
 
-    // Torrent and manifest.
-    entries.sort_by_key(|e| e.id);
-    let spec = TorrentSpec {
-        name: plan.dataset.to_string(),
-        piece_length,
-        files: torrent_files,
-        trackers: plan.trackers.clone(),
-        web_seeds: plan.web_seeds.clone(),
-        created: plan.created,
-    };
-    let built = torrent::build(&spec);
-    let magnet = torrent::magnet_link(
-        built.info_hash,
-        plan.dataset.as_str(),
-        &plan.trackers,
-        &plan.web_seeds,
-    );
-    let shard_bytes: u64 = entries.iter().map(|e| e.size).sum();
-    let new_bytes: u64 =
-        written_shards.iter().map(|(w, _, _)| w.size).sum::<u64>() + compressed.size;
-    let live_items = items.len() as u64;
-    let mut manifest = Manifest {
-        format: manifest::FORMAT.into(),
-        format_version: manifest::FORMAT_VERSION,
-        dataset: plan.dataset.clone(),
-        version: plan.version.clone(),
-        parent: parent.as_ref().map(|p| ParentRef {
-            version: p.manifest.version.clone(),
-            manifest_blake3: p.manifest_blake3.clone(),
-        }),
-        created: crate::manifest::format_time(plan.created),
-        torrent: TorrentRef {
-            file: store::torrent_file_name(&plan.dataset, &plan.version),
-            info_hash: built.info_hash,
-            magnet: magnet.clone(),
-            piece_length,
-        },
-        trackers: plan.trackers.clone(),
-        web_seeds: plan.web_seeds.clone(),
-        index: IndexRef {
-            path: index_rel.clone(),
-            blake3: compressed.blake3.to_hex().to_string(),
-            size: compressed.size,
-            uncompressed_size: compressed.uncompressed_size,
-            format_version: index::FORMAT_VERSION,
-        },
-        counts: Counts {
-            items: live_items,
-            shards: entries.len() as u64,
-            new_shards: written_shards.len() as u64,
-            reused_shards: reused_count,
-            tombstones,
-            bytes: shard_bytes + compressed.size,
-            new_bytes,
-        },
-        shards: entries,
-        signature: None,
-    };
-    manifest.sign(&key);
-    let manifest_bytes = manifest.to_bytes();
-    let hidden = crate::card::hidden_items(
-        &index_sqlite,
-        manifest
-            .shards
+    /// Builds the torrent and the signed manifest over the new and reused shards and
+    /// the index.
+    fn sign(
+        &self,
+        layout: &Layout,
+        written: &[NewShard],
+        carried: Carried,
+        index: &BuiltIndex,
+    ) -> Result<Signed, PublishError> {
+        let plan = self.plan;
+        let mut torrent_files: Vec<SourceFile> = written
             .iter()
-            .map(|e| (e.id, e.items, store.shard_path(e.id))),
-    )?;
-    let card = crate::card::Release {
-        version: plan.version.as_str(),
-        shard_paths: manifest
-            .shards
-            .iter()
-            .map(|e| format!("shards/{}.tar", e.id))
-            .collect(),
-        features,
-        hidden,
-    };
-    let card_path = store.dataset_dir().join(crate::card::FILE);
-    let report = |already_published: bool| PublishReport {
-        dataset: plan.dataset.to_string(),
-        version: plan.version.to_string(),
-        parent: manifest.parent.as_ref().map(|p| p.version.to_string()),
-        manifest: store.manifest_path(&plan.version),
-        torrent: store.torrent_path(&plan.version),
-        info_hash: built.info_hash.to_hex(),
-        magnet: magnet.clone(),
-        piece_length,
-        items: live_items,
-        new_items,
-        changed_items,
-        removed_items,
-        shards: manifest.counts.shards,
-        new_shards: manifest.counts.new_shards,
-        reused_shards: reused_count,
-        repacked_shards: repacked_shards as u64,
-        tombstones,
-        bytes: manifest.counts.bytes,
-        new_bytes,
-        already_published,
-        card: card_path.clone(),
-    };
-
-    // A card seedpool cannot update stops the publish here, before anything changes.
-    crate::card::existing(&store.dataset_dir())?;
-
-    // Commit: shards, index, torrent, manifest last.
-    progress.stage("committing", 0, Unit::Items);
-    let final_manifest = store.manifest_path(&plan.version);
-    match std::fs::read(&final_manifest) {
-        Ok(existing) if existing == manifest_bytes => {
-            // A publish killed after its manifest may not have written the card.
-            crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
-            return Ok(report(true));
-        }
-        Ok(_) => {
-            return Err(PublishError::AlreadyPublished {
-                version: plan.version.to_string(),
-                path: final_manifest,
+            .map(|n| SourceFile {
+                path: n.written.id.relative_path(),
+                length: n.written.size,
+                pieces: n.written.pieces.clone(),
             })
+            .collect();
+        let mut entries: Vec<ShardEntry> = written
+            .iter()
+            .map(|n| ShardEntry {
+                id: n.written.id,
+                size: n.written.size,
+                items: n.items,
+                volume: n.volume.clone(),
+            })
+            .collect();
+        torrent_files.extend(carried.torrent_files);
+        entries.extend(carried.entries);
+        torrent_files.push(SourceFile {
+            path: index.rel.clone(),
+            length: index.compressed.size,
+            pieces: index.compressed.pieces.clone(),
+        });
+        entries.sort_by_key(|e| e.id);
+        let built = torrent::build(&TorrentSpec {
+            name: plan.dataset.to_string(),
+            piece_length: self.piece_length,
+            files: torrent_files,
+            trackers: plan.trackers.clone(),
+            web_seeds: plan.web_seeds.clone(),
+            created: plan.created,
+        });
+        let magnet = torrent::magnet_link(
+            built.info_hash,
+            plan.dataset.as_str(),
+            &plan.trackers,
+            &plan.web_seeds,
+        );
+        let compressed = &index.compressed;
+        let shard_bytes: u64 = entries.iter().map(|e| e.size).sum();
+        let new_bytes: u64 = written.iter().map(|n| n.written.size).sum::<u64>() + compressed.size;
+        let live_items = self.items.len() as u64;
+        let mut manifest = Manifest {
+            format: manifest::FORMAT.into(),
+            format_version: manifest::FORMAT_VERSION,
+            dataset: plan.dataset.clone(),
+            version: plan.version.clone(),
+            parent: self.parent.as_ref().map(|p| ParentRef {
+                version: p.manifest.version.clone(),
+                manifest_blake3: p.manifest_blake3.clone(),
+            }),
+            created: crate::manifest::format_time(plan.created),
+            torrent: TorrentRef {
+                file: store::torrent_file_name(&plan.dataset, &plan.version),
+                info_hash: built.info_hash,
+                magnet: magnet.clone(),
+                piece_length: self.piece_length,
+            },
+            trackers: plan.trackers.clone(),
+            web_seeds: plan.web_seeds.clone(),
+            index: IndexRef {
+                path: index.rel.clone(),
+                blake3: compressed.blake3.to_hex().to_string(),
+                size: compressed.size,
+                uncompressed_size: compressed.uncompressed_size,
+                format_version: index::FORMAT_VERSION,
+            },
+            counts: Counts {
+                items: live_items,
+                shards: entries.len() as u64,
+                new_shards: written.len() as u64,
+                reused_shards: carried.reused,
+                tombstones: carried.tombstones,
+                bytes: shard_bytes + compressed.size,
+                new_bytes,
+            },
+            shards: entries,
+            signature: None,
+        };
+        manifest.sign(&self.key);
+        let manifest_bytes = manifest.to_bytes();
+        let report = PublishReport {
+            dataset: plan.dataset.to_string(),
+            version: plan.version.to_string(),
+            parent: manifest.parent.as_ref().map(|p| p.version.to_string()),
+            manifest: self.store.manifest_path(&plan.version),
+            torrent: self.store.torrent_path(&plan.version),
+            info_hash: built.info_hash.to_hex(),
+            magnet,
+            piece_length: self.piece_length,
+            items: live_items,
+            new_items: layout.fates.iter().filter(|f| **f == Fate::New).count() as u64,
+            changed_items: carried.changed_items,
+            removed_items: carried.removed_items,
+            shards: manifest.counts.shards,
+            new_shards: manifest.counts.new_shards,
+            reused_shards: carried.reused,
+            repacked_shards: layout.repacked,
+            tombstones: carried.tombstones,
+            bytes: manifest.counts.bytes,
+            new_bytes,
+            already_published: false,
+            card: self.store.dataset_dir().join(crate::card::FILE),
+        };
+        Ok(Signed {
+            torrent: built.bytes,
+            manifest,
+            manifest_bytes,
+            report,
+        })
+    }
+
+    /// Moves everything into place, manifest last, then updates the dataset card.
+    fn commit(
+        self,
+        signed: &Signed,
+        written: &[NewShard],
+        index: &BuiltIndex,
+    ) -> Result<PublishReport, PublishError> {
+        let (plan, store) = (self.plan, &self.store);
+        let hidden = crate::card::hidden_items(
+            &index.sqlite,
+            signed
+                .manifest
+                .shards
+                .iter()
+                .map(|e| (e.id, e.items, store.shard_path(e.id))),
+        )?;
+        let card = crate::card::Release {
+            version: plan.version.as_str(),
+            shard_paths: signed
+                .manifest
+                .shards
+                .iter()
+                .map(|e| format!("shards/{}.tar", e.id))
+                .collect(),
+            features: index.features.clone(),
+            hidden,
+        };
+        // A card seedpool cannot update stops the publish here, before anything changes.
+        crate::card::existing(&store.dataset_dir())?;
+
+        self.progress.stage("committing", 0, Unit::Items);
+        let final_manifest = store.manifest_path(&plan.version);
+        match std::fs::read(&final_manifest) {
+            Ok(existing) if existing == signed.manifest_bytes => {
+                // A publish killed after its manifest may not have written the card.
+                crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
+                return Ok(PublishReport {
+                    already_published: true,
+                    ..signed.report.clone()
+                });
+            }
+            Ok(_) => {
+                return Err(PublishError::AlreadyPublished {
+                    version: plan.version.to_string(),
+                    path: final_manifest,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("read", &final_manifest)(e)),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("read", &final_manifest)(e)),
+        let temp_torrent = self.staging.path().join("release.torrent");
+        let temp_manifest = self.staging.path().join("release.manifest.json");
+        crate::files::write_synced(&temp_torrent, &signed.torrent)
+            .map_err(io("write", &temp_torrent))?;
+        crate::files::write_synced(&temp_manifest, &signed.manifest_bytes)
+            .map_err(io("write", &temp_manifest))?;
+        for (n, shard) in written.iter().enumerate() {
+            let path = new_shard_path(self.staging.path(), n);
+            store.install_shard(&path, shard.written.id, shard.written.size)?;
+        }
+        store.install(&index.zst, &store.dataset_dir().join(&index.rel))?;
+        store.install(&temp_torrent, &store.torrent_path(&plan.version))?;
+        store.install(&temp_manifest, &final_manifest)?;
+        store.sync_dirs()?;
+        // After the manifest: the card describes published releases only.
+        crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
+        drop(self.staging);
+        Ok(signed.report.clone())
     }
-    let temp_torrent = staging.path().join("release.torrent");
-    let temp_manifest = staging.path().join("release.manifest.json");
-    crate::files::write_synced(&temp_torrent, &built.bytes).map_err(io("write", &temp_torrent))?;
-    crate::files::write_synced(&temp_manifest, &manifest_bytes)
-        .map_err(io("write", &temp_manifest))?;
-    for (n, (w, _, _)) in written_shards.iter().enumerate() {
-        store.install_shard(&staging.path().join(format!("new-{n}.tar")), w.id, w.size)?;
-    }
-    store.install(&index_zst, &store.dataset_dir().join(&index_rel))?;
-    store.install(&temp_torrent, &store.torrent_path(&plan.version))?;
-    store.install(&temp_manifest, &final_manifest)?;
-    store.sync_dirs()?;
-    // After the manifest: the card describes published releases only.
-    crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
-    drop(staging);
-    Ok(report(false))
+}
+
+/// Where new shard `n` is written in the staging folder.
+fn new_shard_path(staging: &Path, n: usize) -> PathBuf {
+    staging.join(format!("new-{n}.tar"))
 }
 
 /// Writes a new shard's rows: the shard, then each item with members, record and tags.
