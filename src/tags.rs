@@ -184,11 +184,12 @@ fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, TagsError> {
     Ok(entries)
 }
 
+/// Each tag's category by normalised name, aliases included.
+pub type Categories = std::collections::HashMap<String, &'static str>;
+
 /// Reads a tag list and returns each tag's category by normalised name, aliases
 /// included (for `ingest`, which sorts uncategorised booru tags with it).
-pub fn categories(
-    list: &Path,
-) -> Result<std::collections::HashMap<String, &'static str>, TagsError> {
+pub fn categories(list: &Path) -> Result<Categories, TagsError> {
     let text = std::fs::read_to_string(list).map_err(file_error("read tag list", list))?;
     let mut out = std::collections::HashMap::new();
     for e in parse(&text, list)? {

@@ -267,24 +267,65 @@ fn settings_fingerprint(rules: &Rules, analysers: &Analysers) -> String {
 
 pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, IngestError> {
     let started = std::time::Instant::now();
-    let rules = &plan.rules;
     // A detector or tagger that cannot be used stops the run before any original is
     // read.
-    let analysers = Analysers {
-        faces: match &plan.detector {
-            Some(spec) => Some(FaceDetector::load(spec, &rules.faces)?),
-            None => None,
-        },
-        tagger: match &plan.tagger {
-            Some(spec) => Some(Tagger::load(spec)?),
-            None => None,
-        },
-    };
+    let analysers = Analysers::load(plan)?;
     let work = plan.out.join(WORK);
     std::fs::create_dir_all(&work).map_err(file_error("create", &work))?;
-    let mut fates: BTreeMap<PathBuf, Fate> = BTreeMap::new();
+    let mut fates = Fates::new();
+    let (index, categories) = load_metadata(plan, progress, &mut fates)?;
+    let files = scan_inputs(plan, &mut fates)?;
+    let (originals, reused) = analyse_all(&files, plan, &analysers, &work, progress, &mut fates)?;
+    // Records, in path order, so nothing below depends on the order of the scan.
+    let mut candidates: Vec<Candidate> = originals
+        .into_iter()
+        .map(|o| candidate(o, &index, categories.as_ref(), &analysers))
+        .collect();
+    candidates.sort_by(|a, b| a.original.path.cmp(&b.original.path));
+    let survivors = filter_quality(candidates, &plan.rules, &mut fates);
+    let (kept, compositions) = write_release(survivors, plan, &work, progress, &mut fates)?;
+    let removed = remove_stale(&plan.out, &work, &kept)?;
 
-    // Metadata first: a malformed dump is reported and skipped, never fatal.
+    let report_path = plan.out.join(REPORT);
+    let mut report = IngestReport {
+        out: plan.out.clone(),
+        report: report_path.clone(),
+        reused,
+        removed,
+        metadata_posts: index.len() as u64,
+        compositions,
+        ..IngestReport::default()
+    };
+    write_report(&report_path, &fates, &mut report)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What became of each input path, for the report.
+type Fates = BTreeMap<PathBuf, Fate>;
+
+impl Analysers {
+    fn load(plan: &IngestPlan) -> Result<Self, IngestError> {
+        Ok(Self {
+            faces: match &plan.detector {
+                Some(spec) => Some(FaceDetector::load(spec, &plan.rules.faces)?),
+                None => None,
+            },
+            tagger: match &plan.tagger {
+                Some(spec) => Some(Tagger::load(spec)?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// The booru dumps and the tag list. A malformed dump is reported and skipped, never
+/// fatal; a tag list that cannot be read stops the run.
+fn load_metadata(
+    plan: &IngestPlan,
+    progress: &dyn Progress,
+    fates: &mut Fates,
+) -> Result<(MetaIndex, Option<crate::tags::Categories>), IngestError> {
     let mut index = MetaIndex::default();
     for spec in &plan.meta {
         match meta::load(spec) {
@@ -299,18 +340,34 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         Some(list) => Some(crate::tags::categories(list)?),
         None => None,
     };
+    Ok((index, categories))
+}
 
-    // Scan.
+/// The image files under the inputs; everything else goes to the report.
+fn scan_inputs(plan: &IngestPlan, fates: &mut Fates) -> Result<Vec<PathBuf>, IngestError> {
     let mut files = Vec::new();
     for input in &plan.inputs {
         if std::fs::symlink_metadata(input).is_err() {
             return Err(IngestError::Missing(input.clone()));
         }
-        scan(input, &plan.out, &mut files, &mut fates);
+        scan(input, &plan.out, &mut files, fates);
     }
+    Ok(files)
+}
 
-    // Pass 1: read, hash and analyse, in parallel; earlier analyses are reused.
-    let settings = settings_fingerprint(rules, &analysers);
+/// Reads, hashes and analyses every file in parallel, reusing the analyses of earlier
+/// runs with the same settings; returns the readable originals and how many analyses
+/// were reused.
+fn analyse_all(
+    files: &[PathBuf],
+    plan: &IngestPlan,
+    analysers: &Analysers,
+    work: &Path,
+    progress: &dyn Progress,
+    fates: &mut Fates,
+) -> Result<(Vec<Original>, u64), IngestError> {
+    let rules = &plan.rules;
+    let settings = settings_fingerprint(rules, analysers);
     let cache_path = work.join(CACHE);
     let cached = read_cache(&cache_path, &settings);
     let cache_out = Mutex::new(
@@ -326,7 +383,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         .par_iter()
         .map(|path| {
             let r = analyse_one(
-                path, rules, &analysers, &settings, &cached, &work, &cache_out, &reused,
+                path, rules, analysers, &settings, &cached, work, &cache_out, &reused,
             );
             progress.advance(1);
             (path.clone(), r)
@@ -341,15 +398,11 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
             }
         }
     }
+    Ok((originals, reused.into_inner()))
+}
 
-    // Pass 2: records.
-    let mut candidates: Vec<Candidate> = originals
-        .into_iter()
-        .map(|o| candidate(o, &index, categories.as_ref(), &analysers))
-        .collect();
-    candidates.sort_by(|a, b| a.original.path.cmp(&b.original.path));
-
-    // Pass 3: curation.
+/// The candidates that pass the size rules; the others go to the report as filtered.
+fn filter_quality(candidates: Vec<Candidate>, rules: &Rules, fates: &mut Fates) -> Vec<Candidate> {
     let mut survivors = Vec::new();
     for c in candidates {
         let (w, h) = (c.original.analysis.width, c.original.analysis.height);
@@ -373,6 +426,19 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
             None => survivors.push(c),
         }
     }
+    survivors
+}
+
+/// Drops the duplicates, scores the kept items and writes them into the release
+/// folder; returns the kept keys and the count of each composition.
+fn write_release(
+    mut survivors: Vec<Candidate>,
+    plan: &IngestPlan,
+    work: &Path,
+    progress: &dyn Progress,
+    fates: &mut Fates,
+) -> Result<(std::collections::BTreeSet<String>, BTreeMap<String, u64>), IngestError> {
+    let rules = &plan.rules;
     let winners = deduplicate(&survivors, rules);
     // Quality last: its popularity part ranks each kept item among the others.
     let mut kept_records: Vec<&mut Value> = survivors
@@ -395,7 +461,7 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
             );
             continue;
         }
-        write_item(&plan.out, &work, c, rules)?;
+        write_item(&plan.out, work, c, rules)?;
         if let Some(class) = c.record["composition"].as_str() {
             *compositions.entry(class.to_string()).or_default() += 1;
         }
@@ -403,25 +469,11 @@ pub fn run(plan: &IngestPlan, progress: &dyn Progress) -> Result<IngestReport, I
         kept.insert(c.key.clone());
         progress.advance(1);
     }
-    let removed = remove_stale(&plan.out, &work, &kept)?;
-
-    let report_path = plan.out.join(REPORT);
-    let mut report = IngestReport {
-        out: plan.out.clone(),
-        report: report_path.clone(),
-        reused: reused.into_inner(),
-        removed,
-        metadata_posts: index.len() as u64,
-        compositions,
-        ..IngestReport::default()
-    };
-    write_report(&report_path, &fates, &mut report)?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((kept, compositions))
 }
 
 /// Walks `input`; images go to `files`, everything else to the report.
-fn scan(input: &Path, out: &Path, files: &mut Vec<PathBuf>, fates: &mut BTreeMap<PathBuf, Fate>) {
+fn scan(input: &Path, out: &Path, files: &mut Vec<PathBuf>, fates: &mut Fates) {
     let md = match std::fs::symlink_metadata(input) {
         Ok(md) => md,
         Err(e) => {
