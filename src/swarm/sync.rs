@@ -587,9 +587,37 @@ impl Ctx<'_> {
         phase: Phase,
         files: Vec<Wanted>,
     ) -> Result<BTreeSet<String>, SyncError> {
+        self.prepare(phase, &files)?;
+        let mut d = Download::start(self, phase, files).await?;
+        let ctrl_c = super::shutdown_signal(self.plan.signals);
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = &mut ctrl_c => {
+                    self.drop_torrent(&d.handle).await;
+                    return Err(SyncError::Interrupted);
+                }
+            }
+            match d.tick(self).await {
+                Ok(Tick::Running) => {}
+                Ok(Tick::Done) => {
+                    self.drop_torrent(&d.handle).await;
+                    return Ok(d.done);
+                }
+                Err(e) => {
+                    self.drop_torrent(&d.handle).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Refuses a download the disk cannot hold (partial files in staging count as
+    /// used), then announces the phase.
+    fn prepare(&self, phase: Phase, files: &[Wanted]) -> Result<(), SyncError> {
         let total: u64 = files.iter().map(|f| f.size).sum();
         std::fs::create_dir_all(&self.staging).map_err(file_error("create", &self.staging))?;
-        // Partial files already in staging count as used space.
         let staged: u64 = files
             .iter()
             .filter_map(|f| std::fs::metadata(self.staging.join(&f.path)).ok())
@@ -614,215 +642,268 @@ impl Ctx<'_> {
             bytes: total,
             shards_in_pool: self.in_pool,
         });
+        Ok(())
+    }
+}
 
-        let mut done: BTreeSet<String> = BTreeSet::new();
-        let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
-        let mut checking: Vec<(Wanted, tokio::task::JoinHandle<Result<Check, FileError>>)> =
-            Vec::new();
-        let pending = |done: &BTreeSet<String>, checking: &[(Wanted, _)]| -> Vec<Wanted> {
-            files
+/// A file's blake3 (or shard) check, running off the async threads.
+type CheckTask = tokio::task::JoinHandle<Result<Check, FileError>>;
+
+/// One download phase as a state machine. Each file goes from wanted to checking (its
+/// bytes are all in staging) to done (checked and moved into the pool); a file that
+/// fails its check goes back to wanted once, through a fresh torrent. `tick` looks at
+/// the torrent once and moves every file it can.
+struct Download {
+    phase: Phase,
+    files: Vec<Wanted>,
+    total: u64,
+    /// Blake3 of the files done.
+    done: BTreeSet<String>,
+    /// Failed checks per file index.
+    attempts: BTreeMap<usize, u32>,
+    checking: Vec<(Wanted, CheckTask)>,
+    handle: Arc<ManagedTorrent>,
+    /// Bytes earlier torrents of this phase received (a refetch starts a new one).
+    received_before: u64,
+    last_change: Instant,
+    last_seen: (u64, u64),
+    last_event: Instant,
+    /// Bytes per second, smoothed, and when and at what total it was last taken.
+    rate: f64,
+    rate_at: (Instant, u64),
+}
+
+enum Tick {
+    Running,
+    Done,
+}
+
+impl Download {
+    async fn start(ctx: &mut Ctx<'_>, phase: Phase, files: Vec<Wanted>) -> Result<Self, SyncError> {
+        let handle = ctx.add(&files.iter().collect::<Vec<_>>()).await?;
+        let now = Instant::now();
+        Ok(Self {
+            phase,
+            total: files.iter().map(|f| f.size).sum(),
+            files,
+            done: BTreeSet::new(),
+            attempts: BTreeMap::new(),
+            checking: Vec::new(),
+            handle,
+            received_before: 0,
+            last_change: now,
+            last_seen: (0, 0),
+            last_event: now - Duration::from_secs(1),
+            rate: 0.0,
+            rate_at: (now, 0),
+        })
+    }
+
+    /// The files neither done nor being checked.
+    fn pending(&self) -> Vec<Wanted> {
+        self.files
+            .iter()
+            .filter(|f| {
+                !self.done.contains(&f.blake3)
+                    && !self.checking.iter().any(|(c, _)| c.index == f.index)
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Tick, SyncError> {
+        let stats = self.handle.stats();
+        let fetched_now = stats.live.as_ref().map_or(0, |l| l.snapshot.fetched_bytes);
+        if let TorrentStatsState::Error = stats.state {
+            return Err(SwarmError::Torrent {
+                name: ctx.release.torrent.name.clone(),
+                problem: stats.error.clone().unwrap_or_default(),
+            }
+            .into());
+        }
+        self.start_checks(ctx, &stats)?;
+        let restart = self.collect_checks(ctx).await?;
+
+        let have: u64 = self
+            .files
+            .iter()
+            .map(|f| {
+                if self.done.contains(&f.blake3) {
+                    f.size
+                } else {
+                    stats.file_progress.get(f.index).copied().unwrap_or(0)
+                }
+            })
+            .sum();
+        let received = self.received_before + fetched_now;
+        let now = Instant::now();
+        self.measure_rate(now, received);
+        let initializing = matches!(stats.state, TorrentStatsState::Initializing { .. });
+        if (have, received) != self.last_seen || initializing || !self.checking.is_empty() {
+            self.last_seen = (have, received);
+            self.last_change = now;
+        }
+        if self.done.len() == self.files.len() {
+            ctx.received += received;
+            ctx.events.emit(progress_event(
+                self.phase,
+                have,
+                self.total,
+                received,
+                0.0,
+                &stats,
+                &[],
+            ));
+            return Ok(Tick::Done);
+        }
+        if now.duration_since(self.last_event) >= Duration::from_millis(500) {
+            self.last_event = now;
+            let active: Vec<(String, u64, u64)> = self
+                .files
                 .iter()
-                .filter(|f| {
-                    !done.contains(&f.blake3) && !checking.iter().any(|(c, _)| c.index == f.index)
+                .filter(|f| !self.done.contains(&f.blake3))
+                .filter_map(|f| {
+                    let got = stats.file_progress.get(f.index).copied().unwrap_or(0);
+                    (got > 0).then(|| (f.path.clone(), got, f.size))
                 })
-                .cloned()
-                .collect()
-        };
-        let first = pending(&done, &checking);
-        let mut handle = self.add(&first.iter().collect::<Vec<_>>()).await?;
-        let mut received_before = 0u64;
-        let mut last_change = Instant::now();
-        let mut last_seen = (0u64, 0u64);
-        let mut last_event = Instant::now() - Duration::from_secs(1);
-        let mut rate = 0.0f64;
-        let mut rate_at = (Instant::now(), 0u64);
-        let ctrl_c = super::shutdown_signal(self.plan.signals);
-        tokio::pin!(ctrl_c);
+                .collect();
+            ctx.events.emit(progress_event(
+                self.phase, have, self.total, received, self.rate, &stats, &active,
+            ));
+        }
+        if now.duration_since(self.last_change) >= ctx.plan.stall_timeout {
+            return Err(self.stalled(ctx, &stats));
+        }
+        if restart {
+            // librqbit believes it has the removed file's pieces: a fresh torrent
+            // re-checks staging and fetches the file again.
+            self.received_before += fetched_now;
+            ctx.drop_torrent(&self.handle).await;
+            let again = self.pending();
+            self.handle = ctx.add(&again.iter().collect::<Vec<_>>()).await?;
+            self.last_change = Instant::now();
+        }
+        Ok(Tick::Running)
+    }
 
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = &mut ctrl_c => {
-                    self.drop_torrent(&handle).await;
-                    return Err(SyncError::Interrupted);
-                }
+    /// Starts checking every file whose bytes have all arrived.
+    fn start_checks(
+        &mut self,
+        ctx: &Ctx<'_>,
+        stats: &librqbit::TorrentStats,
+    ) -> Result<(), SyncError> {
+        for f in self.pending() {
+            if stats.file_progress.get(f.index) == Some(&f.size) {
+                let from = ctx.staging.join(&f.path);
+                let to = ctx.target.join(&f.path);
+                let check = match self.phase {
+                    Phase::Index => FileCheck::Hash {
+                        size: f.size,
+                        blake3: f.blake3.clone(),
+                    },
+                    Phase::Shards => FileCheck::Shard(ctx.expected(&f)?),
+                };
+                let task = tokio::task::spawn_blocking(move || check_and_move(&from, &to, &check));
+                self.checking.push((f, task));
             }
-            let stats = handle.stats();
-            let fetched_now = stats.live.as_ref().map_or(0, |l| l.snapshot.fetched_bytes);
-            if let TorrentStatsState::Error = stats.state {
-                let problem = stats.error.clone().unwrap_or_default();
-                self.drop_torrent(&handle).await;
-                return Err(SwarmError::Torrent {
-                    name: self.release.torrent.name.clone(),
-                    problem,
-                }
-                .into());
-            }
+        }
+        Ok(())
+    }
 
-            // Start checking files that just completed.
-            for f in pending(&done, &checking) {
-                if stats.file_progress.get(f.index) == Some(&f.size) {
-                    let from = self.staging.join(&f.path);
-                    let to = self.target.join(&f.path);
-                    let check = match phase {
-                        Phase::Index => FileCheck::Hash {
-                            size: f.size,
-                            blake3: f.blake3.clone(),
-                        },
-                        Phase::Shards => FileCheck::Shard(self.expected(&f)?),
-                    };
-                    let task =
-                        tokio::task::spawn_blocking(move || check_and_move(&from, &to, &check));
-                    checking.push((f, task));
-                }
+    /// Takes in the checks that finished; returns whether a file must be fetched again.
+    async fn collect_checks(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, SyncError> {
+        let mut restart = false;
+        let mut i = 0;
+        while i < self.checking.len() {
+            if !self.checking[i].1.is_finished() {
+                i += 1;
+                continue;
             }
-            // Collect finished checks.
-            let mut restart = false;
-            let mut i = 0;
-            while i < checking.len() {
-                if !checking[i].1.is_finished() {
-                    i += 1;
-                    continue;
+            let (f, task) = self.checking.swap_remove(i);
+            let result = task.await.map_err(|e| SyncError::Task(e.to_string()))?;
+            match result? {
+                Check::Moved => {
+                    ctx.events.emit(Event::Verified {
+                        file: f.path.clone(),
+                        bytes: f.size,
+                    });
+                    self.done.insert(f.blake3.clone());
                 }
-                let (f, task) = checking.swap_remove(i);
-                let result = task.await.map_err(|e| SyncError::Task(e.to_string()))?;
-                match result? {
-                    Check::Moved => {
-                        self.events.emit(Event::Verified {
-                            file: f.path.clone(),
-                            bytes: f.size,
-                        });
-                        done.insert(f.blake3.clone());
-                    }
-                    Check::Refused(e) => {
-                        self.drop_torrent(&handle).await;
-                        return Err(SyncError::Refused(e));
-                    }
-                    Check::Bad(problem) => {
-                        let n = attempts.entry(f.index).or_default();
-                        *n += 1;
-                        if *n >= 2 {
-                            self.drop_torrent(&handle).await;
-                            return Err(SyncError::BadFile {
-                                file: f.path.clone(),
-                                problem,
-                            });
-                        }
-                        self.refetched += 1;
-                        self.events.emit(Event::Refetch {
+                Check::Refused(e) => return Err(SyncError::Refused(e)),
+                Check::Bad(problem) => {
+                    let n = self.attempts.entry(f.index).or_default();
+                    *n += 1;
+                    if *n >= 2 {
+                        return Err(SyncError::BadFile {
                             file: f.path.clone(),
                             problem,
                         });
-                        restart = true;
                     }
+                    ctx.refetched += 1;
+                    ctx.events.emit(Event::Refetch {
+                        file: f.path.clone(),
+                        problem,
+                    });
+                    restart = true;
                 }
             }
+        }
+        Ok(restart)
+    }
 
-            let have: u64 = files
-                .iter()
-                .map(|f| {
-                    if done.contains(&f.blake3) {
-                        f.size
-                    } else {
-                        stats.file_progress.get(f.index).copied().unwrap_or(0)
-                    }
-                })
-                .sum();
-            let received = received_before + fetched_now;
-            let now = Instant::now();
-            let dt = now.duration_since(rate_at.0).as_secs_f64();
-            if dt >= 0.5 {
-                let instant = received.saturating_sub(rate_at.1) as f64 / dt;
-                rate = if rate == 0.0 {
-                    instant
-                } else {
-                    0.6 * rate + 0.4 * instant
-                };
-                rate_at = (now, received);
-            }
-            let initializing = matches!(stats.state, TorrentStatsState::Initializing { .. });
-            if (have, received) != last_seen || initializing || !checking.is_empty() {
-                last_seen = (have, received);
-                last_change = now;
-            }
-            if done.len() == files.len() {
-                self.received += received;
-                self.events.emit(progress_event(
-                    phase,
-                    have,
-                    total,
-                    received,
-                    0.0,
-                    &stats,
-                    &[],
-                ));
-                self.drop_torrent(&handle).await;
-                return Ok(done);
-            }
-            if now.duration_since(last_event) >= Duration::from_millis(500) {
-                last_event = now;
-                let active: Vec<(String, u64, u64)> = files
-                    .iter()
-                    .filter(|f| !done.contains(&f.blake3))
-                    .filter_map(|f| {
-                        let got = stats.file_progress.get(f.index).copied().unwrap_or(0);
-                        (got > 0).then(|| (f.path.clone(), got, f.size))
-                    })
-                    .collect();
-                self.events.emit(progress_event(
-                    phase, have, total, received, rate, &stats, &active,
-                ));
-            }
-            if now.duration_since(last_change) >= self.plan.stall_timeout {
-                let (peers, seen) = stats.live.as_ref().map_or((0, 0), |l| {
-                    (
-                        u64::from(l.snapshot.peer_stats.live),
-                        u64::from(l.snapshot.peer_stats.seen),
-                    )
-                });
-                self.drop_torrent(&handle).await;
-                let missing: Vec<String> = files
-                    .iter()
-                    .filter(|f| !done.contains(&f.blake3))
-                    .take(3)
-                    .map(|f| format!("`{}`", f.path))
-                    .collect();
-                // Bytes that arrived but never passed a piece check: librqbit drops a
-                // peer that sends such pieces, so this says more than the peer count.
-                let failed = stats.live.as_ref().map_or(0, |l| {
-                    l.snapshot
-                        .fetched_bytes
-                        .saturating_sub(l.snapshot.downloaded_and_checked_bytes)
-                });
-                let hint = if failed >= self.release.torrent.piece_length {
-                    format!(
-                        "peers sent {failed} bytes that failed the torrent's piece hashes and were dropped: their copies of {} are damaged, so another seeder is needed",
-                        missing.join(", ")
-                    )
-                } else if peers == 0 {
-                    "check the --peer addresses, or that trackers or the DHT can reach a seeder of this release".to_string()
-                } else {
-                    format!(
-                        "the connected peers do not send the missing pieces of {}: they lack them (a seeder whose copy is damaged cannot serve the pieces that fail its own check), so another seeder is needed",
-                        missing.join(", ")
-                    )
-                };
-                return Err(SyncError::Stalled {
-                    seconds: self.plan.stall_timeout.as_secs(),
-                    peers,
-                    seen,
-                    hint,
-                });
-            }
-            if restart {
-                // librqbit believes it has the removed file's pieces: a fresh torrent
-                // re-checks staging and fetches the file again.
-                received_before += fetched_now;
-                self.drop_torrent(&handle).await;
-                let again = pending(&done, &checking);
-                handle = self.add(&again.iter().collect::<Vec<_>>()).await?;
-                last_change = Instant::now();
-            }
+    fn measure_rate(&mut self, now: Instant, received: u64) {
+        let dt = now.duration_since(self.rate_at.0).as_secs_f64();
+        if dt >= 0.5 {
+            let instant = received.saturating_sub(self.rate_at.1) as f64 / dt;
+            self.rate = if self.rate == 0.0 {
+                instant
+            } else {
+                0.6 * self.rate + 0.4 * instant
+            };
+            self.rate_at = (now, received);
+        }
+    }
+
+    /// Why nothing arrived for the stall timeout, as precisely as the stats allow.
+    fn stalled(&self, ctx: &Ctx<'_>, stats: &librqbit::TorrentStats) -> SyncError {
+        let (peers, seen) = stats.live.as_ref().map_or((0, 0), |l| {
+            (
+                u64::from(l.snapshot.peer_stats.live),
+                u64::from(l.snapshot.peer_stats.seen),
+            )
+        });
+        let missing: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| !self.done.contains(&f.blake3))
+            .take(3)
+            .map(|f| format!("`{}`", f.path))
+            .collect();
+        // Bytes that arrived but never passed a piece check: librqbit drops a
+        // peer that sends such pieces, so this says more than the peer count.
+        let failed = stats.live.as_ref().map_or(0, |l| {
+            l.snapshot
+                .fetched_bytes
+                .saturating_sub(l.snapshot.downloaded_and_checked_bytes)
+        });
+        let hint = if failed >= ctx.release.torrent.piece_length {
+            format!(
+                "peers sent {failed} bytes that failed the torrent's piece hashes and were dropped: their copies of {} are damaged, so another seeder is needed",
+                missing.join(", ")
+            )
+        } else if peers == 0 {
+            "check the --peer addresses, or that trackers or the DHT can reach a seeder of this release".to_string()
+        } else {
+            format!(
+                "the connected peers do not send the missing pieces of {}: they lack them (a seeder whose copy is damaged cannot serve the pieces that fail its own check), so another seeder is needed",
+                missing.join(", ")
+            )
+        };
+        SyncError::Stalled {
+            seconds: ctx.plan.stall_timeout.as_secs(),
+            peers,
+            seen,
+            hint,
         }
     }
 }
