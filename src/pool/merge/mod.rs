@@ -507,7 +507,8 @@ struct Counts {
     duplicates: u64,
 }
 
-/// The transaction: everything the pool learns from the release, or nothing.
+/// The transaction: everything the pool learns from the release, or nothing. Each
+/// phase is a method of `MergeTx`, in the order they run.
 fn merge_index(
     conn: &mut Connection,
     m: &Manifest,
@@ -517,7 +518,6 @@ fn merge_index(
     plan: &MergePlan,
     timings: &crate::index::Timings,
 ) -> Result<Counts, MergeError> {
-    let phash_distance = plan.phash_distance;
     conn.execute("ATTACH DATABASE ?1 AS idx", [index.uri()])?;
     // The pool is read through a memory map, so only the pages the merge changes are
     // copied into the 1 GiB cache (0.6 s of 14 on the incremental benchmark); the index
@@ -529,6 +529,88 @@ fn merge_index(
     )?;
     let result = (|| -> Result<Counts, MergeError> {
         let step = |what: &str| timings.step(what);
+        let mut t = MergeTx::begin(conn, m, manifest_hash, index, plan)?;
+        let same = t.classify(shards)?;
+        step("incoming classified");
+        let (mut tally, old_links, old_md5s) = t.uncount()?;
+        step("counts subtracted");
+        let removed = t.remove()?;
+        step("removed marked");
+        t.write_items()?;
+        step("items inserted/updated");
+        t.write_members()?;
+        step("members");
+        let linked = tags::link_tags(
+            &t.tx,
+            t.new_items as u64,
+            m.counts.items,
+            &old_links,
+            index.path(),
+        )?;
+        drop(old_links);
+        step("tags linked");
+        if t.bulk {
+            for (name, create) in schema::BULK_INDEXES {
+                t.tx.execute_batch(create)?;
+                step(name);
+            }
+            step("indexes rebuilt");
+        }
+        step("members and tags");
+        t.record_shards()?;
+        let mut counts = t.fates(removed as u64, same)?;
+        step("shards and fates counted");
+        let resolved = t.resolve_duplicates(old_md5s, &linked)?;
+        counts.duplicates = t.tx.query_row(
+            "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL AND duplicate_of IS NOT NULL",
+            [t.ds],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        step("duplicates resolved");
+        t.recount(&mut tally, linked, &resolved)?;
+        step("counts tallied");
+        tally.write(&t.tx)?;
+        let counts = t.finish(counts)?;
+        step("counts added");
+        Ok(counts)
+    })();
+    let result = result.map_err(|e| name_bad_record(conn, e, index.path()));
+    let detached = conn.execute_batch("DETACH DATABASE idx");
+    let counts = result?;
+    detached?;
+    Ok(counts)
+}
+
+/// One merge's transaction and what its phases share.
+struct MergeTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    m: &'a Manifest,
+    plan: &'a MergePlan,
+    index: &'a index::Unpacked,
+    /// The dataset's and the new release's ids.
+    ds: i64,
+    rel: i64,
+    /// The dataset's first merge: every item is added, records read from the index.
+    first: bool,
+    /// Items added, changed or restored.
+    new_items: i64,
+    /// Many new items for the pool's size: the secondary indexes are dropped for the
+    /// inserts and built again after.
+    bulk: bool,
+}
+
+/// The links and md5s of the items whose counts were taken out, as read.
+type OldLinks = aggregates::IdMap<i64, Vec<i64>>;
+
+impl<'a> MergeTx<'a> {
+    /// Opens the transaction and records the dataset and the release.
+    fn begin(
+        conn: &'a mut Connection,
+        m: &'a Manifest,
+        manifest_hash: &str,
+        index: &'a index::Unpacked,
+        plan: &'a MergePlan,
+    ) -> Result<Self, MergeError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let signer = m.public_key().unwrap_or_default();
         tx.execute(
@@ -563,10 +645,29 @@ fn merge_index(
             [ds],
             |r| r.get(0),
         )?;
+        Ok(Self {
+            tx,
+            m,
+            plan,
+            index,
+            ds,
+            rel,
+            first,
+            new_items: 0,
+            bulk: false,
+        })
+    }
+
+    /// Classifies the release against the pool (see `classify`), checks the members
+    /// the index lists against the shards, and decides whether this is a bulk merge.
+    /// Returns the number of unchanged items.
+    fn classify(&mut self, shards: &ShardStates) -> Result<u64, MergeError> {
+        let (tx, m, plan, ds, first, index) =
+            (&self.tx, self.m, self.plan, self.ds, self.first, self.index);
         let last_record: i64 =
             tx.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))?;
-        let same = classify::classify(&tx, ds, !first, last_record, index.path())?;
-        files::check_members(&tx, m, shards, index.path())?;
+        let same = classify::classify(tx, ds, !first, last_record, index.path())?;
+        files::check_members(tx, m, shards, index.path())?;
 
         // A bulk merge (many new items for the pool's size) builds the secondary
         // indexes once after its inserts instead of inserting into them at random.
@@ -582,9 +683,15 @@ fn merge_index(
                 tx.execute_batch(&format!("DROP INDEX {name}"))?;
             }
         }
-        step("incoming classified");
-        // Counts: take out what is about to change or go (see `aggregates`).
-        aggregates::prepare(&tx)?;
+        self.new_items = new_items;
+        self.bulk = bulk;
+        Ok(same)
+    }
+
+    /// Takes out of the counts what is about to change or go (see `aggregates`).
+    fn uncount(&self) -> Result<(aggregates::Tally, OldLinks, Vec<String>), MergeError> {
+        let (tx, ds) = (&self.tx, self.ds);
+        aggregates::prepare(tx)?;
         let mut tally = aggregates::Tally::new();
         // Removed and changed items were live (classify says so) and count unless hidden
         // as duplicates, which an index lists without reading the items.
@@ -598,13 +705,17 @@ fn merge_index(
         // The old links and md5s of these items are needed again below: kept as read.
         let mut old_links: aggregates::IdMap<i64, Vec<i64>> = Default::default();
         let mut old_md5s: Vec<String> = Vec::new();
-        tally.contrib_ids_seen(&tx, -1, |id, md5, tags| {
+        tally.contrib_ids_seen(tx, -1, |id, md5, tags| {
             old_links.insert(id, tags.to_vec());
             old_md5s.extend(md5.map(str::to_string));
         })?;
 
-        step("counts subtracted");
-        // What this release removes: live items of the dataset it no longer lists.
+        Ok((tally, old_links, old_md5s))
+    }
+
+    /// Marks what this release removes: live items of the dataset it no longer lists.
+    fn remove(&self) -> Result<usize, MergeError> {
+        let (tx, rel) = (&self.tx, self.rel);
         tx.execute(
             "INSERT INTO provenance(item, release, action, hash)
              SELECT i.id, ?1, 'removed', i.hash FROM temp.removed r JOIN items i ON i.id = r.id
@@ -616,7 +727,13 @@ fn merge_index(
             [rel],
         )?;
 
-        step("removed marked");
+        Ok(removed)
+    }
+
+    /// Appends the new records, keeps the replaced versions, updates changed items in
+    /// place, inserts the added ones and records each change as provenance.
+    fn write_items(&self) -> Result<(), MergeError> {
+        let (tx, ds, rel, first) = (&self.tx, self.ds, self.rel, self.first);
         // The release's new records, appended (their ids follow key order). A first
         // merge did not keep them and reads them from the index.
         if first {
@@ -642,7 +759,7 @@ fn merge_index(
              ORDER BY i.id",
             [rel],
         )?;
-        apply::update_items(&tx, rel)?;
+        apply::update_items(tx, rel)?;
         let (record, from) = if first {
             (
                 "r.record",
@@ -673,38 +790,28 @@ fn merge_index(
             [rel],
         )?;
 
-        step("items inserted/updated");
-        // Where each member lies, for every item whose content or shard is new: members
-        // are keyed by shard, whose contents never change, so these are appended shard
-        // by shard and nothing is deleted (a shard the pool knows already, as when an
-        // item comes back to it, has them).
+        Ok(())
+    }
+
+    /// Records where each member lies, for every item whose content or shard is new.
+    fn write_members(&self) -> Result<(), MergeError> {
+        let tx = &self.tx;
+        // Members are keyed by shard, whose contents never change, so these are
+        // appended shard by shard and nothing is deleted (a shard the pool knows
+        // already, as when an item comes back to it, has them).
         tx.execute_batch(
             "INSERT OR IGNORE INTO members(shard, item, ext, offset, length, blake3)
                 SELECT n.shard, n.item, m.ext, m.offset, m.length, m.blake3
                 FROM incoming n CROSS JOIN idx.members m ON m.key = n.key WHERE n.fate != 'same'
                 ORDER BY n.shard, n.item, m.ext;",
         )?;
-        step("members");
-        let linked = tags::link_tags(
-            &tx,
-            new_items as u64,
-            m.counts.items,
-            &old_links,
-            index.path(),
-        )?;
-        drop(old_links);
-        step("tags linked");
-        if bulk {
-            for (name, create) in schema::BULK_INDEXES {
-                tx.execute_batch(create)?;
-                step(name);
-            }
-            step("indexes rebuilt");
-        }
+        Ok(())
+    }
 
-        step("members and tags");
-        // Shards of the release: the selected ones are verified in the pool by now; the
-        // others are known, with their items, but not present.
+    /// Records the release's shards: the selected ones are verified in the pool by now;
+    /// the others are known, with their items, but not present.
+    fn record_shards(&self) -> Result<(), MergeError> {
+        let (tx, m, plan, ds, rel) = (&self.tx, self.m, self.plan, self.ds, self.rel);
         {
             let mut shard = tx.prepare(
                 "INSERT INTO shards(id, dataset, size, items, volume, present) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -726,6 +833,12 @@ fn merge_index(
             }
         }
 
+        Ok(())
+    }
+
+    /// The number of items of each fate.
+    fn fates(&self, removed: u64, same: u64) -> Result<Counts, MergeError> {
+        let tx = &self.tx;
         let mut counts = Counts::default();
         {
             let mut st = tx.prepare("SELECT fate, count(*) FROM incoming GROUP BY fate")?;
@@ -743,9 +856,19 @@ fn merge_index(
                 }
             }
         }
-        counts.removed = removed as u64;
+        counts.removed = removed;
         counts.same = same;
-        step("shards and fates counted");
+        Ok(counts)
+    }
+
+    /// Recomputes the duplicate groups this merge can change.
+    fn resolve_duplicates(
+        &self,
+        mut old_md5s: Vec<String>,
+        linked: &tags::Linked,
+    ) -> Result<duplicates::Resolved, MergeError> {
+        let (tx, ds, bulk) = (&self.tx, self.ds, self.bulk);
+        let phash_distance = self.plan.phash_distance;
         // Without perceptual hashes, only the md5 groups this merge touched can change.
         let has_phash: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM items WHERE dataset = ?1 AND phash IS NOT NULL)",
@@ -754,7 +877,7 @@ fn merge_index(
         )?;
         // A bulk merge touches most groups anyway: one pass over all is cheaper.
         let resolved = if has_phash || bulk {
-            duplicates::resolve(&tx, ds, phash_distance, duplicates::Scope::All)?
+            duplicates::resolve(tx, ds, phash_distance, duplicates::Scope::All)?
         } else {
             // The groups the merge can change: those that visible items left (their old
             // md5s, read with the counts) and those that touched items joined.
@@ -767,7 +890,7 @@ fn merge_index(
             )?;
             let touched: Vec<i64> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             duplicates::resolve(
-                &tx,
+                tx,
                 ds,
                 phash_distance,
                 duplicates::Scope::Md5s {
@@ -776,14 +899,20 @@ fn merge_index(
                 },
             )?
         };
-        counts.duplicates = tx.query_row(
-            "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL AND duplicate_of IS NOT NULL",
-            [ds],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
-        step("duplicates resolved");
-        // Counts: add what is new or changed and visible (its tags are at hand), and
-        // items whose visibility alone changed (their tags did not).
+        Ok(resolved)
+    }
+
+    /// Adds to the counts what is new or changed and visible, and the items whose
+    /// visibility alone changed.
+    fn recount(
+        &self,
+        tally: &mut aggregates::Tally,
+        linked: tags::Linked,
+        resolved: &duplicates::Resolved,
+    ) -> Result<(), MergeError> {
+        let tx = &self.tx;
+        // New or changed items' tags are at hand; items whose visibility alone changed
+        // are read.
         let hidden: std::collections::HashSet<i64> = {
             let mut st = tx.prepare(
                 "SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
@@ -792,7 +921,7 @@ fn merge_index(
             let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             ids
         };
-        tally.load_tags(&tx)?;
+        tally.load_tags(tx)?;
         for (item, counted, tags) in linked.iter() {
             if !hidden.contains(&item) {
                 tally.item(counted, tags.iter().copied(), 1);
@@ -805,10 +934,14 @@ fn merge_index(
                  WHERE value NOT IN (SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored'))",
                 [serde_json::to_string(ids).expect("ids serialize")],
             )?;
-            tally.contrib_ids(&tx, sign)?;
+            tally.contrib_ids(tx, sign)?;
         }
-        step("counts tallied");
-        tally.write(&tx)?;
+        Ok(())
+    }
+
+    /// Records the release's totals, makes it the dataset's head and commits.
+    fn finish(self, mut counts: Counts) -> Result<Counts, MergeError> {
+        let (tx, ds, rel) = (&self.tx, self.ds, self.rel);
         counts.items = tx.query_row(
             "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL",
             [ds],
@@ -829,15 +962,9 @@ fn merge_index(
             params![ds, rel],
         )?;
         tx.execute_batch("DROP TABLE temp.incoming; DROP TABLE temp.removed;")?;
-        step("counts added");
-        tx.commit()?;
+        self.tx.commit()?;
         Ok(counts)
-    })();
-    let result = result.map_err(|e| name_bad_record(conn, e, index.path()));
-    let detached = conn.execute_batch("DETACH DATABASE idx");
-    let counts = result?;
-    detached?;
-    Ok(counts)
+    }
 }
 
 /// SQLite says only "malformed JSON" when a record it reads is not JSON: the item is
