@@ -257,19 +257,23 @@ mod tests {
         crate::signing::PublisherKey::from_seed([3; 32])
             .save(&t.path().join("home/.config/seedpool/publisher.key"), false)
             .unwrap();
-        let args = [
-            "seedpool",
-            "publish",
-            "rel",
-            "--dataset",
-            "ds",
-            "--version",
-            "1",
-        ];
-        let mut env = Env::new(args, t.path())
-            .var_set("SEEDPOOL_STORE", "store")
-            .var_set("HOME", t.path().join("home"))
-            .clock_set(Clock::Fixed(1_700_000_000));
+        let publish = |version: &'static str| {
+            let args = [
+                "seedpool",
+                "publish",
+                "rel",
+                "--dataset",
+                "ds",
+                "--version",
+                version,
+            ];
+            Env::new(args, t.path())
+        };
+        let with_store = |env: Env| {
+            env.var_set("SEEDPOOL_STORE", "store")
+                .var_set("HOME", t.path().join("home"))
+        };
+        let mut env = with_store(publish("1")).clock_set(Clock::Fixed(1_700_000_000));
         assert_eq!(run(&mut env), 0, "{}", env.out.stderr());
         let manifest = t.path().join("store/ds-1.manifest.json");
         let (m, _) = crate::manifest::Manifest::load(&manifest).unwrap();
@@ -285,24 +289,12 @@ mod tests {
 
         // SOURCE_DATE_EPOCH comes before the clock, and a variable of the process is
         // not seen: the store is required again without SEEDPOOL_STORE.
-        let args = [
-            "seedpool",
-            "publish",
-            "rel",
-            "--dataset",
-            "ds",
-            "--version",
-            "2",
-        ];
-        let mut env = Env::new(args, t.path())
-            .var_set("SEEDPOOL_STORE", "store")
-            .var_set("HOME", t.path().join("home"))
-            .var_set("SOURCE_DATE_EPOCH", "86400");
+        let mut env = with_store(publish("2")).var_set("SOURCE_DATE_EPOCH", "86400");
         assert_eq!(run(&mut env), 0, "{}", env.out.stderr());
         let (m, _) =
             crate::manifest::Manifest::load(&t.path().join("store/ds-2.manifest.json")).unwrap();
         assert_eq!(m.created, "1970-01-02T00:00:00Z");
-        let mut env = Env::new(args, t.path());
+        let mut env = publish("2");
         assert_eq!(run(&mut env), 2);
         assert!(env.out.stderr().contains("--store"), "{}", env.out.stderr());
     }
