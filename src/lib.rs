@@ -20,6 +20,7 @@ pub mod progress;
 pub mod publish;
 pub mod query;
 pub mod release;
+pub mod serve;
 pub mod shard;
 pub mod signing;
 pub mod sqlvfs;

@@ -23,3 +23,19 @@ impl Progress for Silent {
     fn stage(&self, _: &str, _: u64, _: Unit) {}
     fn advance(&self, _: u64) {}
 }
+
+/// A byte count in binary units, as the CLI prints sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

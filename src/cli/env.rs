@@ -99,6 +99,11 @@ impl Env {
     }
 
     /// Unix seconds now.
+    /// Whether the clock is fixed (tests), rather than the system's.
+    pub fn fixed_clock(&self) -> bool {
+        matches!(self.clock, Clock::Fixed(_))
+    }
+
     pub fn now(&self) -> u64 {
         match self.clock {
             Clock::Fixed(t) => t,

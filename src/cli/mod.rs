@@ -15,6 +15,7 @@ mod models;
 mod output;
 mod publish;
 mod query;
+mod serve;
 mod swarm;
 mod tags;
 mod verify;
@@ -54,6 +55,7 @@ enum Command {
     Query(query::QueryArgs),
     Extract(extract::ExtractArgs),
     Export(extract::ExportArgs),
+    Serve(serve::ServeArgs),
     #[command(subcommand)]
     Tags(tags::TagsCommand),
     #[command(subcommand)]
@@ -117,6 +119,7 @@ pub fn run(env: &mut Env) -> i32 {
         Command::Query(a) => query::run(a, env),
         Command::Extract(a) => extract::run_extract(a, env),
         Command::Export(a) => extract::run_export(a, env),
+        Command::Serve(a) => serve::run(a, env),
         Command::Tags(a) => tags::run(a, env),
         Command::Key(a) => key::run(a, env),
         Command::Models(a) => models::run(a, env),

@@ -17,6 +17,8 @@ use crate::progress::{Progress, Unit};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
     Tsv,
+    /// RFC 4180 CSV, with a header row.
+    Csv,
     Jsonl,
     /// Apache Parquet: typed columns, zstd, row groups of 100,000 items.
     Parquet,
@@ -110,10 +112,15 @@ pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, E
     let tmp = plan.out.with_extension("part");
     let file = std::fs::File::create(&tmp).map_err(file_error("write", &tmp))?;
     let mut w = std::io::BufWriter::new(file);
-    if plan.format == ExportFormat::Tsv {
-        let mut header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
-        header.extend(TAG_CATEGORIES.iter().map(|c| format!("tags_{c}")));
-        writeln!(w, "{}", header.join("\t")).map_err(file_error("write", &tmp))?;
+    let mut header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+    header.extend(TAG_CATEGORIES.iter().map(|c| format!("tags_{c}")));
+    match plan.format {
+        ExportFormat::Tsv => {
+            writeln!(w, "{}", header.join("\t")).map_err(file_error("write", &tmp))?
+        }
+        ExportFormat::Csv => super::write_csv(&mut w, header.iter().map(|c| c.as_str()))
+            .map_err(file_error("write", &tmp))?,
+        _ => {}
     }
     let mut items = 0u64;
     let streamed = stream_sql(&pool, &sql, &[], |row| {
@@ -123,6 +130,10 @@ pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, E
             ExportFormat::Tsv => {
                 let fields: Vec<String> = row[..row.len() - 1].iter().map(tsv_field).collect();
                 writeln!(w, "{}", fields.join("\t"))
+            }
+            ExportFormat::Csv => {
+                let fields: Vec<String> = row[..row.len() - 1].iter().map(super::text).collect();
+                super::write_csv(&mut w, fields.iter().map(|c| c.as_str()))
             }
             ExportFormat::Parquet => unreachable!("Parquet is written by `parquet::export`"),
             ExportFormat::Jsonl => {

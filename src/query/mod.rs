@@ -4,8 +4,10 @@
 //! that would write, attach a file or change a pragma is refused with the action named,
 //! before it runs. Results are small tables printed as text, CSV or JSON.
 
+pub mod browse;
 pub mod export;
 pub mod extract;
+pub mod filter;
 pub mod parades;
 
 use std::io::Write;
@@ -74,7 +76,7 @@ pub struct QueryPlan {
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A query's result.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Table {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Value>>,
@@ -203,6 +205,37 @@ pub fn run(plan: &QueryPlan, format: Format, out: &mut dyn Write) -> Result<u64,
     }
 }
 
+/// Runs user SQL as `query --sql` does (read-only, one statement, stopped after
+/// `timeout`) and keeps its first `max_rows` rows; says whether more were left unread.
+/// For callers that reuse the connection: the time limit is lifted afterwards.
+pub fn sql_rows(
+    pool: &Pool,
+    sql: &str,
+    max_rows: usize,
+    timeout: std::time::Duration,
+) -> Result<(Table, bool), QueryError> {
+    let fired = time_limit(pool.connection(), timeout);
+    let mut rows = Vec::new();
+    let mut more = false;
+    let result = stream_sql_until(pool, sql, &[], |_, row| {
+        if rows.len() >= max_rows {
+            more = true;
+            return Ok(false);
+        }
+        rows.push(row.to_vec());
+        Ok(true)
+    });
+    pool.connection().progress_handler(0, None::<fn() -> bool>);
+    let columns = result.map_err(|e| {
+        if fired.load(std::sync::atomic::Ordering::Relaxed) {
+            QueryError::Timeout(timeout)
+        } else {
+            e
+        }
+    })?;
+    Ok((Table { columns, rows }, more))
+}
+
 /// Writes rows as they come: CSV and JSON at once; aligned text from the widths of the
 /// first rows (a thousand), so an endless query never fills memory.
 struct RowWriter<'o> {
@@ -296,7 +329,7 @@ impl<'o> RowWriter<'o> {
     }
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -312,7 +345,7 @@ fn text(v: &Value) -> String {
 }
 
 /// Writes one CSV record: RFC 4180 quoting by the csv crate, `\n` line ends.
-fn write_csv<'a>(
+pub(crate) fn write_csv<'a>(
     out: &mut dyn Write,
     cells: impl IntoIterator<Item = &'a str>,
 ) -> std::io::Result<()> {

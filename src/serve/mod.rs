@@ -1,0 +1,1068 @@
+//! `seedpool serve`: a web page over a pool. Every page is one `query::browse` call,
+//! rendered as HTML by `pages` and as JSON by serde from the same struct; pictures are
+//! members read from their shards by offset and checked against their blake3.
+//!
+//! Safe by default (docs/serve.md, "Security"): it binds 127.0.0.1 and then answers only
+//! requests whose Host names that address (a page elsewhere cannot reach it through
+//! DNS rebinding); any other address needs a token on every request. Every parameter is
+//! parsed into a bounded type, SQL runs only through the read-only authorizer, every
+//! response carries a Content-Security-Policy, and no file is served but members the
+//! pool lists, from shard files whose names it computes itself. The one write is the
+//! sync that "fetch these" starts, which takes the pool's lock as `seedpool sync` does.
+
+pub mod chart;
+pub mod fetch;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::Markup;
+use serde::Serialize;
+
+use crate::pool::Pool;
+use crate::query::browse::{self, BrowseError};
+use crate::query::export::{ExportFormat, ExportPlan};
+use crate::query::filter::{Filter, FilterError};
+use crate::query::QueryError;
+pub use fetch::{FetchOptions, FetchStatus};
+
+/// Rows the SQL console shows at most.
+pub const SQL_ROWS: usize = 1000;
+/// The longest request target (path and query) served.
+const MAX_TARGET: usize = 8 << 10;
+/// Thumbnails per row of a hit-parade.
+const ROW_THUMBS: usize = 4;
+/// Items per group of a release review.
+const REVIEW_ITEMS: usize = 48;
+const CSP: &str = "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const COOKIE: &str = "seedpool_token";
+
+#[derive(Clone, Debug)]
+pub struct ServePlan {
+    pub pool: PathBuf,
+    pub listen: SocketAddr,
+    /// Required on every request when set; `start` makes one for a non-loopback bind.
+    pub token: Option<String>,
+    /// ingest's report of the newest release, for the release review.
+    pub ingest_report: Option<PathBuf>,
+    pub fetch: FetchOptions,
+    /// The SQL console's time limit.
+    pub sql_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the server stopped: {0}")]
+    Stopped(std::io::Error),
+    #[error("ingest report `{path}` cannot be read: {source}")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Server {
+    /// The address to open, with the token when one is needed.
+    pub fn url(&self) -> String {
+        match &self.token {
+            Some(t) => format!("http://{}/?token={t}", self.addr),
+            None => format!("http://{}/", self.addr),
+        }
+    }
+
+    /// Stops serving (requests in flight finish first) and waits for the thread.
+    pub fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.join()
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub fn join(mut self) -> Result<(), ServeError> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ServeError::Stopped(std::io::Error::other(
+                "the server thread panicked",
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A handle that stops the server from another thread (a signal handler).
+    pub fn stopper(&mut self) -> impl FnOnce() + Send + 'static {
+        let tx = self.shutdown.take();
+        move || {
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds, checks that the pool opens, and serves on a thread of its own.
+pub fn start(mut plan: ServePlan) -> Result<Server, ServeError> {
+    drop(Pool::open_read_only(&plan.pool)?);
+    if let Some(path) = &plan.ingest_report {
+        std::fs::metadata(path).map_err(|source| ServeError::Report {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let listener =
+        std::net::TcpListener::bind(plan.listen).map_err(|source| ServeError::Listen {
+            addr: plan.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: plan.listen,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    if plan.token.is_none() && !addr.ip().is_loopback() {
+        let mut bytes = [0u8; 16];
+        getrandom::getrandom(&mut bytes)
+            .map_err(|e| ServeError::Runtime(std::io::Error::other(e.to_string())))?;
+        plan.token = Some(hex::encode(bytes));
+    }
+    // Behind a loopback address only requests naming it are answered: a page on
+    // another site that a DNS trick points at 127.0.0.1 sends its own Host.
+    let hosts = addr.ip().is_loopback().then(|| {
+        let port = addr.port();
+        vec![
+            addr.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ]
+    });
+    let app = Arc::new(App {
+        root: plan.pool.clone(),
+        readers: Mutex::new(Vec::new()),
+        token: plan.token.clone(),
+        hosts,
+        ingest_report: plan.ingest_report.clone(),
+        fetch_status: Arc::new(Mutex::new(FetchStatus::default())),
+        fetch: plan.fetch.clone(),
+        sql_timeout: plan.sql_timeout,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(ServeError::Stopped)?;
+            axum::serve(listener, router(app))
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(ServeError::Stopped)
+        })
+    });
+    Ok(Server {
+        addr,
+        token: plan.token,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+struct App {
+    root: PathBuf,
+    /// Read-only connections to reuse; a request takes one or opens another.
+    readers: Mutex<Vec<Pool>>,
+    token: Option<String>,
+    hosts: Option<Vec<String>>,
+    ingest_report: Option<PathBuf>,
+    fetch_status: Arc<Mutex<FetchStatus>>,
+    fetch: FetchOptions,
+    sql_timeout: Duration,
+}
+
+impl App {
+    fn take(&self) -> Result<Pool, Problem> {
+        if let Some(p) = self.readers.lock().ok().and_then(|mut r| r.pop()) {
+            return Ok(p);
+        }
+        Pool::open_read_only(&self.root).map_err(|e| Problem::server(e.to_string()))
+    }
+
+    fn give(&self, pool: Pool) {
+        if let Ok(mut r) = self.readers.lock() {
+            if r.len() < 8 {
+                r.push(pool);
+            }
+        }
+    }
+
+    fn fetch_status(&self) -> FetchStatus {
+        self.fetch_status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+type Shared = Arc<App>;
+
+/// Runs `work` on a read-only connection, off the async workers.
+async fn with_pool<T: Send + 'static>(
+    app: &Shared,
+    work: impl FnOnce(&Pool) -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || {
+        let pool = app.take()?;
+        let result = work(&pool);
+        app.give(pool);
+        result
+    })
+    .await
+    .map_err(|_| Problem::server("a request's worker stopped".into()))?
+}
+
+/// Whether a route answers with HTML or JSON.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Html,
+    Json,
+}
+
+/// A request that cannot be answered: a status and a message, as a page or as JSON.
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    message: String,
+    json: bool,
+}
+
+impl Problem {
+    fn new(status: StatusCode, message: String) -> Self {
+        Self {
+            status,
+            message,
+            json: false,
+        }
+    }
+
+    fn bad(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn server(message: String) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    fn in_mode(mut self, mode: Mode) -> Self {
+        self.json = mode == Mode::Json;
+        self
+    }
+}
+
+impl From<FilterError> for Problem {
+    fn from(e: FilterError) -> Self {
+        Self::bad(e.to_string())
+    }
+}
+
+impl From<BrowseError> for Problem {
+    fn from(e: BrowseError) -> Self {
+        let status = match &e {
+            BrowseError::NoItem { .. }
+            | BrowseError::NoRelease { .. }
+            | BrowseError::NoMember { .. }
+            | BrowseError::NotDownloaded { .. } => StatusCode::NOT_FOUND,
+            BrowseError::UnknownStat(_) => StatusCode::BAD_REQUEST,
+            BrowseError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BrowseError::Query(q) => match q {
+                QueryError::Unknown(_) => StatusCode::NOT_FOUND,
+                QueryError::Pool(_) | QueryError::Output(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            BrowseError::Damaged { .. } | BrowseError::Read { .. } | BrowseError::Unsafe(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self::new(status, format!("{:#}", anyhow::Error::from(e)))
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        if self.json {
+            let body = serde_json::json!({"error": self.message, "status": self.status.as_u16()});
+            return (self.status, axum::Json(body)).into_response();
+        }
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        html(
+            self.status,
+            pages::problem(self.status.as_u16(), reason, &self.message),
+        )
+    }
+}
+
+fn html(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+/// One struct out: JSON as it is, or HTML from `page`, inside the layout.
+fn reply<T: Serialize>(
+    mode: Mode,
+    title: &str,
+    json_url: Option<String>,
+    data: &T,
+    page: impl FnOnce(&T) -> Markup,
+) -> Response {
+    match mode {
+        Mode::Json => axum::Json(data).into_response(),
+        Mode::Html => html(
+            StatusCode::OK,
+            pages::layout(title, json_url.as_deref(), page(data)),
+        ),
+    }
+}
+
+fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+fn router(app: Shared) -> Router {
+    use Mode::{Html, Json};
+    Router::new()
+        .route("/", get(|s: State<Shared>| overview(s, Html)))
+        .route("/api/overview", get(|s: State<Shared>| overview(s, Json)))
+        .route(
+            "/gallery",
+            get(|s: State<Shared>, q: RawQuery| gallery(s, q, Html)),
+        )
+        .route(
+            "/api/gallery",
+            get(|s: State<Shared>, q: RawQuery| gallery(s, q, Json)),
+        )
+        .route("/api/facets", get(facets))
+        .route("/api/tags", get(tags))
+        .route(
+            "/item/{dataset}/{key}",
+            get(|s: State<Shared>, p: Path<(String, String)>| item(s, p, Html)),
+        )
+        .route(
+            "/api/item/{dataset}/{key}",
+            get(|s: State<Shared>, p: Path<(String, String)>| item(s, p, Json)),
+        )
+        .route("/file/{dataset}/{key}/{ext}", get(file))
+        .route("/parades", get(|| parade_list(Html)))
+        .route("/api/parades", get(|| parade_list(Json)))
+        .route(
+            "/parade/{name}",
+            get(|s: State<Shared>, p: Path<String>, q: RawQuery| parade(s, p, q, Html)),
+        )
+        .route(
+            "/api/parade/{name}",
+            get(|s: State<Shared>, p: Path<String>, q: RawQuery| parade(s, p, q, Json)),
+        )
+        .route(
+            "/release/{dataset}/{version}",
+            get(|s: State<Shared>, p: Path<(String, String)>, q: RawQuery| release(s, p, q, Html)),
+        )
+        .route(
+            "/api/release/{dataset}/{version}",
+            get(|s: State<Shared>, p: Path<(String, String)>, q: RawQuery| release(s, p, q, Json)),
+        )
+        .route("/sql", get(|s: State<Shared>, q: RawQuery| sql(s, q, Html)))
+        .route(
+            "/api/sql",
+            get(|s: State<Shared>, q: RawQuery| sql(s, q, Json)),
+        )
+        .route("/fetch", get(|s: State<Shared>| fetch_status(s, Html)))
+        .route("/fetch", post(fetch_start))
+        .route("/api/fetch", get(|s: State<Shared>| fetch_status(s, Json)))
+        .route("/export", get(export))
+        .route(
+            "/api",
+            get(|| async { html(StatusCode::OK, pages::api_index()) }),
+        )
+        .route("/assets/style.css", get(|| asset("text/css", STYLE)))
+        .route("/assets/app.js", get(|| asset("text/javascript", SCRIPT)))
+        .fallback(|| async {
+            Problem::new(StatusCode::NOT_FOUND, "no such page".into()).into_response()
+        })
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
+        .with_state(app)
+}
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The checks every request passes and the headers every response carries.
+async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let json = request.uri().path().starts_with("/api/");
+    let refuse = |status, message: &str| {
+        with_headers(
+            Problem {
+                status,
+                message: message.to_string(),
+                json,
+            }
+            .into_response(),
+        )
+    };
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target_len > MAX_TARGET {
+        return refuse(
+            StatusCode::URI_TOO_LONG,
+            &format!("the request is longer than {MAX_TARGET} bytes"),
+        );
+    }
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if let Some(hosts) = &app.hosts {
+        if !hosts.iter().any(|h| h == host) {
+            return refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!(
+                    "this server answers requests for {} only",
+                    hosts.first().map(String::as_str).unwrap_or("")
+                ),
+            );
+        }
+    }
+    let mut set_cookie = None;
+    if let Some(token) = &app.token {
+        let from_query = request.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        let given = bearer(headers)
+            .or_else(|| cookie(headers))
+            .or(from_query.clone());
+        if !given.is_some_and(|g| same(&g, token)) {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "this server needs its token: open the address `seedpool serve` printed, with ?token=",
+            );
+        }
+        if from_query.is_some() && cookie(headers).is_none() {
+            set_cookie = Some(format!(
+                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            ));
+        }
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        // A form on another site may post here; only this server's own pages may.
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        let site = headers.get("sec-fetch-site").and_then(|o| o.to_str().ok());
+        let foreign = origin.is_some_and(|o| o != format!("http://{host}"))
+            || site.is_some_and(|s| s != "same-origin" && s != "none");
+        if foreign {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "a request from another site is refused",
+            );
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    with_headers(response)
+}
+
+fn with_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn filter_of(query: &Option<String>) -> Result<Filter, Problem> {
+    Ok(Filter::from_query(
+        query.as_deref().unwrap_or(""),
+        &["token"],
+    )?)
+}
+
+async fn overview(State(app): State<Shared>, mode: Mode) -> Response {
+    match with_pool(&app, |p| Ok(browse::overview(p)?)).await {
+        Ok(o) => reply(
+            mode,
+            "Overview",
+            Some("/api/overview".into()),
+            &o,
+            pages::overview,
+        ),
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+/// A gallery page with its facets.
+#[derive(Serialize)]
+struct GalleryPage {
+    #[serde(flatten)]
+    gallery: browse::Gallery,
+    facets: browse::Facets,
+}
+
+async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -> Response {
+    let work = async {
+        let f = filter_of(&q)?;
+        with_pool(&app, move |p| {
+            Ok(GalleryPage {
+                gallery: browse::gallery(p, &f)?,
+                facets: browse::facets(p, &f, 12)?,
+            })
+        })
+        .await
+    };
+    match work.await {
+        Ok(g) => {
+            let status = app.fetch_status();
+            let json_url = with_query("/api/gallery", &g.gallery.query);
+            reply(mode, "Gallery", Some(json_url), &g, |g| {
+                pages::gallery(&g.gallery, &g.facets, &status)
+            })
+        }
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+async fn facets(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let work = async {
+        let f = filter_of(&q)?;
+        with_pool(&app, move |p| Ok(browse::facets(p, &f, 25)?)).await
+    };
+    match work.await {
+        Ok(f) => axum::Json(f).into_response(),
+        Err(e) => e.in_mode(Mode::Json).into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct Completion {
+    name: String,
+    category: String,
+    items: u64,
+}
+
+async fn tags(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let prefix = q
+        .as_deref()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "prefix")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    if prefix.chars().count() > crate::query::filter::MAX_VALUE {
+        return Problem::bad("the prefix is too long".into())
+            .in_mode(Mode::Json)
+            .into_response();
+    }
+    match with_pool(&app, move |p| Ok(browse::complete_tags(p, &prefix, 20)?)).await {
+        Ok(list) => axum::Json(
+            list.into_iter()
+                .map(|(name, category, items)| Completion {
+                    name,
+                    category,
+                    items,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => e.in_mode(Mode::Json).into_response(),
+    }
+}
+
+async fn item(
+    State(app): State<Shared>,
+    Path((dataset, key)): Path<(String, String)>,
+    mode: Mode,
+) -> Response {
+    let json_url = format!(
+        "/api/item/{}/{}",
+        pages::segment(&dataset),
+        pages::segment(&key)
+    );
+    match with_pool(&app, move |p| Ok(browse::item(p, &dataset, &key)?)).await {
+        Ok(v) => reply(mode, &v.tile.key.clone(), Some(json_url), &v, pages::item),
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+/// A member's bytes. With `?v=` equal to its blake3 the URL can never name other
+/// bytes, so it may be cached for good; without, the browser asks again (ETag).
+async fn file(
+    State(app): State<Shared>,
+    Path((dataset, key, ext)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let version = q.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "v")
+            .map(|(_, v)| v.into_owned())
+    });
+    let located = match with_pool(&app, move |p| Ok(browse::locate(p, &dataset, &key, &ext)?)).await
+    {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let etag = format!("\"{}\"", located.member.blake3);
+    let cache = if version.as_deref() == Some(located.member.blake3.as_str()) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if matches && located.present {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (header::CACHE_CONTROL, cache.to_string()),
+            ],
+        )
+            .into_response();
+    }
+    let ext = located.member.ext.clone();
+    let bytes = match tokio::task::spawn_blocking(move || browse::read(&located)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Problem::from(e).into_response(),
+        Err(_) => return Problem::server("a request's worker stopped".into()).into_response(),
+    };
+    let (kind, inline) = content_type(&ext);
+    let mut response = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, kind.to_string()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache.to_string()),
+        ],
+        bytes,
+    )
+        .into_response();
+    if !inline {
+        response.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
+    response
+}
+
+/// The type a member is served as, and whether a browser may show it in place (only
+/// pictures and plain data; anything else is a download).
+fn content_type(ext: &str) -> (&'static str, bool) {
+    let last = ext.rsplit('.').next().unwrap_or(ext);
+    match last.to_ascii_lowercase().as_str() {
+        "jpg" | "jpeg" => ("image/jpeg", true),
+        "png" => ("image/png", true),
+        "webp" => ("image/webp", true),
+        "gif" => ("image/gif", true),
+        "json" => ("application/json", true),
+        "txt" | "cls" | "tags" => ("text/plain; charset=utf-8", true),
+        _ => ("application/octet-stream", false),
+    }
+}
+
+#[derive(Serialize)]
+struct ParadeEntry {
+    name: &'static str,
+    description: &'static str,
+    parameters: String,
+}
+
+async fn parade_list(mode: Mode) -> Response {
+    let list = browse::parade_list();
+    let entries: Vec<ParadeEntry> = list
+        .iter()
+        .map(|(name, description, parameters)| ParadeEntry {
+            name,
+            description,
+            parameters: parameters.clone(),
+        })
+        .collect();
+    reply(
+        mode,
+        "Hit-parades",
+        Some("/api/parades".into()),
+        &entries,
+        |_| pages::parade_list(&list),
+    )
+}
+
+async fn parade(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    mode: Mode,
+) -> Response {
+    let q = q.unwrap_or_default();
+    let json_url = with_query(&format!("/api/parade/{}", pages::segment(&name)), &q);
+    let title = name.clone();
+    let work = with_pool(&app, move |p| {
+        let params = browse::parade_params(&name, &q, &["token"])?;
+        Ok(browse::parade(p, &name, &params, ROW_THUMBS)?)
+    });
+    match work.await {
+        Ok(v) => reply(mode, &title, Some(json_url), &v, pages::parade),
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+async fn release(
+    State(app): State<Shared>,
+    Path((dataset, version)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    mode: Mode,
+) -> Response {
+    let q = q.unwrap_or_default();
+    let mut stat = "quality".to_string();
+    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+        match k.as_ref() {
+            "stat" if !v.is_empty() => stat = v.into_owned(),
+            "stat" | "token" => {}
+            other => {
+                return Problem::bad(format!(
+                    "unknown parameter `{}`; the release review reads `stat`",
+                    crate::name::shown(other)
+                ))
+                .in_mode(mode)
+                .into_response()
+            }
+        }
+    }
+    let json_url = with_query(
+        &format!(
+            "/api/release/{}/{}",
+            pages::segment(&dataset),
+            pages::segment(&version)
+        ),
+        &q,
+    );
+    let title = format!("{dataset} {version}");
+    let report = app.ingest_report.clone();
+    let work = with_pool(&app, move |p| {
+        // The report is ingest's for the release being published, the newest one.
+        let head = p
+            .connection()
+            .query_row(
+                "SELECT r.version FROM datasets d JOIN releases r ON r.id = d.head_release WHERE d.name = ?1",
+                [&dataset],
+                |r| r.get::<_, String>(0),
+            )
+            .ok();
+        let report = report.filter(|_| head.as_deref() == Some(version.as_str()));
+        Ok(browse::release(
+            p,
+            &dataset,
+            &version,
+            &stat,
+            REVIEW_ITEMS,
+            report.as_deref(),
+        )?)
+    });
+    match work.await {
+        Ok(v) => reply(mode, &title, Some(json_url), &v, pages::release),
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+async fn sql(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -> Response {
+    let q = q.unwrap_or_default();
+    let mut text = String::new();
+    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+        match k.as_ref() {
+            "q" => text = v.into_owned(),
+            "token" => {}
+            other => {
+                return Problem::bad(format!(
+                    "unknown parameter `{}`; the SQL console reads `q`",
+                    crate::name::shown(other)
+                ))
+                .in_mode(mode)
+                .into_response()
+            }
+        }
+    }
+    let json_url = with_query("/api/sql", &q);
+    if text.trim().is_empty() {
+        let empty = browse::SqlView {
+            sql: "SELECT key, booru, score FROM live ORDER BY score DESC LIMIT 20".into(),
+            ..browse::SqlView::default()
+        };
+        return reply(mode, "SQL", None, &empty, pages::sql);
+    }
+    let timeout = app.sql_timeout;
+    let sql_text = text.clone();
+    let result = with_pool(&app, move |p| {
+        Ok(browse::sql_console(p, &sql_text, SQL_ROWS, timeout)?)
+    })
+    .await;
+    match result {
+        Ok(v) => reply(mode, "SQL", Some(json_url), &v, pages::sql),
+        Err(e) if e.status == StatusCode::BAD_REQUEST && mode == Mode::Html => {
+            let view = browse::SqlView {
+                sql: text,
+                error: Some(e.message),
+                ..browse::SqlView::default()
+            };
+            html(
+                StatusCode::BAD_REQUEST,
+                pages::layout("SQL", None, pages::sql(&view)),
+            )
+        }
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+async fn fetch_status(State(app): State<Shared>, mode: Mode) -> Response {
+    let s = app.fetch_status();
+    reply(mode, "Fetch", Some("/api/fetch".into()), &s, pages::fetch)
+}
+
+#[derive(serde::Deserialize)]
+struct FetchForm {
+    view: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+async fn fetch_start(
+    State(app): State<Shared>,
+    axum::Form(form): axum::Form<FetchForm>,
+) -> Response {
+    let json = false;
+    let view = form.view;
+    let work = async {
+        let mut f = Filter::from_query(&view, &["token"])?;
+        f.page = 1;
+        with_pool(&app, move |p| {
+            let missing = browse::missing_shards(p, &f)?;
+            missing
+                .into_iter()
+                .map(|(dataset, shards)| {
+                    Ok(fetch::Wanted {
+                        manifest: browse::head_manifest(p, &dataset)?,
+                        dataset,
+                        shards,
+                    })
+                })
+                .collect::<Result<Vec<_>, Problem>>()
+        })
+        .await
+    };
+    let wanted = match work.await {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    if wanted.is_empty() {
+        return Redirect::to(&with_query("/gallery", &view)).into_response();
+    }
+    if !fetch::start(
+        &app.fetch_status,
+        app.root.clone(),
+        &app.fetch,
+        view.clone(),
+        wanted,
+    ) {
+        return Problem {
+            status: StatusCode::CONFLICT,
+            message: "a fetch is running already; wait for it to finish".into(),
+            json,
+        }
+        .into_response();
+    }
+    Redirect::to(&with_query("/gallery", &view)).into_response()
+}
+
+async fn export(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let q = q.unwrap_or_default();
+    let mut format = None;
+    // The serializer is not Send: it must be gone before the first await.
+    let rest = {
+        let mut rest = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            if k == "format" {
+                format = Some(v.into_owned());
+            } else {
+                rest.append_pair(&k, &v);
+            }
+        }
+        rest.finish()
+    };
+    let (format, ext, kind) = match format.as_deref() {
+        Some("tsv") => (ExportFormat::Tsv, "tsv", "text/tab-separated-values"),
+        Some("csv") => (ExportFormat::Csv, "csv", "text/csv"),
+        Some("jsonl") => (ExportFormat::Jsonl, "jsonl", "application/jsonl"),
+        Some("parquet") => (
+            ExportFormat::Parquet,
+            "parquet",
+            "application/vnd.apache.parquet",
+        ),
+        _ => {
+            return Problem::bad("`format` must be tsv, csv, jsonl or parquet".into())
+                .into_response()
+        }
+    };
+    let f = match Filter::from_query(&rest, &["token"]) {
+        Ok(f) => f,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let root = app.root.clone();
+    let work = with_pool(&app, move |p| {
+        let condition = browse::condition(p, &f)?;
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::getrandom(&mut nonce);
+        // Outside the pool: serving never writes into it.
+        let out = std::env::temp_dir().join(format!(
+            "seedpool-export-{}-{}.{ext}",
+            std::process::id(),
+            hex::encode(nonce)
+        ));
+        let plan = ExportPlan {
+            pool: root,
+            format,
+            out: out.clone(),
+            condition: Some(condition),
+        };
+        crate::query::export::run(&plan, &crate::progress::Silent)
+            .map_err(|e| Problem::server(format!("{:#}", anyhow::Error::from(e))))?;
+        let file = std::fs::File::open(&out).map_err(|e| Problem::server(e.to_string()));
+        let _ = std::fs::remove_file(&out);
+        file
+    });
+    let file = match work.await {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    (
+        [
+            (header::CONTENT_TYPE, kind.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"seedpool-export.{ext}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A byte count as the pages print it.
+fn human(n: u64) -> String {
+    crate::progress::human_bytes(n)
+}
