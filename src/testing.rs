@@ -62,8 +62,22 @@ impl Fixture {
         parent: Option<&str>,
         items: &[(&str, Value)],
     ) -> Result<PublishReport, publish::PublishError> {
+        self.try_publish_with(version, parent, items, &[])
+    }
+
+    /// Like `try_publish`, with more member files: (`<key>.<ext>`, bytes).
+    pub fn try_publish_with(
+        &self,
+        version: &str,
+        parent: Option<&str>,
+        items: &[(&str, Value)],
+        files: &[(&str, &[u8])],
+    ) -> Result<PublishReport, publish::PublishError> {
         let rel = self.dir.path().join(format!("release-{version}"));
         std::fs::create_dir_all(&rel).expect("a release folder");
+        for (name, bytes) in files {
+            std::fs::write(rel.join(name), bytes).expect("a member file");
+        }
         let n = self.published.replace(self.published.get() + 1);
         for (key, record) in items {
             std::fs::write(rel.join(format!("{key}.bin")), format!("payload of {key}"))

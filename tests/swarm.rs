@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,74 +16,17 @@ use seedpool::torrent::Metainfo;
 const BIN: &str = env!("CARGO_BIN_EXE_seedpool");
 const OFFLINE: [&str; 2] = ["--no-dht", "--no-trackers"];
 
-/// A `seedpool seed` process, killed when dropped.
-struct Seeder {
-    _child: KillOnDrop,
-    addr: String,
-}
-
-impl Seeder {
-    fn start(store: &Path, manifests: &[PathBuf], extra: &[&str]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("seed")
-            .args(manifests)
-            .args(["--store", s(store), "--listen", "127.0.0.1:0", "--json"])
-            .args(OFFLINE)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("seedpool seed starts");
-        let stdout = child.stdout.take().unwrap();
-        let ready = wait_for_event(stdout, "ready", Duration::from_secs(60));
-        let Some(ready) = ready else {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "seeder never became ready: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        Seeder {
-            _child: KillOnDrop(child),
-            addr: ready["addr"].as_str().unwrap().to_string(),
-        }
-    }
-
-    /// Publishes release 1 of `items` items into `dir/store` and seeds it.
-    fn release_1(
-        dir: &Path,
-        items: std::ops::Range<usize>,
-        payload: usize,
-        extra: &[&str],
-    ) -> (PathBuf, PathBuf, Seeder) {
-        let store = dir.join("store");
-        let m1 = publish(dir, &store, "1", items, payload, None);
-        let seeder = Seeder::start(&store, std::slice::from_ref(&m1), extra);
-        (store, m1, seeder)
-    }
-}
-
-/// Reads JSON lines until one has `event == name`, on a thread so a silent process
-/// cannot hang the test. The rest of the output is drained in the background.
-fn wait_for_event(stdout: ChildStdout, name: &str, within: Duration) -> Option<serde_json::Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let name = name.to_string();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if sent {
-                continue;
-            }
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["event"] == name.as_str() {
-                    let _ = tx.send(v);
-                    sent = true;
-                }
-            }
-        }
-    });
-    rx.recv_timeout(within).ok()
+/// Publishes release 1 of `items` items into `dir/store` and seeds it.
+fn seed_release_1(
+    dir: &Path,
+    items: std::ops::Range<usize>,
+    payload: usize,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, Seeder) {
+    let store = dir.join("store");
+    let m1 = publish(dir, &store, "1", items, payload, None);
+    let seeder = Seeder::start(BIN, &store, std::slice::from_ref(&m1), extra);
+    (store, m1, seeder)
 }
 
 /// Publishes `items` items of `payload` bytes as version `version` of `test-ds`.
@@ -182,7 +125,7 @@ fn sync_fetches_only_new_shards_and_merges_like_merge_does() {
     let store = dir.path().join("store");
     let m1 = publish(dir.path(), &store, "1", 0..24, 100_000, None);
     let m2 = publish(dir.path(), &store, "2", 0..36, 100_000, Some("1"));
-    let seeder = Seeder::start(&store, &[m1.clone(), m2.clone()], &[]);
+    let seeder = Seeder::start(BIN, &store, &[m1.clone(), m2.clone()], &[]);
 
     let pool = dir.path().join("pool");
     let r1 = result(&sync(&m1, &pool, &seeder.addr, &[]));
@@ -267,7 +210,7 @@ fn sync_fetches_only_new_shards_and_merges_like_merge_does() {
 #[test]
 fn selective_sync_fetches_only_matching_shards_then_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, m1, seeder) = Seeder::release_1(dir.path(), 0..32, 10_000, &[]);
+    let (store, m1, seeder) = seed_release_1(dir.path(), 0..32, 10_000, &[]);
     let pool = dir.path().join("pool");
 
     // The items of one shard, chosen through their records.
@@ -356,6 +299,7 @@ fn a_killed_sync_resumes_without_fetching_finished_shards_again() {
     let m1 = publish(dir.path(), &store, "1", 0..32, 300_000, None);
     let (total, piece) = data_size(&store.join("test-ds-1.torrent"));
     let seeder = Seeder::start(
+        BIN,
         &store,
         std::slice::from_ref(&m1),
         &["--upload-limit", "2MiB"],
@@ -429,7 +373,7 @@ fn a_shard_that_fails_blake3_after_download_is_refetched_then_refused() {
     flip_byte(&store, &manifest, 0, 600);
     Published::new(&store, "1").sign(|_| {});
 
-    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
+    let seeder = Seeder::start(BIN, &store, std::slice::from_ref(&m1), &[]);
     let pool = dir.path().join("pool");
     let r = sync(&m1, &pool, &seeder.addr, &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
@@ -551,7 +495,7 @@ fn a_full_disk_is_refused_before_downloading() {
     let Some(_guard) = tiny_tmpfs(&mnt) else {
         return;
     };
-    let seeder = Seeder::start(&store, std::slice::from_ref(&m1), &[]);
+    let seeder = Seeder::start(BIN, &store, std::slice::from_ref(&m1), &[]);
     let pool = mnt.join("pool");
     let r = sync(&m1, &pool, &seeder.addr, &[]);
     assert_eq!(r.code, 1, "{}", r.stdout);
@@ -562,7 +506,7 @@ fn a_full_disk_is_refused_before_downloading() {
 #[test]
 fn sync_reads_a_manifest_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _m1, seeder) = Seeder::release_1(dir.path(), 0..8, 5_000, &[]);
+    let (store, _m1, seeder) = seed_release_1(dir.path(), 0..8, 5_000, &[]);
     // A plain HTTP server on loopback serving the store folder.
     let (_server, port) = http_server(&store);
 
@@ -593,7 +537,7 @@ fn a_seeder_serving_a_damaged_shard_gets_an_error_that_says_so() {
     // sends pieces that fail their SHA-1, or none. Before, the sync ended in "check the
     // --peer addresses", with the peer connected all along.
     let dir = tempfile::tempdir().unwrap();
-    let (store, m1, seeder) = Seeder::release_1(dir.path(), 0..8, 5_000, &[]);
+    let (store, m1, seeder) = seed_release_1(dir.path(), 0..8, 5_000, &[]);
     let (manifest, _) = Manifest::load(&m1).unwrap();
     flip_byte(&store, &manifest, 0, 3000);
     let pool = dir.path().join("pool");

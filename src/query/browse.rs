@@ -1457,3 +1457,327 @@ pub fn sql_console(
         items,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{record, Fixture};
+
+    /// Five items of two years with characters, artists and scores, and a thumbnail each.
+    fn pool() -> Fixture {
+        let f = Fixture::new();
+        let items = items(&[
+            (1, 2020, 5, "miku", "ann"),
+            (2, 2020, 9, "miku", "ann"),
+            (3, 2020, 1, "rin", "bob"),
+            (4, 2021, 4, "rin", "ann"),
+            (5, 2021, 7, "reimu", "bob"),
+        ]);
+        let thumbs: Vec<(String, Vec<u8>)> = (1..=5)
+            .map(|i| {
+                (
+                    format!("danbooru-{i}.thumb.jpg"),
+                    format!("thumb {i}").into_bytes(),
+                )
+            })
+            .collect();
+        publish(&f, "1", None, &items, &thumbs);
+        f.merge("1");
+        f
+    }
+
+    fn items(list: &[(u64, i64, i64, &str, &str)]) -> Vec<(String, Value)> {
+        list.iter()
+            .map(|&(post, year, score, character, artist)| {
+                let mut r = record(
+                    "danbooru",
+                    post,
+                    &[
+                        ("character", &[character]),
+                        ("artist", &[artist]),
+                        ("general", &["solo"]),
+                    ],
+                );
+                r["score"] = score.into();
+                r["posted"] = format!("{year}-06-01T00:00:00Z").into();
+                r["faces"] = serde_json::json!({"strict": [], "medium": [[0.1, 0.2, 0.3, 0.4]]});
+                (format!("danbooru-{post}"), r)
+            })
+            .collect()
+    }
+
+    fn publish(
+        f: &Fixture,
+        version: &str,
+        parent: Option<&str>,
+        items: &[(String, Value)],
+        files: &[(String, Vec<u8>)],
+    ) {
+        let items: Vec<(&str, Value)> =
+            items.iter().map(|(k, r)| (k.as_str(), r.clone())).collect();
+        let files: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        f.try_publish_with(version, parent, &items, &files)
+            .expect("the release publishes");
+    }
+
+    fn keys(g: &Gallery) -> Vec<&str> {
+        g.items.iter().map(|t| t.key.as_str()).collect()
+    }
+
+    fn filter(q: &str) -> Filter {
+        Filter::from_query(q, &[]).unwrap()
+    }
+
+    #[test]
+    fn the_gallery_filters_by_tags_ranges_and_pages_in_score_order() {
+        let f = pool();
+        let p = f.open_pool();
+        let g = gallery(&p, &filter("")).unwrap();
+        assert_eq!(
+            keys(&g),
+            [
+                "danbooru-2",
+                "danbooru-5",
+                "danbooru-1",
+                "danbooru-4",
+                "danbooru-3"
+            ]
+        );
+        assert_eq!((g.total, g.pages, g.missing), (5, 1, 0));
+        assert_eq!(g.items[0].thumb.as_ref().unwrap().ext, "thumb.jpg");
+        assert_eq!(
+            keys(&gallery(&p, &filter("tags=miku")).unwrap()),
+            ["danbooru-2", "danbooru-1"]
+        );
+        assert_eq!(
+            keys(&gallery(&p, &filter("tags=ann+-miku")).unwrap()),
+            ["danbooru-4"]
+        );
+        assert_eq!(
+            keys(&gallery(&p, &filter("tags=solo+bob&year_min=2021")).unwrap()),
+            ["danbooru-5"]
+        );
+        assert_eq!(
+            keys(&gallery(&p, &filter("tags=nobody")).unwrap()),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            keys(&gallery(&p, &filter("score_min=5&sort=key")).unwrap()),
+            ["danbooru-1", "danbooru-2", "danbooru-5"]
+        );
+        let page = gallery(&p, &filter("per_page=2&page=2")).unwrap();
+        assert_eq!(
+            (keys(&page), page.pages),
+            (vec!["danbooru-1", "danbooru-4"], 3)
+        );
+        // A typed value is a literal, never SQL.
+        assert_eq!(gallery(&p, &filter("booru=x'+OR+'1'='1")).unwrap().total, 0);
+    }
+
+    #[test]
+    fn an_alias_finds_the_items_of_its_tag() {
+        let f = pool();
+        let p = crate::pool::Pool::open(&f.pool).unwrap();
+        p.connection()
+            .execute(
+                "INSERT INTO tag_aliases(alias, name) VALUES ('hatsune_miku', 'miku')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(gallery(&p, &filter("tags=Hatsune_Miku")).unwrap().total, 2);
+        let completions = complete_tags(&p, "mi", 10).unwrap();
+        assert_eq!(
+            completions[0],
+            ("miku".to_string(), "character".to_string(), 2)
+        );
+        let aliases = complete_tags(&p, "hats", 10).unwrap();
+        assert_eq!(aliases[0].0, "hatsune_miku → miku");
+    }
+
+    #[test]
+    fn facets_count_the_view_and_the_whole_pool_from_its_count_tables() {
+        let f = pool();
+        let p = f.open_pool();
+        let whole = facets(&p, &filter(""), 10).unwrap();
+        // The same view computed from the items' tags instead of the count tables.
+        let scanned = facets(&p, &filter("year_min=0"), 10).unwrap();
+        assert_eq!(
+            serde_json::to_value(&whole).unwrap(),
+            serde_json::to_value(&scanned).unwrap()
+        );
+        let artists = &whole.categories[0];
+        assert_eq!(
+            artists.tags,
+            [("ann".to_string(), 3), ("bob".to_string(), 2)]
+        );
+        let view = facets(&p, &filter("tags=rin"), 10).unwrap();
+        let characters = &view.categories[2];
+        assert_eq!(characters.category, "character");
+        assert!(
+            characters.tags.is_empty(),
+            "the chosen tag is not offered again"
+        );
+        assert_eq!(
+            view.categories[0].tags,
+            [("ann".to_string(), 1), ("bob".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn an_item_shows_its_tags_faces_files_and_history_across_releases() {
+        let f = pool();
+        let mut changed = items(&[(1, 2020, 50, "miku", "ann"), (2, 2020, 9, "miku", "ann")]);
+        changed.extend(items(&[(6, 2022, 3, "len", "cid")]));
+        publish(&f, "2", Some("1"), &changed, &[]);
+        f.merge("2");
+        let p = f.open_pool();
+        let v = item(&p, "ds", "danbooru-1").unwrap();
+        assert_eq!(v.tile.score, Some(50));
+        assert_eq!(v.tags[0], ("artist".to_string(), vec!["ann".to_string()]));
+        assert_eq!(
+            v.faces[1],
+            ("medium".to_string(), vec![[0.1, 0.2, 0.3, 0.4]])
+        );
+        let history: Vec<(&str, &str)> = v
+            .history
+            .iter()
+            .map(|h| (h.version.as_str(), h.action.as_str()))
+            .collect();
+        assert_eq!(history, [("1", "added"), ("2", "changed")]);
+        let exts: Vec<&str> = v.files.iter().map(|m| m.ext.as_str()).collect();
+        assert_eq!(exts, ["bin", "json"], "release 2 brought no thumbnail");
+        assert!(v.sample.is_none());
+        let gone = item(&p, "ds", "danbooru-3").unwrap();
+        assert_eq!(gone.removed_in.as_deref(), Some("2"));
+        assert!(matches!(
+            item(&p, "ds", "danbooru-99"),
+            Err(BrowseError::NoItem { .. })
+        ));
+
+        let review = release(&p, "ds", "2", "score", 10, None).unwrap();
+        let counts: Vec<(&str, u64)> = review
+            .actions
+            .iter()
+            .map(|a| (a.action.as_str(), a.total))
+            .collect();
+        // Both kept items lost their thumbnail, which changes them.
+        assert_eq!(
+            counts,
+            [
+                ("added", 1),
+                ("changed", 2),
+                ("restored", 0),
+                ("removed", 3)
+            ]
+        );
+        let highest: Vec<&str> = review
+            .outliers
+            .highest
+            .iter()
+            .map(|(t, _)| t.key.as_str())
+            .collect();
+        assert_eq!(
+            highest,
+            ["danbooru-1", "danbooru-2", "danbooru-6"],
+            "release 2's own items, by score"
+        );
+        assert!(matches!(
+            release(&p, "ds", "2", "colour", 10, None),
+            Err(BrowseError::UnknownStat(_))
+        ));
+        assert!(matches!(
+            release(&p, "ds", "9", "score", 10, None),
+            Err(BrowseError::NoRelease { .. })
+        ));
+    }
+
+    #[test]
+    fn a_member_is_read_at_its_offset_and_checked_against_its_blake3() {
+        let f = pool();
+        let p = f.open_pool();
+        let at = locate(&p, "ds", "danbooru-4", "thumb.jpg").unwrap();
+        assert_eq!(read(&at).unwrap(), b"thumb 4");
+        assert!(matches!(
+            locate(&p, "ds", "danbooru-4", "png"),
+            Err(BrowseError::NoMember { .. })
+        ));
+        let mut bytes = std::fs::read(&at.path).unwrap();
+        let i = at.member.offset as usize;
+        bytes[i] ^= 1;
+        std::fs::write(&at.path, &bytes).unwrap();
+        let e = read(&at).unwrap_err().to_string();
+        assert!(e.contains("does not match its blake3"), "{e}");
+    }
+
+    #[test]
+    fn items_whose_shard_is_missing_are_placeholders_and_fetch_names_their_shards() {
+        let f = pool();
+        let p = crate::pool::Pool::open(&f.pool).unwrap();
+        let shard: String = p
+            .connection()
+            .query_row(
+                "SELECT shard FROM items WHERE key = 'danbooru-1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        p.connection()
+            .execute("UPDATE shards SET present = 0 WHERE id = ?1", [&shard])
+            .unwrap();
+        let g = gallery(&p, &filter("tags=miku")).unwrap();
+        assert_eq!(g.missing, 2, "danbooru-1 and -2 share a shard");
+        assert!(g.items.iter().all(|t| !t.present));
+        assert_eq!(gallery(&p, &filter("shards=missing")).unwrap().total, 2);
+        assert_eq!(gallery(&p, &filter("shards=present")).unwrap().total, 3);
+        assert_eq!(
+            missing_shards(&p, &filter("")).unwrap(),
+            [("ds".to_string(), vec![shard])]
+        );
+        assert!(missing_shards(&p, &filter("tags=rin")).unwrap().is_empty());
+        let at = locate(&p, "ds", "danbooru-1", "bin").unwrap();
+        assert!(matches!(read(&at), Err(BrowseError::NotDownloaded { .. })));
+        assert_eq!(
+            head_manifest(&p, "ds").unwrap(),
+            f.pool.join("ds-1.manifest.json")
+        );
+    }
+
+    #[test]
+    fn the_console_refuses_writes_and_pairs_keys_with_their_items() {
+        let f = pool();
+        let p = f.open_pool();
+        let t = std::time::Duration::from_secs(5);
+        let v = sql_console(&p, "SELECT key, score FROM live ORDER BY score DESC", 2, t).unwrap();
+        assert!(v.more);
+        assert_eq!(v.key_column, Some(0));
+        assert_eq!(v.items[0].as_ref().unwrap().key, "danbooru-2");
+        let e = sql_console(&p, "DELETE FROM items", 2, t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read-only"), "{e}");
+        assert_eq!(gallery(&p, &filter("")).unwrap().total, 5);
+    }
+
+    #[test]
+    fn a_parade_row_links_to_the_items_behind_it() {
+        let f = pool();
+        let p = f.open_pool();
+        let params = parade_params("characters-by-year", "year=2020", &[]).unwrap();
+        let v = parade(&p, "characters-by-year", &params, 3).unwrap();
+        let first = v.rows[0].as_ref().unwrap();
+        assert_eq!(first.filter, "tags=miku&year_min=2020&year_max=2020");
+        let keys: Vec<&str> = first.items.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["danbooru-2", "danbooru-1"]);
+        let e = parade_params("tag-stats", "year=2020", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not read --year"), "{e}");
+        let e = parade_params("characters-by-year", "limit=0", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from 1 to 1000"), "{e}");
+    }
+}

@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn a_query_string_round_trips_in_one_canonical_order() {
         let f = Filter::from_query(
-            "sort=favs&tags=Hakurei+Reimu+-solo&year_min=2020&year_max=2024&quality_min=0.5&page=3&booru=danbooru&shards=missing",
+            "sort=favs&tags=Hakurei_Reimu+-solo&year_min=2020&year_max=2024&quality_min=0.5&page=3&booru=danbooru&shards=missing",
             &[],
         )
         .unwrap();

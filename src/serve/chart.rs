@@ -12,7 +12,7 @@ pub struct Bar {
 
 const ROW: f64 = 22.0;
 const LABEL: f64 = 190.0;
-const WIDTH: f64 = 640.0;
+const WIDTH: f64 = 560.0;
 
 /// Horizontal bars, longest first as given, scaled to the largest value.
 pub fn bars(title: &str, bars: &[Bar]) -> Markup {

@@ -158,12 +158,7 @@ pub fn start(mut plan: ServePlan) -> Result<Server, ServeError> {
     listener
         .set_nonblocking(true)
         .map_err(|source| ServeError::Listen { addr, source })?;
-    if plan.token.is_none() && !addr.ip().is_loopback() {
-        let mut bytes = [0u8; 16];
-        getrandom::getrandom(&mut bytes)
-            .map_err(|e| ServeError::Runtime(std::io::Error::other(e.to_string())))?;
-        plan.token = Some(hex::encode(bytes));
-    }
+    plan.token = token_for(addr, plan.token.take())?;
     // Behind a loopback address only requests naming it are answered: a page on
     // another site that a DNS trick points at 127.0.0.1 sends its own Host.
     let hosts = addr.ip().is_loopback().then(|| {
@@ -209,6 +204,18 @@ pub fn start(mut plan: ServePlan) -> Result<Server, ServeError> {
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// The token a server at `addr` requires: the one given, or a new one when it listens
+/// on an address other machines can reach.
+fn token_for(addr: SocketAddr, given: Option<String>) -> Result<Option<String>, ServeError> {
+    if given.is_some() || addr.ip().is_loopback() {
+        return Ok(given);
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| ServeError::Runtime(std::io::Error::other(e.to_string())))?;
+    Ok(Some(hex::encode(bytes)))
 }
 
 struct App {
@@ -522,8 +529,13 @@ async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Respo
         // A form on another site may post here; only this server's own pages may.
         let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
         let site = headers.get("sec-fetch-site").and_then(|o| o.to_str().ok());
-        let foreign = origin.is_some_and(|o| o != format!("http://{host}"))
-            || site.is_some_and(|s| s != "same-origin" && s != "none");
+        // Browsers say where a request comes from in Sec-Fetch-Site; Origin is the
+        // fallback for those that do not (and reads "null" under some referrer
+        // policies, so it decides only when the first is absent).
+        let foreign = match site {
+            Some(s) => s != "same-origin" && s != "none",
+            None => origin.is_some_and(|o| o != format!("http://{host}")),
+        };
         if foreign {
             return refuse(
                 StatusCode::FORBIDDEN,
@@ -1065,4 +1077,398 @@ async fn export(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
 /// A byte count as the pages print it.
 fn human(n: u64) -> String {
     crate::progress::human_bytes(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{record, Fixture};
+    use std::io::{Read, Write};
+
+    fn fixture() -> Fixture {
+        let f = Fixture::new();
+        let items: Vec<(String, serde_json::Value)> = (1..=4)
+            .map(|i| {
+                let mut r = record(
+                    "danbooru",
+                    i,
+                    &[("character", &[if i % 2 == 0 { "miku" } else { "rin" }])],
+                );
+                r["score"] = (i * 10).into();
+                (format!("danbooru-{i}"), r)
+            })
+            .collect();
+        let thumbs: Vec<(String, Vec<u8>)> = (1..=4)
+            .map(|i| {
+                (
+                    format!("danbooru-{i}.thumb.jpg"),
+                    format!("jpeg {i}").into_bytes(),
+                )
+            })
+            .collect();
+        let items: Vec<(&str, serde_json::Value)> =
+            items.iter().map(|(k, r)| (k.as_str(), r.clone())).collect();
+        let files: Vec<(&str, &[u8])> = thumbs
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        f.try_publish_with("1", None, &items, &files).unwrap();
+        f.merge("1");
+        f
+    }
+
+    fn server(f: &Fixture, token: Option<&str>) -> Server {
+        start(ServePlan {
+            pool: f.pool.clone(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: token.map(str::to_string),
+            ingest_report: None,
+            fetch: FetchOptions {
+                peers: Vec::new(),
+                swarm: crate::swarm::SwarmOptions::loopback(),
+                stall_timeout: Duration::from_secs(5),
+                index_limit: Default::default(),
+                tuning: Default::default(),
+                fixed_clock: false,
+            },
+            sql_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+    }
+
+    /// One HTTP/1.1 request on a fresh connection, headers as given (Host included),
+    /// so a test can send what a browser never would.
+    fn request(
+        s: &Server,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut head = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("Host: {}\r\n", s.addr));
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        head.push_str(body);
+        c.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+        if chunked {
+            let mut out = Vec::new();
+            let mut rest = &body[..];
+            loop {
+                let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+                let n =
+                    usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
+                        .unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&rest[end + 2..end + 2 + n]);
+                rest = &rest[end + 4 + n..];
+            }
+            body = out;
+        }
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn get(s: &Server, target: &str) -> Reply {
+        request(s, "GET", target, &[], "")
+    }
+
+    #[test]
+    fn every_page_answers_in_html_and_json_with_a_content_security_policy() {
+        let f = fixture();
+        let s = server(&f, None);
+        for page in [
+            "/",
+            "/gallery?tags=miku",
+            "/item/ds/danbooru-2",
+            "/parades",
+            "/parade/characters-by-year",
+            "/release/ds/1",
+            "/sql?q=SELECT+key+FROM+live",
+            "/fetch",
+            "/api",
+        ] {
+            let r = get(&s, page);
+            assert_eq!(r.status, 200, "{page}: {}", r.text());
+            assert!(
+                r.header("content-type").unwrap().starts_with("text/html"),
+                "{page}"
+            );
+            assert!(
+                r.header("content-security-policy")
+                    .unwrap()
+                    .contains("default-src 'none'"),
+                "{page}"
+            );
+            assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        }
+        let g: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/gallery?tags=miku").body).unwrap();
+        assert_eq!(g["total"], 2);
+        assert_eq!(g["items"][0]["key"], "danbooru-4");
+        assert_eq!(g["facets"]["categories"][2]["category"], "character");
+        let item: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/item/ds/danbooru-4").body).unwrap();
+        assert_eq!(item["tile"]["score"], 40);
+        let tags: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/tags?prefix=mi").body).unwrap();
+        assert_eq!(tags[0]["name"], "miku");
+        for api in [
+            "/api/overview",
+            "/api/parades",
+            "/api/parade/tag-stats",
+            "/api/release/ds/1",
+            "/api/sql?q=SELECT+1",
+            "/api/fetch",
+            "/api/facets?tags=rin",
+        ] {
+            let r = get(&s, api);
+            assert_eq!(r.status, 200, "{api}");
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap();
+        }
+        let gallery = get(&s, "/gallery").text();
+        assert!(
+            gallery.contains("href=\"/gallery?tags=miku\""),
+            "a facet adds its tag"
+        );
+        s.stop().unwrap();
+    }
+
+    #[test]
+    fn a_request_for_another_host_is_refused() {
+        let f = fixture();
+        let s = server(&f, None);
+        let r = request(
+            &s,
+            "GET",
+            "/",
+            &[("Host", &format!("evil.example:{}", s.addr.port()))],
+            "",
+        );
+        assert_eq!(r.status, 421);
+        let r = request(
+            &s,
+            "GET",
+            "/",
+            &[("Host", &format!("localhost:{}", s.addr.port()))],
+            "",
+        );
+        assert_eq!(r.status, 200);
+    }
+
+    #[test]
+    fn with_a_token_every_request_must_carry_it() {
+        let f = fixture();
+        let s = server(&f, Some("s3cret"));
+        assert_eq!(get(&s, "/").status, 401);
+        assert_eq!(get(&s, "/api/overview").status, 401);
+        assert_eq!(get(&s, "/?token=wrong").status, 401);
+        let first = get(&s, "/?token=s3cret");
+        assert_eq!(first.status, 200);
+        let cookie = first.header("set-cookie").unwrap();
+        assert!(cookie.starts_with("seedpool_token=s3cret;") && cookie.contains("HttpOnly"));
+        let r = request(
+            &s,
+            "GET",
+            "/gallery",
+            &[("Cookie", "seedpool_token=s3cret")],
+            "",
+        );
+        assert_eq!(r.status, 200);
+        let r = request(
+            &s,
+            "GET",
+            "/api/overview",
+            &[("Authorization", "Bearer s3cret")],
+            "",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(s.url(), format!("http://{}/?token=s3cret", s.addr));
+        // Other machines can reach a non-loopback bind: it always gets a token.
+        let any = SocketAddr::from(([0, 0, 0, 0], 8080));
+        assert_eq!(token_for(any, None).unwrap().unwrap().len(), 32);
+        assert_eq!(
+            token_for(any, Some("t".into())).unwrap().as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            token_for(SocketAddr::from(([127, 0, 0, 1], 8080)), None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_is_its_blake3_as_etag_and_cached_for_good_only_under_its_versioned_url() {
+        let f = fixture();
+        let s = server(&f, None);
+        let p = f.open_pool();
+        let at = browse::locate(&p, "ds", "danbooru-3", "thumb.jpg").unwrap();
+        let b3 = at.member.blake3.clone();
+        let r = get(&s, &format!("/file/ds/danbooru-3/thumb.jpg?v={b3}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"jpeg 3"[..]));
+        assert_eq!(r.header("content-type"), Some("image/jpeg"));
+        assert_eq!(r.header("etag"), Some(format!("\"{b3}\"").as_str()));
+        assert!(r.header("cache-control").unwrap().contains("immutable"));
+        let r = get(&s, "/file/ds/danbooru-3/thumb.jpg");
+        assert_eq!(r.header("cache-control"), Some("no-cache"));
+        let r = request(
+            &s,
+            "GET",
+            "/file/ds/danbooru-3/thumb.jpg",
+            &[("If-None-Match", &format!("\"{b3}\""))],
+            "",
+        );
+        assert_eq!((r.status, r.body.len()), (304, 0));
+        let r = get(&s, "/file/ds/danbooru-3/bin");
+        assert_eq!(
+            r.header("content-disposition"),
+            Some("attachment"),
+            "not a picture: a download"
+        );
+        assert_eq!(get(&s, "/file/ds/danbooru-9/thumb.jpg").status, 404);
+        assert_eq!(get(&s, "/file/ds/danbooru-3/png").status, 404);
+        assert_eq!(get(&s, "/file/ds/..%2F..%2Fetc/passwd").status, 404);
+        let mut bytes = std::fs::read(&at.path).unwrap();
+        bytes[at.member.offset as usize] ^= 1;
+        std::fs::write(&at.path, &bytes).unwrap();
+        let r = get(&s, "/file/ds/danbooru-3/thumb.jpg");
+        assert_eq!(r.status, 500);
+        assert!(
+            r.text().contains("does not match its blake3"),
+            "{}",
+            r.text()
+        );
+    }
+
+    #[test]
+    fn bad_requests_get_a_4xx_page_and_change_nothing() {
+        let f = fixture();
+        let s = server(&f, None);
+        let before = crate::testing::tree(&f.pool);
+        let cases: &[(&str, u16, &str)] = &[
+            ("/gallery?per_page=500", 400, "per_page"),
+            ("/gallery?colour=red", 400, "unknown filter field"),
+            ("/api/gallery?year_min=soon", 400, "not a whole number"),
+            ("/item/ds/danbooru-99", 404, "no item"),
+            ("/parade/nothing", 404, "unknown query"),
+            ("/parade/tag-stats?year=2020", 400, "does not read --year"),
+            ("/release/ds/9", 404, "no release"),
+            ("/release/ds/1?stat=colour", 400, "unknown statistic"),
+            ("/sql?q=DELETE+FROM+items", 400, "read-only"),
+            (
+                "/api/sql?q=SELECT+1%3B+DROP+TABLE+items",
+                400,
+                "more than one statement",
+            ),
+            ("/nowhere", 404, "no such page"),
+        ];
+        for (target, status, says) in cases {
+            let r = get(&s, target);
+            assert_eq!(r.status, *status, "{target}: {}", r.text());
+            assert!(r.text().contains(says), "{target}: {}", r.text());
+        }
+        let long = format!("/gallery?tags={}", "a".repeat(9000));
+        assert_eq!(get(&s, &long).status, 414);
+        let form = "view=tags%3Dmiku";
+        let foreign = [
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        assert_eq!(request(&s, "POST", "/fetch", &foreign, form).status, 403);
+        let cross = [
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Origin", "null"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        assert_eq!(request(&s, "POST", "/fetch", &cross, form).status, 403);
+        // A browser on our own page under no-referrer sends Origin "null".
+        let own = [
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Origin", "null"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        assert_eq!(request(&s, "POST", "/fetch", &own, form).status, 303);
+        let ours = [("Content-Type", "application/x-www-form-urlencoded")];
+        // Nothing is missing, so nothing is fetched: back to the view.
+        assert_eq!(request(&s, "POST", "/fetch", &ours, form).status, 303);
+        assert_eq!(crate::testing::tree(&f.pool).len(), before.len());
+        assert_eq!(
+            browse::gallery(&f.open_pool(), &Filter::new())
+                .unwrap()
+                .total,
+            4
+        );
+    }
+
+    #[test]
+    fn export_downloads_the_view() {
+        let f = fixture();
+        let s = server(&f, None);
+        let r = get(&s, "/export?format=csv&tags=miku");
+        assert_eq!(r.status, 200);
+        assert!(r
+            .header("content-disposition")
+            .unwrap()
+            .contains("seedpool-export.csv"));
+        let text = r.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("dataset,key,"));
+        let r = get(&s, "/export?format=jsonl");
+        assert_eq!(r.text().lines().count(), 4);
+        assert_eq!(get(&s, "/export?format=xls").status, 400);
+    }
 }

@@ -270,7 +270,7 @@ pub fn gallery(g: &Gallery, facets: &Facets, fetch: &FetchStatus) -> Markup {
                         h3 { (group.category) }
                         ul {
                             @for (name, n) in &group.tags {
-                                li { a.facet href=(gallery_href(&f.with_tag(name).to_query())) data-tag=(name) { (name) } " " span.count { (number(*n)) } }
+                                li { a.facet href=(gallery_href(&f.with_tag(name).to_query())) data-tag=(name) data-category=(group.category) { (name) } " " span.count { (number(*n)) } }
                             }
                         }
                     }

@@ -431,3 +431,64 @@ impl Published {
         std::fs::write(self.manifest_path(), m.to_bytes()).unwrap();
     }
 }
+
+/// A `seedpool seed` process, killed when dropped.
+pub struct Seeder {
+    _child: KillOnDrop,
+    pub addr: String,
+}
+
+impl Seeder {
+    pub fn start(bin: &str, store: &Path, manifests: &[PathBuf], extra: &[&str]) -> Self {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("seed")
+            .args(manifests)
+            .args(["--store", s(store), "--listen", "127.0.0.1:0", "--json"])
+            .args(["--no-dht", "--no-trackers"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("seedpool seed starts");
+        let stdout = child.stdout.take().unwrap();
+        let ready = wait_for_event(stdout, "ready", std::time::Duration::from_secs(60));
+        let Some(ready) = ready else {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "seeder never became ready: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        Seeder {
+            _child: KillOnDrop(child),
+            addr: ready["addr"].as_str().unwrap().to_string(),
+        }
+    }
+}
+
+/// Reads JSON lines until one has `event == name`, on a thread so a silent process
+/// cannot hang the test. The rest of the output is drained in the background.
+pub fn wait_for_event(
+    stdout: std::process::ChildStdout,
+    name: &str,
+    within: std::time::Duration,
+) -> Option<serde_json::Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if sent {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["event"] == name.as_str() {
+                    let _ = tx.send(v);
+                    sent = true;
+                }
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
+}

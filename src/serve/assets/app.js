@@ -32,7 +32,9 @@ function followFetch() {
   const bar = document.getElementById("fetch-progress");
   const state = document.getElementById("fetch-state");
   if (!bar || !state) return;
-  let wasRunning = false;
+  // A page rendered while a fetch ran shows its bar: it reloads when that fetch ends,
+  // however soon.
+  let wasRunning = !bar.hidden;
   const poll = async () => {
     const response = await fetch("/api/fetch");
     if (!response.ok) return;
