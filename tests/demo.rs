@@ -26,6 +26,12 @@ fn demo_publishes_two_releases_and_reproduces_the_checked_in_manifests() {
         r.stdout
     );
     assert!(r.stdout.contains("from parent 1:"), "{}", r.stdout);
+    let serve = format!(
+        "seedpool serve --pool {} --ingest-report {}",
+        work.join("pool").display(),
+        work.join("release/ingest-report.tsv").display()
+    );
+    assert!(r.stdout.contains(&serve), "{}", r.stdout);
     // Both releases were curated by ingest from the drawn downloads: the cross-post and
     // the re-saved copy are duplicates, the small picture is filtered, the cut-short
     // download unreadable; the second run reuses every analysis and drops the two

@@ -50,8 +50,11 @@ pub fn run(args: DemoArgs, env: &mut Env) -> CommandResult {
     let result = demo::run(&plan, &bars);
     bars.finish();
     let report = result?;
+    let serve = serve_command(&report);
     if args.json {
-        out.json(&report)?;
+        let mut value = serde_json::to_value(&report)?;
+        value["serve"] = serve.into();
+        out.json(&value)?;
         return Ok(());
     }
     let w = &mut out.out;
@@ -160,5 +163,20 @@ pub fn run(args: DemoArgs, env: &mut Env) -> CommandResult {
         writeln!(w, "seedpool query --pool {} {name}", report.pool.display())?;
         crate::query::write(table, crate::query::Format::Table, &mut **w)?;
     }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "look at the pool in a browser (gallery, items with their faces, hit-parades as charts):"
+    )?;
+    writeln!(w, "    {serve}")?;
     Ok(())
+}
+
+/// The command that serves the demo's pool, with the newest release's ingest report.
+fn serve_command(report: &demo::DemoReport) -> String {
+    let mut command = format!("seedpool serve --pool {}", report.pool.display());
+    if let Some(ingest) = report.ingested.last() {
+        command.push_str(&format!(" --ingest-report {}", ingest.report.display()));
+    }
+    command
 }

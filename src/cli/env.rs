@@ -99,9 +99,12 @@ impl Env {
     }
 
     /// Unix seconds now.
-    /// Whether the clock is fixed (tests), rather than the system's.
-    pub fn fixed_clock(&self) -> bool {
-        matches!(self.clock, Clock::Fixed(_))
+    /// The clock as a function, for work that reads it later (a server's syncs).
+    pub fn clock_fn(&self) -> std::sync::Arc<dyn Fn() -> u64 + Send + Sync> {
+        match self.clock {
+            Clock::Fixed(t) => std::sync::Arc::new(move || t),
+            Clock::System => std::sync::Arc::new(crate::manifest::unix_now),
+        }
     }
 
     pub fn now(&self) -> u64 {

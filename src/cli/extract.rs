@@ -98,7 +98,7 @@ pub fn run_extract(args: ExtractArgs, env: &mut Env) -> CommandResult {
     Ok(())
 }
 
-/// Export the pool's live items and their tags as TSV, JSON Lines or Parquet.
+/// Export the pool's live items and their tags as TSV, CSV, JSON Lines or Parquet.
 ///
 /// For analysis beyond one SQLite file: DuckDB (`read_json('items.jsonl')`,
 /// `read_csv('items.tsv', delim='\t')`, `read_parquet('items.parquet')`), pandas, Polars

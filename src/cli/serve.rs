@@ -85,9 +85,13 @@ pub fn run(args: ServeArgs, env: &mut Env) -> CommandResult {
             stall_timeout: args.fetch_timeout,
             index_limit: args.limits.index_limit(),
             tuning,
-            fixed_clock: env.fixed_clock(),
+            clock: env.clock_fn(),
         },
         sql_timeout: args.sql_timeout,
+        scratch: env
+            .var_str("TMPDIR")
+            .map(|t| env.path(std::path::Path::new(&t)))
+            .unwrap_or_else(|| PathBuf::from("/tmp")),
     };
     let mut server = serve::start(plan).map_err(|e| match e {
         serve::ServeError::Listen { .. } | serve::ServeError::Report { .. } => {

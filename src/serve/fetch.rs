@@ -19,17 +19,19 @@ use crate::swarm::sync::{self, SyncPlan};
 use crate::swarm::{Event, Events, SwarmOptions};
 
 /// How fetches reach the swarm: `serve`'s own flags.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FetchOptions {
     pub peers: Vec<SocketAddr>,
     pub swarm: SwarmOptions,
     pub stall_timeout: Duration,
     pub index_limit: IndexLimit,
-    /// The merge's knobs; `merged_at` is taken when each fetch starts unless
-    /// `fixed_clock` says the environment fixed it.
+    /// The merge's knobs; `merged_at` is set from `clock` when each fetch starts.
     pub tuning: Tuning,
-    pub fixed_clock: bool,
+    /// The time now, in Unix seconds: the command's clock, which a test may fix.
+    pub clock: Clock,
 }
+
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FetchStatus {
@@ -145,9 +147,7 @@ pub fn start(
                     .join(",")
             );
             let mut tuning = options.tuning.clone();
-            if !options.fixed_clock {
-                tuning.merged_at = crate::manifest::unix_now();
-            }
+            tuning.merged_at = (options.clock)();
             let plan = SyncPlan {
                 manifest: w.manifest.to_string_lossy().into_owned(),
                 pool: pool.clone(),

@@ -47,7 +47,7 @@ const REVIEW_ITEMS: usize = 48;
 const CSP: &str = "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const COOKIE: &str = "seedpool_token";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServePlan {
     pub pool: PathBuf,
     pub listen: SocketAddr,
@@ -58,6 +58,8 @@ pub struct ServePlan {
     pub fetch: FetchOptions,
     /// The SQL console's time limit.
     pub sql_timeout: Duration,
+    /// Where exports are written before they are sent (never inside the pool).
+    pub scratch: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +181,7 @@ pub fn start(mut plan: ServePlan) -> Result<Server, ServeError> {
         fetch_status: Arc::new(Mutex::new(FetchStatus::default())),
         fetch: plan.fetch.clone(),
         sql_timeout: plan.sql_timeout,
+        scratch: plan.scratch.clone(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -228,6 +231,7 @@ struct App {
     fetch_status: Arc<Mutex<FetchStatus>>,
     fetch: FetchOptions,
     sql_timeout: Duration,
+    scratch: PathBuf,
 }
 
 impl App {
@@ -1034,12 +1038,13 @@ async fn export(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
         Err(e) => return Problem::from(e).into_response(),
     };
     let root = app.root.clone();
+    let scratch = app.scratch.clone();
     let work = with_pool(&app, move |p| {
         let condition = browse::condition(p, &f)?;
         let mut nonce = [0u8; 8];
         let _ = getrandom::getrandom(&mut nonce);
         // Outside the pool: serving never writes into it.
-        let out = std::env::temp_dir().join(format!(
+        let out = scratch.join(format!(
             "seedpool-export-{}-{}.{ext}",
             std::process::id(),
             hex::encode(nonce)
@@ -1129,9 +1134,10 @@ mod tests {
                 stall_timeout: Duration::from_secs(5),
                 index_limit: Default::default(),
                 tuning: Default::default(),
-                fixed_clock: false,
+                clock: Arc::new(|| 1_767_225_600),
             },
             sql_timeout: Duration::from_secs(5),
+            scratch: f.dir.path().to_path_buf(),
         })
         .unwrap()
     }
