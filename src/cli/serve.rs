@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// release review then lists the inputs ingest filtered or dropped as duplicates.
     #[arg(long, value_name = "FILE")]
     ingest_report: Option<PathBuf>,
+    /// Let "extract these" write a view's files into a new folder under DIR (named
+    /// `view-<unix time>`), as `seedpool extract` does. Off unless given; never inside
+    /// the pool.
+    #[arg(long, value_name = "DIR")]
+    extract_to: Option<PathBuf>,
     /// Time limit of a query in the SQL console.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     sql_timeout: Duration,
@@ -92,11 +97,12 @@ pub fn run(args: ServeArgs, env: &mut Env) -> CommandResult {
             .var_str("TMPDIR")
             .map(|t| env.path(std::path::Path::new(&t)))
             .unwrap_or_else(|| PathBuf::from("/tmp")),
+        extract_to: args.extract_to.clone(),
     };
     let mut server = serve::start(plan).map_err(|e| match e {
-        serve::ServeError::Listen { .. } | serve::ServeError::Report { .. } => {
-            Failure::Usage(anyhow!(e))
-        }
+        serve::ServeError::Listen { .. }
+        | serve::ServeError::Report { .. }
+        | serve::ServeError::ExtractIntoPool(_) => Failure::Usage(anyhow!(e)),
         e => Failure::Data(anyhow!(e).context(format!("cannot serve `{}`", args.pool.display()))),
     })?;
     let out = &mut env.out;

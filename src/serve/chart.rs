@@ -19,29 +19,27 @@ pub fn bars(title: &str, bars: &[Bar]) -> Markup {
     let max = bars.iter().map(|b| b.value).fold(0.0_f64, f64::max);
     let height = ROW * bars.len() as f64 + 8.0;
     let span = WIDTH - LABEL - 70.0;
-    html! {
-        figure.chart {
-            figcaption { (title) }
-            svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)
-                viewBox=(format!("0 0 {WIDTH} {height}")) width=(WIDTH) height=(height) {
-                @for (i, b) in bars.iter().enumerate() {
-                    @let y = 4.0 + ROW * i as f64;
-                    @let w = if max > 0.0 { (b.value / max * span).max(1.0) } else { 1.0 };
-                    @let bar = html! {
-                        text.label x=(LABEL - 6.0) y=(y + ROW * 0.65) text-anchor="end" { (clip(&b.label, 28)) }
-                        rect.bar x=(LABEL) y=(y + 3.0) width=(format!("{w:.1}")) height=(ROW - 6.0) {
-                            title { (b.label) ": " (number(b.value)) }
+    figure(
+        title,
+        height,
+        html! {
+                    @for (i, b) in bars.iter().enumerate() {
+                        @let y = 4.0 + ROW * i as f64;
+                        @let w = if max > 0.0 { (b.value / max * span).max(1.0) } else { 1.0 };
+                        @let bar = html! {
+                            text.label x=(LABEL - 6.0) y=(y + ROW * 0.65) text-anchor="end" { (clip(&b.label, 28)) }
+                            rect.bar x=(LABEL) y=(y + 3.0) width=(format!("{w:.1}")) height=(ROW - 6.0) {
+                                title { (b.label) ": " (number(b.value)) }
+                            }
+                            text.value x=(LABEL + w + 5.0) y=(y + ROW * 0.65) { (number(b.value)) }
+                        };
+                        @match &b.href {
+                            Some(href) => a href=(href) { (bar) },
+                            None => g { (bar) },
                         }
-                        text.value x=(LABEL + w + 5.0) y=(y + ROW * 0.65) { (number(b.value)) }
-                    };
-                    @match &b.href {
-                        Some(href) => a href=(href) { (bar) },
-                        None => g { (bar) },
                     }
-                }
-            }
-        }
-    }
+        },
+    )
 }
 
 /// Columns side by side (a value per year), with their labels below.
@@ -50,27 +48,38 @@ pub fn columns(title: &str, bars: &[Bar]) -> Markup {
     let n = bars.len().max(1) as f64;
     let (height, base) = (200.0, 170.0);
     let step = (WIDTH - 20.0) / n;
+    figure(
+        title,
+        height,
+        html! {
+                    @for (i, b) in bars.iter().enumerate() {
+                        @let x = 10.0 + step * i as f64;
+                        @let h = if max > 0.0 { (b.value / max * (base - 20.0)).max(1.0) } else { 1.0 };
+                        @let col = html! {
+                            rect.bar x=(format!("{:.1}", x + step * 0.1)) y=(format!("{:.1}", base - h))
+                                width=(format!("{:.1}", step * 0.8)) height=(format!("{h:.1}")) {
+                                title { (b.label) ": " (number(b.value)) }
+                            }
+                            text.value x=(format!("{:.1}", x + step / 2.0)) y=(format!("{:.1}", base - h - 4.0)) text-anchor="middle" { (number(b.value)) }
+                            text.label x=(format!("{:.1}", x + step / 2.0)) y=(base + 16.0) text-anchor="middle" { (clip(&b.label, 10)) }
+                        };
+                        @match &b.href {
+                            Some(href) => a href=(href) { (col) },
+                            None => g { (col) },
+                        }
+                    }
+        },
+    )
+}
+
+/// A chart's frame: its caption and an SVG of the page's width.
+fn figure(title: &str, height: f64, body: Markup) -> Markup {
     html! {
         figure.chart {
             figcaption { (title) }
             svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)
                 viewBox=(format!("0 0 {WIDTH} {height}")) width=(WIDTH) height=(height) {
-                @for (i, b) in bars.iter().enumerate() {
-                    @let x = 10.0 + step * i as f64;
-                    @let h = if max > 0.0 { (b.value / max * (base - 20.0)).max(1.0) } else { 1.0 };
-                    @let col = html! {
-                        rect.bar x=(format!("{:.1}", x + step * 0.1)) y=(format!("{:.1}", base - h))
-                            width=(format!("{:.1}", step * 0.8)) height=(format!("{h:.1}")) {
-                            title { (b.label) ": " (number(b.value)) }
-                        }
-                        text.value x=(format!("{:.1}", x + step / 2.0)) y=(format!("{:.1}", base - h - 4.0)) text-anchor="middle" { (number(b.value)) }
-                        text.label x=(format!("{:.1}", x + step / 2.0)) y=(base + 16.0) text-anchor="middle" { (clip(&b.label, 10)) }
-                    };
-                    @match &b.href {
-                        Some(href) => a href=(href) { (col) },
-                        None => g { (col) },
-                    }
-                }
+                (body)
             }
         }
     }

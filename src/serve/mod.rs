@@ -60,6 +60,9 @@ pub struct ServePlan {
     pub sql_timeout: Duration,
     /// Where exports are written before they are sent (never inside the pool).
     pub scratch: PathBuf,
+    /// Where "extract these" writes a view's files, one folder per extract; none turns
+    /// it off. Never inside the pool.
+    pub extract_to: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,8 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("the server stopped: {0}")]
     Stopped(std::io::Error),
+    #[error("--extract-to `{0}` is inside the pool; serving never writes into the pool")]
+    ExtractIntoPool(PathBuf),
     #[error("ingest report `{path}` cannot be read: {source}")]
     Report {
         path: PathBuf,
@@ -148,6 +153,20 @@ pub fn start(mut plan: ServePlan) -> Result<Server, ServeError> {
             source,
         })?;
     }
+    if let Some(dir) = &plan.extract_to {
+        let inside = |d: &std::path::Path| {
+            let pool = std::fs::canonicalize(&plan.pool).ok()?;
+            // The folder may not exist yet: its nearest existing ancestor decides.
+            let mut at = d.to_path_buf();
+            while !at.exists() {
+                at = at.parent()?.to_path_buf();
+            }
+            Some(std::fs::canonicalize(at).ok()?.starts_with(pool))
+        };
+        if inside(dir).unwrap_or(false) {
+            return Err(ServeError::ExtractIntoPool(dir.clone()));
+        }
+    }
     let listener =
         std::net::TcpListener::bind(plan.listen).map_err(|source| ServeError::Listen {
             addr: plan.listen,
@@ -182,6 +201,9 @@ pub fn start(mut plan: ServePlan) -> Result<Server, ServeError> {
         fetch: plan.fetch.clone(),
         sql_timeout: plan.sql_timeout,
         scratch: plan.scratch.clone(),
+        extract_to: plan.extract_to.clone(),
+        overview: Memo::new(),
+        whole_facets: Memo::new(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -232,9 +254,27 @@ struct App {
     fetch: FetchOptions,
     sql_timeout: Duration,
     scratch: PathBuf,
+    extract_to: Option<PathBuf>,
+    overview: Memo<browse::Overview>,
+    /// Facets of whole datasets (by dataset name, "" for all).
+    whole_facets: Memo<browse::Facets>,
 }
 
 impl App {
+    fn facets(
+        &self,
+        pool: &Pool,
+        f: &Filter,
+        per_category: usize,
+    ) -> Result<browse::Facets, BrowseError> {
+        if !f.is_whole() {
+            return browse::facets(pool, f, per_category);
+        }
+        let name = format!("{}/{per_category}", f.dataset.as_deref().unwrap_or(""));
+        self.whole_facets
+            .get(pool, &name, || browse::facets(pool, f, per_category))
+    }
+
     fn take(&self) -> Result<Pool, Problem> {
         if let Some(p) = self.readers.lock().ok().and_then(|mut r| r.pop()) {
             return Ok(p);
@@ -259,6 +299,35 @@ impl App {
 }
 
 type Shared = Arc<App>;
+
+/// Results that cost a pass over every item, kept per name until the pool changes
+/// (`browse::state_key`).
+struct Memo<T>(Mutex<std::collections::HashMap<String, (String, T)>>);
+
+impl<T: Clone> Memo<T> {
+    fn new() -> Self {
+        Self(Mutex::new(Default::default()))
+    }
+
+    fn get(
+        &self,
+        pool: &Pool,
+        name: &str,
+        compute: impl FnOnce() -> Result<T, BrowseError>,
+    ) -> Result<T, BrowseError> {
+        let state = browse::state_key(pool)?;
+        if let Some((at, value)) = self.0.lock().ok().and_then(|m| m.get(name).cloned()) {
+            if at == state {
+                return Ok(value);
+            }
+        }
+        let value = compute()?;
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(name.to_string(), (state, value.clone()));
+        }
+        Ok(value)
+    }
+}
 
 /// Runs `work` on a read-only connection, off the async workers.
 async fn with_pool<T: Send + 'static>(
@@ -441,6 +510,7 @@ fn router(app: Shared) -> Router {
         .route("/fetch", post(fetch_start))
         .route("/api/fetch", get(|s: State<Shared>| fetch_status(s, Json)))
         .route("/export", get(export))
+        .route("/extract", post(extract))
         .route(
             "/api",
             get(|| async { html(StatusCode::OK, pages::api_index()) }),
@@ -547,9 +617,15 @@ async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Respo
             );
         }
     }
+    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    // The server's own time for the request, for benchmarks and the browser's tools.
+    let spent = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1000.0);
+    if let Ok(v) = HeaderValue::from_str(&spent) {
+        response.headers_mut().insert("server-timing", v);
     }
     with_headers(response)
 }
@@ -607,7 +683,11 @@ fn filter_of(query: &Option<String>) -> Result<Filter, Problem> {
 }
 
 async fn overview(State(app): State<Shared>, mode: Mode) -> Response {
-    match with_pool(&app, |p| Ok(browse::overview(p)?)).await {
+    let memo = Arc::clone(&app);
+    let work = with_pool(&app, move |p| {
+        Ok(memo.overview.get(p, "", || browse::overview(p))?)
+    });
+    match work.await {
         Ok(o) => reply(
             mode,
             "Overview",
@@ -630,10 +710,11 @@ struct GalleryPage {
 async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -> Response {
     let work = async {
         let f = filter_of(&q)?;
+        let memo = Arc::clone(&app);
         with_pool(&app, move |p| {
             Ok(GalleryPage {
                 gallery: browse::gallery(p, &f)?,
-                facets: browse::facets(p, &f, 12)?,
+                facets: memo.facets(p, &f, 12)?,
             })
         })
         .await
@@ -642,8 +723,9 @@ async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -
         Ok(g) => {
             let status = app.fetch_status();
             let json_url = with_query("/api/gallery", &g.gallery.query);
+            let extract = app.extract_to.is_some();
             reply(mode, "Gallery", Some(json_url), &g, |g| {
-                pages::gallery(&g.gallery, &g.facets, &status)
+                pages::gallery(&g.gallery, &g.facets, &status, extract)
             })
         }
         Err(e) => e.in_mode(mode).into_response(),
@@ -653,7 +735,8 @@ async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -
 async fn facets(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let work = async {
         let f = filter_of(&q)?;
-        with_pool(&app, move |p| Ok(browse::facets(p, &f, 25)?)).await
+        let memo = Arc::clone(&app);
+        with_pool(&app, move |p| Ok(memo.facets(p, &f, 25)?)).await
     };
     match work.await {
         Ok(f) => axum::Json(f).into_response(),
@@ -1004,6 +1087,61 @@ async fn fetch_start(
     Redirect::to(&with_query("/gallery", &view)).into_response()
 }
 
+/// What "extract these" did, for its page.
+struct Extracted {
+    view: String,
+    out: PathBuf,
+    report: crate::query::extract::ExtractReport,
+}
+
+async fn extract(State(app): State<Shared>, axum::Form(form): axum::Form<FetchForm>) -> Response {
+    let Some(root) = app.extract_to.clone() else {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "this server does not extract: start it with --extract-to DIR".into(),
+        )
+        .into_response();
+    };
+    let view = form.view;
+    let f = match Filter::from_query(&view, &["token"]) {
+        Ok(f) => f,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let pool = app.root.clone();
+    let clock = Arc::clone(&app.fetch.clock);
+    let shown = view.clone();
+    let work = with_pool(&app, move |p| {
+        let condition = browse::condition(p, &f)?;
+        let out = root.join(format!("view-{}", clock()));
+        let plan = crate::query::extract::ExtractPlan {
+            pool,
+            condition,
+            out: out.clone(),
+            names: crate::query::extract::Names::Key,
+            exts: Vec::new(),
+            overwrite: false,
+        };
+        let report = crate::query::extract::run(&plan, &crate::progress::Silent)
+            .map_err(|e| Problem::server(format!("{:#}", anyhow::Error::from(e))))?;
+        Ok(Extracted {
+            view: shown,
+            out,
+            report,
+        })
+    });
+    match work.await {
+        Ok(x) => html(
+            StatusCode::OK,
+            pages::layout(
+                "Extracted",
+                None,
+                pages::extracted(&x.view, &x.out, &x.report),
+            ),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn export(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let q = q.unwrap_or_default();
     let mut format = None;
@@ -1123,7 +1261,11 @@ mod tests {
     }
 
     fn server(f: &Fixture, token: Option<&str>) -> Server {
-        start(ServePlan {
+        start(plan(f, token)).unwrap()
+    }
+
+    fn plan(f: &Fixture, token: Option<&str>) -> ServePlan {
+        ServePlan {
             pool: f.pool.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: token.map(str::to_string),
@@ -1138,8 +1280,8 @@ mod tests {
             },
             sql_timeout: Duration::from_secs(5),
             scratch: f.dir.path().to_path_buf(),
-        })
-        .unwrap()
+            extract_to: Some(f.dir.path().join("extracts")),
+        }
     }
 
     struct Reply {
@@ -1260,6 +1402,7 @@ mod tests {
                 "{page}"
             );
             assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+            assert!(r.header("server-timing").unwrap().starts_with("app;dur="));
         }
         let g: serde_json::Value =
             serde_json::from_slice(&get(&s, "/api/gallery?tags=miku").body).unwrap();
@@ -1457,6 +1600,41 @@ mod tests {
                 .total,
             4
         );
+    }
+
+    #[test]
+    fn extract_writes_the_views_files_outside_the_pool() {
+        let f = fixture();
+        let s = server(&f, None);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let r = request(&s, "POST", "/extract", &form, "view=tags%3Dmiku");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let out = f.dir.path().join("extracts/view-1767225600");
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 6, "{names:?}");
+        assert!(
+            names.contains(&"danbooru-2.thumb.jpg".to_string()),
+            "{names:?}"
+        );
+        // Into the pool, never.
+        let inside = ServePlan {
+            extract_to: Some(f.pool.join("out")),
+            ..plan(&f, None)
+        };
+        let e = start(inside).err().unwrap();
+        assert!(e.to_string().contains("inside the pool"), "{e}");
+        let off = ServePlan {
+            extract_to: None,
+            ..plan(&f, None)
+        };
+        let s = start(off).unwrap();
+        let r = request(&s, "POST", "/extract", &form, "view=tags%3Dmiku");
+        assert_eq!(r.status, 403);
+        assert!(!get(&s, "/gallery").text().contains("extract these"));
     }
 
     #[test]

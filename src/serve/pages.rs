@@ -193,7 +193,7 @@ pub fn overview(o: &Overview) -> Markup {
 }
 
 /// The gallery's form, its grid and the facets beside it.
-pub fn gallery(g: &Gallery, facets: &Facets, fetch: &FetchStatus) -> Markup {
+pub fn gallery(g: &Gallery, facets: &Facets, fetch: &FetchStatus, extract: bool) -> Markup {
     let f = &g.filter;
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let num = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -246,6 +246,13 @@ pub fn gallery(g: &Gallery, facets: &Facets, fetch: &FetchStatus) -> Markup {
                     " · export: "
                     @for (fmt, label) in [("tsv", "TSV"), ("csv", "CSV"), ("jsonl", "JSON Lines"), ("parquet", "Parquet")] {
                         a.export href=(format!("/export?format={fmt}{}{}", if g.query.is_empty() { "" } else { "&" }, g.query)) { (label) } " "
+                    }
+                }
+                @if extract && g.total > 0 {
+                    form.extract method="post" action="/extract" {
+                        input type="hidden" name="view" value=(g.query);
+                        button #extract-these type="submit" { "extract these" }
+                        " the files of the " (number(g.total - g.missing)) " items on disk to a folder"
                     }
                 }
                 @if g.missing > 0 || fetch.running {
@@ -630,4 +637,18 @@ pub fn api_index() -> Markup {
             table { @for (url, what) in rows { tr { td { code { (url) } } td { (what) } } } }
         },
     )
+}
+
+pub fn extracted(
+    view: &str,
+    out: &std::path::Path,
+    r: &crate::query::extract::ExtractReport,
+) -> Markup {
+    html! {
+        h1 { "Extracted" }
+        p { (number(r.items)) " items: " (number(r.files)) " files (" (super::human(r.bytes)) ") written into " code { (out.display()) } }
+        @if r.not_downloaded > 0 { p.note { (number(r.not_downloaded)) " items were left out: their shards are not in the pool (fetch them first)" } }
+        @if r.unchanged > 0 { p.note { (number(r.unchanged)) " files were there already" } }
+        p { a href=(gallery_href(view)) { "back to the view" } }
+    }
 }
