@@ -18,18 +18,19 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_seedpool");
 const DATASET: &str = "booru-chars-demo";
 
-/// The demo's work folder, made once for every test of this file.
+/// The demo's work folder, made once for every test of this file, beside the
+/// screenshots (each run starts it afresh).
 fn demo() -> &'static Path {
     static DEMO: OnceLock<PathBuf> = OnceLock::new();
     DEMO.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let work = dir.join("demo");
+        let work = shots().join("demo");
         let r = run_binary(&["demo", "--workdir", s(&work)]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         work
     })
 }
 
+/// target/browser/, where a reviewer finds the screenshots.
 fn shots() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
