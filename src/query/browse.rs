@@ -640,6 +640,8 @@ pub struct HistoryEntry {
     pub created: String,
     pub action: String,
     pub hash: Option<String>,
+    /// For a change: the record's fields it changed (`tags.<category>` for tags).
+    pub fields: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -764,22 +766,49 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
     let history = {
         let mut st = conn
             .prepare_cached(
-                // Provenance is keyed by release first: one lookup per release.
-                "SELECT r.version, r.created, p.action, p.hash FROM releases r JOIN provenance p ON p.release = r.id AND p.item = ?1
+                // Provenance and history are keyed by release first: one lookup per
+                // release. A change's old record is the one history kept at it.
+                "SELECT r.version, r.created, p.action, p.hash, hr.record
+                 FROM releases r JOIN provenance p ON p.release = r.id AND p.item = ?1
+                 LEFT JOIN item_history h ON h.release = r.id AND h.item = ?1
+                 LEFT JOIN records hr ON hr.id = h.record_id
                  WHERE r.dataset = (SELECT dataset FROM items WHERE id = ?1) ORDER BY r.created, r.id",
             )
             .map_err(sql)?;
         let rows = st
             .query_map([id], |r| {
-                Ok(HistoryEntry {
-                    version: r.get(0)?,
-                    created: r.get(1)?,
-                    action: r.get(2)?,
-                    hash: r.get(3)?,
-                })
+                Ok((
+                    HistoryEntry {
+                        version: r.get(0)?,
+                        created: r.get(1)?,
+                        action: r.get(2)?,
+                        hash: r.get(3)?,
+                        fields: Vec::new(),
+                    },
+                    r.get::<_, Option<String>>(4)?,
+                ))
             })
             .map_err(sql)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?;
+        // Each change's record before it, against the record after it: the next
+        // change's "before", or the item's record now.
+        let parse = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        };
+        let mut after = Some(record.clone());
+        let mut entries: Vec<HistoryEntry> = Vec::with_capacity(rows.len());
+        for (mut entry, before) in rows.into_iter().rev() {
+            if let Some(before) = parse(&before) {
+                if let Some(after) = &after {
+                    entry.fields = changed_fields(&before, after);
+                }
+                after = Some(before);
+            }
+            entries.push(entry);
+        }
+        entries.reverse();
+        entries
     };
 
     let winner = duplicate_of.unwrap_or(id);
@@ -842,6 +871,40 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
         sample,
         record,
     })
+}
+
+/// The top-level fields of two records that differ, and `tags.<category>` for each tag
+/// category that does, sorted.
+fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut fields = std::collections::BTreeSet::new();
+    for k in a.keys().chain(b.keys()) {
+        let (x, y) = (a.get(k), b.get(k));
+        if x == y {
+            continue;
+        }
+        match (
+            k.as_str(),
+            x.and_then(Value::as_object),
+            y.and_then(Value::as_object),
+        ) {
+            ("tags", Some(x), Some(y)) => {
+                for c in x.keys().chain(y.keys()) {
+                    if x.get(c) != y.get(c) {
+                        fields.insert(format!("tags.{c}"));
+                    }
+                }
+            }
+            _ => {
+                fields.insert(k.clone());
+            }
+        }
+    }
+    fields.into_iter().collect()
 }
 
 fn phash_distance(a: Option<&str>, b: Option<&str>) -> Option<u32> {
@@ -1754,6 +1817,12 @@ mod tests {
             .map(|h| (h.version.as_str(), h.action.as_str()))
             .collect();
         assert_eq!(history, [("1", "added"), ("2", "changed")]);
+        assert_eq!(
+            v.history[1].fields,
+            ["score"],
+            "release 2 changed its score"
+        );
+        assert!(v.history[0].fields.is_empty());
         let exts: Vec<&str> = v.files.iter().map(|m| m.ext.as_str()).collect();
         assert_eq!(exts, ["bin", "json"], "release 2 brought no thumbnail");
         assert!(v.sample.is_none());

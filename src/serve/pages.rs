@@ -359,7 +359,15 @@ pub fn item(v: &ItemView) -> Markup {
         h2 { "History" }
         table.history {
             thead { tr { th { "release" } th { "created" } th { "what it did" } th { "item hash" } } }
-            tbody { @for h in &v.history { tr { td { (h.version) } td { (h.created) } td { (h.action) } td.hash { (h.hash.as_deref().unwrap_or("")) } } } }
+            tbody {
+                @for h in &v.history {
+                    tr {
+                        td { (h.version) } td { (h.created) }
+                        td { (h.action) @if !h.fields.is_empty() { ": " (h.fields.join(", ")) } }
+                        td.hash { (h.hash.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
         }
         @if let Some(w) = &v.duplicate_of {
             h2 { "Hidden as a duplicate of" }
