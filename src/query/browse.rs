@@ -1203,6 +1203,8 @@ pub struct ActionGroup {
     pub action: String,
     pub total: u64,
     pub items: Vec<Tile>,
+    /// For changes: per item, the record fields this release changed.
+    pub fields: Vec<Vec<String>>,
 }
 
 /// The items of a release lowest and highest by one statistic.
@@ -1280,10 +1282,25 @@ pub fn release(
                 sql_text(action)
             ),
         )?;
+        // An item's page knows what each release changed in it; a review shows few.
+        let mut fields = Vec::new();
+        if action == "changed" {
+            for t in &items {
+                let history = item(pool, &t.dataset, &t.key)?.history;
+                fields.push(
+                    history
+                        .into_iter()
+                        .find(|h| h.version == row.version && h.action == "changed")
+                        .map(|h| h.fields)
+                        .unwrap_or_default(),
+                );
+            }
+        }
         actions.push(ActionGroup {
             action: action.to_string(),
             total: total as u64,
             items,
+            fields,
         });
     }
     // The release's items as it left them: added, changed or restored by it and still live.
@@ -1848,6 +1865,13 @@ mod tests {
                 ("restored", 0),
                 ("removed", 3)
             ]
+        );
+        let changed = &review.actions[1];
+        assert_eq!(changed.items[0].key, "danbooru-1");
+        assert_eq!(
+            changed.fields,
+            [vec!["score".to_string()], vec![]],
+            "danbooru-2 lost only its thumbnail"
         );
         let highest: Vec<&str> = review
             .outliers

@@ -534,7 +534,15 @@ pub fn release(r: &ReleaseReview) -> Markup {
             @if g.total > 0 {
                 section.action {
                     h2 { (g.action) " (" (number(g.total)) ")" }
-                    (tiles(&g.items))
+                    @if g.fields.is_empty() {
+                        (tiles(&g.items))
+                    } @else {
+                        div.grid {
+                            @for (t, f) in g.items.iter().zip(&g.fields) {
+                                div.dup { (tile(t)) span.why { @if f.is_empty() { "files" } @else { (f.join(", ")) } } }
+                            }
+                        }
+                    }
                     @if g.total > g.items.len() as u64 { p.note { "the first " (g.items.len()) " by key" } }
                 }
             }
