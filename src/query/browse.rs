@@ -52,6 +52,12 @@ pub enum BrowseError {
     UnknownStat(String),
     #[error("the pool lists an unsafe name `{}`", crate::name::shown(.0))]
     Unsafe(String),
+    #[error("parameter `{}` is `{}`: {why}", crate::name::shown(.field), crate::name::shown(.value))]
+    BadParam {
+        field: String,
+        value: String,
+        why: &'static str,
+    },
 }
 
 fn sql(e: rusqlite::Error) -> BrowseError {
@@ -763,53 +769,7 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
         .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
 
-    let history = {
-        let mut st = conn
-            .prepare_cached(
-                // Provenance and history are keyed by release first: one lookup per
-                // release. A change's old record is the one history kept at it.
-                "SELECT r.version, r.created, p.action, p.hash, hr.record
-                 FROM releases r JOIN provenance p ON p.release = r.id AND p.item = ?1
-                 LEFT JOIN item_history h ON h.release = r.id AND h.item = ?1
-                 LEFT JOIN records hr ON hr.id = h.record_id
-                 WHERE r.dataset = (SELECT dataset FROM items WHERE id = ?1) ORDER BY r.created, r.id",
-            )
-            .map_err(sql)?;
-        let rows = st
-            .query_map([id], |r| {
-                Ok((
-                    HistoryEntry {
-                        version: r.get(0)?,
-                        created: r.get(1)?,
-                        action: r.get(2)?,
-                        hash: r.get(3)?,
-                        fields: Vec::new(),
-                    },
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })
-            .map_err(sql)?;
-        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?;
-        // Each change's record before it, against the record after it: the next
-        // change's "before", or the item's record now.
-        let parse = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-        };
-        let mut after = Some(record.clone());
-        let mut entries: Vec<HistoryEntry> = Vec::with_capacity(rows.len());
-        for (mut entry, before) in rows.into_iter().rev() {
-            if let Some(before) = parse(&before) {
-                if let Some(after) = &after {
-                    entry.fields = changed_fields(&before, after);
-                }
-                after = Some(before);
-            }
-            entries.push(entry);
-        }
-        entries.reverse();
-        entries
-    };
+    let history = history(pool, id, &record)?;
 
     let winner = duplicate_of.unwrap_or(id);
     let duplicate_of = match duplicate_of {
@@ -871,6 +831,57 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
         sample,
         record,
     })
+}
+
+/// What each release did to item `id`, oldest first, with the fields each change
+/// touched (`record` is the item's record now).
+fn history(pool: &Pool, id: i64, record: &Value) -> Result<Vec<HistoryEntry>, BrowseError> {
+    let conn = pool.connection();
+    let mut st = conn
+        .prepare_cached(
+            // Provenance and history are keyed by release first: one lookup per
+            // release. A change's old record is the one history kept at it.
+            "SELECT r.version, r.created, p.action, p.hash, hr.record
+             FROM releases r JOIN provenance p ON p.release = r.id AND p.item = ?1
+             LEFT JOIN item_history h ON h.release = r.id AND h.item = ?1
+             LEFT JOIN records hr ON hr.id = h.record_id
+             WHERE r.dataset = (SELECT dataset FROM items WHERE id = ?1) ORDER BY r.created, r.id",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((
+                HistoryEntry {
+                    version: r.get(0)?,
+                    created: r.get(1)?,
+                    action: r.get(2)?,
+                    hash: r.get(3)?,
+                    fields: Vec::new(),
+                },
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .map_err(sql)?;
+    let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?;
+    // Each change's record before it, against the record after it: the next
+    // change's "before", or the item's record now.
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    let mut after = Some(record.clone());
+    let mut entries: Vec<HistoryEntry> = Vec::with_capacity(rows.len());
+    for (mut entry, before) in rows.into_iter().rev() {
+        if let Some(before) = parse(&before) {
+            if let Some(after) = &after {
+                entry.fields = changed_fields(&before, after);
+            }
+            after = Some(before);
+        }
+        entries.push(entry);
+    }
+    entries.reverse();
+    Ok(entries)
 }
 
 /// The top-level fields of two records that differ, and `tags.<category>` for each tag
@@ -1282,13 +1293,22 @@ pub fn release(
                 sql_text(action)
             ),
         )?;
-        // An item's page knows what each release changed in it; a review shows few.
         let mut fields = Vec::new();
         if action == "changed" {
             for t in &items {
-                let history = item(pool, &t.dataset, &t.key)?.history;
+                let (item_id, record): (i64, Option<String>) = conn
+                    .query_row(
+                        "SELECT l.id, r.record FROM items l JOIN datasets d ON d.id = l.dataset
+                         LEFT JOIN records r ON r.id = l.record_id WHERE d.name = ?1 AND l.key = ?2",
+                        params![t.dataset, t.key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(sql)?;
+                let record = record
+                    .and_then(|r| serde_json::from_str(&r).ok())
+                    .unwrap_or(Value::Null);
                 fields.push(
-                    history
+                    history(pool, item_id, &record)?
                         .into_iter()
                         .find(|h| h.version == row.version && h.action == "changed")
                         .map(|h| h.fields)
@@ -1401,12 +1421,10 @@ pub fn param_field(p: Param) -> &'static str {
 pub fn parade_params(name: &str, query: &str, ignore: &[&str]) -> Result<Params, BrowseError> {
     let parade = parades::find(name).ok_or_else(|| QueryError::Unknown(name.to_string()))?;
     let mut p = Params::default();
-    let bad = |field: &str, value: &str, why: &str| {
-        BrowseError::Query(QueryError::Sql(format!(
-            "parameter `{}` is `{}`: {why}",
-            crate::name::shown(field),
-            crate::name::shown(value)
-        )))
+    let bad = |field: &str, value: &str, why: &'static str| BrowseError::BadParam {
+        field: field.to_string(),
+        value: value.to_string(),
+        why,
     };
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let (k, v) = (k.as_ref(), v.trim());

@@ -396,7 +396,7 @@ impl From<BrowseError> for Problem {
             | BrowseError::NoRelease { .. }
             | BrowseError::NoMember { .. }
             | BrowseError::NotDownloaded { .. } => StatusCode::NOT_FOUND,
-            BrowseError::UnknownStat(_) => StatusCode::BAD_REQUEST,
+            BrowseError::UnknownStat(_) | BrowseError::BadParam { .. } => StatusCode::BAD_REQUEST,
             BrowseError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BrowseError::Query(q) => match q {
                 QueryError::Unknown(_) => StatusCode::NOT_FOUND,
@@ -809,9 +809,25 @@ async fn file(
             .find(|(k, _)| k == "v")
             .map(|(_, v)| v.into_owned())
     });
-    let located = match with_pool(&app, move |p| Ok(browse::locate(p, &dataset, &key, &ext)?)).await
-    {
-        Ok(l) => l,
+    let seen: Option<String> = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // One trip off the async workers: find the member, and read it unless the
+    // browser holds these bytes already.
+    let work = with_pool(&app, move |p| {
+        let located = browse::locate(p, &dataset, &key, &ext)?;
+        let etag = format!("\"{}\"", located.member.blake3);
+        let held = seen.is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let bytes = if held && located.present {
+            None
+        } else {
+            Some(browse::read(&located)?)
+        };
+        Ok((located, bytes))
+    });
+    let (located, bytes) = match work.await {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let etag = format!("\"{}\"", located.member.blake3);
@@ -820,11 +836,7 @@ async fn file(
     } else {
         "no-cache"
     };
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    if matches && located.present {
+    let Some(bytes) = bytes else {
         return (
             StatusCode::NOT_MODIFIED,
             [
@@ -833,13 +845,8 @@ async fn file(
             ],
         )
             .into_response();
-    }
-    let ext = located.member.ext.clone();
-    let bytes = match tokio::task::spawn_blocking(move || browse::read(&located)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Problem::from(e).into_response(),
-        Err(_) => return Problem::server("a request's worker stopped".into()).into_response(),
     };
+    let ext = located.member.ext;
     let (kind, inline) = content_type(&ext);
     let mut response = (
         StatusCode::OK,
@@ -1215,11 +1222,6 @@ async fn export(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
         Body::from_stream(stream),
     )
         .into_response()
-}
-
-/// A byte count as the pages print it.
-fn human(n: u64) -> String {
-    crate::progress::human_bytes(n)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::chart::{self, Bar};
 use super::fetch::FetchStatus;
+use crate::progress::human_bytes;
 use crate::query::browse::{
     self, Facets, Gallery, ItemView, Overview, ParadeView, ReleaseReview, SqlView, Tile,
 };
@@ -146,7 +147,7 @@ pub fn overview(o: &Overview) -> Markup {
                 p.facts {
                     (number(d.live_items)) " live items, " (number(d.items_on_disk)) " on disk; "
                     (number(d.shards_present)) " of " (number(d.shards)) " shards held ("
-                    (super::human(d.bytes_present)) " of " (super::human(d.bytes)) ")"
+                    (human_bytes(d.bytes_present)) " of " (human_bytes(d.bytes)) ")"
                     @if d.items_on_disk < d.live_items {
                         " · " a href=(gallery_href(&format!("dataset={}&shards=missing", segment(&d.name)))) { "items only in the index" }
                     }
@@ -331,7 +332,7 @@ pub fn item(v: &ItemView) -> Markup {
                     (fact("favs", n(t.favs)))
                     (fact("posted", s(&v.posted)))
                     (fact("size", t.width.zip(t.height).map(|(w, h)| format!("{w} × {h}"))))
-                    (fact("bytes", v.bytes.map(|b| super::human(b as u64))))
+                    (fact("bytes", v.bytes.map(|b| human_bytes(b as u64))))
                     (fact("volume", Some(v.volume.clone())))
                     (fact("composition", s(&v.composition)))
                     (fact("faces", n(t.faces)))
@@ -662,7 +663,7 @@ pub fn extracted(
 ) -> Markup {
     html! {
         h1 { "Extracted" }
-        p { (number(r.items)) " items: " (number(r.files)) " files (" (super::human(r.bytes)) ") written into " code { (out.display()) } }
+        p { (number(r.items)) " items: " (number(r.files)) " files (" (human_bytes(r.bytes)) ") written into " code { (out.display()) } }
         @if r.not_downloaded > 0 { p.note { (number(r.not_downloaded)) " items were left out: their shards are not in the pool (fetch them first)" } }
         @if r.unchanged > 0 { p.note { (number(r.unchanged)) " files were there already" } }
         p { a href=(gallery_href(view)) { "back to the view" } }
