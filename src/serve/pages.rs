@@ -589,7 +589,7 @@ pub fn sql(v: &SqlView) -> Markup {
                             @for (j, x) in row.iter().enumerate() {
                                 td {
                                     @match (Some(j) == v.key_column, v.items.get(i).and_then(|t| t.as_ref())) {
-                                        (true, Some(t)) => (tile(t)),
+                                        (true, Some(t)) => { (tile(t)) span.key { (cell(x)) } },
                                         _ => (cell(x)),
                                     }
                                 }
