@@ -648,6 +648,7 @@ fn seed_and_sync(
         stop: Some(stop.clone()),
         // The demo stops its seeder itself; Ctrl-C ends the whole demo.
         signals: false,
+        http: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let seeder = std::thread::spawn(move || seed::run(&plan, &ReadySignal(tx)));
@@ -674,6 +675,7 @@ fn seed_and_sync(
                     index_limit: Default::default(),
                     tuning: Default::default(),
                     signals: false,
+                    web_seeds: Default::default(),
                 },
                 &crate::swarm::Quiet,
             )?);

@@ -29,30 +29,6 @@ fn seed_release_1(
     (store, m1, seeder)
 }
 
-/// Publishes `items` items of `payload` bytes as version `version` of `test-ds`.
-fn publish(
-    dir: &Path,
-    store: &Path,
-    version: &str,
-    items: std::ops::Range<usize>,
-    payload: usize,
-    parent: Option<&str>,
-) -> PathBuf {
-    let release = dir.join(format!("release-{version}"));
-    write_items(&release, items, payload);
-    let key = fixed_key(dir);
-    let mut args = publish_args(s(&release), s(store), s(&key), version);
-    args.extend(["--shard-items", "4"]);
-    let parent_manifest;
-    if let Some(p) = parent {
-        parent_manifest = store.join(format!("test-ds-{p}.manifest.json"));
-        args.extend(["--parent", s(&parent_manifest)]);
-    }
-    let r = run(&args);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    store.join(format!("test-ds-{version}.manifest.json"))
-}
-
 fn sync(manifest: &Path, pool: &Path, peer: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "sync",
@@ -71,47 +47,6 @@ fn sync(manifest: &Path, pool: &Path, peer: &str, extra: &[&str]) -> Run {
     args.extend(OFFLINE);
     args.extend(extra);
     run(&args)
-}
-
-/// The `result` event of a `--json` sync.
-fn result(r: &Run) -> serde_json::Value {
-    assert_eq!(r.code, 0, "sync failed: {}{}", r.stdout, r.stderr);
-    let last = r.stdout.lines().last().expect("a result line");
-    let v: serde_json::Value = serde_json::from_str(last).unwrap();
-    assert_eq!(v["event"], "result", "{last}");
-    v
-}
-
-fn pool_count(pool: &Path, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-/// Every file among the pool's shards is complete and named by its blake3.
-fn assert_only_verified_shards(pool: &Path) {
-    let dir = pool.join("test-ds/shards");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for e in entries {
-        let path = e.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let id = name
-            .strip_suffix(".tar")
-            .unwrap_or_else(|| panic!("stray file `{name}` among the pool's shards"));
-        let hash = blake3::hash(&std::fs::read(&path).unwrap());
-        assert_eq!(hash.to_hex().as_str(), id, "unverified shard `{name}`");
-    }
-}
-
-/// Damages shard `shard` of a release in `store` by flipping the byte at `offset`.
-fn flip_byte(store: &Path, manifest: &Manifest, shard: usize, offset: usize) {
-    let path = store
-        .join("test-ds/shards")
-        .join(format!("{}.tar", manifest.shards[shard].id));
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[offset] ^= 0xff;
-    std::fs::write(&path, &bytes).unwrap();
 }
 
 fn data_size(torrent: &Path) -> (u64, u64) {

@@ -16,7 +16,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::output::human_bytes;
 use super::{parse_size, CommandResult, Env, Failure, Output};
 use crate::swarm::seed::{self, SeedError, SeedPlan};
-use crate::swarm::sync::{self, SyncError, SyncPlan};
+use crate::swarm::sync::{self, SyncError, SyncPlan, WebSeedPlan, WebSeedPolicy};
+use crate::swarm::webseed::{SourceStat, WebSeedOptions};
 use crate::swarm::{Event, Events, SwarmError, SwarmOptions};
 
 /// How to reach the swarm; shared by `seed` and `sync`.
@@ -73,6 +74,13 @@ pub struct SeedArgs {
     /// Address to accept peers on (TCP and uTP); port 0 picks a free one.
     #[arg(long, default_value = "0.0.0.0:6881")]
     listen: SocketAddr,
+    /// Also serve the releases' files over plain HTTP on this address, read-only, as a
+    /// BEP 19 web seed: `http://ADDR/<dataset>/shards/<id>.tar`, the index, and each
+    /// manifest and torrent at `http://ADDR/<dataset>-<version>.manifest.json`. Answers
+    /// Range, HEAD and If-None-Match (the ETag is the file's blake3), so curl, wget,
+    /// aria2, libtorrent and `seedpool sync --web-seed` can all fetch from it.
+    #[arg(long, value_name = "ADDR", env = "SEEDPOOL_HTTP")]
+    http: Option<SocketAddr>,
     #[command(flatten)]
     swarm: SwarmArgs,
 }
@@ -116,7 +124,71 @@ pub struct SyncArgs {
     #[command(flatten)]
     limits: super::LimitArgs,
     #[command(flatten)]
+    web: WebSeedArgs,
+    #[command(flatten)]
     swarm: SwarmArgs,
+}
+
+/// HTTP web seeds (BEP 19): where sync turns when the swarm does not deliver.
+#[derive(Args, Debug)]
+struct WebSeedArgs {
+    /// A web seed to use on top of those the manifest and torrent name: an HTTP(S)
+    /// folder holding `<dataset>/shards/<id>.tar` (a `seedpool seed --http` mirror, or
+    /// any static server that answers Range requests). Repeat for more.
+    #[arg(long = "web-seed", value_name = "URL")]
+    web_seeds: Vec<String>,
+    /// Never download over HTTP, only from the swarm.
+    #[arg(long, env = "SEEDPOOL_NO_WEB_SEEDS")]
+    no_web_seeds: bool,
+    /// When to use the web seeds: `fallback` once the swarm has sent nothing for
+    /// --web-seed-after (or at once when no peer can be found), `alongside` from the
+    /// start, on files the swarm has not begun.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Fallback, value_name = "WHEN")]
+    web_seed_policy: PolicyArg,
+    /// How long the swarm may send nothing before the web seeds take over.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    web_seed_after: Duration,
+    /// HTTP connections at once, over all web seeds.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    web_seed_connections: usize,
+    /// Drop a web seed that sends nothing for this long.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    web_seed_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PolicyArg {
+    Fallback,
+    Alongside,
+}
+
+impl WebSeedArgs {
+    fn plan(&self) -> Result<WebSeedPlan, Failure> {
+        for url in &self.web_seeds {
+            crate::http::check_url(url, &["http", "https"])
+                .map_err(|problem| Failure::Usage(anyhow!("--web-seed `{url}` {problem}")))?;
+        }
+        if self.web_seed_connections == 0 || self.web_seed_connections > 64 {
+            return Err(Failure::Usage(anyhow!(
+                "--web-seed-connections must be between 1 and 64, not {}",
+                self.web_seed_connections
+            )));
+        }
+        Ok(WebSeedPlan {
+            policy: match (self.no_web_seeds, self.web_seed_policy) {
+                (true, _) => WebSeedPolicy::Off,
+                (false, PolicyArg::Fallback) => WebSeedPolicy::Fallback,
+                (false, PolicyArg::Alongside) => WebSeedPolicy::Alongside,
+            },
+            extra: self.web_seeds.clone(),
+            after: self.web_seed_after,
+            options: WebSeedOptions {
+                connections: self.web_seed_connections,
+                read_timeout: self.web_seed_timeout,
+                ..WebSeedOptions::default()
+            },
+        })
+    }
 }
 
 pub fn run_seed(args: SeedArgs, env: &mut Env) -> CommandResult {
@@ -132,12 +204,15 @@ pub fn run_seed(args: SeedArgs, env: &mut Env) -> CommandResult {
         },
         stop: None,
         signals: env.signals,
+        http: args.http,
     };
     let view = View::new(out, args.swarm.json);
     let result = seed::run(&plan, &view);
     view.finish();
     let uploaded = result.map_err(|e| match e {
-        SeedError::Swarm(SwarmError::Listen { .. }) => Failure::Usage(anyhow!(e)),
+        SeedError::Swarm(SwarmError::Listen { .. }) | SeedError::HttpListen { .. } => {
+            Failure::Usage(anyhow!(e))
+        }
         e => Failure::Data(anyhow!(e).context("failed to seed")),
     })?;
     if args.swarm.json {
@@ -171,6 +246,7 @@ pub fn run_sync(args: SyncArgs, env: &mut Env) -> CommandResult {
         index_limit: args.limits.index_limit(),
         tuning,
         signals: env.signals,
+        web_seeds: args.web.plan()?,
     };
     let out = &mut env.out;
     let view = View::new(out, args.swarm.json);
@@ -197,11 +273,19 @@ pub fn run_sync(args: SyncArgs, env: &mut Env) -> CommandResult {
     )?;
     writeln!(
         w,
-        "  {} shards: {} downloaded ({}; {} received from peers), {} already in the pool{}",
+        "  {} shards: {} downloaded ({}; {} received{}), {} already in the pool{}",
         r.shards,
         r.shards_downloaded,
         human_bytes(r.bytes_downloaded),
         human_bytes(r.bytes_received),
+        if r.bytes_from_web_seeds > 0 {
+            format!(
+                ", {} of it from web seeds",
+                human_bytes(r.bytes_from_web_seeds)
+            )
+        } else {
+            String::new()
+        },
         r.shards_in_pool,
         if r.shards_not_selected > 0 {
             format!(", {} not selected", r.shards_not_selected)
@@ -302,14 +386,16 @@ impl<'a> View<'a> {
         rate: f64,
         peers: u64,
         active: &[(String, u64, u64)],
+        web_seeds: &[SourceStat],
     ) {
+        let sources = sources_text(peers, web_seeds);
         let Some(b) = &self.bars else {
             let mut last = self.last_log.borrow_mut();
             if last.elapsed() >= Duration::from_secs(5) {
                 *last = Instant::now();
                 drop(last);
                 self.log(&format!(
-                    "{} of {} ({:.0}%), {}/s, {peers} peers",
+                    "{} of {} ({:.0}%), {}/s, {sources}",
                     human_bytes(have),
                     human_bytes(total),
                     100.0 * have as f64 / total.max(1) as f64,
@@ -329,7 +415,7 @@ impl<'a> View<'a> {
             b.total.set_length(total);
         }
         b.total.set_position(have);
-        b.total.set_message(format!("{peers} peers"));
+        b.total.set_message(sources);
         let mut files = b.files.borrow_mut();
         files.retain(|name, bar| {
             let keep = active.iter().any(|(n, _, _)| n == name);
@@ -358,6 +444,27 @@ impl<'a> View<'a> {
     }
 }
 
+/// "3 peers", then each web seed by host with what it sent, or that it was dropped.
+fn sources_text(peers: u64, web_seeds: &[SourceStat]) -> String {
+    let mut text = format!("{peers} peers");
+    for s in web_seeds {
+        let host = url::Url::parse(&s.url)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| {
+                    u.port()
+                        .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
+                })
+            })
+            .unwrap_or_else(|| s.url.clone());
+        match &s.dropped {
+            Some(_) => text.push_str(&format!(", {host} dropped")),
+            None => text.push_str(&format!(", {host} {}", human_bytes(s.bytes))),
+        }
+    }
+    text
+}
+
 /// `shards/<64 hex>.tar` → `shards/<12 hex>….tar` for a bar label.
 fn short_name(path: &str) -> String {
     match path.strip_prefix("shards/") {
@@ -374,8 +481,14 @@ impl Events for View<'_> {
         }
         match event {
             Event::Listening { addr } => self.log(&format!("listening for peers on {addr}")),
-            Event::Ready { addr, releases } => self.log(&format!(
-                "seeding {releases} release(s); accepting peers on {addr}; Ctrl-C stops"
+            Event::Ready {
+                addr,
+                releases,
+                http,
+            } => self.log(&format!(
+                "seeding {releases} release(s); accepting peers on {addr}{}; Ctrl-C stops",
+                http.map(|u| format!(", web seed at {u}"))
+                    .unwrap_or_default()
             )),
             Event::Seeding {
                 dataset,
@@ -391,11 +504,17 @@ impl Events for View<'_> {
                 peers,
                 uploaded,
                 upload_rate,
+                http_sent,
             } => {
                 let line = format!(
-                    "{peers} peers, uploaded {}, {}/s",
+                    "{peers} peers, uploaded {}, {}/s{}",
                     human_bytes(uploaded),
-                    human_bytes(upload_rate as u64)
+                    human_bytes(upload_rate as u64),
+                    if http_sent > 0 {
+                        format!("; {} over HTTP", human_bytes(http_sent))
+                    } else {
+                        String::new()
+                    }
                 );
                 match &self.bars {
                     Some(b) => b.total.set_message(line),
@@ -431,8 +550,9 @@ impl Events for View<'_> {
                 rate,
                 peers,
                 active,
+                web_seeds,
                 ..
-            } => self.draw_progress(have, total, rate, peers, &active),
+            } => self.draw_progress(have, total, rate, peers, &active, &web_seeds),
             Event::Verified { .. } => {}
             Event::Refetch { file, problem } => self.log(&format!(
                 "`{file}` failed its check ({problem}); fetching it again"

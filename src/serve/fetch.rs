@@ -161,6 +161,7 @@ pub fn start(
                 index_limit: options.index_limit,
                 tuning,
                 signals: false,
+                web_seeds: Default::default(),
             };
             match sync::run(&plan, &Recorder(Arc::clone(&status))) {
                 Ok(r) => log.push(format!(

@@ -8,6 +8,7 @@
 pub mod fetch;
 pub mod seed;
 pub mod sync;
+pub mod webseed;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -80,12 +81,20 @@ pub enum Event {
         bytes: u64,
     },
     /// Every release is checked and seeded; peers can connect.
-    Ready { addr: String, releases: u64 },
+    Ready {
+        addr: String,
+        releases: u64,
+        /// The web-seed URL (`seed --http`), for `sync --web-seed` and BEP 19 clients.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http: Option<String>,
+    },
     /// Seeding totals across every release, every few seconds.
     SeedStats {
         peers: u64,
         uploaded: u64,
         upload_rate: f64,
+        /// Body bytes sent over HTTP (`seed --http`).
+        http_sent: u64,
     },
     /// What a sync is about to fetch.
     Plan {
@@ -110,6 +119,8 @@ pub enum Event {
         eta_seconds: Option<f64>,
         /// Files partly downloaded: (name, have, size).
         active: Vec<(String, u64, u64)>,
+        /// The web seeds in use, with the checked bytes each sent.
+        web_seeds: Vec<webseed::SourceStat>,
     },
     /// A downloaded file passed its blake3 check and is in the pool.
     Verified { file: String, bytes: u64 },

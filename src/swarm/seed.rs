@@ -14,6 +14,7 @@ use librqbit::{ManagedTorrent, Session, TorrentStatsState};
 
 use super::{Event, Events, SwarmError, SwarmOptions, TICK};
 use crate::files::{file_error, FileError};
+use crate::http::server::{Catalog, Entry, Stats};
 use crate::manifest::{Manifest, ManifestError};
 use crate::store::{Store, StoreError};
 use crate::torrent::Metainfo;
@@ -30,6 +31,8 @@ pub struct SeedPlan {
     /// Stop on SIGINT or SIGTERM too (a process of its own does; a seeder inside a test
     /// must leave its runner's signals alone).
     pub signals: bool,
+    /// Also serve the files over HTTP here, as a web seed (`http::server`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,11 @@ pub enum SeedError {
     Damaged { path: PathBuf, problem: String },
     #[error("no release to seed")]
     Nothing,
+    #[error("cannot serve HTTP on {addr}: {problem} (pick another address with --http)")]
+    HttpListen {
+        addr: std::net::SocketAddr,
+        problem: String,
+    },
 }
 
 /// Seeds until Ctrl-C or SIGTERM; returns the bytes uploaded.
@@ -62,6 +70,70 @@ struct Seeded {
     handle: Arc<ManagedTorrent>,
     dataset_dir: PathBuf,
     torrent: Metainfo,
+}
+
+/// The files of the seeded releases by web-seed URL path: each file of each torrent
+/// under `/<torrent name>/`, and each manifest and torrent at the top, where `sync` looks
+/// for a torrent beside its manifest.
+fn catalog(releases: &[(Manifest, Metainfo, Vec<u8>, Store, PathBuf)]) -> Catalog {
+    let mut c = Catalog::default();
+    for (m, torrent, torrent_bytes, store, manifest_path) in releases {
+        let blake3_of: std::collections::BTreeMap<String, String> = m
+            .shards
+            .iter()
+            .map(|s| (format!("shards/{}.tar", s.id), s.id.to_hex()))
+            .chain([(m.index.path.clone(), m.index.blake3.clone())])
+            .collect();
+        for f in torrent.data_files() {
+            let Some(blake3) = blake3_of.get(&f.path) else {
+                continue;
+            };
+            let content_type = if f.path.ends_with(".tar") {
+                "application/x-tar"
+            } else {
+                "application/zstd"
+            };
+            c.insert(
+                format!("/{}/{}", torrent.name, f.path),
+                Entry {
+                    path: store.dataset_dir().join(&f.path),
+                    size: f.length,
+                    blake3: blake3.clone(),
+                    content_type,
+                },
+            );
+        }
+        let version = m.version_name();
+        let torrent_path = store.torrent_path(&version);
+        for (path, size, hash, content_type) in [
+            (
+                manifest_path.clone(),
+                std::fs::metadata(manifest_path).map_or(0, |md| md.len()),
+                crate::files::hash_file(manifest_path).map(|h| h.to_hex().to_string()),
+                "application/json",
+            ),
+            (
+                torrent_path.clone(),
+                torrent_bytes.len() as u64,
+                Ok(blake3::hash(torrent_bytes).to_hex().to_string()),
+                "application/x-bittorrent",
+            ),
+        ] {
+            let (Ok(blake3), Some(name)) = (hash, path.file_name()) else {
+                continue;
+            };
+            c.insert(
+                format!("/{}", name.to_string_lossy()),
+                Entry {
+                    path,
+                    size,
+                    blake3,
+                    content_type,
+                },
+            );
+        }
+    }
+    c
 }
 
 /// Reads a manifest and its torrent from the store and checks that every file is there
@@ -116,10 +188,28 @@ async fn run_async(plan: &SeedPlan, events: &dyn Events) -> Result<u64, SeedErro
     }
     let mut releases = Vec::new();
     for manifest in &plan.manifests {
-        releases.push(prepare(manifest, &plan.store)?);
+        let (m, torrent, bytes, store) = prepare(manifest, &plan.store)?;
+        releases.push((m, torrent, bytes, store, manifest.clone()));
     }
+    let http = match plan.http {
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| SeedError::HttpListen {
+                        addr,
+                        problem: e.to_string(),
+                    })?;
+            let local = listener.local_addr().map_err(|e| SeedError::HttpListen {
+                addr,
+                problem: e.to_string(),
+            })?;
+            Some((listener, local, catalog(&releases)))
+        }
+        None => None,
+    };
     let session = super::session(&plan.swarm, &plan.store).await?;
-    let result = seed_all(&session, plan, events, releases).await;
+    let result = seed_all(&session, plan, events, releases, http).await;
     session.cancellation_token().cancel();
     result
 }
@@ -128,10 +218,11 @@ async fn seed_all(
     session: &Arc<Session>,
     plan: &SeedPlan,
     events: &dyn Events,
-    releases: Vec<(Manifest, Metainfo, Vec<u8>, Store)>,
+    releases: Vec<(Manifest, Metainfo, Vec<u8>, Store, PathBuf)>,
+    http: Option<(tokio::net::TcpListener, std::net::SocketAddr, Catalog)>,
 ) -> Result<u64, SeedError> {
     let mut seeded = Vec::new();
-    for (m, torrent, bytes, store) in releases {
+    for (m, torrent, bytes, store, _) in releases {
         let dir = store.dataset_dir();
         let handle = super::add(session, &torrent.name, &bytes, &dir, None, &[]).await?;
         handle
@@ -159,11 +250,40 @@ async fn seed_all(
     let addr = session
         .listen_addr()
         .map_or_else(|| "nowhere".to_string(), |a| a.to_string());
+    // HTTP comes up only once every file passed librqbit's piece check above, so a
+    // damaged store is never served over HTTP either.
+    let http_stats = Arc::new(Stats::default());
+    let mut http_url = None;
+    let server = http.map(|(listener, local, catalog)| {
+        http_url = Some(format!("http://{local}/"));
+        let stats = Arc::clone(&http_stats);
+        tokio::spawn(async move {
+            crate::http::server::serve(listener, catalog, stats, std::future::pending()).await
+        })
+    });
     events.emit(Event::Ready {
         addr,
         releases: seeded.len() as u64,
+        http: http_url,
     });
+    let result = seed_loop(plan, events, &seeded, &http_stats).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    let uploaded = seeded.iter().map(|s| s.handle.stats().uploaded_bytes).sum();
+    for s in &seeded {
+        let _ = session.delete(s.handle.id().into(), false).await;
+    }
+    result.map(|()| uploaded)
+}
 
+/// Reports totals until told to stop; fails when a torrent fails.
+async fn seed_loop(
+    plan: &SeedPlan,
+    events: &dyn Events,
+    seeded: &[Seeded],
+    http_stats: &Stats,
+) -> Result<(), SeedError> {
     let stop = super::shutdown_signal(plan.signals);
     tokio::pin!(stop);
     let mut last = (Instant::now(), 0u64);
@@ -183,7 +303,7 @@ async fn seed_all(
         }
         let mut uploaded = 0u64;
         let mut peers = 0;
-        for s in &seeded {
+        for s in seeded {
             let stats = s.handle.stats();
             if let TorrentStatsState::Error = stats.state {
                 return Err(SwarmError::Torrent {
@@ -208,14 +328,11 @@ async fn seed_all(
                 peers,
                 uploaded,
                 upload_rate: rate,
+                http_sent: http_stats.bytes.load(Ordering::Relaxed),
             });
         }
     }
-    let uploaded = seeded.iter().map(|s| s.handle.stats().uploaded_bytes).sum();
-    for s in &seeded {
-        let _ = session.delete(s.handle.id().into(), false).await;
-    }
-    Ok(uploaded)
+    Ok(())
 }
 
 /// After librqbit's piece check every file must be complete: a flipped byte in the

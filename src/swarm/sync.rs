@@ -28,6 +28,7 @@ use librqbit::{ManagedTorrent, Session, TorrentStatsState};
 use serde::Serialize;
 
 use super::fetch::{self, FetchError, Release};
+use super::webseed::{FileJob, Outcome, SourceStat, WebSeedOptions, WebSeeds};
 use super::{Event, Events, Phase, SwarmError, SwarmOptions, TICK};
 use crate::files::{file_error, FileError};
 use crate::index::{self, IndexError};
@@ -59,6 +60,41 @@ pub struct SyncPlan {
     /// Stop, keeping what arrived, on SIGINT or SIGTERM (a process of its own does;
     /// a sync run inside a test must leave its runner's signals alone).
     pub signals: bool,
+    /// HTTP web seeds (BEP 19).
+    pub web_seeds: WebSeedPlan,
+}
+
+/// When and from where sync downloads over HTTP.
+#[derive(Clone, Debug)]
+pub struct WebSeedPlan {
+    pub policy: WebSeedPolicy,
+    /// Web seeds on top of the manifest's and the torrent's.
+    pub extra: Vec<String>,
+    /// Under `Fallback`, how long the swarm may deliver nothing before HTTP takes over.
+    pub after: Duration,
+    pub options: WebSeedOptions,
+}
+
+impl Default for WebSeedPlan {
+    fn default() -> Self {
+        Self {
+            policy: WebSeedPolicy::Fallback,
+            extra: Vec::new(),
+            after: Duration::from_secs(10),
+            options: WebSeedOptions::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebSeedPolicy {
+    /// Never use HTTP.
+    Off,
+    /// HTTP takes over what is left when the swarm delivers nothing for a while, or at
+    /// once when no peer can be found (no --peer, no DHT, no trackers).
+    Fallback,
+    /// HTTP fetches files from the end of the list while the swarm works from the front.
+    Alongside,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -77,9 +113,13 @@ pub struct SyncReport {
     pub selected_items: Option<u64>,
     /// Size of the files this run downloaded (shards and index).
     pub bytes_downloaded: u64,
-    /// Payload bytes received from peers (more than `bytes_downloaded` when pieces
-    /// came twice or failed their check).
+    /// Payload bytes received from peers and web seeds (more than `bytes_downloaded`
+    /// when pieces came twice or failed their check).
     pub bytes_received: u64,
+    /// Of those, the bytes that came over HTTP.
+    pub bytes_from_web_seeds: u64,
+    /// Each web seed this run used, with the bytes it sent that passed their checks.
+    pub web_seeds: Vec<SourceStat>,
     /// Files fetched again after failing their blake3 check.
     pub refetched: u64,
     pub seconds: f64,
@@ -121,6 +161,8 @@ pub enum SyncError {
     BadFile { file: String, problem: String },
     #[error("{0}; the file hashes as the signed manifest says, so the publisher made it so: nothing was merged")]
     Refused(ShardError),
+    #[error("no peer can be found (no --peer, no DHT, no trackers) and the web seeds cannot serve `{file}`: {reason}. Files fetched so far are kept: run sync again to resume")]
+    NoSource { file: String, reason: String },
     #[error("interrupted; the files fetched so far are kept: run the same sync again to resume")]
     Interrupted,
     #[error(transparent)]
@@ -157,7 +199,12 @@ struct Ctx<'a> {
     target: PathBuf,
     session: Option<Arc<Session>>,
     received: u64,
+    received_http: u64,
     refetched: u64,
+    /// Web seeds: the manifest's, the torrent's and the plan's, each once.
+    web_sources: Vec<String>,
+    /// Per-source totals of the phases done.
+    web_stats: Vec<SourceStat>,
     /// Shards of the release the pool had before this run (for the plan event).
     in_pool: u64,
     /// The release index, once it is in the pool and checked: shards are checked
@@ -209,11 +256,15 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         staging,
         session: None,
         received: 0,
+        received_http: 0,
         refetched: 0,
+        web_sources: Vec::new(),
+        web_stats: Vec::new(),
         in_pool: 0,
         index: None,
         fetched_index: false,
     };
+    ctx.web_sources = web_sources(&ctx.release, &plan.web_seeds);
     let files = wanted_files(&ctx.release)?;
     let present = merge::present_shards(pool.connection(), &m.dataset)?;
     drop(pool);
@@ -344,10 +395,35 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     if let Some(parent) = ctx.staging.parent() {
         let _ = std::fs::remove_dir(parent);
     }
-    report.bytes_received = ctx.received;
+    report.bytes_received = ctx.received + ctx.received_http;
+    report.bytes_from_web_seeds = ctx.received_http;
+    report.web_seeds = ctx.web_stats.clone();
     report.refetched = ctx.refetched;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Every web seed of the release, each once, in the order: the plan's (given at sync
+/// time, so probably the nearest), the manifest's, the torrent's.
+fn web_sources(release: &Release, plan: &WebSeedPlan) -> Vec<String> {
+    if plan.policy == WebSeedPolicy::Off {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for url in plan
+        .extra
+        .iter()
+        .chain(&release.manifest.web_seeds)
+        .chain(&release.torrent.web_seeds)
+    {
+        let trimmed = url.trim_end_matches('/');
+        if crate::http::check_url(url, &["http", "https"]).is_ok()
+            && !out.iter().any(|u| u.trim_end_matches('/') == trimmed)
+        {
+            out.push(url.clone());
+        }
+    }
+    out
 }
 
 /// The torrent's data files, keyed by path, with the blake3 the manifest gives each.
@@ -591,26 +667,39 @@ impl Ctx<'_> {
         let mut d = Download::start(self, phase, files).await?;
         let ctrl_c = super::shutdown_signal(self.plan.signals);
         tokio::pin!(ctrl_c);
-        loop {
+        let result = loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
-                _ = &mut ctrl_c => {
-                    self.drop_torrent(&d.handle).await;
-                    return Err(SyncError::Interrupted);
-                }
+                _ = &mut ctrl_c => break Err(SyncError::Interrupted),
             }
             match d.tick(self).await {
                 Ok(Tick::Running) => {}
-                Ok(Tick::Done) => {
-                    self.drop_torrent(&d.handle).await;
-                    return Ok(d.done);
-                }
-                Err(e) => {
-                    self.drop_torrent(&d.handle).await;
-                    return Err(e);
-                }
+                Ok(Tick::Done) => break Ok(()),
+                Err(e) => break Err(e),
             }
+        };
+        if let Some(handle) = d.handle.take() {
+            self.drop_torrent(&handle).await;
         }
+        if let Some(http) = d.http.take() {
+            self.received_http += http.received();
+            merge_stats(&mut self.web_stats, http.sources());
+        }
+        result.map(|()| d.done)
+    }
+
+    /// Whether the swarm can find anyone at all: a peer given, the DHT, or trackers.
+    fn can_find_peers(&self) -> bool {
+        let swarm = &self.plan.swarm;
+        !self.plan.peers.is_empty()
+            || swarm.dht
+            || (swarm.trackers && !self.release.torrent.trackers.is_empty())
+    }
+
+    /// Where the web-seed download of a file writes: beside librqbit's files, never in
+    /// them, so that the two engines never write one file.
+    fn http_staging(&self, f: &Wanted) -> PathBuf {
+        self.staging.join(".webseed").join(&f.path)
     }
 
     /// Refuses a download the disk cannot hold (partial files in staging count as
@@ -646,13 +735,28 @@ impl Ctx<'_> {
     }
 }
 
+/// Adds a phase's per-source totals to those of the phases before.
+fn merge_stats(into: &mut Vec<SourceStat>, from: Vec<SourceStat>) {
+    for s in from {
+        match into.iter_mut().find(|t| t.url == s.url) {
+            Some(t) => {
+                t.bytes += s.bytes;
+                t.dropped = t.dropped.take().or(s.dropped);
+            }
+            None => into.push(s),
+        }
+    }
+}
+
 /// A file's blake3 (or shard) check, running off the async threads.
 type CheckTask = tokio::task::JoinHandle<Result<Check, FileError>>;
 
 /// One download phase as a state machine. Each file goes from wanted to checking (its
 /// bytes are all in staging) to done (checked and moved into the pool); a file that
-/// fails its check goes back to wanted once, through a fresh torrent. `tick` looks at
-/// the torrent once and moves every file it can.
+/// fails its check goes back to wanted once. A wanted file is fetched by the swarm (one
+/// torrent selecting the swarm's files) or by the web seeds, never by both: HTTP writes
+/// its own staging file, and a file handed from one to the other moves its partial
+/// file along (see `hand_over`). `tick` looks at both once and moves every file it can.
 struct Download {
     phase: Phase,
     files: Vec<Wanted>,
@@ -661,10 +765,27 @@ struct Download {
     done: BTreeSet<String>,
     /// Failed checks per file index.
     attempts: BTreeMap<usize, u32>,
-    checking: Vec<(Wanted, CheckTask)>,
-    handle: Arc<ManagedTorrent>,
+    /// Files being checked, and whether the web seeds fetched them.
+    checking: Vec<(Wanted, bool, CheckTask)>,
+    /// The swarm's torrent, when the swarm has files to fetch.
+    handle: Option<Arc<ManagedTorrent>>,
+    /// The files the torrent selects.
+    swarm_files: BTreeSet<usize>,
+    http: Option<WebSeeds>,
+    /// Files the web seeds fetch, and those they completed (to be checked).
+    by_http: BTreeSet<usize>,
+    http_complete: BTreeSet<usize>,
+    /// Files the web seeds gave up: the swarm's for good, with the web seeds' reasons.
+    given_back: BTreeSet<usize>,
+    http_reasons: BTreeMap<usize, String>,
+    /// Whether the web seeds take every file left (the swarm stalled or cannot find
+    /// peers) rather than working alongside it.
+    http_takes_all: bool,
     /// Bytes earlier torrents of this phase received (a refetch starts a new one).
     received_before: u64,
+    /// When the swarm last delivered a byte.
+    swarm_change: Instant,
+    swarm_seen: u64,
     last_change: Instant,
     last_seen: (u64, u64),
     last_event: Instant,
@@ -680,23 +801,59 @@ enum Tick {
 
 impl Download {
     async fn start(ctx: &mut Ctx<'_>, phase: Phase, files: Vec<Wanted>) -> Result<Self, SyncError> {
-        let handle = ctx.add(&files.iter().collect::<Vec<_>>()).await?;
         let now = Instant::now();
-        Ok(Self {
+        let policy = ctx.plan.web_seeds.policy;
+        let http = if policy != WebSeedPolicy::Off && !ctx.web_sources.is_empty() {
+            let started = WebSeeds::start(
+                ctx.web_sources.clone(),
+                &ctx.release.torrent.name,
+                ctx.release.torrent.piece_length,
+                ctx.plan.web_seeds.options.clone(),
+            )
+            .map_err(|e| SyncError::Task(format!("cannot start the web-seed client: {e}")))?;
+            Some(started)
+        } else {
+            None
+        };
+        // With nobody to find in the swarm, the web seeds take everything from the start.
+        let http_takes_all = http.is_some() && !ctx.can_find_peers();
+        let mut d = Self {
             phase,
             total: files.iter().map(|f| f.size).sum(),
             files,
             done: BTreeSet::new(),
             attempts: BTreeMap::new(),
             checking: Vec::new(),
-            handle,
+            handle: None,
+            swarm_files: BTreeSet::new(),
+            http,
+            by_http: BTreeSet::new(),
+            http_complete: BTreeSet::new(),
+            given_back: BTreeSet::new(),
+            http_reasons: BTreeMap::new(),
+            http_takes_all,
             received_before: 0,
+            swarm_change: now,
+            swarm_seen: 0,
             last_change: now,
             last_seen: (0, 0),
             last_event: now - Duration::from_secs(1),
             rate: 0.0,
             rate_at: (now, 0),
-        })
+        };
+        if http_takes_all {
+            ctx.events.emit(Event::Note {
+                message: format!(
+                    "no peer can be found (no --peer, DHT or trackers): fetching from {} web seed(s)",
+                    ctx.web_sources.len()
+                ),
+            });
+            d.claim_for_http(ctx, usize::MAX);
+        } else {
+            let all: Vec<Wanted> = d.files.clone();
+            d.restart_swarm(ctx, &all).await?;
+        }
+        Ok(d)
     }
 
     /// The files neither done nor being checked.
@@ -705,121 +862,348 @@ impl Download {
             .iter()
             .filter(|f| {
                 !self.done.contains(&f.blake3)
-                    && !self.checking.iter().any(|(c, _)| c.index == f.index)
+                    && !self.checking.iter().any(|(c, _, _)| c.index == f.index)
             })
             .cloned()
             .collect()
     }
 
-    async fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Tick, SyncError> {
-        let stats = self.handle.stats();
-        let fetched_now = stats.live.as_ref().map_or(0, |l| l.snapshot.fetched_bytes);
-        if let TorrentStatsState::Error = stats.state {
-            return Err(SwarmError::Torrent {
-                name: ctx.release.torrent.name.clone(),
-                problem: stats.error.clone().unwrap_or_default(),
-            }
-            .into());
-        }
-        self.start_checks(ctx, &stats)?;
-        let restart = self.collect_checks(ctx).await?;
+    /// The pending files the swarm is to fetch.
+    fn swarm_pending(&self) -> Vec<Wanted> {
+        self.pending()
+            .into_iter()
+            .filter(|f| !self.by_http.contains(&f.index))
+            .collect()
+    }
 
+    /// Replaces the swarm's torrent with one selecting `files` (none: no torrent).
+    async fn restart_swarm(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        files: &[Wanted],
+    ) -> Result<(), SyncError> {
+        if let Some(old) = self.handle.take() {
+            self.received_before += old
+                .stats()
+                .live
+                .as_ref()
+                .map_or(0, |l| l.snapshot.fetched_bytes);
+            ctx.drop_torrent(&old).await;
+        }
+        self.swarm_files = files.iter().map(|f| f.index).collect();
+        if !files.is_empty() {
+            self.handle = Some(ctx.add(&files.iter().collect::<Vec<_>>()).await?);
+        }
+        self.swarm_change = Instant::now();
+        Ok(())
+    }
+
+    /// Hands up to `most` pending swarm files to the web seeds, those the swarm has
+    /// the least of first. The caller takes them out of the torrent.
+    fn claim_for_http(&mut self, ctx: &Ctx<'_>, most: usize) -> Vec<usize> {
+        let Some(http) = &self.http else {
+            return Vec::new();
+        };
+        let progress = |f: &Wanted| {
+            self.handle
+                .as_ref()
+                .and_then(|h| h.stats().file_progress.get(f.index).copied())
+                .unwrap_or(0)
+        };
+        let mut candidates: Vec<(u64, Wanted)> = self
+            .swarm_pending()
+            .into_iter()
+            .filter(|f| !self.given_back.contains(&f.index))
+            .map(|f| (progress(&f), f))
+            .collect();
+        // Least progress first; among equals the end of the list, which the swarm reaches last.
+        candidates.sort_by_key(|(p, f)| (*p, std::cmp::Reverse(f.index)));
+        let mut claimed = Vec::new();
+        for (_, f) in candidates.into_iter().take(most) {
+            let Some(parsed) = ctx.release.torrent.files.get(f.index) else {
+                continue;
+            };
+            let Some((pieces, tail_zeros)) = ctx.release.torrent.aligned_pieces(parsed) else {
+                // Not piece-aligned: its pieces cannot be checked on their own.
+                self.given_back.insert(f.index);
+                continue;
+            };
+            let staging = ctx.http_staging(&f);
+            if self.handle.is_none() {
+                hand_over(&ctx.staging.join(&f.path), &staging);
+            }
+            http.add(FileJob {
+                index: f.index,
+                path: f.path.clone(),
+                size: f.size,
+                staging,
+                pieces: pieces.to_vec(),
+                tail_zeros,
+            });
+            self.by_http.insert(f.index);
+            claimed.push(f.index);
+        }
+        claimed
+    }
+
+    /// Lets the web seeds take every file the swarm has not delivered.
+    async fn http_take_all(&mut self, ctx: &mut Ctx<'_>, why: &str) -> Result<(), SyncError> {
+        self.http_takes_all = true;
+        ctx.events.emit(Event::Note {
+            message: format!(
+                "{why}: fetching the rest from {} web seed(s)",
+                ctx.web_sources.len()
+            ),
+        });
+        // The torrent goes first, so librqbit no longer writes the files handed over.
+        let keep: Vec<Wanted> = Vec::new();
+        self.restart_swarm(ctx, &keep).await?;
+        self.claim_for_http(ctx, usize::MAX);
+        let back: Vec<Wanted> = self
+            .swarm_pending()
+            .into_iter()
+            .filter(|f| self.given_back.contains(&f.index))
+            .collect();
+        if !back.is_empty() {
+            self.restart_swarm(ctx, &back).await?;
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Tick, SyncError> {
+        let stats = self.handle.as_ref().map(|h| h.stats());
+        let fetched_now = stats
+            .as_ref()
+            .and_then(|s| s.live.as_ref())
+            .map_or(0, |l| l.snapshot.fetched_bytes);
+        if let Some(st) = &stats {
+            if let TorrentStatsState::Error = st.state {
+                return Err(SwarmError::Torrent {
+                    name: ctx.release.torrent.name.clone(),
+                    problem: st.error.clone().unwrap_or_default(),
+                }
+                .into());
+            }
+        }
+        let swarm_back = self.take_http_outcomes(ctx)?;
+        self.start_checks(ctx, stats.as_ref())?;
+        let refetch = self.collect_checks(ctx).await?;
+
+        let progress = |i: usize| -> u64 {
+            if self.by_http.contains(&i) {
+                self.http.as_ref().map_or(0, |h| h.progress(i))
+            } else {
+                stats
+                    .as_ref()
+                    .and_then(|s| s.file_progress.get(i).copied())
+                    .unwrap_or(0)
+            }
+        };
         let have: u64 = self
             .files
             .iter()
             .map(|f| {
-                if self.done.contains(&f.blake3) {
+                if self.done.contains(&f.blake3) || self.http_complete.contains(&f.index) {
                     f.size
                 } else {
-                    stats.file_progress.get(f.index).copied().unwrap_or(0)
+                    progress(f.index)
                 }
             })
             .sum();
-        let received = self.received_before + fetched_now;
+        let http_received = self.http.as_ref().map_or(0, WebSeeds::received);
+        let swarm_received = self.received_before + fetched_now;
+        let received = swarm_received + http_received;
         let now = Instant::now();
         self.measure_rate(now, received);
-        let initializing = matches!(stats.state, TorrentStatsState::Initializing { .. });
+        let initializing = stats
+            .as_ref()
+            .is_some_and(|s| matches!(s.state, TorrentStatsState::Initializing { .. }));
         if (have, received) != self.last_seen || initializing || !self.checking.is_empty() {
             self.last_seen = (have, received);
             self.last_change = now;
         }
+        if swarm_received != self.swarm_seen || initializing {
+            self.swarm_seen = swarm_received;
+            self.swarm_change = now;
+        }
         if self.done.len() == self.files.len() {
-            ctx.received += received;
-            ctx.events.emit(progress_event(
-                self.phase,
-                have,
-                self.total,
-                received,
-                0.0,
-                &stats,
-                &[],
-            ));
+            ctx.received += swarm_received;
+            self.emit_progress(ctx, have, received, 0.0, stats.as_ref(), false);
             return Ok(Tick::Done);
         }
         if now.duration_since(self.last_event) >= Duration::from_millis(500) {
             self.last_event = now;
-            let active: Vec<(String, u64, u64)> = self
-                .files
+            self.emit_progress(ctx, have, received, self.rate, stats.as_ref(), true);
+        }
+
+        // The swarm delivered nothing for a while: the web seeds take over.
+        let http_usable = self.http.as_ref().is_some_and(|h| !h.exhausted());
+        if http_usable
+            && !self.http_takes_all
+            && now.duration_since(self.swarm_change) >= ctx.plan.web_seeds.after
+            && self
+                .swarm_pending()
                 .iter()
-                .filter(|f| !self.done.contains(&f.blake3))
-                .filter_map(|f| {
-                    let got = stats.file_progress.get(f.index).copied().unwrap_or(0);
-                    (got > 0).then(|| (f.path.clone(), got, f.size))
-                })
-                .collect();
-            ctx.events.emit(progress_event(
-                self.phase, have, self.total, received, self.rate, &stats, &active,
-            ));
+                .any(|f| !self.given_back.contains(&f.index))
+        {
+            let why = format!(
+                "the swarm sent nothing for {} s",
+                ctx.plan.web_seeds.after.as_secs()
+            );
+            self.http_take_all(ctx, &why).await?;
+            return Ok(Tick::Running);
         }
+        // Alongside the swarm, the web seeds keep a few files of their own in flight.
+        if http_usable
+            && !self.http_takes_all
+            && ctx.plan.web_seeds.policy == WebSeedPolicy::Alongside
+        {
+            let in_flight = self.by_http.len() - self.http_complete.len();
+            let want = ctx.plan.web_seeds.options.connections * 2;
+            let swarm_left = self.swarm_pending().len();
+            let room = want
+                .saturating_sub(in_flight)
+                .min(swarm_left.saturating_sub(1));
+            let live = stats
+                .as_ref()
+                .is_some_and(|s| matches!(s.state, TorrentStatsState::Live));
+            if room > 0 && live {
+                let claimed = self.claim_for_http(ctx, room);
+                if !claimed.is_empty() {
+                    self.select_swarm_files(ctx).await?;
+                }
+            }
+        }
+
         if now.duration_since(self.last_change) >= ctx.plan.stall_timeout {
-            return Err(self.stalled(ctx, &stats));
+            return Err(self.stalled(ctx, stats.as_ref()));
         }
-        if restart {
-            // librqbit believes it has the removed file's pieces: a fresh torrent
-            // re-checks staging and fetches the file again.
-            self.received_before += fetched_now;
-            ctx.drop_torrent(&self.handle).await;
-            let again = self.pending();
-            self.handle = ctx.add(&again.iter().collect::<Vec<_>>()).await?;
+        if refetch || swarm_back {
+            // Files the swarm must fetch (again): librqbit believes it has a removed
+            // file's pieces, so a fresh torrent re-checks staging and fetches it.
+            let again = self.swarm_pending();
+            if !again.is_empty() && self.handle.is_none() && !ctx.can_find_peers() {
+                let f = &again[0];
+                return Err(SyncError::NoSource {
+                    file: f.path.clone(),
+                    reason: self.http_reason(f.index),
+                });
+            }
+            for f in &again {
+                hand_over(&ctx.http_staging(f), &ctx.staging.join(&f.path));
+            }
+            self.restart_swarm(ctx, &again).await?;
             self.last_change = Instant::now();
         }
         Ok(Tick::Running)
     }
 
-    /// Starts checking every file whose bytes have all arrived.
+    /// Narrows the live torrent to the files still the swarm's.
+    async fn select_swarm_files(&mut self, ctx: &mut Ctx<'_>) -> Result<(), SyncError> {
+        let (Some(handle), Some(session)) = (&self.handle, &ctx.session) else {
+            return Ok(());
+        };
+        let keep: std::collections::HashSet<usize> =
+            self.swarm_pending().iter().map(|f| f.index).collect();
+        if keep.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = session.update_only_files(handle, &keep).await {
+            // The swarm keeps fetching them too; only bytes are wasted.
+            ctx.events.emit(Event::Note {
+                message: format!("cannot narrow the torrent's files: {e:#}"),
+            });
+        }
+        self.swarm_files = keep.into_iter().collect();
+        Ok(())
+    }
+
+    /// Reasons the web seeds gave for a file, kept when they gave it up.
+    fn http_reason(&self, index: usize) -> String {
+        self.http_reasons
+            .get(&index)
+            .cloned()
+            .unwrap_or_else(|| "there is no web seed".into())
+    }
+}
+
+impl Download {
+    /// Takes in what the web seeds finished or gave up; returns whether files went back
+    /// to the swarm.
+    fn take_http_outcomes(&mut self, ctx: &Ctx<'_>) -> Result<bool, SyncError> {
+        let Some(http) = &self.http else {
+            return Ok(false);
+        };
+        let mut back = false;
+        for outcome in http.outcomes() {
+            match outcome {
+                Outcome::Complete(i) => {
+                    self.http_complete.insert(i);
+                }
+                Outcome::GivenUp { index, reason } => {
+                    let path = self
+                        .files
+                        .iter()
+                        .find(|f| f.index == index)
+                        .map_or_else(String::new, |f| f.path.clone());
+                    ctx.events.emit(Event::Note {
+                        message: format!("the web seeds cannot serve `{path}`: {reason}"),
+                    });
+                    self.by_http.remove(&index);
+                    self.given_back.insert(index);
+                    self.http_reasons.insert(index, reason);
+                    back = true;
+                }
+            }
+        }
+        Ok(back)
+    }
+
+    /// Starts checking every file whose bytes have all arrived, from either engine.
     fn start_checks(
         &mut self,
         ctx: &Ctx<'_>,
-        stats: &librqbit::TorrentStats,
+        stats: Option<&librqbit::TorrentStats>,
     ) -> Result<(), SyncError> {
         for f in self.pending() {
-            if stats.file_progress.get(f.index) == Some(&f.size) {
-                let from = ctx.staging.join(&f.path);
-                let to = ctx.target.join(&f.path);
-                let check = match self.phase {
-                    Phase::Index => FileCheck::Hash {
-                        size: f.size,
-                        blake3: f.blake3.clone(),
-                    },
-                    Phase::Shards => FileCheck::Shard(ctx.expected(&f)?),
-                };
-                let task = tokio::task::spawn_blocking(move || check_and_move(&from, &to, &check));
-                self.checking.push((f, task));
-            }
+            let via_http = self.by_http.contains(&f.index);
+            let from = if via_http {
+                if !self.http_complete.remove(&f.index) {
+                    continue;
+                }
+                ctx.http_staging(&f)
+            } else if self.swarm_files.contains(&f.index)
+                && stats.and_then(|s| s.file_progress.get(f.index)) == Some(&f.size)
+            {
+                ctx.staging.join(&f.path)
+            } else {
+                continue;
+            };
+            let to = ctx.target.join(&f.path);
+            let check = match self.phase {
+                Phase::Index => FileCheck::Hash {
+                    size: f.size,
+                    blake3: f.blake3.clone(),
+                },
+                Phase::Shards => FileCheck::Shard(ctx.expected(&f)?),
+            };
+            let task = tokio::task::spawn_blocking(move || check_and_move(&from, &to, &check));
+            self.checking.push((f, via_http, task));
         }
         Ok(())
     }
 
-    /// Takes in the checks that finished; returns whether a file must be fetched again.
+    /// Takes in the checks that finished; returns whether the swarm must fetch a file
+    /// again (one the web seeds fetched goes back to them).
     async fn collect_checks(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, SyncError> {
         let mut restart = false;
         let mut i = 0;
         while i < self.checking.len() {
-            if !self.checking[i].1.is_finished() {
+            if !self.checking[i].2.is_finished() {
                 i += 1;
                 continue;
             }
-            let (f, task) = self.checking.swap_remove(i);
+            let (f, via_http, task) = self.checking.swap_remove(i);
             let result = task.await.map_err(|e| SyncError::Task(e.to_string()))?;
             match result? {
                 Check::Moved => {
@@ -827,6 +1211,7 @@ impl Download {
                         file: f.path.clone(),
                         bytes: f.size,
                     });
+                    self.by_http.remove(&f.index);
                     self.done.insert(f.blake3.clone());
                 }
                 Check::Refused(e) => return Err(SyncError::Refused(e)),
@@ -844,11 +1229,30 @@ impl Download {
                         file: f.path.clone(),
                         problem,
                     });
-                    restart = true;
+                    if via_http {
+                        // Every piece passed its SHA-1, so the whole file failing its
+                        // blake3 means a SHA-1 collision or a broken disk: once more.
+                        self.by_http.remove(&f.index);
+                        self.claim_file_again(ctx, &f);
+                    } else {
+                        restart = true;
+                    }
                 }
             }
         }
         Ok(restart)
+    }
+
+    fn claim_file_again(&mut self, ctx: &Ctx<'_>, f: &Wanted) {
+        let others: BTreeSet<usize> = self
+            .swarm_pending()
+            .iter()
+            .map(|p| p.index)
+            .filter(|i| *i != f.index)
+            .collect();
+        let saved = std::mem::replace(&mut self.given_back, others);
+        self.claim_for_http(ctx, 1);
+        self.given_back = saved;
     }
 
     fn measure_rate(&mut self, now: Instant, received: u64) {
@@ -864,9 +1268,53 @@ impl Download {
         }
     }
 
+    fn emit_progress(
+        &self,
+        ctx: &Ctx<'_>,
+        have: u64,
+        received: u64,
+        rate: f64,
+        stats: Option<&librqbit::TorrentStats>,
+        with_active: bool,
+    ) {
+        let mut active = Vec::new();
+        if with_active {
+            for f in self.files.iter().filter(|f| !self.done.contains(&f.blake3)) {
+                let got = if self.by_http.contains(&f.index) {
+                    self.http.as_ref().map_or(0, |h| h.progress(f.index))
+                } else {
+                    stats
+                        .and_then(|s| s.file_progress.get(f.index).copied())
+                        .unwrap_or(0)
+                };
+                if got > 0 {
+                    active.push((f.path.clone(), got, f.size));
+                }
+            }
+        }
+        let eta_seconds = (rate > 0.0).then(|| self.total.saturating_sub(have) as f64 / rate);
+        let web_seeds = self
+            .http
+            .as_ref()
+            .map(WebSeeds::sources)
+            .unwrap_or_default();
+        ctx.events.emit(Event::Progress {
+            phase: self.phase,
+            have,
+            total: self.total,
+            fetched: received,
+            rate,
+            peers: stats.map_or(0, super::peers),
+            eta_seconds,
+            active,
+            web_seeds,
+        });
+    }
+
     /// Why nothing arrived for the stall timeout, as precisely as the stats allow.
-    fn stalled(&self, ctx: &Ctx<'_>, stats: &librqbit::TorrentStats) -> SyncError {
-        let (peers, seen) = stats.live.as_ref().map_or((0, 0), |l| {
+    fn stalled(&self, ctx: &Ctx<'_>, stats: Option<&librqbit::TorrentStats>) -> SyncError {
+        let live = stats.and_then(|s| s.live.as_ref());
+        let (peers, seen) = live.map_or((0, 0), |l| {
             (
                 u64::from(l.snapshot.peer_stats.live),
                 u64::from(l.snapshot.peer_stats.seen),
@@ -881,12 +1329,12 @@ impl Download {
             .collect();
         // Bytes that arrived but never passed a piece check: librqbit drops a
         // peer that sends such pieces, so this says more than the peer count.
-        let failed = stats.live.as_ref().map_or(0, |l| {
+        let failed = live.map_or(0, |l| {
             l.snapshot
                 .fetched_bytes
                 .saturating_sub(l.snapshot.downloaded_and_checked_bytes)
         });
-        let hint = if failed >= ctx.release.torrent.piece_length {
+        let mut hint = if failed >= ctx.release.torrent.piece_length {
             format!(
                 "peers sent {failed} bytes that failed the torrent's piece hashes and were dropped: their copies of {} are damaged, so another seeder is needed",
                 missing.join(", ")
@@ -899,6 +1347,22 @@ impl Download {
                 missing.join(", ")
             )
         };
+        if let Some(http) = &self.http {
+            let dropped: Vec<String> = http
+                .sources()
+                .into_iter()
+                .filter_map(|s| {
+                    s.dropped
+                        .map(|why| format!("`{}` was dropped: {why}", s.url))
+                })
+                .collect();
+            if !dropped.is_empty() {
+                hint.push_str("; web seeds: ");
+                hint.push_str(&dropped.join("; "));
+            }
+        } else if ctx.web_sources.is_empty() && ctx.plan.web_seeds.policy != WebSeedPolicy::Off {
+            hint.push_str("; the release names no web seed (add one with --web-seed URL)");
+        }
         SyncError::Stalled {
             seconds: ctx.plan.stall_timeout.as_secs(),
             peers,
@@ -908,24 +1372,13 @@ impl Download {
     }
 }
 
-fn progress_event(
-    phase: Phase,
-    have: u64,
-    total: u64,
-    fetched: u64,
-    rate: f64,
-    stats: &librqbit::TorrentStats,
-    active: &[(String, u64, u64)],
-) -> Event {
-    let eta_seconds = (rate > 0.0).then(|| total.saturating_sub(have) as f64 / rate);
-    Event::Progress {
-        phase,
-        have,
-        total,
-        fetched,
-        rate,
-        peers: super::peers(stats),
-        eta_seconds,
-        active: active.to_vec(),
+/// Moves a partial file from one engine's staging path to the other's, so the bytes
+/// already checked are not fetched again; nothing to do when the target exists.
+fn hand_over(from: &Path, to: &Path) {
+    if from.is_file() && !to.exists() {
+        if let Some(dir) = to.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::rename(from, to);
     }
 }

@@ -367,6 +367,29 @@ impl Metainfo {
         self.data_files().find(|f| f.path == path)
     }
 
+    /// The piece hashes of a piece-aligned data file, with the number of pad-file zeros
+    /// that complete its last piece; `None` when one of its pieces also holds bytes of
+    /// another data file, so that the file's bytes alone cannot be checked.
+    pub fn aligned_pieces(&self, file: &ParsedFile) -> Option<(&[PieceHash], u64)> {
+        let pl = self.piece_length;
+        if !file.offset.is_multiple_of(pl) {
+            return None;
+        }
+        let total = self.files.last().map_or(0, |f| f.offset + f.length);
+        let end = file.offset + file.length;
+        let piece_end = (end.div_ceil(pl) * pl).min(total);
+        let shares = self
+            .files
+            .iter()
+            .any(|f| !f.pad && f.length > 0 && f.offset < piece_end && f.offset + f.length > end);
+        if shares {
+            return None;
+        }
+        let first = file.first_piece(pl);
+        let count = file.length.div_ceil(pl) as usize;
+        Some((self.pieces.get(first..first + count)?, piece_end - end))
+    }
+
     /// The full-piece hashes of a piece-aligned file (its last, short piece left out).
     pub fn full_piece_hashes(&self, file: &ParsedFile) -> Option<&[PieceHash]> {
         if !file.offset.is_multiple_of(self.piece_length) {

@@ -436,6 +436,8 @@ impl Published {
 pub struct Seeder {
     _child: KillOnDrop,
     pub addr: String,
+    /// The web-seed URL, when started with `--http`.
+    pub http: Option<String>,
 }
 
 impl Seeder {
@@ -462,6 +464,7 @@ impl Seeder {
         Seeder {
             _child: KillOnDrop(child),
             addr: ready["addr"].as_str().unwrap().to_string(),
+            http: ready["http"].as_str().map(str::to_string),
         }
     }
 }
@@ -491,4 +494,144 @@ pub fn wait_for_event(
         }
     });
     rx.recv_timeout(within).ok()
+}
+
+/// Publishes `items` items of `payload` bytes as version `version` of `test-ds`.
+pub fn publish(
+    dir: &Path,
+    store: &Path,
+    version: &str,
+    items: std::ops::Range<usize>,
+    payload: usize,
+    parent: Option<&str>,
+) -> PathBuf {
+    let release = dir.join(format!("release-{version}"));
+    write_items(&release, items, payload);
+    let key = fixed_key(dir);
+    let mut args = publish_args(s(&release), s(store), s(&key), version);
+    args.extend(["--shard-items", "4"]);
+    let parent_manifest;
+    if let Some(p) = parent {
+        parent_manifest = store.join(format!("test-ds-{p}.manifest.json"));
+        args.extend(["--parent", s(&parent_manifest)]);
+    }
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    store.join(format!("test-ds-{version}.manifest.json"))
+}
+
+/// The `result` event of a `--json` sync.
+pub fn result(r: &Run) -> serde_json::Value {
+    assert_eq!(r.code, 0, "sync failed: {}{}", r.stdout, r.stderr);
+    let last = r.stdout.lines().last().expect("a result line");
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["event"], "result", "{last}");
+    v
+}
+
+pub fn pool_count(pool: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(pool.join("pool.sqlite")).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Every file among the pool's shards is complete and named by its blake3.
+pub fn assert_only_verified_shards(pool: &Path) {
+    let dir = pool.join("test-ds/shards");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let id = name
+            .strip_suffix(".tar")
+            .unwrap_or_else(|| panic!("stray file `{name}` among the pool's shards"));
+        let hash = blake3::hash(&std::fs::read(&path).unwrap());
+        assert_eq!(hash.to_hex().as_str(), id, "unverified shard `{name}`");
+    }
+}
+
+/// Damages shard `shard` of a release in `store` by flipping the byte at `offset`.
+pub fn flip_byte(
+    store: &Path,
+    manifest: &seedpool::manifest::Manifest,
+    shard: usize,
+    offset: usize,
+) {
+    let path = store
+        .join("test-ds/shards")
+        .join(format!("{}.tar", manifest.shards[shard].id));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+/// Debian's nginx-light serving `root` on 127.0.0.1 (a static server seedpool did not
+/// write, which answers Range requests), killed when dropped.
+pub struct Nginx {
+    _child: KillOnDrop,
+    pub url: String,
+    /// One line per request: `$request $status $body_bytes_sent`.
+    pub access_log: PathBuf,
+}
+
+impl Nginx {
+    /// `extra` goes inside the server block (`limit_rate 1m;`, locations).
+    pub fn start(work: &Path, root: &Path, extra: &str) -> Self {
+        std::fs::create_dir_all(work.join("tmp")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let w = work.display();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {w}/nginx.pid;\n\
+             error_log {w}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n\
+             log_format bytes '$request $status $body_bytes_sent';\n\
+             access_log {w}/access.log bytes;\n\
+             client_body_temp_path {w}/tmp; proxy_temp_path {w}/tmp; fastcgi_temp_path {w}/tmp;\n\
+             uwsgi_temp_path {w}/tmp; scgi_temp_path {w}/tmp;\n\
+             default_type application/octet-stream;\n\
+             server {{ listen 127.0.0.1:{port}; root {}; {extra} }}\n}}\n",
+            root.display()
+        );
+        let conf = work.join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(work)
+            .arg("-e")
+            .arg(work.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx-light (see .ci/run)");
+        let child = KillOnDrop(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(work.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Nginx {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}/"),
+            access_log: work.join("access.log"),
+        }
+    }
+
+    /// Body bytes sent so far, over every request.
+    pub fn bytes_sent(&self) -> u64 {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
 }
