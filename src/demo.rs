@@ -617,6 +617,7 @@ fn publish_version(
             created: CREATED[(n - 1) as usize],
             piece_length: None,
             direct_io: true,
+            feed_valid_for: crate::manifest::feed::DEFAULT_VALID_FOR,
         },
         progress,
     )?)
@@ -676,6 +677,8 @@ fn seed_and_sync(
                     tuning: Default::default(),
                     signals: false,
                     web_seeds: Default::default(),
+                    manifest_blake3: None,
+                    manifest_key: None,
                 },
                 &crate::swarm::Quiet,
             )?);

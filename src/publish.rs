@@ -56,6 +56,8 @@ pub struct PublishPlan {
     /// Write shards around the page cache where the file system allows it (the CLI's
     /// default; `SEEDPOOL_NO_DIRECT_IO` turns it off for comparisons).
     pub direct_io: bool,
+    /// Seconds the re-signed feed stays valid (`manifest::feed`).
+    pub feed_valid_for: u64,
 }
 
 pub const DEFAULT_SHARD_ITEMS: usize = 1000;
@@ -68,6 +70,8 @@ pub struct PublishReport {
     pub parent: Option<String>,
     pub manifest: PathBuf,
     pub torrent: PathBuf,
+    /// The store's feed of the dataset, with this release added.
+    pub feed: PathBuf,
     pub info_hash: String,
     pub magnet: String,
     pub piece_length: u64,
@@ -105,6 +109,8 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Card(#[from] crate::card::CardError),
+    #[error(transparent)]
+    Feed(#[from] crate::manifest::feed::FeedError),
     #[error("parent manifest `{path}` is for dataset `{found}`, not `{expected}`")]
     ParentDataset {
         path: PathBuf,
@@ -602,6 +608,9 @@ impl<'a> ReleaseBuild<'a> {
             parent: manifest.parent.as_ref().map(|p| p.version.to_string()),
             manifest: self.store.manifest_path(&plan.version),
             torrent: self.store.torrent_path(&plan.version),
+            feed: plan
+                .store
+                .join(crate::manifest::feed::Feed::file_name(&plan.dataset)),
             info_hash: built.info_hash.to_hex(),
             magnet,
             piece_length: self.piece_length,
@@ -661,8 +670,10 @@ impl<'a> ReleaseBuild<'a> {
         let final_manifest = store.manifest_path(&plan.version);
         match std::fs::read(&final_manifest) {
             Ok(existing) if existing == signed.manifest_bytes => {
-                // A publish killed after its manifest may not have written the card.
+                // A publish killed after its manifest may not have written the card
+                // or the feed.
                 crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
+                self.add_to_feed(signed)?;
                 return Ok(PublishReport {
                     already_published: true,
                     ..signed.report.clone()
@@ -691,10 +702,22 @@ impl<'a> ReleaseBuild<'a> {
         store.install(&temp_torrent, &store.torrent_path(&plan.version))?;
         store.install(&temp_manifest, &final_manifest)?;
         store.sync_dirs()?;
-        // After the manifest: the card describes published releases only.
+        // After the manifest: the card and the feed describe published releases only.
         crate::card::write(&store.dataset_dir(), plan.dataset.as_str(), &card)?;
+        self.add_to_feed(signed)?;
         drop(self.staging);
         Ok(signed.report.clone())
+    }
+
+    fn add_to_feed(&self, signed: &Signed) -> Result<(), PublishError> {
+        crate::manifest::feed::add_release(
+            &self.plan.store,
+            &signed.manifest,
+            &signed.manifest_bytes,
+            &self.key,
+            self.plan.feed_valid_for,
+        )?;
+        Ok(())
     }
 }
 

@@ -99,6 +99,7 @@ impl Fixture {
                 created: 1_767_225_600 + 86_400 * n,
                 piece_length: None,
                 direct_io: false,
+                feed_valid_for: crate::manifest::feed::DEFAULT_VALID_FOR,
             },
             &crate::progress::Silent,
         )

@@ -320,6 +320,31 @@ fn libtorrent_downloads_a_release_from_seedpool_seed() {
 }
 
 #[test]
+fn libtorrent_downloads_a_release_from_seed_http_as_a_web_seed_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, manifest) = publish_one(t.path());
+    let seeder = Seeder::start(BIN, &store, &[manifest], &["--http", "127.0.0.1:0"]);
+    let url = seeder.http.clone().expect("seed --http prints its URL");
+    let torrent = store.join("test-ds-1.torrent");
+    let save = t.path().join("lt-download");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_peer.py");
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .args(["webseed", s(&torrent), s(&save), &url])
+        .output()
+        .expect("python3-libtorrent (see .ci/run)");
+    assert!(
+        out.status.success(),
+        "libtorrent download failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["bytes"].as_u64().unwrap() > 2_000_000, "{report}");
+    assert_same_files(&torrent, &store.join("test-ds"), &save.join("test-ds"));
+}
+
+#[test]
 fn seedpool_sync_downloads_a_release_from_a_libtorrent_seeder() {
     use std::io::{BufRead, BufReader};
     let t = tempfile::tempdir().unwrap();

@@ -98,7 +98,6 @@ impl Env {
         }
     }
 
-    /// Unix seconds now.
     /// The clock as a function, for work that reads it later (a server's syncs).
     pub fn clock_fn(&self) -> std::sync::Arc<dyn Fn() -> u64 + Send + Sync> {
         match self.clock {
@@ -107,6 +106,7 @@ impl Env {
         }
     }
 
+    /// Unix seconds now.
     pub fn now(&self) -> u64 {
         match self.clock {
             Clock::Fixed(t) => t,

@@ -8,6 +8,7 @@ mod demo;
 mod detect;
 mod env;
 mod extract;
+mod follow;
 mod ingest;
 mod key;
 mod merge;
@@ -51,6 +52,9 @@ enum Command {
     Verify(verify::VerifyArgs),
     Seed(swarm::SeedArgs),
     Sync(swarm::SyncArgs),
+    Follow(follow::FollowArgs),
+    #[command(subcommand)]
+    Feed(follow::FeedCommand),
     Merge(merge::MergeArgs),
     Query(query::QueryArgs),
     Extract(extract::ExtractArgs),
@@ -115,6 +119,8 @@ pub fn run(env: &mut Env) -> i32 {
         Command::Verify(a) => verify::run(a, env),
         Command::Seed(a) => swarm::run_seed(a, env),
         Command::Sync(a) => swarm::run_sync(a, env),
+        Command::Follow(a) => follow::run_follow(a, env),
+        Command::Feed(a) => follow::run_feed(a, env),
         Command::Merge(a) => merge::run(a, env),
         Command::Query(a) => query::run(a, env),
         Command::Extract(a) => extract::run_extract(a, env),

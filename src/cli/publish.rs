@@ -52,7 +52,13 @@ pub struct PublishArgs {
     /// Tracker announce URL (http, https or udp); repeat for more.
     #[arg(long = "tracker", value_name = "URL")]
     trackers: Vec<String>,
-    /// Web seed URL (BEP 19 url-list): an HTTP folder holding `<dataset>/shards/...`.
+    /// How long the store's signed feed (`<dataset>.feed.json`) stays valid: followers
+    /// refuse it after that (a stale mirror cannot freeze them on old releases), so
+    /// re-sign it in time with `seedpool feed refresh`.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    feed_valid_for: std::time::Duration,
+    /// Web seed URL (BEP 19 url-list): an HTTP folder holding `<dataset>/shards/...`,
+    /// such as a mirror's `seedpool seed --http` address. A `/` is added when missing.
     #[arg(long = "web-seed", value_name = "URL")]
     web_seeds: Vec<String>,
     /// Publisher key file (make one with `seedpool key generate`).
@@ -120,7 +126,19 @@ fn plan(args: &PublishArgs, env: &Env) -> Result<PublishPlan, Failure> {
         shard_items: args.shard_items as usize,
         repack_above: args.repack_above,
         trackers: args.trackers.clone(),
-        web_seeds: args.web_seeds.clone(),
+        // BEP 19 clients (libtorrent) append the torrent's name and file paths only
+        // to a URL that ends in a slash: a folder.
+        web_seeds: args
+            .web_seeds
+            .iter()
+            .map(|w| {
+                if w.ends_with('/') || w.contains('?') {
+                    w.clone()
+                } else {
+                    format!("{w}/")
+                }
+            })
+            .collect(),
         key: args
             .key
             .clone()
@@ -128,6 +146,7 @@ fn plan(args: &PublishArgs, env: &Env) -> Result<PublishPlan, Failure> {
         created,
         piece_length: args.piece_length,
         direct_io: env.var("SEEDPOOL_NO_DIRECT_IO").is_none(),
+        feed_valid_for: args.feed_valid_for.as_secs(),
     })
 }
 
@@ -181,6 +200,7 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
     )?;
     writeln!(w, "  manifest  {}", report.manifest.display())?;
     writeln!(w, "  torrent   {}", report.torrent.display())?;
+    writeln!(w, "  feed      {}", report.feed.display())?;
     writeln!(w, "  info hash {}", report.info_hash)?;
     writeln!(w, "  card      {}", report.card.display())?;
     Ok(())

@@ -22,7 +22,7 @@ use crate::swarm::{Event, Events, SwarmError, SwarmOptions};
 
 /// How to reach the swarm; shared by `seed` and `sync`.
 #[derive(Args, Debug)]
-struct SwarmArgs {
+pub(super) struct SwarmArgs {
     /// Do not use the mainline DHT to find peers.
     #[arg(long)]
     no_dht: bool,
@@ -41,7 +41,7 @@ struct SwarmArgs {
     threads: usize,
     /// Print events as JSON lines on stdout (progress, files, result).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 impl SwarmArgs {
@@ -97,9 +97,22 @@ pub struct SeedArgs {
 pub struct SyncArgs {
     /// The release's manifest: a local path or an http(s) URL.
     manifest: String,
+    /// Accept a manifest signed by another key than the one the pool pinned.
+    #[arg(long)]
+    trust_key: bool,
+    /// Accept a release older than the newest one the pool holds.
+    #[arg(long)]
+    allow_older: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// Where and how a download goes: shared by `sync` and `follow`.
+#[derive(Args, Debug)]
+pub(super) struct FetchArgs {
     /// The pool folder (created when missing or empty).
     #[arg(long, env = "SEEDPOOL_POOL")]
-    pool: PathBuf,
+    pub pool: PathBuf,
     /// A peer to dial, `IP:PORT`; repeat for more.
     #[arg(long = "peer", value_name = "ADDR")]
     peers: Vec<SocketAddr>,
@@ -115,18 +128,35 @@ pub struct SyncArgs {
     /// Give up when no data arrives for this long, e.g. `90s` or `10m`.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// Accept a manifest signed by another key than the one the pool pinned.
-    #[arg(long)]
-    trust_key: bool,
-    /// Accept a release older than the newest one the pool holds.
-    #[arg(long)]
-    allow_older: bool,
     #[command(flatten)]
     limits: super::LimitArgs,
     #[command(flatten)]
     web: WebSeedArgs,
     #[command(flatten)]
-    swarm: SwarmArgs,
+    pub swarm: SwarmArgs,
+}
+
+impl FetchArgs {
+    /// The plan that syncs `manifest` into the pool.
+    pub fn sync_plan(&self, manifest: String, env: &Env) -> Result<SyncPlan, Failure> {
+        Ok(SyncPlan {
+            manifest,
+            pool: self.pool.clone(),
+            peers: self.peers.clone(),
+            selection: self.selection.clone(),
+            trust_key: false,
+            allow_older: false,
+            phash_distance: 3,
+            swarm: self.swarm.options(self.listen),
+            stall_timeout: self.timeout,
+            index_limit: self.limits.index_limit(),
+            tuning: super::merge::tuning(env),
+            signals: env.signals,
+            web_seeds: self.web.plan()?,
+            manifest_blake3: None,
+            manifest_key: None,
+        })
+    }
 }
 
 /// HTTP web seeds (BEP 19): where sync turns when the swarm does not deliver.
@@ -232,43 +262,42 @@ pub fn run_sync(args: SyncArgs, env: &mut Env) -> CommandResult {
             .to_string_lossy()
             .into_owned()
     };
-    let tuning = super::merge::tuning(env);
     let plan = SyncPlan {
-        manifest,
-        pool: args.pool.clone(),
-        peers: args.peers.clone(),
-        selection: args.selection.clone(),
         trust_key: args.trust_key,
         allow_older: args.allow_older,
-        phash_distance: 3,
-        swarm: args.swarm.options(args.listen),
-        stall_timeout: args.timeout,
-        index_limit: args.limits.index_limit(),
-        tuning,
-        signals: env.signals,
-        web_seeds: args.web.plan()?,
+        ..args.fetch.sync_plan(manifest, env)?
     };
+    let json = args.fetch.swarm.json;
     let out = &mut env.out;
-    let view = View::new(out, args.swarm.json);
+    let view = View::new(out, json);
     let result = sync::run(&plan, &view);
     view.finish();
     let r = result.map_err(|e| match e {
         SyncError::Swarm(SwarmError::Listen { .. }) => Failure::Usage(anyhow!(e)),
         e => Failure::Data(anyhow!(e).context(format!("failed to sync `{}`", plan.manifest))),
     })?;
-    if args.swarm.json {
+    if json {
         let mut value = serde_json::to_value(&r)?;
         value["event"] = "result".into();
         out.json(&value)?;
         return Ok(());
     }
-    let w = &mut out.out;
+    write_summary(&mut out.out, &r, &plan.pool)?;
+    Ok(())
+}
+
+/// What a sync did, for a person.
+pub(super) fn write_summary(
+    w: &mut dyn Write,
+    r: &sync::SyncReport,
+    pool: &std::path::Path,
+) -> std::io::Result<()> {
     writeln!(
         w,
         "synced {} {} into `{}` in {:.1} s",
         r.dataset,
         r.version,
-        plan.pool.display(),
+        pool.display(),
         r.seconds
     )?;
     writeln!(
@@ -321,7 +350,7 @@ pub fn run_sync(args: SyncArgs, env: &mut Env) -> CommandResult {
 
 /// Draws swarm events: bars on a terminal, a log line every few seconds when piped, or
 /// JSON lines. Events arrive on one thread, hence the `RefCell`.
-struct View<'a> {
+pub(super) struct View<'a> {
     out: RefCell<&'a mut Output>,
     json: bool,
     bars: Option<Bars>,
@@ -339,7 +368,7 @@ struct Bars {
 const FILE_BARS: usize = 4;
 
 impl<'a> View<'a> {
-    fn new(out: &'a mut Output, json: bool) -> Self {
+    pub(super) fn new(out: &'a mut Output, json: bool) -> Self {
         let bars = (out.color() && !json).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let total = multi.add(ProgressBar::new(0));
@@ -362,7 +391,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(b) = &self.bars {
             for bar in b.files.borrow().values() {
                 bar.finish_and_clear();
@@ -558,6 +587,20 @@ impl Events for View<'_> {
                 "`{file}` failed its check ({problem}); fetching it again"
             )),
             Event::Note { message } => self.log(&message),
+            Event::Feed {
+                dataset,
+                sequence,
+                expires,
+                releases,
+                to_sync,
+            } => self.log(&format!(
+                "feed of {dataset}: sequence {sequence}, {releases} release(s), valid until {expires}; {}",
+                if to_sync.is_empty() {
+                    "the pool is up to date".to_string()
+                } else {
+                    format!("syncing {}", to_sync.join(", "))
+                }
+            )),
         }
     }
 }

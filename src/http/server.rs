@@ -30,7 +30,13 @@ pub struct Entry {
     /// The file's blake3 (hex): its strong ETag.
     pub blake3: String,
     pub content_type: &'static str,
+    /// A file that changes in place (a release feed): read whole at each request,
+    /// its ETag computed then, and never cached for long.
+    pub mutable: bool,
 }
+
+/// Largest mutable file served (a feed is at most 4 MiB).
+const MAX_MUTABLE: u64 = 16 << 20;
 
 /// The files served, by URL path (`/<dataset>/shards/<id>.tar`).
 #[derive(Clone, Debug, Default)]
@@ -108,6 +114,20 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .into_response();
     };
     let headers = request.headers();
+    let fresh;
+    let (entry, bytes) = if entry.mutable {
+        match read_mutable(entry).await {
+            Ok((e, b)) => {
+                fresh = e;
+                (&fresh, Some(b))
+            }
+            Err(problem) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, format!("{problem}\n")).into_response()
+            }
+        }
+    } else {
+        (entry, None)
+    };
     let etag = format!("\"{}\"", entry.blake3);
     if header_names_etag(headers, header::IF_NONE_MATCH, &etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
@@ -137,7 +157,14 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
-        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+        .header(
+            header::CACHE_CONTROL,
+            if entry.mutable {
+                "no-cache"
+            } else {
+                "public, max-age=31536000, immutable"
+            },
+        );
     if status == StatusCode::PARTIAL_CONTENT {
         response = response.header(
             header::CONTENT_RANGE,
@@ -146,6 +173,10 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
     let body = if method == Method::HEAD || len == 0 {
         Body::empty()
+    } else if let Some(bytes) = bytes {
+        let part = bytes[start as usize..(start + len) as usize].to_vec();
+        shared.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        Body::from(part)
     } else {
         match open_at(entry, start).await {
             Ok(file) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
@@ -163,6 +194,28 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
     response
         .body(body)
         .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
+/// A mutable file's bytes now, and its entry with the size and blake3 they have.
+async fn read_mutable(entry: &Entry) -> Result<(Entry, Vec<u8>), String> {
+    let failed = |e: std::io::Error| format!("cannot read `{}`: {e}", entry.path.display());
+    let size = tokio::fs::metadata(&entry.path)
+        .await
+        .map_err(failed)?
+        .len();
+    if size > MAX_MUTABLE {
+        return Err(format!(
+            "`{}` is larger than {MAX_MUTABLE} bytes",
+            entry.path.display()
+        ));
+    }
+    let bytes = tokio::fs::read(&entry.path).await.map_err(failed)?;
+    let fresh = Entry {
+        size: bytes.len() as u64,
+        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        ..entry.clone()
+    };
+    Ok((fresh, bytes))
 }
 
 /// Opens a catalog file at `start`, refusing one whose size is no longer the one listed
@@ -329,6 +382,7 @@ pub(crate) mod tests {
                 size: bytes.len() as u64,
                 blake3: blake3::hash(bytes).to_hex().to_string(),
                 content_type: "application/x-tar",
+                mutable: false,
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -430,6 +484,7 @@ pub(crate) mod tests {
             size: 1,
             blake3: "ab".into(),
             content_type: "application/x-tar",
+            mutable: false,
         };
         c.insert("/d/shards/a b.tar".into(), entry);
         assert!(c.get("/d/shards/a%20b.tar").is_some());

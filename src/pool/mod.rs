@@ -14,6 +14,7 @@
 
 pub mod aggregates;
 pub mod duplicates;
+pub mod feeds;
 pub mod merge;
 pub mod schema;
 

@@ -337,6 +337,19 @@ WHERE canonical IS NOT coalesce(
     (SELECT a.name FROM tag_aliases a WHERE a.alias = seedpool_tag(tags.name)),
     seedpool_tag(tags.name));
 ",
+    // 9 -> 10: the newest feed `follow` accepted per dataset (by name: it comes before
+    // the first release), so that an older one, a rollback, is refused.
+    "
+CREATE TABLE feeds(
+    dataset TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    published TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    checked_at TEXT NOT NULL
+);
+",
 ];
 
 /// The format whose migration gives tags their canonical names by seedpool's rule.

@@ -162,6 +162,8 @@ pub fn start(
                 tuning,
                 signals: false,
                 web_seeds: Default::default(),
+                manifest_blake3: None,
+                manifest_key: None,
             };
             match sync::run(&plan, &Recorder(Arc::clone(&status))) {
                 Ok(r) => log.push(format!(

@@ -92,7 +92,7 @@ fn sibling(manifest: &Path, name: &str) -> PathBuf {
     manifest.parent().unwrap_or(Path::new(".")).join(name)
 }
 
-fn sibling_url(manifest_url: &str, name: &str) -> String {
+pub(crate) fn sibling_url(manifest_url: &str, name: &str) -> String {
     let base = manifest_url
         .split(['?', '#'])
         .next()

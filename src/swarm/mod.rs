@@ -6,6 +6,7 @@
 //! that future only, so the CLI's sinks can borrow its output.
 
 pub mod fetch;
+pub mod follow;
 pub mod seed;
 pub mod sync;
 pub mod webseed;
@@ -126,6 +127,14 @@ pub enum Event {
     Verified { file: String, bytes: u64 },
     /// A downloaded file failed its blake3 check and is fetched again.
     Refetch { file: String, problem: String },
+    /// A feed `follow` accepted, and the releases it is about to sync.
+    Feed {
+        dataset: String,
+        sequence: u64,
+        expires: String,
+        releases: u64,
+        to_sync: Vec<String>,
+    },
     /// A line worth logging.
     Note { message: String },
 }

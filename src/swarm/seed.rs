@@ -100,6 +100,23 @@ fn catalog(releases: &[(Manifest, Metainfo, Vec<u8>, Store, PathBuf)]) -> Catalo
                     size: f.length,
                     blake3: blake3.clone(),
                     content_type,
+                    mutable: false,
+                },
+            );
+        }
+        // The feed changes as releases are published: served as it is at each request.
+        let feed = store
+            .dataset_dir()
+            .with_file_name(crate::manifest::feed::Feed::file_name(&m.dataset));
+        if feed.is_file() {
+            c.insert(
+                format!("/{}", crate::manifest::feed::Feed::file_name(&m.dataset)),
+                Entry {
+                    path: feed,
+                    size: 0,
+                    blake3: String::new(),
+                    content_type: "application/json",
+                    mutable: true,
                 },
             );
         }
@@ -129,6 +146,7 @@ fn catalog(releases: &[(Manifest, Metainfo, Vec<u8>, Store, PathBuf)]) -> Catalo
                     size,
                     blake3,
                     content_type,
+                    mutable: false,
                 },
             );
         }

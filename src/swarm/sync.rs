@@ -62,6 +62,11 @@ pub struct SyncPlan {
     pub signals: bool,
     /// HTTP web seeds (BEP 19).
     pub web_seeds: WebSeedPlan,
+    /// The blake3 the manifest's bytes must have (a feed names it), checked before
+    /// anything else is read.
+    pub manifest_blake3: Option<String>,
+    /// The key the manifest must be signed by (the feed's).
+    pub manifest_key: Option<String>,
 }
 
 /// When and from where sync downloads over HTTP.
@@ -163,6 +168,18 @@ pub enum SyncError {
     Refused(ShardError),
     #[error("no peer can be found (no --peer, no DHT, no trackers) and the web seeds cannot serve `{file}`: {reason}. Files fetched so far are kept: run sync again to resume")]
     NoSource { file: String, reason: String },
+    #[error("manifest `{manifest}` has blake3 `{found}`, but the feed names `{expected}`: it is not the release the publisher signed the feed for. Nothing was fetched")]
+    ManifestHash {
+        manifest: String,
+        found: String,
+        expected: String,
+    },
+    #[error("manifest `{manifest}` is signed by `{found}`, but the feed that names it by `{expected}`. Nothing was fetched")]
+    ManifestKey {
+        manifest: String,
+        found: String,
+        expected: String,
+    },
     #[error("interrupted; the files fetched so far are kept: run the same sync again to resume")]
     Interrupted,
     #[error(transparent)]
@@ -221,6 +238,25 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     let dataset = m.dataset_name();
     let version = m.version_name();
     let manifest_hash = blake3::hash(&release.manifest_bytes).to_hex().to_string();
+    if let Some(key) = &plan.manifest_key {
+        let found = m.public_key().unwrap_or_default();
+        if found != key {
+            return Err(SyncError::ManifestKey {
+                manifest: plan.manifest.clone(),
+                found: found.to_string(),
+                expected: key.clone(),
+            });
+        }
+    }
+    if let Some(expected) = &plan.manifest_blake3 {
+        if &manifest_hash != expected {
+            return Err(SyncError::ManifestHash {
+                manifest: plan.manifest.clone(),
+                found: manifest_hash,
+                expected: expected.clone(),
+            });
+        }
+    }
 
     let (pool, lock) = Pool::open_or_create_locked(&plan.pool)?;
     let store = Store::open_or_create(&plan.pool, &dataset)?;

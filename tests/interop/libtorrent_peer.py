@@ -5,6 +5,8 @@ Usage:
       checks the data, prints {"port": N} once seeding, then seeds until stdin closes
   /usr/bin/python3 libtorrent_peer.py download TORRENT SAVE_PATH IP:PORT
       downloads from that peer, prints {"bytes": N, "seconds": S} when complete
+  /usr/bin/python3 libtorrent_peer.py webseed TORRENT SAVE_PATH URL
+      downloads from that BEP 19 web seed alone (no peer), and prints the same
 
 No DHT, LSD, UPnP, NAT-PMP or trackers; loopback only; everything bounded in time.
 """
@@ -49,10 +51,13 @@ if mode == "seed":
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     done.wait(120)
-elif mode == "download":
-    ip, port = sys.argv[4].rsplit(":", 1)
+elif mode in ("download", "webseed"):
     start = time.time()
-    handle.connect_peer((ip, int(port)))
+    if mode == "download":
+        ip, port = sys.argv[4].rsplit(":", 1)
+        handle.connect_peer((ip, int(port)))
+    else:
+        handle.add_url_seed(sys.argv[4])
     status = wait_for((lt.torrent_status.seeding, lt.torrent_status.finished), 120,
                       "downloading")
     print(json.dumps({

@@ -16,6 +16,8 @@ use crate::shard::ShardId;
 use crate::signing::{self, PublisherKey, SignatureError};
 use crate::torrent::{InfoHash, Metainfo};
 
+pub mod feed;
+
 pub const FORMAT: &str = "seedpool-manifest";
 pub const FORMAT_VERSION: u64 = 1;
 const DOMAIN: &[u8] = b"seedpool-manifest-v1\n";
