@@ -529,6 +529,9 @@ fn the_publisher_key_is_pinned_on_first_merge() {
         .save(&other, false)
         .unwrap();
     write_items(&r1, 5..6, 100);
+    // The store's feed is the first publisher's, and publish refuses to re-sign it with
+    // another key: this publisher starts a feed of its own.
+    std::fs::remove_file(e.store.join("test-ds.feed.json")).unwrap();
     let mut args = publish_args(s(&r1), s(&e.store), s(&other), "2");
     let parent = e.manifest("1");
     args.extend(["--parent", s(&parent)]);
@@ -1428,4 +1431,33 @@ fn a_tag_list_imported_before_the_first_release_makes_the_pool() {
         "csv",
     ]);
     assert_eq!(r.stdout, "n\n1\n", "{}", r.stderr);
+}
+
+/// Regression: a first merge into a pool with no release built a new database in its
+/// place, so tags imported before it (as the guide allows) were silently lost.
+#[test]
+fn tags_imported_before_the_first_merge_survive_it() {
+    let e = env();
+    let list = e.root.join("tags.csv");
+    std::fs::write(
+        &list,
+        "TAG_CAT;TAG_ID;TAG_NAME;TAG_CNT;FR_ID;MAL_ID;MAL_NAME;MAL_CNT;ALIASES\n\
+         4;20;hatsune_miku;80000;10;5;Hatsune Miku;100;miku\n",
+    )
+    .unwrap();
+    let r = run(&["tags", "import", s(&list), "--pool", s(&e.pool)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r1 = e.root.join("r1");
+    write_items(&r1, 0..4, 100);
+    e.publish(&r1, "1", None, &[]);
+    e.merged("1");
+    let conn = rusqlite::Connection::open(e.pool.join("pool.sqlite")).unwrap();
+    let aliases: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM tag_aliases WHERE alias = 'miku'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(aliases, 1);
 }

@@ -246,6 +246,13 @@ impl Feed {
             return Err("`sequence` is 0; the first feed has 1".into());
         }
         let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = self
+            .releases
+            .iter()
+            .find(|e| !seen.insert(e.version.as_str()))
+        {
+            return Err(format!("release `{}` is listed twice", twice.version));
+        }
         for (i, e) in self.releases.iter().enumerate() {
             let expected = Manifest::file_name(&self.dataset, &e.version);
             if e.manifest != expected {
@@ -274,9 +281,6 @@ impl Feed {
                     shown(&e.created)
                 )
             })?;
-            if !seen.insert(e.version.as_str().to_string()) {
-                return Err(format!("release `{}` is listed twice", e.version));
-            }
             // Newest first: each entry's parent is the next entry.
             if let (Some(parent), Some(next)) = (&e.parent, self.releases.get(i + 1)) {
                 if parent != &next.version {

@@ -227,12 +227,9 @@ fn round(plan: &FollowPlan, events: &dyn Events) -> Result<Option<FollowReport>,
         source: plan.feed.clone(),
         checked_at: format_time(now),
     };
-    // A pool with releases keeps the feed's sequence before any download, so a
-    // rollback is refused even if this round's syncs fail. (An empty pool's first
-    // merge builds a new database; the state is recorded after it.)
-    if !have.is_empty() {
-        record(&plan.pool, &dataset, &new_state)?;
-    }
+    // Kept before any download, so a rollback is refused even if this round's syncs
+    // fail (a first merge keeps it: see `pool::merge`).
+    record(&plan.pool, &dataset, &new_state)?;
 
     // Newest first in the feed: the releases after the newest one the pool holds.
     let newest_held = feed
@@ -281,7 +278,6 @@ fn round(plan: &FollowPlan, events: &dyn Events) -> Result<Option<FollowReport>,
             }
         }
     }
-    record(&plan.pool, &dataset, &new_state)?;
     Ok(Some(FollowReport {
         dataset,
         sequence: feed.sequence,

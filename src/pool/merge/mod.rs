@@ -327,13 +327,16 @@ struct ShardStates {
     dataset_dir: PathBuf,
 }
 
-/// Whether the pool holds no release at all.
+/// Whether the pool holds nothing at all, so a first merge may build a new database in
+/// its place: no release, and nothing a user put there before one (tags imported, a
+/// feed followed), which a new database would lose.
 fn is_empty(conn: &Connection) -> Result<bool, MergeError> {
-    Ok(
-        conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM releases)", [], |r| {
-            r.get(0)
-        })?,
-    )
+    Ok(conn.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM releases) AND NOT EXISTS (SELECT 1 FROM tag_info)
+             AND NOT EXISTS (SELECT 1 FROM tag_aliases) AND NOT EXISTS (SELECT 1 FROM feeds)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Name prefix of a pool database being built by a first merge.

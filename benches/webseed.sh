@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Benchmark for docs/performance.md: one release of SIZE_MIB MiB (default 1 GiB of
+# incompressible items, 4 a shard) served by `seedpool seed --http` on 127.0.0.1 and
+# fetched, RUNS times each, by:
+#   curl, one file after another         (the reference a user would reach for)
+#   curl --parallel, 4 at once            (the same connection count as sync's default)
+#   seedpool sync --web-seed, no peer     (ranged GETs, SHA-1 of every piece, blake3 of
+#                                          every file, fsync, merge)
+# Times are wall clock of the fetching command, from start to every file on disk. No
+# DHT, no trackers, no BitTorrent peer: the web seed alone.
+# Usage: benches/webseed.sh        results in target/bench/webseed/results.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${SIZE_MIB:-1024}
+ITEMS=${ITEMS:-256}
+RUNS=${RUNS:-3}
+WORK=${WORK:-target/bench/webseed}
+BIN=$PWD/target/release/seedpool
+
+cargo build --release --locked --quiet
+mkdir -p "$WORK"
+if [ ! -f "$WORK/.complete-$SIZE_MIB-$ITEMS" ]; then
+  rm -rf "$WORK/release" "$WORK/store"
+  mkdir -p "$WORK/release"
+  per=$((SIZE_MIB * 1048576 / ITEMS))
+  for i in $(seq -w 1 "$ITEMS"); do
+    head -c "$per" /dev/urandom > "$WORK/release/item-$i.bin"
+  done
+  "$BIN" key generate --out "$WORK/bench.key" --force >/dev/null
+  "$BIN" publish "$WORK/release" --dataset bench --version 1 --store "$WORK/store" \
+    --key "$WORK/bench.key" --created 0 --shard-items 4 >/dev/null
+  touch "$WORK/.complete-$SIZE_MIB-$ITEMS"
+fi
+M=$WORK/store/bench-1.manifest.json
+BYTES=$(du -sb "$WORK/store/bench" | cut -f1)
+cat "$WORK"/store/bench/shards/* "$WORK"/store/bench/index/* > /dev/null
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+"$BIN" seed "$M" --store "$WORK/store" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+  --no-dht --no-trackers --json > "$WORK/seed.log" 2>/dev/null &
+pids+=($!)
+until grep -q '"ready"' "$WORK/seed.log"; do sleep 0.1; done
+URL=$(grep '"ready"' "$WORK/seed.log" | sed 's/.*"http":"\([^"]*\)".*/\1/')
+
+# The files of the release, as URLs and as curl's --parallel config.
+(cd "$WORK/store" && find bench -type f | sort) > "$WORK/files.txt"
+: > "$WORK/curl.cfg"
+while read -r f; do
+  printf 'url = "%s%s"\noutput = "%s"\n' "$URL" "$f" "$WORK/curl/$f" >> "$WORK/curl.cfg"
+done < "$WORK/files.txt"
+
+now() { date +%s.%N; }
+rate() { echo "$BYTES $1" | awk '{printf "%.0f", $1 / $2 / 1048576}'; }
+results=()
+for run in $(seq 1 "$RUNS"); do
+  rm -rf "$WORK/curl"; sync; t0=$(now)
+  while read -r f; do
+    curl -sf --create-dirs -o "$WORK/curl/$f" "$URL$f"
+  done < "$WORK/files.txt"
+  t1=$(now)
+  rm -rf "$WORK/curl"; sync; t1=$(now)
+  curl -sf --create-dirs --parallel --parallel-max 4 -K "$WORK/curl.cfg"
+  t2=$(now)
+  rm -rf "$WORK/pool" "$WORK/curl"; sync; t2=$(now)
+  "$BIN" sync "$M" --pool "$WORK/pool" --web-seed "$URL" --listen 127.0.0.1:0 \
+    --no-dht --no-trackers --json > "$WORK/sync.json"
+  t3=$(now)
+  a=$(awk "BEGIN {print $t1 - $t0}"); b=$(awk "BEGIN {print $t2 - $t1}"); c=$(awk "BEGIN {print $t3 - $t2}")
+  echo "run $run: curl ${a}s, curl --parallel 4 ${b}s, seedpool sync ${c}s"
+  results+=("$a $b $c")
+done
+
+{
+  echo "| $(echo "$BYTES" | awk '{printf "%.2f GiB", $1/1073741824}') from seedpool seed --http over 127.0.0.1 | median s | MiB/s | vs curl |"
+  echo "|---|---:|---:|---:|"
+  ref=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  for col in 1 2 3; do
+    name=$(case $col in 1) echo "curl, one file after another";; 2) echo "curl --parallel-max 4";; 3) echo "seedpool sync --web-seed (checked, fsynced, merged)";; esac)
+    med=$(printf '%s\n' "${results[@]}" | awk -v c="$col" '{print $c}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    ratio=$(echo "$ref $med" | awk '{printf "%.2fx", $1 / $2}')
+    printf '| %s | %.2f | %s | %s |\n' "$name" "$med" "$(rate "$med")" "$ratio"
+  done
+} | tee "$WORK/results.md"
