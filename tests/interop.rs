@@ -389,3 +389,67 @@ fn seedpool_sync_downloads_a_release_from_a_libtorrent_seeder() {
     assert!(r.stdout.contains("24 added"), "{}", r.stdout);
     assert_same_files(&torrent, &store.join("test-ds"), &pool.join("test-ds"));
 }
+
+/// A release's inherited shards come from the swarm of the release that brought them:
+/// one peer seeds only release 1 (seedpool), the other only release 2's new shards
+/// (libtorrent with part of the data), and neither alone can serve release 2.
+#[test]
+fn a_peer_seeding_only_release_1_serves_the_shards_release_2_inherits() {
+    use std::io::{BufRead, BufReader};
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let m1 = publish(t.path(), &store, "1", 0..16, 50_000, None);
+    let m2 = publish(t.path(), &store, "2", 0..24, 50_000, Some("1"));
+    let old = Seeder::start(BIN, &store, std::slice::from_ref(&m1), &[]);
+
+    let partial = t.path().join("partial");
+    copy_dir(&store, &partial);
+    let release_1 = seedpool::manifest::Manifest::load(&m1).unwrap().0;
+    for s in &release_1.shards {
+        std::fs::remove_file(partial.join(format!("test-ds/shards/{}.tar", s.id))).unwrap();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_peer.py");
+    let mut lt = Command::new(PYTHON)
+        .arg(&script)
+        .args([
+            "partial",
+            s(&partial.join("test-ds-2.torrent")),
+            s(&partial),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python3-libtorrent (see .ci/run)");
+    let mut first = String::new();
+    BufReader::new(lt.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _lt = KillOnDrop(lt);
+    let port: serde_json::Value = serde_json::from_str(&first).expect("the partial seeder's port");
+    let new_peer = format!("127.0.0.1:{}", port["port"]);
+
+    let pool = t.path().join("pool");
+    let r = run_binary(&[
+        "sync",
+        s(&m2),
+        "--pool",
+        s(&pool),
+        "--peer",
+        &old.addr,
+        "--peer",
+        &new_peer,
+        "--listen",
+        "127.0.0.1:0",
+        "--no-dht",
+        "--no-trackers",
+        "--no-web-seeds",
+        "--timeout",
+        "30s",
+        "--json",
+    ]);
+    let report = result(&r);
+    assert_eq!(report["shards_downloaded"], 6, "{report}");
+    assert_eq!(pool_count(&pool, "SELECT count(*) FROM items"), 24);
+    assert_only_verified_shards(&pool);
+}

@@ -222,6 +222,9 @@ struct Ctx<'a> {
     web_sources: Vec<String>,
     /// Per-source totals of the phases done.
     web_stats: Vec<SourceStat>,
+    /// The torrents of the release's ancestors, whose swarms also serve the shards the
+    /// release inherited from them.
+    ancestors: Vec<Ancestor>,
     /// Shards of the release the pool had before this run (for the plan event).
     in_pool: u64,
     /// The release index, once it is in the pool and checked: shards are checked
@@ -296,6 +299,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
         refetched: 0,
         web_sources: Vec::new(),
         web_stats: Vec::new(),
+        ancestors: Vec::new(),
         in_pool: 0,
         index: None,
         fetched_index: false,
@@ -404,6 +408,7 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
             0
         };
     if !to_fetch.is_empty() {
+        ctx.ancestors = ancestors(&ctx.release, &store, ctx.events).await;
         let got = ctx.download(Phase::Shards, to_fetch).await?;
         verified.extend(got);
     }
@@ -437,6 +442,76 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
     report.refetched = ctx.refetched;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// An earlier release of the chain, as a second swarm for the shards it shares.
+struct Ancestor {
+    version: String,
+    torrent: crate::torrent::Metainfo,
+    torrent_bytes: Vec<u8>,
+    /// Its data files by path, with their index in its torrent.
+    files: BTreeMap<String, usize>,
+}
+
+/// How many releases back sync looks for swarms that hold inherited shards.
+const MAX_ANCESTORS: usize = 8;
+
+/// The torrents of the release's ancestors, parent first: from the pool when it has
+/// them, else from beside the manifest. Each parent manifest must hash as its child
+/// names it, so every one is as trusted as the signed release. Best effort: the chain
+/// stops, with a note, where one cannot be had.
+async fn ancestors(release: &Release, store: &Store, events: &dyn Events) -> Vec<Ancestor> {
+    let mut out = Vec::new();
+    let mut child = release.manifest.clone();
+    while let Some(parent) = child.parent.clone() {
+        if out.len() >= MAX_ANCESTORS {
+            break;
+        }
+        let name = crate::manifest::Manifest::file_name(&child.dataset, &parent.version);
+        let in_pool = store.manifest_path(&parent.version);
+        let source = if in_pool.is_file() {
+            in_pool.to_string_lossy().into_owned()
+        } else if crate::http::is_url(&release.origin) {
+            fetch::sibling_url(&release.origin, &name)
+        } else {
+            Path::new(&release.origin)
+                .with_file_name(&name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let got = match fetch::release(&source).await {
+            Ok(r)
+                if blake3::hash(&r.manifest_bytes).to_hex().as_str() == parent.manifest_blake3 =>
+            {
+                r
+            }
+            Ok(_) => {
+                events.emit(Event::Note {
+                    message: format!(
+                        "`{source}` does not hash as its child names it: its swarm is not used"
+                    ),
+                });
+                break;
+            }
+            Err(_) => break,
+        };
+        let files = got
+            .torrent
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.pad)
+            .map(|(i, f)| (f.path.clone(), i))
+            .collect();
+        out.push(Ancestor {
+            version: parent.version.to_string(),
+            torrent: got.torrent,
+            torrent_bytes: got.torrent_bytes,
+            files,
+        });
+        child = got.manifest;
+    }
+    out
 }
 
 /// Every web seed of the release, each once, in the order: the plan's (given at sync
@@ -724,6 +799,39 @@ impl Ctx<'_> {
         result.map(|()| d.done)
     }
 
+    /// Where a torrent of the swarm writes: the release's in staging, an ancestor's in a
+    /// folder of its own (two torrents never write one file).
+    fn swarm_dir(&self, of: SwarmOf) -> PathBuf {
+        match of {
+            SwarmOf::Release => self.staging.clone(),
+            SwarmOf::Ancestor(a) => self
+                .staging
+                .join(".ancestors")
+                .join(&self.ancestors[a].version),
+        }
+    }
+
+    /// Adds ancestor `a`'s torrent, selecting its files `only`.
+    async fn add_ancestor(
+        &mut self,
+        a: usize,
+        only: Vec<usize>,
+    ) -> Result<Arc<ManagedTorrent>, SyncError> {
+        let session = self.session().await?;
+        let dir = self.swarm_dir(SwarmOf::Ancestor(a));
+        std::fs::create_dir_all(&dir).map_err(file_error("create", &dir))?;
+        let ancestor = &self.ancestors[a];
+        Ok(super::add(
+            &session,
+            &ancestor.torrent.name,
+            &ancestor.torrent_bytes,
+            &dir,
+            Some(only),
+            &self.plan.peers,
+        )
+        .await?)
+    }
+
     /// Whether the swarm can find anyone at all: a peer given, the DHT, or trackers.
     fn can_find_peers(&self) -> bool {
         let swarm = &self.plan.swarm;
@@ -771,6 +879,14 @@ impl Ctx<'_> {
     }
 }
 
+/// Which torrent of the swarm side holds a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SwarmOf {
+    Release,
+    /// `Ctx::ancestors[i]`.
+    Ancestor(usize),
+}
+
 /// Adds a phase's per-source totals to those of the phases before.
 fn merge_stats(into: &mut Vec<SourceStat>, from: Vec<SourceStat>) {
     for s in from {
@@ -807,6 +923,9 @@ struct Download {
     handle: Option<Arc<ManagedTorrent>>,
     /// The files the torrent selects.
     swarm_files: BTreeSet<usize>,
+    /// Ancestors' torrents selecting the swarm files they hold: index in
+    /// `Ctx::ancestors`, the torrent, and release file index to its file index.
+    ancestor_torrents: Vec<(usize, Arc<ManagedTorrent>, BTreeMap<usize, usize>)>,
     http: Option<WebSeeds>,
     /// Files the web seeds fetch, and those they completed (to be checked).
     by_http: BTreeSet<usize>,
@@ -862,6 +981,7 @@ impl Download {
             checking: Vec::new(),
             handle: None,
             swarm_files: BTreeSet::new(),
+            ancestor_torrents: Vec::new(),
             http,
             by_http: BTreeSet::new(),
             http_complete: BTreeSet::new(),
@@ -918,17 +1038,36 @@ impl Download {
         ctx: &mut Ctx<'_>,
         files: &[Wanted],
     ) -> Result<(), SyncError> {
-        if let Some(old) = self.handle.take() {
-            self.received_before += old
+        let old: Vec<Arc<ManagedTorrent>> = self
+            .handle
+            .take()
+            .into_iter()
+            .chain(self.ancestor_torrents.drain(..).map(|(_, h, _)| h))
+            .collect();
+        for h in old {
+            self.received_before += h
                 .stats()
                 .live
                 .as_ref()
                 .map_or(0, |l| l.snapshot.fetched_bytes);
-            ctx.drop_torrent(&old).await;
+            ctx.drop_torrent(&h).await;
         }
         self.swarm_files = files.iter().map(|f| f.index).collect();
         if !files.is_empty() {
             self.handle = Some(ctx.add(&files.iter().collect::<Vec<_>>()).await?);
+        }
+        // Shards the release inherited: asked in the swarms of the releases that
+        // brought them too, each torrent writing a folder of its own.
+        for a in 0..ctx.ancestors.len() {
+            let map: BTreeMap<usize, usize> = files
+                .iter()
+                .filter_map(|f| Some((f.index, *ctx.ancestors[a].files.get(&f.path)?)))
+                .collect();
+            if map.is_empty() || self.phase != Phase::Shards {
+                continue;
+            }
+            let handle = ctx.add_ancestor(a, map.values().copied().collect()).await?;
+            self.ancestor_torrents.push((a, handle, map));
         }
         self.swarm_change = Instant::now();
         Ok(())
@@ -1008,11 +1147,18 @@ impl Download {
 
     async fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Tick, SyncError> {
         let stats = self.handle.as_ref().map(|h| h.stats());
+        let ancestor_stats: Vec<librqbit::TorrentStats> = self
+            .ancestor_torrents
+            .iter()
+            .map(|(_, h, _)| h.stats())
+            .collect();
         let fetched_now = stats
-            .as_ref()
-            .and_then(|s| s.live.as_ref())
-            .map_or(0, |l| l.snapshot.fetched_bytes);
-        if let Some(st) = &stats {
+            .iter()
+            .chain(&ancestor_stats)
+            .filter_map(|s| s.live.as_ref())
+            .map(|l| l.snapshot.fetched_bytes)
+            .sum::<u64>();
+        for st in stats.iter().chain(&ancestor_stats) {
             if let TorrentStatsState::Error = st.state {
                 return Err(SwarmError::Torrent {
                     name: ctx.release.torrent.name.clone(),
@@ -1021,20 +1167,25 @@ impl Download {
                 .into());
             }
         }
+        let peers: u64 = stats.iter().chain(&ancestor_stats).map(super::peers).sum();
         let swarm_back = self.take_http_outcomes(ctx)?;
-        self.start_checks(ctx, stats.as_ref())?;
+        self.start_checks(ctx, stats.as_ref(), &ancestor_stats)?;
         let refetch = self.collect_checks(ctx).await?;
 
-        let progress = |i: usize| -> u64 {
-            if self.by_http.contains(&i) {
-                self.http.as_ref().map_or(0, |h| h.progress(i))
-            } else {
-                stats
-                    .as_ref()
-                    .and_then(|s| s.file_progress.get(i).copied())
-                    .unwrap_or(0)
-            }
-        };
+        let got: BTreeMap<usize, u64> = self
+            .files
+            .iter()
+            .map(|f| {
+                let n = if self.by_http.contains(&f.index) {
+                    self.http.as_ref().map_or(0, |h| h.progress(f.index))
+                } else {
+                    self.swarm_progress(f.index, stats.as_ref(), &ancestor_stats)
+                        .0
+                };
+                (f.index, n)
+            })
+            .collect();
+        let progress = |i: usize| got.get(&i).copied().unwrap_or(0);
         let have: u64 = self
             .files
             .iter()
@@ -1052,8 +1203,9 @@ impl Download {
         let now = Instant::now();
         self.measure_rate(now, received);
         let initializing = stats
-            .as_ref()
-            .is_some_and(|s| matches!(s.state, TorrentStatsState::Initializing { .. }));
+            .iter()
+            .chain(&ancestor_stats)
+            .any(|s| matches!(s.state, TorrentStatsState::Initializing { .. }));
         if (have, received) != self.last_seen || initializing || !self.checking.is_empty() {
             self.last_seen = (have, received);
             self.last_change = now;
@@ -1064,12 +1216,19 @@ impl Download {
         }
         if self.done.len() == self.files.len() {
             ctx.received += swarm_received;
-            self.emit_progress(ctx, have, received, 0.0, stats.as_ref(), false);
+            self.emit_progress(ctx, have, received, 0.0, peers, Vec::new());
             return Ok(Tick::Done);
         }
         if now.duration_since(self.last_event) >= Duration::from_millis(500) {
             self.last_event = now;
-            self.emit_progress(ctx, have, received, self.rate, stats.as_ref(), true);
+            let active: Vec<(String, u64, u64)> = self
+                .files
+                .iter()
+                .filter(|f| !self.done.contains(&f.blake3))
+                .map(|f| (f.path.clone(), progress(f.index), f.size))
+                .filter(|(_, got, _)| *got > 0)
+                .collect();
+            self.emit_progress(ctx, have, received, self.rate, peers, active);
         }
 
         // The swarm delivered nothing for a while: the web seeds take over.
@@ -1132,6 +1291,29 @@ impl Download {
             self.last_change = Instant::now();
         }
         Ok(Tick::Running)
+    }
+
+    /// The most of file `i` any of the swarm's torrents has, and which torrent.
+    fn swarm_progress(
+        &self,
+        i: usize,
+        stats: Option<&librqbit::TorrentStats>,
+        ancestor_stats: &[librqbit::TorrentStats],
+    ) -> (u64, SwarmOf) {
+        let main = stats
+            .and_then(|s| s.file_progress.get(i).copied())
+            .unwrap_or(0);
+        let mut best = (main, SwarmOf::Release);
+        for ((a, _, map), st) in self.ancestor_torrents.iter().zip(ancestor_stats) {
+            let got = map
+                .get(&i)
+                .and_then(|j| st.file_progress.get(*j).copied())
+                .unwrap_or(0);
+            if got > best.0 {
+                best = (got, SwarmOf::Ancestor(*a));
+            }
+        }
+        best
     }
 
     /// Narrows the live torrent to the files still the swarm's.
@@ -1200,6 +1382,7 @@ impl Download {
         &mut self,
         ctx: &Ctx<'_>,
         stats: Option<&librqbit::TorrentStats>,
+        ancestor_stats: &[librqbit::TorrentStats],
     ) -> Result<(), SyncError> {
         for f in self.pending() {
             let via_http = self.by_http.contains(&f.index);
@@ -1208,10 +1391,11 @@ impl Download {
                     continue;
                 }
                 ctx.http_staging(&f)
-            } else if self.swarm_files.contains(&f.index)
-                && stats.and_then(|s| s.file_progress.get(f.index)) == Some(&f.size)
-            {
-                ctx.staging.join(&f.path)
+            } else if self.swarm_files.contains(&f.index) {
+                match self.swarm_progress(f.index, stats, ancestor_stats) {
+                    (got, from) if got == f.size => ctx.swarm_dir(from).join(&f.path),
+                    _ => continue,
+                }
             } else {
                 continue;
             };
@@ -1310,24 +1494,9 @@ impl Download {
         have: u64,
         received: u64,
         rate: f64,
-        stats: Option<&librqbit::TorrentStats>,
-        with_active: bool,
+        peers: u64,
+        active: Vec<(String, u64, u64)>,
     ) {
-        let mut active = Vec::new();
-        if with_active {
-            for f in self.files.iter().filter(|f| !self.done.contains(&f.blake3)) {
-                let got = if self.by_http.contains(&f.index) {
-                    self.http.as_ref().map_or(0, |h| h.progress(f.index))
-                } else {
-                    stats
-                        .and_then(|s| s.file_progress.get(f.index).copied())
-                        .unwrap_or(0)
-                };
-                if got > 0 {
-                    active.push((f.path.clone(), got, f.size));
-                }
-            }
-        }
         let eta_seconds = (rate > 0.0).then(|| self.total.saturating_sub(have) as f64 / rate);
         let web_seeds = self
             .http
@@ -1340,7 +1509,7 @@ impl Download {
             total: self.total,
             fetched: received,
             rate,
-            peers: stats.map_or(0, super::peers),
+            peers,
             eta_seconds,
             active,
             web_seeds,

@@ -3,6 +3,8 @@
 Usage:
   /usr/bin/python3 libtorrent_peer.py seed TORRENT SAVE_PATH
       checks the data, prints {"port": N} once seeding, then seeds until stdin closes
+  /usr/bin/python3 libtorrent_peer.py partial TORRENT SAVE_PATH
+      the same with part of the data: serves the pieces it has
   /usr/bin/python3 libtorrent_peer.py download TORRENT SAVE_PATH IP:PORT
       downloads from that peer, prints {"bytes": N, "seconds": S} when complete
   /usr/bin/python3 libtorrent_peer.py webseed TORRENT SAVE_PATH URL
@@ -41,11 +43,13 @@ def wait_for(states, seconds, what):
         time.sleep(0.02)
 
 
-if mode == "seed":
+if mode in ("seed", "partial"):
     status = wait_for((lt.torrent_status.seeding, lt.torrent_status.finished,
                        lt.torrent_status.downloading), 60, "checking")
-    if not status.is_seeding:
+    if mode == "seed" and not status.is_seeding:
         sys.exit("the data is incomplete: " + str(status.num_pieces) + " pieces")
+    if mode == "partial" and (status.is_seeding or status.num_pieces == 0):
+        sys.exit("expected part of the data, found " + str(status.num_pieces) + " pieces")
     print(json.dumps({"port": session.listen_port()}), flush=True)
     # Seed until the test closes stdin (or 120 s pass).
     done = threading.Event()
