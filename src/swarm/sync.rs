@@ -6,6 +6,10 @@
 //! ```text
 //! POOL/.seedpool-sync/<dataset>-<version>/   librqbit's output folder (the torrent's
 //!     shards/<id>.tar, index/<v>.sqlite.zst   layout); partial files live only here
+//!     .ancestors/<version>/shards/...         an ancestor's torrent, for shards the
+//!                                             release inherited (its own folder)
+//!     .webseed/shards/...                     what the web seeds fetch: checked pieces
+//!                                             and holes, never a file librqbit writes
 //! POOL/<dataset>/shards/<id>.tar              only complete files whose blake3 matched
 //!                                             the manifest, renamed in after an fsync
 //! ```
