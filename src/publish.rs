@@ -551,6 +551,7 @@ impl<'a> ReleaseBuild<'a> {
             files: torrent_files,
             trackers: plan.trackers.clone(),
             web_seeds: plan.web_seeds.clone(),
+            similar: self.parent.iter().map(|p| p.torrent.info_hash).collect(),
             created: plan.created,
         });
         let magnet = torrent::magnet_link(

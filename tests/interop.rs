@@ -134,6 +134,13 @@ fn libtorrent_reads_the_torrents_and_checks_the_data() {
     let lt2 = libtorrent_check(&store.join("test-ds-2.torrent"), &store);
     assert_matches_manifest(&lt2, &m2);
     assert_eq!(lt2["is_seeding"], true, "{lt2}");
+    // BEP 38: libtorrent reads the parent release's info hash as a similar torrent.
+    assert_eq!(
+        lt2["similar"],
+        serde_json::json!([lt["info_hash"]]),
+        "{lt2}"
+    );
+    assert_eq!(lt["similar"], serde_json::json!([]), "{lt}");
 
     // One flipped byte in one shard: libtorrent finds exactly one bad piece.
     let id = m2["shards"][0]["id"].as_str().unwrap();

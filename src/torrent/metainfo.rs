@@ -87,6 +87,9 @@ pub struct TorrentSpec {
     pub files: Vec<SourceFile>,
     pub trackers: Vec<String>,
     pub web_seeds: Vec<String>,
+    /// Torrents holding some of the same files (BEP 38 `similar`, in the info dict):
+    /// the parent release's, so a client that has it finds the shared shards on disk.
+    pub similar: Vec<InfoHash>,
     /// Unix seconds, written as `creation date`.
     pub created: u64,
 }
@@ -128,12 +131,17 @@ pub fn build(spec: &TorrentSpec) -> BuiltTorrent {
             ]));
         }
     }
-    let info = Value::dict([
+    let mut info = vec![
         ("files", Value::List(entries)),
         ("name", Value::str(&spec.name)),
         ("piece length", int(spec.piece_length)),
         ("pieces", Value::Bytes(pieces)),
-    ]);
+    ];
+    if !spec.similar.is_empty() {
+        let hashes = spec.similar.iter().map(|h| Value::Bytes(h.0.to_vec()));
+        info.push(("similar", Value::List(hashes.collect())));
+    }
+    let info = Value::dict(info);
     let info_bytes = info.encode();
     let info_hash = InfoHash(sha1_of(&info_bytes));
     let mut top = vec![
@@ -197,6 +205,8 @@ pub struct Metainfo {
     pub pieces: Vec<PieceHash>,
     pub trackers: Vec<String>,
     pub web_seeds: Vec<String>,
+    /// BEP 38 `similar` of the info dict.
+    pub similar: Vec<InfoHash>,
 }
 
 /// Largest torrent file accepted: 20 TB at 16 MiB pieces needs about 25 MB of hashes.
@@ -347,6 +357,23 @@ impl Metainfo {
                     .map(String::from),
             );
         }
+        let mut similar = Vec::new();
+        if let Some(list) = info.get("similar") {
+            let bad = |problem: &str| TorrentError::Invalid {
+                field: "similar",
+                problem: problem.into(),
+            };
+            let list = list.as_list().ok_or_else(|| bad("is not a list"))?;
+            if list.len() > 64 {
+                return Err(bad("lists more than 64 torrents"));
+            }
+            for h in list {
+                let bytes = h.as_bytes().and_then(|b| <[u8; 20]>::try_from(b).ok());
+                similar.push(InfoHash(bytes.ok_or_else(|| {
+                    bad("holds a value that is not a 20-byte info hash")
+                })?));
+            }
+        }
         Ok(Metainfo {
             info_hash,
             name,
@@ -355,6 +382,7 @@ impl Metainfo {
             pieces,
             trackers,
             web_seeds: strings(top.get("url-list")),
+            similar,
         })
     }
 
@@ -474,11 +502,13 @@ mod tests {
             ],
             trackers: vec!["http://127.0.0.1:1/announce".into()],
             web_seeds: vec!["http://127.0.0.1:2/data/".into()],
+            similar: vec![InfoHash([7; 20])],
             created: 1_700_000_000,
         };
         let built = build(&spec);
         let m = Metainfo::parse(&built.bytes).unwrap();
         assert_eq!(m.info_hash, built.info_hash);
+        assert_eq!(m.similar, [InfoHash([7; 20])]);
         let data: Vec<_> = m
             .data_files()
             .map(|f| (f.path.as_str(), f.offset))

@@ -415,6 +415,7 @@ impl Published {
                 .collect(),
             trackers: m.trackers.clone(),
             web_seeds: m.web_seeds.clone(),
+            similar: Vec::new(),
             created: 0,
         };
         let built = build(&spec);

@@ -15,6 +15,7 @@ from lt_session import loopback_session
 
 torrent, save_path = sys.argv[1], sys.argv[2]
 ti = lt.torrent_info(torrent)
+similar = [str(h) for h in ti.similar_torrents()]
 fs = ti.files()
 files = []
 for i in range(fs.num_files()):
@@ -51,6 +52,7 @@ print(json.dumps({
     "total_size": ti.total_size(),
     "files": files,
     "web_seeds": [w["url"] for w in ti.web_seeds()],
+    "similar": similar,
     "trackers": [t.url for t in ti.trackers()],
     "have_pieces": status.num_pieces,
     "is_seeding": bool(status.is_seeding),
