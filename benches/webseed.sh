@@ -19,19 +19,8 @@ WORK=${WORK:-target/bench/webseed}
 BIN=$PWD/target/release/seedpool
 
 cargo build --release --locked --quiet
-mkdir -p "$WORK"
-if [ ! -f "$WORK/.complete-$SIZE_MIB-$ITEMS" ]; then
-  rm -rf "$WORK/release" "$WORK/store"
-  mkdir -p "$WORK/release"
-  per=$((SIZE_MIB * 1048576 / ITEMS))
-  for i in $(seq -w 1 "$ITEMS"); do
-    head -c "$per" /dev/urandom > "$WORK/release/item-$i.bin"
-  done
-  "$BIN" key generate --out "$WORK/bench.key" --force >/dev/null
-  "$BIN" publish "$WORK/release" --dataset bench --version 1 --store "$WORK/store" \
-    --key "$WORK/bench.key" --created 0 --shard-items 4 >/dev/null
-  touch "$WORK/.complete-$SIZE_MIB-$ITEMS"
-fi
+. benches/random_release.sh
+random_release
 M=$WORK/store/bench-1.manifest.json
 BYTES=$(cat "$WORK"/store/bench/shards/* "$WORK"/store/bench/index/* | wc -c)
 cat "$WORK"/store/bench/shards/* "$WORK"/store/bench/index/* > /dev/null

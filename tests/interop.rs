@@ -279,39 +279,15 @@ fn assert_same_files(torrent: &Path, a: &Path, b: &Path) {
     }
 }
 
-#[test]
-fn libtorrent_downloads_a_release_from_seedpool_seed() {
-    use std::io::{BufRead, BufReader};
-    let t = tempfile::tempdir().unwrap();
-    let (store, manifest) = publish_one(t.path());
-    let mut seeder = Command::new(BIN)
-        .args(["seed", s(&manifest), "--store", s(&store)])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--no-dht",
-            "--no-trackers",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
-    let _guard = KillOnDrop(seeder);
-    let addr = loop {
-        let line = lines.next().expect("seeder output").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["event"] == "ready" {
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
+/// libtorrent downloads release 1 of `store` in `mode` (`download IP:PORT` from a peer,
+/// `webseed URL` from a web seed alone) and must end with the store's exact files.
+fn libtorrent_downloads(t: &Path, store: &Path, mode: &str, from: &str) {
     let torrent = store.join("test-ds-1.torrent");
-    let save = t.path().join("lt-download");
+    let save = t.join("lt-download");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_peer.py");
     let out = Command::new(PYTHON)
         .arg(&script)
-        .args(["download", s(&torrent), s(&save), &addr])
+        .args([mode, s(&torrent), s(&save), from])
         .output()
         .expect("python3-libtorrent (see .ci/run)");
     assert!(
@@ -327,28 +303,20 @@ fn libtorrent_downloads_a_release_from_seedpool_seed() {
 }
 
 #[test]
+fn libtorrent_downloads_a_release_from_seedpool_seed() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, manifest) = publish_one(t.path());
+    let seeder = Seeder::start(BIN, &store, &[manifest], &[]);
+    libtorrent_downloads(t.path(), &store, "download", &seeder.addr);
+}
+
+#[test]
 fn libtorrent_downloads_a_release_from_seed_http_as_a_web_seed_alone() {
     let t = tempfile::tempdir().unwrap();
     let (store, manifest) = publish_one(t.path());
     let seeder = Seeder::start(BIN, &store, &[manifest], &["--http", "127.0.0.1:0"]);
     let url = seeder.http.clone().expect("seed --http prints its URL");
-    let torrent = store.join("test-ds-1.torrent");
-    let save = t.path().join("lt-download");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/libtorrent_peer.py");
-    let out = Command::new(PYTHON)
-        .arg(&script)
-        .args(["webseed", s(&torrent), s(&save), &url])
-        .output()
-        .expect("python3-libtorrent (see .ci/run)");
-    assert!(
-        out.status.success(),
-        "libtorrent download failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["bytes"].as_u64().unwrap() > 2_000_000, "{report}");
-    assert_same_files(&torrent, &store.join("test-ds"), &save.join("test-ds"));
+    libtorrent_downloads(t.path(), &store, "webseed", &url);
 }
 
 #[test]

@@ -15,9 +15,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{canonical_json, format_time, Manifest, Signature, UniqueKeys};
+use super::{
+    document_bytes, format_time, sign_document, take_signature, Manifest, Signature,
+    SignatureProblem, UniqueKeys,
+};
 use crate::name::{shown, DatasetName, Version};
-use crate::signing::{self, PublisherKey, SignatureError};
+use crate::signing::{PublisherKey, SignatureError};
 
 pub const FORMAT: &str = "seedpool-feed";
 pub const FORMAT_VERSION: u64 = 1;
@@ -96,12 +99,6 @@ pub enum FeedError {
     },
 }
 
-fn signed_message(unsigned: &Value) -> Vec<u8> {
-    let mut message = DOMAIN.to_vec();
-    message.extend_from_slice(canonical_json(unsigned).as_bytes());
-    message
-}
-
 /// Unix seconds of a time as seedpool writes it.
 pub fn parse_time(text: &str) -> Option<u64> {
     let t = humantime::parse_rfc3339(text).ok()?;
@@ -121,19 +118,11 @@ impl Feed {
 
     pub fn sign(&mut self, key: &PublisherKey) {
         self.signature = None;
-        let unsigned = serde_json::to_value(&*self).expect("feed serializes");
-        let value = key.sign(&signed_message(&unsigned));
-        self.signature = Some(Signature {
-            algorithm: "ed25519".into(),
-            public_key: key.public_hex(),
-            value,
-        });
+        self.signature = Some(sign_document(DOMAIN, self, key));
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("feed serializes");
-        bytes.push(b'\n');
-        bytes
+        document_bytes(self)
     }
 
     pub fn public_key(&self) -> Option<&str> {
@@ -194,26 +183,13 @@ impl Feed {
             path: path_buf(),
             problem,
         };
-        let signature = value
-            .as_object_mut()
-            .and_then(|o| o.remove("signature"))
-            .ok_or_else(|| invalid("it is not signed".into()))?;
-        let signature: Signature =
-            serde_json::from_value(signature).map_err(|e| invalid(format!("signature: {e}")))?;
-        if signature.algorithm != "ed25519" {
-            return Err(invalid(format!(
-                "signature algorithm `{}` is not `ed25519`",
-                shown(&signature.algorithm)
-            )));
-        }
-        signing::verify(
-            &signature.public_key,
-            &signed_message(&value),
-            &signature.value,
-        )
-        .map_err(|source| FeedError::Signature {
-            path: path_buf(),
-            source,
+        let signature = take_signature(DOMAIN, &mut value).map_err(|p| match p {
+            SignatureProblem::Unsigned => invalid("it is not signed".into()),
+            SignatureProblem::Invalid(problem) => invalid(problem),
+            SignatureProblem::Bad(source) => FeedError::Signature {
+                path: path_buf(),
+                source,
+            },
         })?;
         let mut feed: Feed = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
         feed.signature = Some(signature);
@@ -416,6 +392,7 @@ fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::canonical_json;
 
     fn entry(version: &str, parent: Option<&str>) -> FeedEntry {
         FeedEntry {

@@ -173,10 +173,58 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-fn signed_message(unsigned: &Value) -> Vec<u8> {
-    let mut message = DOMAIN.to_vec();
+fn signed_message(domain: &[u8], unsigned: &Value) -> Vec<u8> {
+    let mut message = domain.to_vec();
     message.extend_from_slice(canonical_json(unsigned).as_bytes());
     message
+}
+
+/// A signed document (a manifest, a feed) as seedpool writes it: its signature by `key`
+/// over its canonical form without `signature`, under `domain`.
+fn sign_document(domain: &[u8], unsigned: &impl Serialize, key: &PublisherKey) -> Signature {
+    let unsigned = serde_json::to_value(unsigned).expect("a document serializes");
+    Signature {
+        algorithm: "ed25519".into(),
+        public_key: key.public_hex(),
+        value: key.sign(&signed_message(domain, &unsigned)),
+    }
+}
+
+/// Pretty JSON with a final newline: the bytes a document is written as.
+fn document_bytes(document: &impl Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(document).expect("a document serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Why a document's signature cannot be checked, for the caller's error type.
+enum SignatureProblem {
+    Unsigned,
+    Invalid(String),
+    Bad(SignatureError),
+}
+
+/// Takes the `signature` out of a parsed document and checks it over the rest.
+fn take_signature(domain: &[u8], value: &mut Value) -> Result<Signature, SignatureProblem> {
+    let signature = value
+        .as_object_mut()
+        .and_then(|o| o.remove("signature"))
+        .ok_or(SignatureProblem::Unsigned)?;
+    let signature: Signature = serde_json::from_value(signature)
+        .map_err(|e| SignatureProblem::Invalid(format!("signature: {e}")))?;
+    if signature.algorithm != "ed25519" {
+        return Err(SignatureProblem::Invalid(format!(
+            "signature algorithm `{}` is not `ed25519`",
+            shown(&signature.algorithm)
+        )));
+    }
+    signing::verify(
+        &signature.public_key,
+        &signed_message(domain, value),
+        &signature.value,
+    )
+    .map_err(SignatureProblem::Bad)?;
+    Ok(signature)
 }
 
 impl Manifest {
@@ -188,20 +236,12 @@ impl Manifest {
     /// Signs the manifest with `key`, replacing any earlier signature.
     pub fn sign(&mut self, key: &PublisherKey) {
         self.signature = None;
-        let unsigned = serde_json::to_value(&*self).expect("manifest serializes");
-        let value = key.sign(&signed_message(&unsigned));
-        self.signature = Some(Signature {
-            algorithm: "ed25519".into(),
-            public_key: key.public_hex(),
-            value,
-        });
+        self.signature = Some(sign_document(DOMAIN, self, key));
     }
 
     /// The bytes written to disk: pretty JSON with a final newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
-        bytes.push(b'\n');
-        bytes
+        document_bytes(self)
     }
 
     pub fn load(path: &Path) -> Result<(Self, Vec<u8>), ManifestError> {
@@ -247,32 +287,16 @@ impl Manifest {
                 })
             }
         }
-        let signature = value
-            .as_object_mut()
-            .and_then(|o| o.remove("signature"))
-            .ok_or_else(|| ManifestError::Unsigned { path: path_buf() })?;
-        let signature: Signature =
-            serde_json::from_value(signature).map_err(|e| ManifestError::Invalid {
+        let signature = take_signature(DOMAIN, &mut value).map_err(|p| match p {
+            SignatureProblem::Unsigned => ManifestError::Unsigned { path: path_buf() },
+            SignatureProblem::Invalid(problem) => ManifestError::Invalid {
                 path: path_buf(),
-                problem: format!("signature: {e}"),
-            })?;
-        if signature.algorithm != "ed25519" {
-            return Err(ManifestError::Invalid {
+                problem,
+            },
+            SignatureProblem::Bad(source) => ManifestError::BadSignature {
                 path: path_buf(),
-                problem: format!(
-                    "signature algorithm `{}` is not `ed25519`",
-                    signature.algorithm
-                ),
-            });
-        }
-        signing::verify(
-            &signature.public_key,
-            &signed_message(&value),
-            &signature.value,
-        )
-        .map_err(|source| ManifestError::BadSignature {
-            path: path_buf(),
-            source,
+                source,
+            },
         })?;
         let mut manifest: Manifest =
             serde_json::from_value(value).map_err(|e| ManifestError::Invalid {
