@@ -296,3 +296,53 @@ fn alongside_the_swarm_both_deliver() {
     assert_eq!(pool_count(&pool, "SELECT count(*) FROM items"), 48);
     assert_only_verified_shards(&pool);
 }
+
+/// Other HTTP clients against `seed --http`: aria2 splitting one shard over four ranged
+/// connections, and wget resuming a half-downloaded one (`-c`, a Range from its end).
+#[test]
+fn aria2_and_wget_fetch_from_seed_http() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    // Shards of 4 MB, so aria2 has something to split.
+    let m1 = publish(t.path(), &store, "1", 0..8, 1_000_000, None);
+    let seeder = Seeder::start(
+        BIN,
+        &store,
+        std::slice::from_ref(&m1),
+        &["--http", "127.0.0.1:0"],
+    );
+    let http = seeder.http.clone().unwrap();
+    let manifest = seedpool::manifest::Manifest::load(&m1).unwrap().0;
+    let (a, b) = (manifest.shards[0].id, manifest.shards[1].id);
+    let original = |id| std::fs::read(store.join(format!("test-ds/shards/{id}.tar"))).unwrap();
+
+    let out = t.path().join("aria2");
+    let r = Command::new("aria2c")
+        .args([
+            "-q",
+            "-x4",
+            "-s4",
+            "-k1M",
+            "--min-split-size=1M",
+            "--no-conf",
+        ])
+        .args(["--allow-overwrite=true", "--auto-file-renaming=false"])
+        .arg(format!("--dir={}", out.display()))
+        .arg(format!("{http}test-ds/shards/{a}.tar"))
+        .output()
+        .expect("aria2 (see .ci/run)");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(std::fs::read(out.join(format!("{a}.tar"))).unwrap() == original(a));
+
+    let half = t.path().join(format!("{b}.tar"));
+    let whole = original(b);
+    std::fs::write(&half, &whole[..whole.len() / 2]).unwrap();
+    let r = Command::new("wget")
+        .args(["-q", "-c", "-O"])
+        .arg(&half)
+        .arg(format!("{http}test-ds/shards/{b}.tar"))
+        .output()
+        .expect("wget (see .ci/run)");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(std::fs::read(&half).unwrap() == whole);
+}
