@@ -49,14 +49,6 @@ impl Catalog {
         self.files.insert(url_path, entry);
     }
 
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
     fn get(&self, raw_path: &str) -> Option<&Entry> {
         self.files
             .get(raw_path)
@@ -67,7 +59,6 @@ impl Catalog {
 /// What the server has done, for the seeder's totals.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub requests: AtomicU64,
     /// Body bytes handed to connections.
     pub bytes: AtomicU64,
 }
@@ -96,7 +87,6 @@ pub async fn serve(
 }
 
 async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
         return (

@@ -181,24 +181,29 @@ fn round(plan: &FollowPlan, events: &dyn Events) -> Result<Option<FollowReport>,
         let conn = pool.connection();
         let pinned = feeds::pinned_key(conn, &dataset)?;
         let state = feeds::get(conn, &dataset)?;
-        let expected = [
-            (plan.key.clone(), "given with --key"),
-            (pinned, "the pool pinned on its first sync of this dataset"),
+        // (key, why it is required, whether --trust-key overrides it)
+        let required = [
+            (plan.key.clone(), "given with --key", false),
+            (
+                pinned,
+                "the pool pinned on its first sync of this dataset",
+                true,
+            ),
             (
                 state.as_ref().map(|s| s.public_key.clone()),
                 "of the feed this pool accepted before",
+                true,
             ),
         ];
-        for (key, why) in expected {
-            if let Some(key) = key {
-                if key != found && !(plan.trust_key && why != "given with --key") {
-                    return Err(FollowError::Key {
-                        feed: plan.feed.clone(),
-                        found,
-                        pinned: key,
-                        why,
-                    });
-                }
+        for (key, why, overridable) in required {
+            let Some(key) = key else { continue };
+            if key != found && !(overridable && plan.trust_key) {
+                return Err(FollowError::Key {
+                    feed: plan.feed.clone(),
+                    found,
+                    pinned: key,
+                    why,
+                });
             }
         }
         if let Some(seen) = &state {

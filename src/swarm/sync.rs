@@ -412,7 +412,8 @@ async fn run_async(plan: &SyncPlan, events: &dyn Events) -> Result<SyncReport, S
             0
         };
     if !to_fetch.is_empty() {
-        ctx.ancestors = ancestors(&ctx.release, &store, ctx.events).await;
+        let missing = to_fetch.iter().map(|f| f.path.clone()).collect();
+        ctx.ancestors = ancestors(&ctx.release, &store, missing, ctx.events).await;
         let got = ctx.download(Phase::Shards, to_fetch).await?;
         verified.extend(got);
     }
@@ -463,12 +464,19 @@ const MAX_ANCESTORS: usize = 8;
 /// The torrents of the release's ancestors, parent first: from the pool when it has
 /// them, else from beside the manifest. Each parent manifest must hash as its child
 /// names it, so every one is as trusted as the signed release. Best effort: the chain
-/// stops, with a note, where one cannot be had.
-async fn ancestors(release: &Release, store: &Store, events: &dyn Events) -> Vec<Ancestor> {
+/// stops, with a note, where one cannot be had, and once no `missing` shard is left:
+/// a release reuses only its parent's shards, so one the parent lacks is new in the
+/// child and no older release has it either.
+async fn ancestors(
+    release: &Release,
+    store: &Store,
+    mut missing: BTreeSet<String>,
+    events: &dyn Events,
+) -> Vec<Ancestor> {
     let mut out = Vec::new();
     let mut child = release.manifest.clone();
     while let Some(parent) = child.parent.clone() {
-        if out.len() >= MAX_ANCESTORS {
+        if out.len() >= MAX_ANCESTORS || missing.is_empty() {
             break;
         }
         let name = crate::manifest::Manifest::file_name(&child.dataset, &parent.version);
@@ -506,7 +514,11 @@ async fn ancestors(release: &Release, store: &Store, events: &dyn Events) -> Vec
             .enumerate()
             .filter(|(_, f)| !f.pad)
             .map(|(i, f)| (f.path.clone(), i))
-            .collect();
+            .collect::<BTreeMap<String, usize>>();
+        missing.retain(|p| files.contains_key(p));
+        if missing.is_empty() {
+            break;
+        }
         out.push(Ancestor {
             version: parent.version.to_string(),
             torrent: got.torrent,
@@ -1080,49 +1092,67 @@ impl Download {
     /// Hands up to `most` pending swarm files to the web seeds, those the swarm has
     /// the least of first. The caller takes them out of the torrent.
     fn claim_for_http(&mut self, ctx: &Ctx<'_>, most: usize) -> Vec<usize> {
-        let Some(http) = &self.http else {
+        if self.http.is_none() {
             return Vec::new();
-        };
-        let progress = |f: &Wanted| {
-            self.handle
-                .as_ref()
-                .and_then(|h| h.stats().file_progress.get(f.index).copied())
-                .unwrap_or(0)
-        };
-        let mut candidates: Vec<(u64, Wanted)> = self
+        }
+        // One look at the torrent for all candidates: `stats` copies every file's progress.
+        let progress = self
+            .handle
+            .as_ref()
+            .map(|h| h.stats().file_progress)
+            .unwrap_or_default();
+        let mut candidates: Vec<Wanted> = self
             .swarm_pending()
             .into_iter()
             .filter(|f| !self.given_back.contains(&f.index))
-            .map(|f| (progress(&f), f))
             .collect();
         // Least progress first; among equals the end of the list, which the swarm reaches last.
-        candidates.sort_by_key(|(p, f)| (*p, std::cmp::Reverse(f.index)));
+        candidates.sort_by_key(|f| {
+            let got = progress.get(f.index).copied().unwrap_or(0);
+            (got, std::cmp::Reverse(f.index))
+        });
         let mut claimed = Vec::new();
-        for (_, f) in candidates.into_iter().take(most) {
-            let Some(parsed) = ctx.release.torrent.files.get(f.index) else {
-                continue;
-            };
-            let Some((pieces, tail_zeros)) = ctx.release.torrent.aligned_pieces(parsed) else {
-                // Not piece-aligned: its pieces cannot be checked on their own.
-                self.given_back.insert(f.index);
-                continue;
-            };
-            let staging = ctx.http_staging(&f);
-            if self.handle.is_none() {
-                hand_over(&ctx.staging.join(&f.path), &staging);
+        for f in candidates {
+            if claimed.len() == most {
+                break;
             }
-            http.add(FileJob {
-                index: f.index,
-                path: f.path.clone(),
-                size: f.size,
-                staging,
-                pieces: pieces.to_vec(),
-                tail_zeros,
-            });
-            self.by_http.insert(f.index);
-            claimed.push(f.index);
+            if self.claim(ctx, &f) {
+                claimed.push(f.index);
+            }
         }
         claimed
+    }
+
+    /// Hands one file to the web seeds; false (and the file the swarm's for good) when
+    /// it is not piece-aligned, so its pieces cannot be checked on their own.
+    fn claim(&mut self, ctx: &Ctx<'_>, f: &Wanted) -> bool {
+        let Some(http) = &self.http else {
+            return false;
+        };
+        let aligned = ctx
+            .release
+            .torrent
+            .files
+            .get(f.index)
+            .and_then(|parsed| ctx.release.torrent.aligned_pieces(parsed));
+        let Some((pieces, tail_zeros)) = aligned else {
+            self.given_back.insert(f.index);
+            return false;
+        };
+        let staging = ctx.http_staging(f);
+        if self.handle.is_none() {
+            hand_over(&ctx.staging.join(&f.path), &staging);
+        }
+        http.add(FileJob {
+            index: f.index,
+            path: f.path.clone(),
+            size: f.size,
+            staging,
+            pieces: pieces.to_vec(),
+            tail_zeros,
+        });
+        self.by_http.insert(f.index);
+        true
     }
 
     /// Lets the web seeds take every file the swarm has not delivered.
@@ -1457,7 +1487,7 @@ impl Download {
                         // Every piece passed its SHA-1, so the whole file failing its
                         // blake3 means a SHA-1 collision or a broken disk: once more.
                         self.by_http.remove(&f.index);
-                        self.claim_file_again(ctx, &f);
+                        self.claim(ctx, &f);
                     } else {
                         restart = true;
                     }
@@ -1465,18 +1495,6 @@ impl Download {
             }
         }
         Ok(restart)
-    }
-
-    fn claim_file_again(&mut self, ctx: &Ctx<'_>, f: &Wanted) {
-        let others: BTreeSet<usize> = self
-            .swarm_pending()
-            .iter()
-            .map(|p| p.index)
-            .filter(|i| *i != f.index)
-            .collect();
-        let saved = std::mem::replace(&mut self.given_back, others);
-        self.claim_for_http(ctx, 1);
-        self.given_back = saved;
     }
 
     fn measure_rate(&mut self, now: Instant, received: u64) {

@@ -264,11 +264,6 @@ impl WebSeeds {
             .all(|s| s.dropped.is_some())
     }
 
-    /// Files taken on and not yet finished or given up.
-    pub fn active(&self) -> usize {
-        self.shared.lock().files.len()
-    }
-
     pub fn sources(&self) -> Vec<SourceStat> {
         self.shared
             .lock()
