@@ -158,3 +158,41 @@ fn a_follower_gets_each_new_release_and_refuses_frozen_and_rolled_back_feeds() {
     std::io::Read::read_to_string(&mut service.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
 }
+
+/// A feed validly signed by the trusted key that names a manifest by another blake3 (a
+/// mirror that swapped the manifest, or a publisher's mistake): refused before anything
+/// is fetched, and nothing is merged.
+#[test]
+fn a_manifest_that_does_not_hash_as_the_feed_says_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    publish(t.path(), &store, "1", 0..8, 20_000, None);
+    let feed_path = store.join("test-ds.feed.json");
+    let (mut feed, _) = seedpool::manifest::feed::Feed::load(&feed_path).unwrap();
+    feed.releases[0].manifest_blake3 = "0".repeat(64);
+    feed.expires = "2100-01-01T00:00:00Z".into();
+    feed.sign(&seedpool::signing::PublisherKey::from_seed([42; 32]));
+    std::fs::write(&feed_path, feed.to_bytes()).unwrap();
+    let nginx = Nginx::start(&t.path().join("nginx"), &store, "");
+    let pool = t.path().join("pool");
+    let r = follow(
+        &format!("{}test-ds.feed.json", nginx.url),
+        &pool,
+        &nginx.url,
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("but the feed names `0000") && r.stderr.contains("Nothing was fetched"),
+        "{}",
+        r.stderr
+    );
+    assert!(releases(&pool).is_empty());
+    assert!(
+        !pool.join("test-ds/shards").exists()
+            || std::fs::read_dir(pool.join("test-ds/shards"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
