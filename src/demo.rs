@@ -650,6 +650,7 @@ fn seed_and_sync(
         // The demo stops its seeder itself; Ctrl-C ends the whole demo.
         signals: false,
         http: None,
+        dht_pointers: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let seeder = std::thread::spawn(move || seed::run(&plan, &ReadySignal(tx)));

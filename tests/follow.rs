@@ -196,3 +196,128 @@ fn a_manifest_that_does_not_hash_as_the_feed_says_is_refused() {
                 .is_none()
     );
 }
+
+/// BEP 46: the publisher puts a pointer to the feed into a DHT (a local testnet on
+/// 127.0.0.1), and a follower that knows only `magnet:?xs=urn:btpk:<key>&s=<dataset>`
+/// finds each new release. A store's `seed` keeps the pointer alive in a DHT that
+/// never saw the publisher; a mirror serving an older feed than the pointer names is
+/// refused; a stranger's key finds nothing.
+#[test]
+fn a_follower_finds_new_releases_through_the_dht_pointer() {
+    let testnet = mainline::Testnet::builder(4).build().unwrap();
+    let bootstrap = testnet.bootstrap.join(",");
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    publish(t.path(), &store, "1", 0..12, 50_000, None);
+    let nginx = Nginx::start(&t.path().join("nginx"), &store, "");
+    let feed_url = format!("{}test-ds.feed.json", nginx.url);
+    let key = fixed_key(t.path());
+    let pool = t.path().join("pool");
+
+    // Re-signing the (expired) feed with --dht writes the pointer and puts it.
+    let r = run_binary(&[
+        "feed",
+        "refresh",
+        "--store",
+        s(&store),
+        "--dataset",
+        "test-ds",
+        "--key",
+        s(&key),
+        "--dht",
+        "--dht-bootstrap",
+        &bootstrap,
+        "--feed-url",
+        &feed_url,
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let refreshed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let pointer = &refreshed["dht_pointer"];
+    assert_eq!(pointer["sequence"], 2, "{refreshed}");
+    assert!(pointer["stored_at"].as_u64().unwrap() > 0, "{refreshed}");
+    let magnet = pointer["magnet"].as_str().unwrap().to_string();
+    let public = seedpool::signing::PublisherKey::from_seed([42; 32]).public_hex();
+    assert_eq!(magnet, format!("magnet:?xs=urn:btpk:{public}&s=test-ds"));
+    assert!(store.join("test-ds.dht.json").is_file());
+
+    let follow_dht = |link: &str, bootstrap: &str| {
+        follow(link, &pool, &nginx.url, &["--dht-bootstrap", bootstrap])
+    };
+    let r = follow_dht(&magnet, &bootstrap);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the DHT points to feed sequence 2"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(releases(&pool), ["1"]);
+
+    // Release 2, published with --dht: the next look finds it.
+    let old_feed = std::fs::read(store.join("test-ds.feed.json")).unwrap();
+    let release = t.path().join("release-2");
+    write_items(&release, 0..16, 50_000);
+    let mut args = publish_args(s(&release), s(&store), s(&key), "2");
+    let parent = store.join("test-ds-1.manifest.json");
+    args.extend(["--shard-items", "4", "--parent", s(&parent)]);
+    args.extend(["--dht", "--dht-bootstrap", &bootstrap]);
+    let r = run_binary(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("sequence 3 put on"), "{}", r.stdout);
+    let r = follow_dht(&magnet, &bootstrap);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("newest release 2"), "{}", r.stdout);
+    assert_eq!(releases(&pool), ["1", "2"]);
+
+    // A mirror still serving the feed before release 2: not what the DHT names.
+    let new_feed = std::fs::read(store.join("test-ds.feed.json")).unwrap();
+    std::fs::write(store.join("test-ds.feed.json"), &old_feed).unwrap();
+    let r = follow_dht(&magnet, &bootstrap);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("serves sequence 2, not the feed the DHT names"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(store.join("test-ds.feed.json"), &new_feed).unwrap();
+
+    // Another key (or another dataset) finds nothing, and says so.
+    let stranger = format!("magnet:?xs=urn:btpk:{}&s=test-ds", "ab".repeat(32));
+    let r = follow_dht(&stranger, &bootstrap);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("holds no pointer"), "{}", r.stderr);
+    assert_eq!(releases(&pool), ["1", "2"]);
+
+    // A fresh DHT has never seen the pointer; a seeder of the store puts it there.
+    let fresh = mainline::Testnet::builder(4).build().unwrap();
+    let fresh_bootstrap = fresh.bootstrap.join(",");
+    let r = follow_dht(&magnet, &fresh_bootstrap);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let manifests = [
+        store.join("test-ds-1.manifest.json"),
+        store.join("test-ds-2.manifest.json"),
+    ];
+    let _seeder = Seeder::start(
+        BIN,
+        &store,
+        &manifests,
+        &["--dht-bootstrap", &fresh_bootstrap],
+    );
+    // The seeder puts it just after it comes up; look until it is there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = follow_dht(&magnet, &fresh_bootstrap);
+        if r.code == 0 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the DHT points to feed sequence 3"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the pool is up to date"), "{}", r.stderr);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
-use super::swarm::{write_summary, FetchArgs, View};
+use super::swarm::{write_summary, DhtArgs, FetchArgs, View};
 use super::{CommandResult, Env, Failure};
 use crate::manifest::feed;
 use crate::name::DatasetName;
@@ -22,14 +22,17 @@ use crate::swarm::SwarmError;
 ///
 /// FEED is `<dataset>.feed.json` from a store or mirror: a path, or an http(s) URL
 /// such as `http://mirror:8080/booru-chars.feed.json` from `seedpool seed --http`. The
-/// manifests and torrents lie beside it. The feed must be signed by the key the pool
+/// manifests and torrents lie beside it. FEED may also be the dataset's DHT link,
+/// `magnet:?xs=urn:btpk:<publisher key>&s=<dataset>`, as `publish --dht` prints it:
+/// each round then asks the mainline DHT where the newest feed is (BEP 46), needing no
+/// fixed address, and the key in the link is required. The feed must be signed by the key the pool
 /// pinned (or --key); a feed with a lower sequence number than one the pool accepted
 /// (a rollback) or past its expiry (a freeze) is refused and nothing changes. Each
 /// manifest must hash as the feed says. With --watch it runs until SIGINT or SIGTERM,
 /// backing off after failures: ready to run as a service.
 #[derive(Args, Debug)]
 pub struct FollowArgs {
-    /// The feed: a path or an http(s) URL.
+    /// The feed: a path, an http(s) URL, or a `magnet:?xs=urn:btpk:…&s=…` link.
     feed: String,
     /// Look at the feed again this often, e.g. `1h`, until SIGINT or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "INTERVAL")]
@@ -42,11 +45,25 @@ pub struct FollowArgs {
     #[arg(long)]
     trust_key: bool,
     #[command(flatten)]
+    dht: DhtArgs,
+    #[command(flatten)]
     fetch: FetchArgs,
 }
 
 pub fn run_follow(args: FollowArgs, env: &mut Env) -> CommandResult {
-    let feed = if crate::http::is_url(&args.feed) {
+    let mut key = args.key.as_ref().map(|k| k.to_ascii_lowercase());
+    let feed = if args.feed.starts_with("magnet:") {
+        let (link_key, _) = crate::manifest::pointer::parse_magnet(&args.feed)
+            .map_err(|e| Failure::Usage(anyhow!(e)))?;
+        if key.as_ref().is_some_and(|k| *k != link_key) {
+            return Err(Failure::Usage(anyhow!(
+                "--key {} is not the key of the magnet link ({link_key})",
+                args.key.unwrap_or_default()
+            )));
+        }
+        key = Some(link_key);
+        args.feed.clone()
+    } else if crate::http::is_url(&args.feed) {
         args.feed.clone()
     } else {
         env.path(args.feed.as_ref()).to_string_lossy().into_owned()
@@ -63,9 +80,10 @@ pub fn run_follow(args: FollowArgs, env: &mut Env) -> CommandResult {
     }
     let plan = FollowPlan {
         feed,
+        dht: args.dht.options(),
         pool: args.fetch.pool.clone(),
         watch: args.watch,
-        key: args.key.as_ref().map(|k| k.to_ascii_lowercase()),
+        key,
         trust_key: args.trust_key,
         sync: args.fetch.sync_plan(String::new(), env)?,
         clock: env.clock_fn(),
@@ -132,6 +150,14 @@ pub enum FeedCommand {
         /// How long the re-signed feed stays valid.
         #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, value_name = "DURATION")]
         valid_for: Duration,
+        /// Also put the re-signed DHT pointer into the mainline DHT (see `publish --dht`).
+        #[arg(long)]
+        dht: bool,
+        /// Where followers can fetch the feed, added to the DHT pointer's URLs.
+        #[arg(long = "feed-url", value_name = "URL")]
+        feed_urls: Vec<String>,
+        #[command(flatten)]
+        dht_net: DhtArgs,
         #[arg(long)]
         json: bool,
     },
@@ -143,14 +169,29 @@ pub fn run_feed(cmd: FeedCommand, env: &mut Env) -> CommandResult {
         dataset,
         key,
         valid_for,
+        dht,
+        feed_urls,
+        dht_net,
         json,
     } = cmd;
     let dataset = DatasetName::parse(&dataset).map_err(|e| Failure::Usage(anyhow!(e)))?;
     let key_path = key.unwrap_or_else(|| default_key_path(|k| env.var(k)));
     let key = PublisherKey::load(&env.path(&key_path)).map_err(|e| Failure::Usage(anyhow!(e)))?;
     let valid = valid_for.as_secs().max(1);
-    let f = feed::refresh(&env.path(&store), &dataset, &key, env.now(), valid)
+    for u in &feed_urls {
+        crate::http::check_url(u, &["http", "https"])
+            .map_err(|p| Failure::Usage(anyhow!("feed URL `{}` {p}", crate::name::shown(u))))?;
+    }
+    let store = env.path(&store);
+    let f = feed::refresh(&store, &dataset, &key, env.now(), valid)
         .map_err(|e| Failure::Data(anyhow!(e).context("failed to refresh the feed")))?;
+    let pointer = super::publish::pointer_step(
+        &store,
+        &dataset,
+        &env.path(&key_path),
+        &feed_urls,
+        dht.then(|| dht_net.options()),
+    )?;
     if json {
         env.out.json(&serde_json::json!({
             "dataset": dataset.as_str(),
@@ -158,6 +199,7 @@ pub fn run_feed(cmd: FeedCommand, env: &mut Env) -> CommandResult {
             "published": f.published,
             "expires": f.expires,
             "releases": f.releases.len(),
+            "dht_pointer": pointer,
         }))?;
     } else {
         writeln!(
@@ -165,6 +207,9 @@ pub fn run_feed(cmd: FeedCommand, env: &mut Env) -> CommandResult {
             "re-signed the feed of {dataset}: sequence {}, valid until {}",
             f.sequence, f.expires
         )?;
+        if let Some(p) = &pointer {
+            super::publish::write_pointer(&mut env.out.out, p)?;
+        }
     }
     Ok(())
 }

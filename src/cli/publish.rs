@@ -61,6 +61,19 @@ pub struct PublishArgs {
     /// such as a mirror's `seedpool seed --http` address. A `/` is added when missing.
     #[arg(long = "web-seed", value_name = "URL")]
     web_seeds: Vec<String>,
+    /// Also store the newest release in the mainline DHT (BEP 46): a mutable item signed
+    /// by the publisher key, with the dataset name as salt, naming the feed and where to
+    /// fetch it. Followers then need only `magnet:?xs=urn:btpk:<key>&s=<dataset>`.
+    /// The signed item is kept as STORE/<dataset>.dht.json; `seed` puts it again every
+    /// hour, since DHT nodes forget items. Once a store has one, every publish re-signs it.
+    #[arg(long)]
+    dht: bool,
+    /// Where followers can fetch the feed, for the DHT pointer (repeat for more): an
+    /// http(s) URL of `<dataset>.feed.json`. Each --web-seed adds its own.
+    #[arg(long = "feed-url", value_name = "URL")]
+    feed_urls: Vec<String>,
+    #[command(flatten)]
+    dht_net: super::swarm::DhtArgs,
     /// Publisher key file (make one with `seedpool key generate`).
     /// [default: $XDG_CONFIG_HOME/seedpool/publisher.key]
     #[arg(long, env = "SEEDPOOL_KEY", value_name = "KEYFILE")]
@@ -109,6 +122,9 @@ fn plan(args: &PublishArgs, env: &Env) -> Result<PublishPlan, Failure> {
     for w in &args.web_seeds {
         check_url(w, &["http", "https"], "web seed")?;
     }
+    for f in &args.feed_urls {
+        check_url(f, &["http", "https"], "feed URL")?;
+    }
     if !(0.0..=1.0).contains(&args.repack_above) {
         return Err(Failure::Usage(anyhow!(
             "--repack-above must be between 0 and 1, not {}",
@@ -156,7 +172,7 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
     let bars = out.progress();
     let result = publish::run(&plan, &bars);
     bars.finish();
-    let report = result.map_err(|e| match e {
+    let mut report = result.map_err(|e| match e {
         PublishError::Key(KeyError::NoKey { .. })
         | PublishError::BadPieceLength(_)
         | PublishError::PieceLengthChange { .. }
@@ -166,6 +182,13 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
             plan.release_dir.display()
         ))),
     })?;
+    report.dht_pointer = pointer_step(
+        &plan.store,
+        &plan.dataset,
+        &plan.key,
+        &args.feed_urls,
+        args.dht.then(|| args.dht_net.options()),
+    )?;
     if args.json {
         out.json(&report)?;
         return Ok(());
@@ -203,7 +226,63 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
     writeln!(w, "  feed      {}", report.feed.display())?;
     writeln!(w, "  info hash {}", report.info_hash)?;
     writeln!(w, "  card      {}", report.card.display())?;
+    if let Some(p) = &report.dht_pointer {
+        write_pointer(w, p)?;
+    }
     Ok(())
+}
+
+/// The DHT pointer after the feed changed (`swarm::dht::publish_pointer`). A failure
+/// here comes after the release or feed is safely in the store: running the command
+/// again retries it.
+pub(super) fn pointer_step(
+    store: &std::path::Path,
+    dataset: &DatasetName,
+    key_path: &std::path::Path,
+    feed_urls: &[String],
+    dht: Option<crate::swarm::dht::DhtOptions>,
+) -> Result<Option<crate::swarm::dht::PointerReport>, Failure> {
+    let path = crate::manifest::pointer::path(store, dataset);
+    if dht.is_none() && feed_urls.is_empty() && !path.exists() {
+        return Ok(None);
+    }
+    let key = crate::signing::PublisherKey::load(key_path).map_err(|e| Failure::Usage(e.into()))?;
+    crate::swarm::dht::publish_pointer(store, dataset, &key, feed_urls, dht.as_ref()).map_err(|e| {
+        let usage = matches!(
+            e,
+            crate::swarm::dht::DhtError::Pointer(
+                crate::manifest::pointer::PointerError::NoUrl { .. }
+                    | crate::manifest::pointer::PointerError::TooLarge { .. }
+            )
+        );
+        let e = anyhow::Error::new(e).context(
+            "the store is up to date, but its DHT pointer is not: fix this and run the command again",
+        );
+        if usage {
+            Failure::Usage(e)
+        } else {
+            Failure::Data(e)
+        }
+    })
+}
+
+pub(super) fn write_pointer(
+    w: &mut dyn Write,
+    p: &crate::swarm::dht::PointerReport,
+) -> std::io::Result<()> {
+    match p.stored_at {
+        Some(n) => writeln!(
+            w,
+            "  dht       sequence {} put on {n} nodes; follow with `{}`",
+            p.sequence, p.magnet
+        ),
+        None => writeln!(
+            w,
+            "  dht       {} re-signed (sequence {}); `seed` or `--dht` puts it in the DHT",
+            p.path.display(),
+            p.sequence
+        ),
+    }
 }
 
 #[cfg(test)]

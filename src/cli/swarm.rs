@@ -57,6 +57,29 @@ impl SwarmArgs {
     }
 }
 
+/// How to reach the mainline DHT for the dataset pointer (BEP 46); shared by
+/// `publish`, `feed refresh`, `seed` and `follow`.
+#[derive(Args, Debug, Default)]
+pub(super) struct DhtArgs {
+    /// A DHT node to join through, `HOST:PORT`, instead of the public routers; repeat
+    /// for more (a private or test DHT).
+    #[arg(
+        long = "dht-bootstrap",
+        value_name = "HOST:PORT",
+        env = "SEEDPOOL_DHT_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<String>,
+}
+
+impl DhtArgs {
+    pub fn options(&self) -> crate::swarm::dht::DhtOptions {
+        crate::swarm::dht::DhtOptions {
+            bootstrap: self.bootstrap.clone(),
+        }
+    }
+}
+
 /// Seed releases from a store (or a pool) until Ctrl-C.
 ///
 /// Every release of a dataset shares the store's one copy of each shard. Each file is
@@ -81,6 +104,11 @@ pub struct SeedArgs {
     /// aria2, libtorrent and `seedpool sync --web-seed` can all fetch from it.
     #[arg(long, value_name = "ADDR", env = "SEEDPOOL_HTTP")]
     http: Option<SocketAddr>,
+    /// DHT pointers (`STORE/<dataset>.dht.json`, see `publish --dht`) are put into the
+    /// DHT at start and every hour, so followers' magnet links keep resolving; this
+    /// happens when the DHT is on, or when --dht-bootstrap names a DHT to use for them.
+    #[command(flatten)]
+    dht: DhtArgs,
     #[command(flatten)]
     swarm: SwarmArgs,
 }
@@ -235,6 +263,8 @@ pub fn run_seed(args: SeedArgs, env: &mut Env) -> CommandResult {
         stop: None,
         signals: env.signals,
         http: args.http,
+        dht_pointers: (!args.swarm.no_dht || !args.dht.bootstrap.is_empty())
+            .then(|| args.dht.options()),
     };
     let view = View::new(out, args.swarm.json);
     let result = seed::run(&plan, &view);

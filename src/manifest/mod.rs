@@ -17,6 +17,7 @@ use crate::signing::{self, PublisherKey, SignatureError};
 use crate::torrent::{InfoHash, Metainfo};
 
 pub mod feed;
+pub mod pointer;
 
 pub const FORMAT: &str = "seedpool-manifest";
 pub const FORMAT_VERSION: u64 = 1;

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::dht::{self, DhtError, DhtOptions};
 use super::sync::{self, SyncError, SyncPlan, SyncReport};
 use super::{Event, Events};
 use crate::manifest::feed::{Feed, FeedError, MAX_FEED_BYTES};
 use crate::manifest::format_time;
+use crate::manifest::pointer::{self, SignedPointer};
 use crate::pool::feeds::{self, FeedState};
 use crate::pool::{Pool, PoolError};
 
@@ -22,8 +24,11 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 #[derive(Clone)]
 pub struct FollowPlan {
-    /// The feed: a path or an http(s) URL; manifests and torrents lie beside it.
+    /// The feed: a path or an http(s) URL, with the manifests and torrents beside it;
+    /// or a `magnet:?xs=urn:btpk:…&s=<dataset>` link, resolved in the DHT each round.
     pub feed: String,
+    /// How to reach the DHT, for a magnet link.
+    pub dht: DhtOptions,
     pub pool: PathBuf,
     /// Poll again this often, until SIGINT or SIGTERM; `None` for one round.
     pub watch: Option<Duration>,
@@ -53,6 +58,18 @@ pub enum FollowError {
     Feed(#[from] FeedError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error("cannot resolve `{link}`: {source}")]
+    Dht {
+        link: String,
+        #[source]
+        source: DhtError,
+    },
+    #[error("the DHT points to feed sequence {seq} of `{dataset}`, but no feed URL it lists served it: {reasons}. Nothing changed")]
+    NoFeed {
+        dataset: String,
+        seq: i64,
+        reasons: String,
+    },
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error("cannot read the pool's feed state: {0}")]
@@ -144,13 +161,71 @@ fn wait_or_signal(wait: Duration, signals: bool) -> bool {
     })
 }
 
-/// Reads and checks the feed; `None` when nothing may follow (see `run`).
+/// Reads and checks the feed at a path or URL.
 fn read_feed(source: &str) -> Result<Feed, FollowError> {
     if crate::http::is_url(source) {
         let bytes = crate::http::get_blocking(source, MAX_FEED_BYTES)?;
         Ok(Feed::from_slice(&bytes, Path::new(source))?)
     } else {
         Ok(Feed::load(Path::new(source))?.0)
+    }
+}
+
+/// The feed of this round and where it came from (the manifests lie beside it). A
+/// magnet link is resolved in the DHT, then the pointer's URLs are tried in turn.
+fn locate(plan: &FollowPlan, events: &dyn Events) -> Result<(String, Feed), FollowError> {
+    if !plan.feed.starts_with("magnet:") {
+        return Ok((plan.feed.clone(), read_feed(&plan.feed)?));
+    }
+    let dht_err = |source| FollowError::Dht {
+        link: plan.feed.clone(),
+        source,
+    };
+    let (key, dataset) = pointer::parse_magnet(&plan.feed).map_err(|problem| {
+        dht_err(DhtError::Pointer(pointer::PointerError::Invalid {
+            origin: plan.feed.clone(),
+            problem,
+        }))
+    })?;
+    let found = dht::resolve(&key, &dataset, &plan.dht).map_err(dht_err)?;
+    events.emit(Event::Note {
+        message: format!(
+            "the DHT points to feed sequence {} of {dataset} (newest release {})",
+            found.seq, found.info_hash
+        ),
+    });
+    let mut reasons = Vec::new();
+    for url in &found.urls {
+        match feed_at(url, &found, &key) {
+            Ok(feed) => return Ok((url.clone(), feed)),
+            Err(why) => reasons.push(format!("{url}: {why}")),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("it lists none".into());
+    }
+    Err(FollowError::NoFeed {
+        dataset: dataset.to_string(),
+        seq: found.seq,
+        reasons: reasons.join("; "),
+    })
+}
+
+/// The feed at `url` if it is the one the pointer names, or a newer one by the same
+/// key (the publisher published again before the DHT caught up).
+fn feed_at(url: &str, found: &SignedPointer, key: &str) -> Result<Feed, String> {
+    let bytes = crate::http::get_blocking(url, MAX_FEED_BYTES).map_err(|e| e.to_string())?;
+    let feed = Feed::from_slice(&bytes, Path::new(url)).map_err(|e| e.to_string())?;
+    if feed.public_key() != Some(key) || feed.dataset != found.dataset {
+        return Err("it is another publisher's or another dataset's feed".into());
+    }
+    let same = blake3::hash(&bytes).to_hex().as_str() == found.feed_blake3;
+    match i64::try_from(feed.sequence) {
+        Ok(seq) if same || seq > found.seq => Ok(feed),
+        _ => Err(format!(
+            "it serves sequence {}, not the feed the DHT names",
+            feed.sequence
+        )),
     }
 }
 
@@ -171,7 +246,7 @@ fn beside(feed: &str, name: &str) -> String {
 /// One round: check the feed, then sync what the pool lacks. `None` when a signal
 /// stopped a sync.
 fn round(plan: &FollowPlan, events: &dyn Events) -> Result<Option<FollowReport>, FollowError> {
-    let feed = read_feed(&plan.feed)?;
+    let (origin, feed) = locate(plan, events)?;
     let dataset = feed.dataset.as_str().to_string();
     let found = feed.public_key().unwrap_or_default().to_string();
     let now = (plan.clock)();
@@ -264,7 +339,7 @@ fn round(plan: &FollowPlan, events: &dyn Events) -> Result<Option<FollowReport>,
     });
     let mut synced = Vec::new();
     for entry in todo {
-        let manifest = beside(&plan.feed, &entry.manifest);
+        let manifest = beside(&origin, &entry.manifest);
         let sync_plan = SyncPlan {
             manifest: manifest.clone(),
             manifest_blake3: Some(entry.manifest_blake3.clone()),

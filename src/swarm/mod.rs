@@ -5,6 +5,7 @@
 //! runtime, runs one future on it with `block_on`, and reports through `Events` from
 //! that future only, so the CLI's sinks can borrow its output.
 
+pub mod dht;
 pub mod fetch;
 pub mod follow;
 pub mod seed;

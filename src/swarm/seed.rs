@@ -33,7 +33,13 @@ pub struct SeedPlan {
     pub signals: bool,
     /// Also serve the files over HTTP here, as a web seed (`http::server`).
     pub http: Option<std::net::SocketAddr>,
+    /// Put the seeded datasets' DHT pointers (`<dataset>.dht.json` in the store) into
+    /// the DHT now and every `POINTER_EVERY`, so they outlive the DHT's expiry.
+    pub dht_pointers: Option<super::dht::DhtOptions>,
 }
+
+/// DHT nodes keep a BEP 44 item about two hours: put it again well before.
+pub const POINTER_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
@@ -240,6 +246,7 @@ async fn seed_all(
     http: Option<(tokio::net::TcpListener, std::net::SocketAddr, Catalog)>,
 ) -> Result<u64, SeedError> {
     let mut seeded = Vec::new();
+    let mut seeded_manifests = Vec::new();
     for (m, torrent, bytes, store, _) in releases {
         let dir = store.dataset_dir();
         let handle = super::add(session, &torrent.name, &bytes, &dir, None, &[]).await?;
@@ -264,6 +271,7 @@ async fn seed_all(
             bytes: s.torrent.data_files().map(|f| f.length).sum(),
         });
         seeded.push(s);
+        seeded_manifests.push((m.dataset.clone(), store.dataset_dir()));
     }
     let addr = session
         .listen_addr()
@@ -279,14 +287,31 @@ async fn seed_all(
             crate::http::server::serve(listener, catalog, stats, std::future::pending()).await
         })
     });
+    let (notes, notes_rx) = std::sync::mpsc::channel();
+    let keeper = plan.dht_pointers.clone().and_then(|opts| {
+        let pointers = pointers(&seeded_manifests, events);
+        (!pointers.is_empty()).then(|| {
+            tokio::spawn(super::dht::keep_alive(
+                pointers,
+                opts,
+                POINTER_EVERY,
+                move |m| {
+                    let _ = notes.send(m);
+                },
+            ))
+        })
+    });
     events.emit(Event::Ready {
         addr,
         releases: seeded.len() as u64,
         http: http_url,
     });
-    let result = seed_loop(plan, events, &seeded, &http_stats).await;
+    let result = seed_loop(plan, events, &seeded, &http_stats, &notes_rx).await;
     if let Some(server) = server {
         server.abort();
+    }
+    if let Some(keeper) = keeper {
+        keeper.abort();
     }
     let uploaded = seeded.iter().map(|s| s.handle.stats().uploaded_bytes).sum();
     for s in &seeded {
@@ -301,6 +326,7 @@ async fn seed_loop(
     events: &dyn Events,
     seeded: &[Seeded],
     http_stats: &Stats,
+    notes: &std::sync::mpsc::Receiver<String>,
 ) -> Result<(), SeedError> {
     let stop = super::shutdown_signal(plan.signals);
     tokio::pin!(stop);
@@ -311,6 +337,9 @@ async fn seed_loop(
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = &mut stop => break,
+        }
+        while let Ok(message) = notes.try_recv() {
+            events.emit(Event::Note { message });
         }
         if plan
             .stop
@@ -351,6 +380,34 @@ async fn seed_loop(
         }
     }
     Ok(())
+}
+
+/// The checked DHT pointers the store keeps for the seeded datasets, once each. One
+/// that fails its check is reported and left out: seeding goes on without it.
+fn pointers(
+    seeded: &[(crate::name::DatasetName, PathBuf)],
+    events: &dyn Events,
+) -> Vec<crate::manifest::pointer::SignedPointer> {
+    let mut out: Vec<crate::manifest::pointer::SignedPointer> = Vec::new();
+    for (dataset, dir) in seeded {
+        let path = dir.with_file_name(crate::manifest::pointer::SignedPointer::file_name(dataset));
+        if out.iter().any(|p| &p.dataset == dataset) || !path.is_file() {
+            continue;
+        }
+        match crate::manifest::pointer::SignedPointer::load(&path) {
+            Ok(p) if &p.dataset == dataset => out.push(p),
+            Ok(_) => events.emit(Event::Note {
+                message: format!(
+                    "{} names another dataset: not put in the DHT",
+                    path.display()
+                ),
+            }),
+            Err(e) => events.emit(Event::Note {
+                message: format!("{e}: not put in the DHT"),
+            }),
+        }
+    }
+    out
 }
 
 /// After librqbit's piece check every file must be complete: a flipped byte in the
