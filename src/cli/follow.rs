@@ -213,3 +213,35 @@ pub fn run_feed(cmd: FeedCommand, env: &mut Env) -> CommandResult {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Env;
+
+    fn follow(link: &str, extra: &[&str]) -> (i32, String) {
+        let t = tempfile::tempdir().unwrap();
+        let pool = t.path().join("pool");
+        let mut args = vec!["seedpool", "follow", link, "--pool", pool.to_str().unwrap()];
+        args.extend(extra);
+        let mut env = Env::new(args, t.path());
+        let code = super::super::run(&mut env);
+        assert!(!pool.join("pool.sqlite").exists(), "nothing is written");
+        (code, env.out.stderr())
+    }
+
+    #[test]
+    fn a_bad_magnet_link_is_a_usage_error() {
+        let (code, err) = follow("magnet:?xs=urn:btpk:1234&s=ds", &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("64-hex-digit public key"), "{err}");
+        let key = "ab".repeat(32);
+        let (code, err) = follow(&format!("magnet:?xs=urn:btpk:{key}"), &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("no `s=` naming the dataset"), "{err}");
+        let other = "cd".repeat(32);
+        let link = format!("magnet:?xs=urn:btpk:{key}&s=ds");
+        let (code, err) = follow(&link, &["--key", &other]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("is not the key of the magnet link"), "{err}");
+    }
+}

@@ -125,6 +125,14 @@ fn plan(args: &PublishArgs, env: &Env) -> Result<PublishPlan, Failure> {
     for f in &args.feed_urls {
         check_url(f, &["http", "https"], "feed URL")?;
     }
+    // Said before anything is published: the pointer could name no feed to fetch.
+    let pointer = crate::manifest::pointer::path(&args.store, &args.dataset);
+    if args.dht && args.feed_urls.is_empty() && args.web_seeds.is_empty() && !pointer.exists() {
+        return Err(Failure::Usage(anyhow!(
+            "--dht needs a place followers can fetch the feed from: give --feed-url URL (where `{}` is served) or --web-seed URL",
+            crate::manifest::feed::Feed::file_name(&args.dataset)
+        )));
+    }
     if !(0.0..=1.0).contains(&args.repack_above) {
         return Err(Failure::Usage(anyhow!(
             "--repack-above must be between 0 and 1, not {}",
@@ -354,5 +362,58 @@ mod tests {
             "piped output must stay quiet: {}",
             out.stderr()
         );
+    }
+
+    #[test]
+    fn dht_without_a_feed_url_is_refused_before_anything_is_published() {
+        let t = tempfile::tempdir().unwrap();
+        let (rel, store, key) = (
+            t.path().join("rel"),
+            t.path().join("store"),
+            t.path().join("k.key"),
+        );
+        std::fs::create_dir(&rel).unwrap();
+        std::fs::write(rel.join("item-0.txt"), "payload").unwrap();
+        crate::signing::PublisherKey::from_seed([1; 32])
+            .save(&key, false)
+            .unwrap();
+        let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let (rel, store_s, key) = (s(&rel), s(&store), s(&key));
+        let base = [
+            "seedpool",
+            "publish",
+            &rel,
+            "--dataset",
+            "ds",
+            "--version",
+            "1",
+            "--store",
+            &store_s,
+            "--key",
+            &key,
+            "--created",
+            "0",
+            "--dht",
+        ];
+        let mut env = Env::new(base, t.path());
+        assert_eq!(super::super::run(&mut env), 2);
+        assert!(
+            env.out
+                .stderr()
+                .contains("--dht needs a place followers can fetch the feed"),
+            "{}",
+            env.out.stderr()
+        );
+        assert!(!store.exists());
+        let mut args = base.to_vec();
+        args.extend(["--feed-url", "ftp://mirror/ds.feed.json"]);
+        let mut env = Env::new(args, t.path());
+        assert_eq!(super::super::run(&mut env), 2);
+        assert!(
+            env.out.stderr().contains("feed URL `ftp://"),
+            "{}",
+            env.out.stderr()
+        );
+        assert!(!store.exists());
     }
 }
