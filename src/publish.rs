@@ -91,9 +91,6 @@ pub struct PublishReport {
     /// The dataset card (`<dataset>/README.md`) that lets Hugging Face `datasets` load
     /// each release.
     pub card: PathBuf,
-    /// The dataset's DHT pointer, when the store keeps one (filled in by the CLI).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dht_pointer: Option<crate::swarm::dht::PointerReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -631,7 +628,6 @@ impl<'a> ReleaseBuild<'a> {
             new_bytes,
             already_published: false,
             card: self.store.dataset_dir().join(crate::card::FILE),
-            dht_pointer: None,
         };
         Ok(Signed {
             torrent: built.bytes,

@@ -180,7 +180,7 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
     let bars = out.progress();
     let result = publish::run(&plan, &bars);
     bars.finish();
-    let mut report = result.map_err(|e| match e {
+    let report = result.map_err(|e| match e {
         PublishError::Key(KeyError::NoKey { .. })
         | PublishError::BadPieceLength(_)
         | PublishError::PieceLengthChange { .. }
@@ -190,7 +190,7 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
             plan.release_dir.display()
         ))),
     })?;
-    report.dht_pointer = pointer_step(
+    let dht_pointer = pointer_step(
         &plan.store,
         &plan.dataset,
         &plan.key,
@@ -198,7 +198,11 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
         args.dht.then(|| args.dht_net.options()),
     )?;
     if args.json {
-        out.json(&report)?;
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(p) = &dht_pointer {
+            value["dht_pointer"] = serde_json::to_value(p)?;
+        }
+        out.json(&value)?;
         return Ok(());
     }
     let w = &mut out.out;
@@ -234,7 +238,7 @@ pub fn run(args: PublishArgs, env: &mut Env) -> CommandResult {
     writeln!(w, "  feed      {}", report.feed.display())?;
     writeln!(w, "  info hash {}", report.info_hash)?;
     writeln!(w, "  card      {}", report.card.display())?;
-    if let Some(p) = &report.dht_pointer {
+    if let Some(p) = &dht_pointer {
         write_pointer(w, p)?;
     }
     Ok(())
