@@ -1,8 +1,13 @@
 """Generates a BOORU-CHARS-like release folder of item records for the pool benchmark.
 
-Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR]
+Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR] [--flat]
   Writes ITEMS records `<booru>-<id>.json` (about 12 tags each: 1 artist, 1-2
   copyrights, 1-2 characters, ~7 general, 1 meta) into OUT/<bucket>/, deterministic.
+  Tags co-occur as on a booru: each artist draws from 3 series, each character belongs
+  to one series, each series has 10 general tags it is often drawn with, and
+  popularity is skewed (a few artists, series and tags are in many items). --flat
+  draws every tag uniformly and independently, as the figures in docs/performance.md
+  before 2026-12 were made.
   With --from DIR and --changes N: OUT becomes DIR (hard links) with N changes: 60%
   changed records, 20% removed items, 20% new items.
 """
@@ -16,11 +21,48 @@ BOORUS = ["safebooru", "danbooru", "gelbooru", "yande.re", "konachan", "e-shuush
 ASPECTS = ["7x10", "3x4", "1x1", "3x2", "2x3", "other"]
 
 
+SERIES, CHARACTERS, ARTISTS, GENERAL = 3000, 20000, 20000, 2000
+FLAT = "--flat" in sys.argv
+
+
+def skewed(rng, n):
+    """An index in [0, n) where low ones are much more likely (popular tags)."""
+    return int(n * rng.random() ** 2.5)
+
+
+def artist_series(artist):
+    """The 3 series an artist draws (fixed per artist)."""
+    return [(artist * 2654435761 + k * 40503) % SERIES for k in range(3)]
+
+
+def series_characters(series):
+    """Characters of a series: character c belongs to series c % SERIES."""
+    return range(series, CHARACTERS, SERIES)
+
+
+def tags_of(i, rng):
+    if FLAT:
+        return (
+            [rng.randrange(ARTISTS)],
+            [rng.randrange(SERIES) for _ in range(1 + (i % 3 == 0))],
+            [rng.randrange(CHARACTERS) for _ in range(1 + (i % 2))],
+            sorted({rng.randrange(GENERAL) for _ in range(7)}),
+        )
+    artist = skewed(rng, ARTISTS)
+    own = artist_series(artist)
+    series = sorted({own[skewed(rng, 3)] for _ in range(1 + (i % 3 == 0))})
+    cast = list(series_characters(series[0]))
+    chars = sorted({cast[skewed(rng, len(cast))] for _ in range(1 + (i % 2))})
+    themes = [(series[0] * 7 + k) % GENERAL for k in range(10)]
+    general = {themes[skewed(rng, 10)] for _ in range(4)}
+    general |= {skewed(rng, GENERAL) for _ in range(3)}
+    return [artist], series, chars, sorted(general)
+
+
 def record(i, rng, bump=0):
     booru = BOORUS[i % len(BOORUS)]
     year = 2010 + (i * 7919) % 16
-    chars = [f"character_{rng.randrange(20000)}" for _ in range(1 + (i % 2))]
-    general = sorted({f"general_{rng.randrange(2000)}" for _ in range(7)})
+    artist, series, chars, general = tags_of(i, rng)
     return booru, {
         "booru": booru,
         "post_id": 100000 + i,
@@ -33,10 +75,10 @@ def record(i, rng, bump=0):
         "height": 900 + rng.randrange(3000),
         "bytes": 200000 + rng.randrange(5000000),
         "tags": {
-            "artist": [f"artist_{rng.randrange(20000)}"],
-            "copyright": [f"series_{rng.randrange(3000)}" for _ in range(1 + (i % 3 == 0))],
-            "character": chars,
-            "general": general,
+            "artist": [f"artist_{a}" for a in artist],
+            "copyright": [f"series_{s}" for s in series],
+            "character": [f"character_{c}" for c in chars],
+            "general": [f"general_{g}" for g in general],
             "meta": ["highres"],
         },
         "volume": f"{ASPECTS[i % len(ASPECTS)]}-{year}",
@@ -61,7 +103,7 @@ def write(out, i, bump=0):
 
 def main():
     out, items = sys.argv[1], int(sys.argv[2])
-    args = sys.argv[3:]
+    args = [a for a in sys.argv[3:] if a != "--flat"]
     if "--from" in args:
         src = args[args.index("--from") + 1]
         changes = int(args[args.index("--changes") + 1])

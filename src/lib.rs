@@ -14,6 +14,7 @@ pub mod imaging;
 pub mod index;
 pub mod ingest;
 pub mod manifest;
+pub mod mine;
 pub mod name;
 pub mod pool;
 pub mod progress;

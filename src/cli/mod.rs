@@ -12,6 +12,7 @@ mod follow;
 mod ingest;
 mod key;
 mod merge;
+mod mine;
 mod models;
 mod output;
 mod publish;
@@ -57,6 +58,8 @@ enum Command {
     Feed(follow::FeedCommand),
     Merge(merge::MergeArgs),
     Query(query::QueryArgs),
+    #[command(subcommand)]
+    Mine(mine::MineCommand),
     Extract(extract::ExtractArgs),
     Export(extract::ExportArgs),
     Serve(serve::ServeArgs),
@@ -123,6 +126,7 @@ pub fn run(env: &mut Env) -> i32 {
         Command::Feed(a) => follow::run_feed(a, env),
         Command::Merge(a) => merge::run(a, env),
         Command::Query(a) => query::run(a, env),
+        Command::Mine(a) => mine::run(a, env),
         Command::Extract(a) => extract::run_extract(a, env),
         Command::Export(a) => extract::run_export(a, env),
         Command::Serve(a) => serve::run(a, env),

@@ -1,0 +1,499 @@
+//! Related tags: the tags that co-occur with one tag over the pool's live items,
+//! ranked by a measure of association (docs/mining.md). Tag A's items come from the
+//! `item_tags_by_tag` index; above `sample` of them a fixed stride picks which items'
+//! tags are read, and co-occurrence counts are scaled back up. Each other tag's own
+//! count comes from `tag_counts`, which every merge keeps, so nothing scans the pool.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::pool::{Pool, PoolError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// Items holding both tags.
+    Count,
+    /// |A∩B| / |A∪B|: both tags mostly come together.
+    Jaccard,
+    /// |A∩B| / sqrt(|A|·|B|).
+    Cosine,
+    /// |A∩B| / min(|A|, |B|): one tag is (nearly) inside the other.
+    Overlap,
+    /// Normalised pointwise mutual information, from -1 (never together) through 0
+    /// (independent) to 1 (always together).
+    Npmi,
+}
+
+impl Measure {
+    /// The measure's value for co-occurrence `both` of tags with `a` and `b` items among
+    /// `n`.
+    pub fn of(self, both: f64, a: f64, b: f64, n: f64) -> f64 {
+        if both <= 0.0 {
+            return match self {
+                Measure::Npmi => -1.0,
+                _ => 0.0,
+            };
+        }
+        match self {
+            Measure::Count => both,
+            Measure::Jaccard => both / (a + b - both).max(both),
+            Measure::Cosine => both / (a * b).sqrt().max(both),
+            Measure::Overlap => both / a.min(b).max(both),
+            Measure::Npmi => {
+                let p = (both / n).min(1.0);
+                if p >= 1.0 {
+                    return 1.0;
+                }
+                ((both * n) / (a * b)).ln() / -p.ln()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RelatedPlan {
+    /// The tag as a user writes it; normalised and followed through the pool's aliases.
+    pub tag: String,
+    /// Only related tags of this category.
+    pub category: Option<String>,
+    pub dataset: Option<String>,
+    /// Only items posted in these years (inclusive).
+    pub years: Option<(i64, i64)>,
+    pub measure: Measure,
+    pub limit: usize,
+    /// Leave out tags seen with A on fewer items than this (in the items read).
+    pub min_count: u64,
+    /// Read the tags of at most this many of A's items.
+    pub sample: usize,
+}
+
+pub const DEFAULT_SAMPLE: usize = 20_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Related {
+    pub tag: String,
+    pub category: String,
+    /// Items with both tags (scaled up from the sample when one was taken).
+    pub both: u64,
+    /// Items with this tag, in the same scope.
+    pub items: u64,
+    pub value: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RelatedReport {
+    pub tag: String,
+    pub measure: Measure,
+    /// Live items in scope, and those with the tag.
+    pub scope_items: u64,
+    pub tag_items: u64,
+    /// How many of the tag's items were read, when not all were.
+    pub sampled: Option<u64>,
+    pub related: Vec<Related>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MineError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("cannot read the pool: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the pool has no tag `{tag}`{hint}")]
+    UnknownTag { tag: String, hint: String },
+    #[error("the pool has no live items{scope}: nothing to mine")]
+    Empty { scope: String },
+    #[error("no dataset `{0}` in the pool")]
+    UnknownDataset(String),
+}
+
+/// The canonical name a user's tag stands for in this pool.
+fn canonical(conn: &rusqlite::Connection, tag: &str) -> Result<String, MineError> {
+    let name = crate::name::normalize_tag(tag);
+    let aliased: Option<String> = conn
+        .query_row(
+            "SELECT name FROM tag_aliases WHERE alias = ?1",
+            [&name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(aliased.unwrap_or(name))
+}
+
+/// A hint for a tag the pool does not have: the most used ones that start alike.
+fn hint(conn: &rusqlite::Connection, tag: &str) -> Result<String, MineError> {
+    let prefix: String = tag.chars().take(4).collect();
+    let mut st = conn.prepare(
+        "SELECT canonical FROM tag_counts WHERE canonical >= ?1 AND canonical < ?1 || char(1114111)
+         GROUP BY canonical ORDER BY sum(items) DESC LIMIT 5",
+    )?;
+    let near: Vec<String> = st
+        .query_map([&prefix], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(match near.is_empty() {
+        true => String::new(),
+        false => format!(" (did you mean {}?)", near.join(", ")),
+    })
+}
+
+pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineError> {
+    let conn = pool.connection();
+    let datasets = datasets(conn, plan.dataset.as_deref())?;
+    let scope_items = scope_count(conn, &datasets, plan.years)?;
+    if scope_items == 0 {
+        return Err(MineError::Empty {
+            scope: scope_text(plan),
+        });
+    }
+    let tag = canonical(conn, &plan.tag)?;
+    let ids: Vec<i64> = {
+        let mut st = conn.prepare_cached("SELECT id FROM tags WHERE canonical = ?1")?;
+        let rows = st.query_map([&tag], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if ids.is_empty() {
+        return Err(MineError::UnknownTag {
+            hint: hint(conn, &tag)?,
+            tag,
+        });
+    }
+    let (from, to) = plan.years.unwrap_or((i64::MIN, i64::MAX));
+    let year_sql = match plan.years {
+        Some(_) => "AND i.year BETWEEN ?3 AND ?4",
+        None => "AND ?3 <= ?4",
+    };
+
+    // A's live items in scope, in id order (one index range per tag id).
+    let mut items: Vec<i64> = Vec::new();
+    {
+        let sql = format!(
+            "SELECT it.item FROM item_tags it JOIN items i ON i.id = it.item
+             WHERE it.tag = ?1 AND i.dataset = ?2 AND i.removed_in IS NULL
+               AND i.duplicate_of IS NULL {year_sql}"
+        );
+        let mut st = conn.prepare(&sql)?;
+        for id in &ids {
+            for d in &datasets {
+                let rows = st.query_map(params![id, d, from, to], |r| r.get(0))?;
+                for r in rows {
+                    items.push(r?);
+                }
+            }
+        }
+    }
+    items.sort_unstable();
+    items.dedup();
+    let tag_items = items.len() as u64;
+
+    let read: Vec<i64> = if items.len() > plan.sample.max(1) {
+        let stride = items.len() as f64 / plan.sample.max(1) as f64;
+        (0..plan.sample.max(1))
+            .map(|k| items[(k as f64 * stride) as usize])
+            .collect()
+    } else {
+        items
+    };
+    let scale = tag_items as f64 / read.len().max(1) as f64;
+
+    // Tag id → (canonical, category), once; then each read item's tag ids by primary key.
+    let names = tag_names(conn)?;
+    let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
+    {
+        let mut st = conn.prepare_cached("SELECT tag FROM item_tags WHERE item = ?1")?;
+        let mut seen: Vec<(u32, u32)> = Vec::new();
+        for item in &read {
+            seen.clear();
+            for t in st.query_map([item], |r| r.get::<_, i64>(0))? {
+                if let Some(&(c, cat)) = names.ids.get(&t?) {
+                    seen.push((c, cat));
+                }
+            }
+            seen.sort_unstable();
+            seen.dedup();
+            for k in &seen {
+                *counts.entry(*k).or_default() += 1;
+            }
+        }
+    }
+    let own = names.canonical.iter().position(|c| *c == tag);
+    let mut out = Vec::new();
+    {
+        let year_filter = match plan.years {
+            Some(_) => "AND year BETWEEN ?4 AND ?5",
+            None => "AND ?4 <= ?5",
+        };
+        let sql = format!(
+            "SELECT coalesce(sum(items), 0) FROM tag_counts
+             WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 {year_filter}"
+        );
+        let mut st = conn.prepare(&sql)?;
+        for (&(c, cat), &n) in &counts {
+            if Some(c as usize) == own || n < plan.min_count {
+                continue;
+            }
+            let category = &names.categories[cat as usize];
+            if plan.category.as_ref().is_some_and(|want| want != category) {
+                continue;
+            }
+            let name = &names.canonical[c as usize];
+            let mut b = 0u64;
+            for d in &datasets {
+                let v: i64 = st.query_row(params![d, name, category, from, to], |r| r.get(0))?;
+                b += v.max(0) as u64;
+            }
+            let both = ((n as f64 * scale).round() as u64).min(tag_items);
+            // The counts table and the sample can disagree by rounding; never below both.
+            let b = b.max(both);
+            let value =
+                plan.measure
+                    .of(both as f64, tag_items as f64, b as f64, scope_items as f64);
+            out.push(Related {
+                tag: name.clone(),
+                category: category.clone(),
+                both,
+                items: b,
+                value,
+            });
+        }
+    }
+    out.sort_by(|x, y| {
+        y.value
+            .total_cmp(&x.value)
+            .then(y.both.cmp(&x.both))
+            .then_with(|| x.tag.cmp(&y.tag))
+            .then_with(|| x.category.cmp(&y.category))
+    });
+    out.truncate(plan.limit);
+    Ok(RelatedReport {
+        tag,
+        measure: plan.measure,
+        scope_items,
+        tag_items,
+        sampled: ((read.len() as u64) < tag_items).then_some(read.len() as u64),
+        related: out,
+    })
+}
+
+fn scope_text(plan: &RelatedPlan) -> String {
+    let mut s = String::new();
+    if let Some(d) = &plan.dataset {
+        s += &format!(" in dataset `{d}`");
+    }
+    if let Some((a, b)) = plan.years {
+        s += &format!(" posted in {a}..{b}");
+    }
+    s
+}
+
+fn datasets(conn: &rusqlite::Connection, name: Option<&str>) -> Result<Vec<i64>, MineError> {
+    let ids: Vec<i64> = match name {
+        Some(n) => {
+            let id: Option<i64> = conn
+                .query_row("SELECT id FROM datasets WHERE name = ?1", [n], |r| r.get(0))
+                .optional()?;
+            vec![id.ok_or_else(|| MineError::UnknownDataset(n.to_string()))?]
+        }
+        None => {
+            let mut st = conn.prepare("SELECT id FROM datasets ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        }
+    };
+    Ok(ids)
+}
+
+/// Live items in scope.
+fn scope_count(
+    conn: &rusqlite::Connection,
+    datasets: &[i64],
+    years: Option<(i64, i64)>,
+) -> Result<u64, MineError> {
+    let mut n = 0i64;
+    for d in datasets {
+        n += match years {
+            Some((a, b)) => conn.query_row(
+                "SELECT count(*) FROM items WHERE year BETWEEN ?2 AND ?3 AND dataset = ?1
+                 AND removed_in IS NULL AND duplicate_of IS NULL",
+                params![d, a, b],
+                |r| r.get::<_, i64>(0),
+            )?,
+            None => conn.query_row(
+                "SELECT count(*) FROM items WHERE dataset = ?1
+                 AND removed_in IS NULL AND duplicate_of IS NULL",
+                [d],
+                |r| r.get::<_, i64>(0),
+            )?,
+        };
+    }
+    Ok(n.max(0) as u64)
+}
+
+/// Every tag id's canonical name and category, interned.
+struct TagNames {
+    ids: HashMap<i64, (u32, u32)>,
+    canonical: Vec<String>,
+    categories: Vec<String>,
+}
+
+fn tag_names(conn: &rusqlite::Connection) -> Result<TagNames, MineError> {
+    let mut names = TagNames {
+        ids: HashMap::new(),
+        canonical: Vec::new(),
+        categories: Vec::new(),
+    };
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut by_category: HashMap<String, u32> = HashMap::new();
+    let mut st = conn.prepare("SELECT id, canonical, category FROM tags")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let canonical: String = r.get(1)?;
+        let category: String = r.get(2)?;
+        let c = *by_name.entry(canonical.clone()).or_insert_with(|| {
+            names.canonical.push(canonical);
+            (names.canonical.len() - 1) as u32
+        });
+        let k = *by_category.entry(category.clone()).or_insert_with(|| {
+            names.categories.push(category);
+            (names.categories.len() - 1) as u32
+        });
+        names.ids.insert(id, (c, k));
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{record, Fixture};
+
+    /// 40 items. `witch` is on 10 of them, always with `broom`, which is nowhere else;
+    /// `hat` is on 5 of witch's and 5 others (more often with witch than without);
+    /// `solo` is on every item.
+    fn planted() -> Fixture {
+        let f = Fixture::new();
+        let mut items = Vec::new();
+        for i in 0..40u64 {
+            let mut general: Vec<&str> = vec!["solo"];
+            if i < 10 {
+                general.extend(["witch", "broom"]);
+            }
+            if i < 5 || (10..15).contains(&i) {
+                general.push("hat");
+            }
+            let character: &[&str] = if i % 2 == 0 { &["Alice"] } else { &["Bob"] };
+            items.push((
+                format!("item-{i:02}"),
+                record(
+                    "danbooru",
+                    i,
+                    &[("general", &general), ("character", character)],
+                ),
+            ));
+        }
+        let items: Vec<(&str, serde_json::Value)> =
+            items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        f.publish("1", None, &items);
+        f.merge("1");
+        f
+    }
+
+    fn plan(tag: &str, measure: Measure) -> RelatedPlan {
+        RelatedPlan {
+            tag: tag.into(),
+            category: None,
+            dataset: None,
+            years: None,
+            measure,
+            limit: 10,
+            min_count: 1,
+            sample: DEFAULT_SAMPLE,
+        }
+    }
+
+    fn ranked(r: &RelatedReport) -> Vec<(&str, u64)> {
+        r.related.iter().map(|x| (x.tag.as_str(), x.both)).collect()
+    }
+
+    #[test]
+    fn planted_co_occurrences_rank_as_built() {
+        let f = planted();
+        let pool = f.open_pool();
+        // By count, the tag on everything comes first; by association, the one that
+        // only ever comes with `witch`.
+        let r = related(&pool, &plan("witch", Measure::Count)).unwrap();
+        assert_eq!((r.tag_items, r.scope_items, r.sampled), (10, 40, None));
+        assert_eq!(ranked(&r)[..2], [("broom", 10), ("solo", 10)]);
+        assert_eq!(r.related.iter().find(|x| x.tag == "hat").unwrap().both, 5);
+        for m in [Measure::Jaccard, Measure::Cosine, Measure::Npmi] {
+            let r = related(&pool, &plan("witch", m)).unwrap();
+            assert_eq!(r.related[0].tag, "broom", "{m:?}");
+            assert!(
+                (r.related[0].value - 1.0).abs() < 1e-9,
+                "{m:?}: {:?}",
+                r.related[0]
+            );
+            let solo = r.related.iter().position(|x| x.tag == "solo").unwrap();
+            let hat = r.related.iter().position(|x| x.tag == "hat").unwrap();
+            if m == Measure::Npmi {
+                // A tag on every item tells nothing: independent, 0.
+                assert!(r.related[solo].value.abs() < 1e-9, "{:?}", r.related[solo]);
+                assert!(hat < solo);
+            }
+        }
+        // Jaccard of witch and hat: 5 / (10 + 10 - 5).
+        let r = related(&pool, &plan("witch", Measure::Jaccard)).unwrap();
+        let hat = r.related.iter().find(|x| x.tag == "hat").unwrap();
+        assert_eq!((hat.both, hat.items), (5, 10));
+        assert!((hat.value - 1.0 / 3.0).abs() < 1e-9, "{hat:?}");
+        // Overlap: broom lies inside witch, and so does witch inside solo.
+        let r = related(&pool, &plan("broom", Measure::Overlap)).unwrap();
+        assert_eq!(r.related[0].value, 1.0);
+
+        // Per category, and with a written form the pool normalises.
+        let mut p = plan(" Witch ", Measure::Count);
+        p.category = Some("character".into());
+        let r = related(&pool, &p).unwrap();
+        assert_eq!(ranked(&r), [("alice", 5), ("bob", 5)]);
+    }
+
+    #[test]
+    fn a_sample_scales_counts_back_up() {
+        let f = planted();
+        let pool = f.open_pool();
+        let mut p = plan("solo", Measure::Count);
+        p.sample = 20;
+        let r = related(&pool, &p).unwrap();
+        assert_eq!(r.sampled, Some(20));
+        assert_eq!(r.tag_items, 40);
+        // Every other item read: witch's 10 of 40 are seen as 5 of 20, scaled to 10.
+        let witch = r.related.iter().find(|x| x.tag == "witch").unwrap();
+        assert_eq!(witch.both, 10);
+        assert_eq!(witch.items, 10);
+    }
+
+    #[test]
+    fn an_unknown_tag_an_unknown_dataset_and_an_empty_scope_are_clear_errors() {
+        let f = planted();
+        let pool = f.open_pool();
+        let err = related(&pool, &plan("witc", Measure::Count)).unwrap_err();
+        assert!(
+            err.to_string() == "the pool has no tag `witc` (did you mean witch?)",
+            "{err}"
+        );
+        let mut p = plan("witch", Measure::Count);
+        p.dataset = Some("nope".into());
+        let err = related(&pool, &p).unwrap_err();
+        assert!(err.to_string().contains("no dataset `nope`"), "{err}");
+        let mut p = plan("witch", Measure::Count);
+        p.years = Some((1990, 1991));
+        let err = related(&pool, &p).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no live items posted in 1990..1991"),
+            "{err}"
+        );
+    }
+}
