@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 ITEMS=${ITEMS:-1000000}
 CHANGES=${CHANGES:-100000}
 WORK=${WORK:-target/bench/pool-$ITEMS}
+# GEN_FLAGS=--flat: tags drawn uniformly, as the figures in docs/performance.md before
+# 2026-12 were made (the default now co-occurs as on a booru; see gen_release.py).
+GEN_FLAGS=${GEN_FLAGS:-}
 # BIN: another seedpool binary to time (an older build, for before-and-after figures).
 if [ -z "${BIN:-}" ]; then
   BIN=$PWD/target/release/seedpool
@@ -35,7 +38,7 @@ m.close()" "$WARM_GIB"
 # Each step is skipped when its result is there, so an interrupted run resumes.
 if [ ! -f "$WORK/.r1-done" ]; then
   rm -rf "$WORK/r1"
-  echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS"
+  echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS" $GEN_FLAGS
   touch "$WORK/.r1-done"
 fi
 if [ ! -f "$WORK/store/bench-1.manifest.json" ]; then
@@ -43,7 +46,7 @@ if [ ! -f "$WORK/store/bench-1.manifest.json" ]; then
 fi
 if [ ! -f "$WORK/.r2-done" ]; then
   rm -rf "$WORK/r2"
-  python3 benches/gen_release.py "$WORK/r2" "$ITEMS" --from "$WORK/r1" --changes "$CHANGES"
+  python3 benches/gen_release.py "$WORK/r2" "$ITEMS" --from "$WORK/r1" --changes "$CHANGES" $GEN_FLAGS
   touch "$WORK/.r2-done"
 fi
 if [ ! -f "$WORK/store/bench-2.manifest.json" ]; then

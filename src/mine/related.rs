@@ -1,7 +1,7 @@
 //! Related tags: the tags that co-occur with one tag over the pool's live items,
 //! ranked by a measure of association (docs/mining.md). Tag A's items come from the
-//! `item_tags_by_tag` index; above `sample` of them a fixed stride picks which items'
-//! tags are read, and co-occurrence counts are scaled back up. Each other tag's own
+//! `item_tags_by_tag` index; above `sample` of them a hash of the item id picks which
+//! items' tags are read, and co-occurrence counts are scaled back up. Each other tag's own
 //! count comes from `tag_counts`, which every merge keeps, so nothing scans the pool.
 
 use std::collections::HashMap;
@@ -66,7 +66,7 @@ pub struct RelatedPlan {
     pub limit: usize,
     /// Leave out tags seen with A on fewer items than this (in the items read).
     pub min_count: u64,
-    /// Read the tags of at most this many of A's items.
+    /// Read the tags of at most this many of A's items (see `sample`).
     pub sample: usize,
 }
 
@@ -187,14 +187,7 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
     items.dedup();
     let tag_items = items.len() as u64;
 
-    let read: Vec<i64> = if items.len() > plan.sample.max(1) {
-        let stride = items.len() as f64 / plan.sample.max(1) as f64;
-        (0..plan.sample.max(1))
-            .map(|k| items[(k as f64 * stride) as usize])
-            .collect()
-    } else {
-        items
-    };
+    let read = sample(items, plan.sample.max(1));
     let scale = tag_items as f64 / read.len().max(1) as f64;
 
     // Tag id → (canonical, category), once; then each read item's tag ids by primary key.
@@ -274,6 +267,26 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
         sampled: ((read.len() as u64) < tag_items).then_some(read.len() as u64),
         related: out,
     })
+}
+
+/// At most `n` of `items`: those whose mixed id is smallest. A fixed stride through the
+/// ids would alias with any period in them (publish order follows volumes, boorus and
+/// years); a hash does not, and the same pool still gives the same sample.
+fn sample(mut items: Vec<i64>, n: usize) -> Vec<i64> {
+    if items.len() <= n {
+        return items;
+    }
+    let key = |id: &i64| {
+        // splitmix64's finaliser.
+        let mut z = (*id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    items.select_nth_unstable_by_key(n - 1, key);
+    items.truncate(n);
+    items.sort_unstable();
+    items
 }
 
 fn scope_text(plan: &RelatedPlan) -> String {
@@ -468,10 +481,32 @@ mod tests {
         let r = related(&pool, &p).unwrap();
         assert_eq!(r.sampled, Some(20));
         assert_eq!(r.tag_items, 40);
-        // Every other item read: witch's 10 of 40 are seen as 5 of 20, scaled to 10.
-        let witch = r.related.iter().find(|x| x.tag == "witch").unwrap();
-        assert_eq!(witch.both, 10);
-        assert_eq!(witch.items, 10);
+        // Half the items read, counts doubled: `broom` always comes with `witch`, so
+        // their estimates agree, and each is even and near the true 10.
+        let est = |t: &str| r.related.iter().find(|x| x.tag == t).unwrap().clone();
+        let (witch, broom) = (est("witch"), est("broom"));
+        assert_eq!(witch.both, broom.both);
+        assert!(
+            witch.both % 2 == 0 && (4..=16).contains(&witch.both),
+            "{witch:?}"
+        );
+        // Each tag's count comes from the count table (10), never below the estimate.
+        assert_eq!(witch.items, witch.both.max(10));
+        assert_eq!(broom.items, broom.both.max(10));
+        // A sample is the same every time.
+        assert_eq!(related(&pool, &p).unwrap().related, r.related);
+    }
+
+    #[test]
+    fn a_sample_is_spread_over_the_ids() {
+        // Every third id of 30,000: a stride would take one residue class only.
+        let picked = sample((0..30_000).collect(), 3000);
+        assert_eq!(picked.len(), 3000);
+        for r in 0..3 {
+            let n = picked.iter().filter(|&&id| id % 3 == r).count();
+            assert!((900..1100).contains(&n), "residue {r}: {n}");
+        }
+        assert_eq!(sample((0..10).collect(), 20), (0..10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub enum QueryError {
     },
     #[error("failed to write the results")]
     Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Mine(#[from] crate::mine::related::MineError),
+    #[error("{parade}: {problem}")]
+    Param {
+        parade: &'static str,
+        problem: String,
+    },
 }
 
 /// Parameters the named queries understand.

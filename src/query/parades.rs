@@ -188,6 +188,17 @@ pub const PARADES: &[Parade] = &[
         how: How::Code(series_by_artist),
     },
     Parade {
+        name: "related-tags",
+        description: "The tags that come with one tag more often than chance (Jaccard), as `seedpool mine related` ranks them",
+        params: &[
+            (Param::Tags, "exactly one tag"),
+            (Param::Year, ""),
+            (Param::Limit, ""),
+        ],
+        default_limit: 25,
+        how: How::Code(related_tags),
+    },
+    Parade {
         name: "top-items",
         description: "Top items by score (or favs) per booru and year, normalised by the booru-year mean so boorus compare",
         params: &[
@@ -367,6 +378,53 @@ fn series_by_artist(pool: &Pool, _: &Params, bound: &Bound) -> Result<Table, Que
 /// relative to the group's mean and its percentile rank in the group. Every step reads
 /// the partial indexes over live items, so the cost grows with the number of groups,
 /// not of items.
+/// `related-tags`: `mine::related` with its defaults, as a table.
+fn related_tags(pool: &Pool, params: &Params, bound: &Bound) -> Result<Table, QueryError> {
+    use crate::mine::related::{related, Measure, RelatedPlan, DEFAULT_SAMPLE};
+    let [tag] = params.tags.as_slice() else {
+        return Err(QueryError::Param {
+            parade: "related-tags",
+            problem: format!(
+                "give exactly one tag with --tags, not {}",
+                params.tags.len()
+            ),
+        });
+    };
+    let report = related(
+        pool,
+        &RelatedPlan {
+            tag: tag.clone(),
+            category: None,
+            dataset: params.dataset.clone(),
+            years: params.year.map(|y| (y, y)),
+            measure: Measure::Jaccard,
+            limit: usize::try_from(bound.limit).unwrap_or(usize::MAX),
+            min_count: 2,
+            sample: DEFAULT_SAMPLE,
+        },
+    )?;
+    Ok(Table {
+        columns: ["tag", "category", "both", "items", "jaccard"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        rows: report
+            .related
+            .into_iter()
+            .map(|r| {
+                vec![
+                    r.tag.into(),
+                    r.category.into(),
+                    r.both.into(),
+                    r.items.into(),
+                    serde_json::Number::from_f64((r.value * 1e4).round() / 1e4)
+                        .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                ]
+            })
+            .collect(),
+    })
+}
+
 fn top_items(pool: &Pool, params: &Params, bound: &Bound) -> Result<Table, QueryError> {
     let named = &bound.named[..];
     let metric = match params.metric.as_deref() {
@@ -554,8 +612,17 @@ mod tests {
             rows(&top)[0],
             r#"2021 "danbooru" 1 "danbooru-5" 7 1.273 1.0"#
         );
+        // related-tags needs its one tag; with it, the others on rin's items.
+        let err = run(&pool, "related-tags", &Params::default()).unwrap_err();
+        assert!(err.to_string().contains("exactly one tag"), "{err}");
+        let t = run(&pool, "related-tags", &rin).unwrap();
+        assert_eq!(t.columns, ["tag", "category", "both", "items", "jaccard"]);
         for p in PARADES {
-            run(&pool, p.name, &Params::default()).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            let params = match p.name {
+                "related-tags" => &rin,
+                _ => &Params::default(),
+            };
+            run(&pool, p.name, params).unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
     }
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmark for docs/performance.md ("Mining"): related tags over a generated pool of
+# ITEMS items (default 1,000,000; tags co-occur as on a booru, see gen_release.py),
+# side by side with the same query in DuckDB over the pool's Parquet export.
+# Needs hyperfine and python3 with duckdb (`pip install duckdb`).
+# Usage: benches/mine.sh        (data and results in target/bench/mine-ITEMS/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITEMS=${ITEMS:-1000000}
+WORK=${WORK:-target/bench/mine-$ITEMS}
+if [ -z "${BIN:-}" ]; then
+  BIN=$PWD/target/release/seedpool
+  cargo build --release --locked --quiet
+fi
+mkdir -p "$WORK"
+KEY=$WORK/bench.key
+[ -f "$KEY" ] || "$BIN" key generate --out "$KEY" >/dev/null
+t() { local start=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $start" | bc; }
+# Each step is skipped when its result is there, so an interrupted run resumes.
+if [ ! -f "$WORK/.r1-done" ]; then
+  rm -rf "$WORK/r1"
+  echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS"
+  touch "$WORK/.r1-done"
+fi
+if [ ! -f "$WORK/store/bench-1.manifest.json" ]; then
+  echo "publish: $(t "$BIN" publish "$WORK/r1" --dataset bench --version 1 --store "$WORK/store" --key "$KEY" --created 1) s"
+fi
+POOL=$WORK/pool
+if [ ! -f "$POOL/pool.sqlite" ]; then
+  echo "merge: $(t "$BIN" merge "$WORK/store/bench-1.manifest.json" --pool "$POOL" --from "$WORK/store") s"
+fi
+[ -f "$WORK/items.parquet" ] || "$BIN" export --pool "$POOL" --format parquet --out "$WORK/items.parquet" >/dev/null
+
+# One tag of each kind: a popular artist, a character, a common general tag (about a
+# tenth of the items) and one on every item (read through the sample).
+TAGS=(artist_1 character_0 general_0 highres)
+for tag in "${TAGS[@]}"; do
+  "$BIN" query --pool "$POOL" --sql "SELECT '$tag', sum(items) FROM tag_counts WHERE canonical = '$tag'" --format csv | tail -1
+done
+ARGS=()
+for tag in "${TAGS[@]}"; do
+  ARGS+=(-n "mine related $tag" "$BIN mine related $tag --pool $POOL --measure jaccard --json")
+done
+hyperfine --warmup 1 --runs 10 --export-markdown "$WORK/related.md" "${ARGS[@]}" >/dev/null
+cat "$WORK/related.md"
+peak() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
+echo "peak RSS of mine related highres: $(peak "$BIN" mine related highres --pool "$POOL") KiB"
+
+# DuckDB: the same co-occurrence counts and Jaccard, from the Parquet export (cold) and
+# from a table of (item, tag) rows already in memory (warm, the query alone).
+python3 - "$WORK/items.parquet" "${TAGS[@]}" <<'PY'
+import sys, time, duckdb
+path, tags = sys.argv[1], sys.argv[2:]
+con = duckdb.connect()
+flat = f"""SELECT key, unnest(string_split(concat_ws(' ', tags_artist, tags_copyright,
+    tags_character, tags_general, tags_meta), ' ')) AS tag FROM read_parquet('{path}')"""
+query = """WITH a AS (SELECT key FROM {src} WHERE tag = ?),
+  both AS (SELECT f.tag, count(*) AS both FROM {src} f SEMI JOIN a USING (key) GROUP BY f.tag),
+  counts AS (SELECT tag, count(*) AS n FROM {src} WHERE tag IN (SELECT tag FROM both) GROUP BY tag)
+  SELECT b.tag, b.both, c.n, b.both / ((SELECT count(*) FROM a) + c.n - b.both) AS jaccard
+  FROM both b JOIN counts c USING (tag) WHERE b.tag <> ? ORDER BY jaccard DESC, b.tag LIMIT 25"""
+def best(sql, tag, runs=5):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter(); con.execute(sql, [tag, tag]).fetchall(); times.append(time.perf_counter() - t)
+    return min(times)
+print("| tag | DuckDB from Parquet (s) | DuckDB, table in memory (s) |")
+print("|---|---:|---:|")
+t = time.perf_counter(); con.execute(f"CREATE TABLE flat AS {flat}"); load = time.perf_counter() - t
+for tag in tags:
+    cold = best(query.format(src=f"({flat})"), tag, runs=3)
+    warm = best(query.format(src="flat"), tag)
+    print(f"| {tag} | {cold:.3f} | {warm:.3f} |")
+print(f"(loading the (item, tag) table into memory: {load:.2f} s; DuckDB {duckdb.__version__})")
+PY
