@@ -118,7 +118,8 @@ pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
         "category",
         "both",
         "items",
-        args.measure_name()
+        clap::ValueEnum::to_possible_value(&args.measure)
+            .map_or_else(String::new, |v| v.get_name().to_string())
     )?;
     for r in &report.related {
         writeln!(
@@ -128,18 +129,6 @@ pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
         )?;
     }
     Ok(())
-}
-
-impl RelatedArgs {
-    fn measure_name(&self) -> &'static str {
-        match self.measure {
-            Measure::Count => "count",
-            Measure::Jaccard => "jaccard",
-            Measure::Cosine => "cosine",
-            Measure::Overlap => "overlap",
-            Measure::Npmi => "npmi",
-        }
-    }
 }
 
 #[cfg(test)]

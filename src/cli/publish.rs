@@ -259,12 +259,13 @@ pub(super) fn pointer_step(
         return Ok(None);
     }
     let key = crate::signing::PublisherKey::load(key_path).map_err(|e| Failure::Usage(e.into()))?;
-    crate::swarm::dht::publish_pointer(store, dataset, &key, feed_urls, dht.as_ref()).map_err(|e| {
+    crate::swarm::dht::publish_pointer(store, dataset, &key, feed_urls, dht.as_ref()).map(Some).map_err(|e| {
         let usage = matches!(
             e,
             crate::swarm::dht::DhtError::Pointer(
                 crate::manifest::pointer::PointerError::NoUrl { .. }
                     | crate::manifest::pointer::PointerError::TooLarge { .. }
+                    | crate::manifest::pointer::PointerError::TooManyUrls { .. }
             )
         );
         let e = anyhow::Error::new(e).context(
@@ -300,22 +301,25 @@ pub(super) fn write_pointer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
 
-    #[test]
-    fn publish_and_verify_print_what_they_did() {
-        let t = tempfile::tempdir().unwrap();
-        let (rel, store, key) = (
-            t.path().join("rel"),
-            t.path().join("store"),
-            t.path().join("k.key"),
-        );
+    /// A release folder of `items` small items, a store path and a key file in `dir`.
+    fn release_and_key(dir: &Path, items: usize) -> (PathBuf, PathBuf, PathBuf) {
+        let (rel, store, key) = (dir.join("rel"), dir.join("store"), dir.join("k.key"));
         std::fs::create_dir(&rel).unwrap();
-        for i in 0..3 {
+        for i in 0..items {
             std::fs::write(rel.join(format!("item-{i}.txt")), format!("payload {i}")).unwrap();
         }
         crate::signing::PublisherKey::from_seed([1; 32])
             .save(&key, false)
             .unwrap();
+        (rel, store, key)
+    }
+
+    #[test]
+    fn publish_and_verify_print_what_they_did() {
+        let t = tempfile::tempdir().unwrap();
+        let (rel, store, key) = release_and_key(t.path(), 3);
         let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
         let args = [
             "seedpool",
@@ -371,16 +375,7 @@ mod tests {
     #[test]
     fn dht_without_a_feed_url_is_refused_before_anything_is_published() {
         let t = tempfile::tempdir().unwrap();
-        let (rel, store, key) = (
-            t.path().join("rel"),
-            t.path().join("store"),
-            t.path().join("k.key"),
-        );
-        std::fs::create_dir(&rel).unwrap();
-        std::fs::write(rel.join("item-0.txt"), "payload").unwrap();
-        crate::signing::PublisherKey::from_seed([1; 32])
-            .save(&key, false)
-            .unwrap();
+        let (rel, store, key) = release_and_key(t.path(), 1);
         let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
         let (rel, store_s, key) = (s(&rel), s(&store), s(&key));
         let base = [

@@ -64,6 +64,8 @@ pub enum PointerError {
     },
     #[error("the DHT pointer of `{dataset}` would be {size} bytes with these feed URLs, more than the {MAX_VALUE_BYTES} a DHT item holds; give fewer or shorter --feed-url")]
     TooLarge { dataset: String, size: usize },
+    #[error("the DHT pointer of `{dataset}` would list {count} feed URLs, more than the {MAX_URLS} readers accept; give fewer --feed-url or --web-seed")]
+    TooManyUrls { dataset: String, count: usize },
     #[error("the DHT pointer of `{dataset}` names no place to fetch the feed: give --feed-url URL (where the store's `{feed}` is served), or publish with --web-seed")]
     NoUrl { dataset: String, feed: String },
     #[error(transparent)]
@@ -409,16 +411,9 @@ pub fn update(
         });
     }
     if urls.len() > MAX_URLS {
-        return Err(PointerError::TooLarge {
+        return Err(PointerError::TooManyUrls {
             dataset: dataset.to_string(),
-            size: Pointer {
-                info_hash: manifest.torrent.info_hash,
-                feed_blake3: String::new(),
-                urls,
-            }
-            .value()
-            .len()
-                + 32,
+            count: urls.len(),
         });
     }
     let pointer = Pointer {

@@ -323,22 +323,19 @@ fn scope_count(
     datasets: &[i64],
     years: Option<(i64, i64)>,
 ) -> Result<u64, MineError> {
+    let (from, to) = years.unwrap_or((i64::MIN, i64::MAX));
+    let year_sql = match years {
+        Some(_) => "AND year BETWEEN ?2 AND ?3",
+        None => "AND ?2 <= ?3",
+    };
+    let sql = format!(
+        "SELECT count(*) FROM items WHERE dataset = ?1
+         AND removed_in IS NULL AND duplicate_of IS NULL {year_sql}"
+    );
+    let mut st = conn.prepare(&sql)?;
     let mut n = 0i64;
     for d in datasets {
-        n += match years {
-            Some((a, b)) => conn.query_row(
-                "SELECT count(*) FROM items WHERE year BETWEEN ?2 AND ?3 AND dataset = ?1
-                 AND removed_in IS NULL AND duplicate_of IS NULL",
-                params![d, a, b],
-                |r| r.get::<_, i64>(0),
-            )?,
-            None => conn.query_row(
-                "SELECT count(*) FROM items WHERE dataset = ?1
-                 AND removed_in IS NULL AND duplicate_of IS NULL",
-                [d],
-                |r| r.get::<_, i64>(0),
-            )?,
-        };
+        n += st.query_row(params![d, from, to], |r| r.get::<_, i64>(0))?;
     }
     Ok(n.max(0) as u64)
 }

@@ -189,27 +189,24 @@ pub struct PointerReport {
     pub stored_at: Option<u32>,
 }
 
-/// After the store's feed changed: re-signs the pointer when asked to (`dht`) or when
-/// the store already keeps one (so it never names a stale feed), and puts it into the
-/// DHT when `dht` is given. `None` when the dataset has no pointer and none was asked.
+/// After the store's feed changed: re-signs the dataset's pointer, and puts it into
+/// the DHT when `dht` is given. The caller decides whether there is one to keep (the
+/// CLI: when asked, or when the store already keeps one, so it never names a stale feed).
 pub fn publish_pointer(
     store_root: &std::path::Path,
     dataset: &DatasetName,
     key: &crate::signing::PublisherKey,
     extra_urls: &[String],
     dht: Option<&DhtOptions>,
-) -> Result<Option<PointerReport>, DhtError> {
+) -> Result<PointerReport, DhtError> {
     let path = crate::manifest::pointer::path(store_root, dataset);
-    if dht.is_none() && extra_urls.is_empty() && !path.exists() {
-        return Ok(None);
-    }
     let signed = crate::manifest::pointer::update(store_root, dataset, key, extra_urls)?;
     let stored_at = dht.map(|o| put(&signed, o)).transpose()?;
-    Ok(Some(PointerReport {
+    Ok(PointerReport {
         path,
         sequence: signed.seq,
         urls: signed.urls.clone(),
         magnet: crate::manifest::pointer::magnet(&signed.public_key, dataset),
         stored_at,
-    }))
+    })
 }
