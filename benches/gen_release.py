@@ -5,7 +5,9 @@ Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR] [--flat]
   copyrights, 1-2 characters, ~7 general, 1 meta) into OUT/<bucket>/, deterministic.
   Tags co-occur as on a booru: each artist draws from 3 series, each character belongs
   to one series, each series has 10 general tags it is often drawn with, and
-  popularity is skewed (a few artists, series and tags are in many items). --flat
+  popularity is skewed (a few artists, series and tags are in many items). Each item
+  has a 64-bit perceptual hash; one in 20 is a look-alike of one of the 19 items before
+  it (1 to 8 bits flipped). --flat
   draws every tag uniformly and independently, as the figures in docs/performance.md
   before 2026-12 were made.
   With --from DIR and --changes N: OUT becomes DIR (hard links) with N changes: 60%
@@ -59,11 +61,25 @@ def tags_of(i, rng):
     return [artist], series, chars, sorted(general)
 
 
+def phash_base(i):
+    return int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "big")
+
+
+def phash_of(i, rng):
+    """A uniform 64-bit hash, or a near copy of an earlier item's (planted look-alikes)."""
+    if i % 20 != 1 or i < 20:
+        return phash_base(i)
+    h = phash_base(i - 1 - rng.randrange(19))
+    for bit in rng.sample(range(64), 1 + rng.randrange(8)):
+        h ^= 1 << bit
+    return h
+
+
 def record(i, rng, bump=0):
     booru = BOORUS[i % len(BOORUS)]
     year = 2010 + (i * 7919) % 16
     artist, series, chars, general = tags_of(i, rng)
-    return booru, {
+    rec = {
         "booru": booru,
         "post_id": 100000 + i,
         "md5": hashlib.md5(str(i).encode()).hexdigest(),
@@ -83,6 +99,9 @@ def record(i, rng, bump=0):
         },
         "volume": f"{ASPECTS[i % len(ASPECTS)]}-{year}",
     }
+    if not FLAT:
+        rec["phash"] = f"{phash_of(i, rng):016x}"
+    return booru, rec
 
 
 def path_of(out, i, booru):

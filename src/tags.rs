@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::files::{file_error, FileError};
@@ -38,6 +38,12 @@ pub enum TagsError {
     Malformed { path: PathBuf, problems: String },
     #[error("pool database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("alias `{alias}` of `{name}`: {problem}")]
+    BadAlias {
+        alias: String,
+        name: String,
+        problem: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -275,6 +281,116 @@ pub fn import(pool_root: &Path, list: &Path) -> Result<ImportReport, TagsError> 
     )? as u64;
     tx.commit()?;
     Ok(report)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct AliasReport {
+    /// Aliases written, and older aliases pointed on to the new name (an alias of an
+    /// alias is followed once, so the chain is shortened).
+    pub written: u64,
+    pub repointed: u64,
+    /// Source tags whose canonical name changed.
+    pub tags_renamed: u64,
+}
+
+/// Writes `(alias, name)` pairs into the pool's aliases, in one transaction with the
+/// counts they change: every source tag spelled as an alias is counted as its name
+/// from then on, in hit-parades and mining. Both sides are normalised as tags are.
+pub fn add_aliases(pool_root: &Path, pairs: &[(String, String)]) -> Result<AliasReport, TagsError> {
+    let (mut pool, _lock) = Pool::open_or_create_locked(pool_root)?;
+    let tx = pool.connection_mut().transaction()?;
+    let mut report = AliasReport::default();
+    for (alias, name) in pairs {
+        let (alias, mut name) = (normalize(alias), normalize(name));
+        let bad = |name: &str, problem: &str| TagsError::BadAlias {
+            alias: alias.clone(),
+            name: name.to_string(),
+            problem: problem.to_string(),
+        };
+        if alias.is_empty() || name.is_empty() {
+            return Err(bad(&name, "a tag name is empty"));
+        }
+        let target: Option<String> = tx
+            .query_row(
+                "SELECT name FROM tag_aliases WHERE alias = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(t) = target {
+            name = t;
+        }
+        if alias == name {
+            return Err(bad(&name, "the two are one tag already"));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO tag_aliases(alias, name) VALUES (?1, ?2)",
+            params![alias, name],
+        )?;
+        report.written += 1;
+        report.repointed += tx.execute(
+            "UPDATE tag_aliases SET name = ?2 WHERE name = ?1",
+            params![alias, name],
+        )? as u64;
+    }
+    let canonical = crate::pool::CANONICAL_TAG_SQL.replace("$N", "tags.name");
+    report.tags_renamed = tx.execute(
+        &format!("UPDATE tags SET canonical = {canonical} WHERE canonical IS NOT {canonical}"),
+        [],
+    )? as u64;
+    if report.tags_renamed > 0 {
+        crate::pool::aggregates::rebuild(&tx)?;
+    }
+    tx.commit()?;
+    Ok(report)
+}
+
+/// Reads reviewed `(alias, name)` pairs from a CSV file with `alias` and `name`
+/// columns (others are ignored), as `seedpool mine aliases --format csv` writes it.
+pub fn read_alias_file(path: &Path) -> Result<Vec<(String, String)>, TagsError> {
+    let text = std::fs::read_to_string(path).map_err(file_error("read alias list", path))?;
+    let malformed = |problems: String| TagsError::Malformed {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let mut records = crate::files::delimited_records(&text, b',');
+    let header = match records.next() {
+        None => {
+            return Err(malformed(
+                "  the file is empty (expected a header line: alias,name)".into(),
+            ))
+        }
+        Some((line, Err(e))) => return Err(malformed(format!("  line {line}: {e}"))),
+        Some((_, Ok(h))) => h,
+    };
+    let col = |want: &str| {
+        header
+            .iter()
+            .position(|c| c.trim().eq_ignore_ascii_case(want))
+    };
+    let (Some(a), Some(n)) = (col("alias"), col("name")) else {
+        return Err(malformed(format!(
+            "  line 1: the header needs `alias` and `name` columns; found `{}`",
+            header.iter().collect::<Vec<_>>().join(",")
+        )));
+    };
+    let mut pairs = Vec::new();
+    let mut problems = Vec::new();
+    for (line, record) in records {
+        match record {
+            Ok(r) => match (r.get(a), r.get(n)) {
+                (Some(x), Some(y)) if !x.trim().is_empty() && !y.trim().is_empty() => {
+                    pairs.push((x.to_string(), y.to_string()))
+                }
+                _ => problems.push(format!("  line {line}: no alias or no name")),
+            },
+            Err(e) => problems.push(format!("  line {line}: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(malformed(problems.join("\n")));
+    }
+    Ok(pairs)
 }
 
 /// SQL listing canonical tags whose category differs between sources or from the list.

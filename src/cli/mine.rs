@@ -7,8 +7,15 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 use super::{CommandResult, Env, Failure};
-use crate::mine::related::{self, Measure, MineError, RelatedPlan, DEFAULT_SAMPLE};
+use crate::mine::aliases::{self, AliasesPlan};
+use crate::mine::implications::{self, ImplicationsPlan};
+use crate::mine::related::{self, Measure, RelatedPlan, DEFAULT_SAMPLE};
+use crate::mine::similar::{self, By, SimilarPlan, DEFAULT_RADIUS};
+use crate::mine::suggest::{self, EvaluatePlan, SuggestPlan};
+use crate::mine::trends::{self, TrendsPlan};
+use crate::mine::MineError;
 use crate::pool::Pool;
+use crate::query::{self, Format, Table};
 
 /// Mine a pool's metadata: analyses computed from what the pool already holds.
 #[derive(Subcommand, Debug)]
@@ -18,6 +25,193 @@ pub enum MineCommand {
     /// `jaccard`, `cosine` and `npmi` favour tags that come with TAG and seldom
     /// without it; `overlap` finds tags nested in one another (docs/mining.md).
     Related(RelatedArgs),
+    /// The tags whose share of a dataset's live items grew or fell most between two
+    /// merged releases (by default the newest and its parent), in percentage points.
+    Trends(TrendsArgs),
+    /// The live items nearest one item: by perceptual hash (look-alike pictures, in
+    /// bits apart) or by tags (rare tags weigh more; 1 - weighted Jaccard).
+    Similar(SimilarArgs),
+    /// Tag implications to review: pairs where items with TAG almost always have
+    /// another, broader tag (a character → its series), with the share of TAG's items
+    /// that have it.
+    Implications(ImplicationsArgs),
+    /// Tag aliases to review: pairs of tags of one category that look like one tag
+    /// written two ways (words swapped, a qualifier, punctuation, a letter or two) and
+    /// are drawn with the same other tags. Review the CSV (`--format csv`), delete
+    /// what is wrong, and write the rest with `seedpool tags alias --from FILE`.
+    Aliases(AliasesArgs),
+    /// Suggested tags of a category (character, copyright) for the items that have
+    /// none, from their nearest items by tags, each with a confidence (the share of
+    /// the neighbours' similarity that votes for it). `mine evaluate` says how far to
+    /// trust them.
+    Suggest(SuggestArgs),
+    /// How good `mine suggest` is on this pool: hides the category's tags of items
+    /// that have some, suggests them back, and reports precision and recall at several
+    /// confidences.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SuggestArgs {
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// The category to suggest.
+    #[arg(long, default_value = "character")]
+    category: String,
+    /// The dataset (needed when the pool holds several).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Suggest for this item only (tags it has are not suggested again).
+    #[arg(long)]
+    key: Option<String>,
+    /// Most items (the first ones without a tag of the category).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Nearest items that vote.
+    #[arg(long, default_value_t = crate::mine::suggest::DEFAULT_NEIGHBOURS)]
+    neighbours: usize,
+    /// Least confidence of a suggestion (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    min_confidence: f64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// The category to hide and suggest back.
+    #[arg(long, default_value = "character")]
+    category: String,
+    /// The dataset (needed when the pool holds several).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Items whose tags of the category are hidden (picked by a hash of their ids).
+    #[arg(long, default_value_t = 500)]
+    holdout: usize,
+    /// Nearest items that vote.
+    #[arg(long, default_value_t = crate::mine::suggest::DEFAULT_NEIGHBOURS)]
+    neighbours: usize,
+    /// The confidence to score (others are reported beside it).
+    #[arg(long, default_value_t = 0.5)]
+    min_confidence: f64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImplicationsArgs {
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// Only this dataset.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Least share of the tag's items that have the implied tag (0 to 1).
+    #[arg(long, default_value_t = 0.95)]
+    min_confidence: f64,
+    /// Least live items with the tag.
+    #[arg(long, default_value_t = 20)]
+    min_support: u64,
+    /// Only tags of this category imply (character, to find each one's series).
+    #[arg(long)]
+    category: Option<String>,
+    /// Only implied tags of this category (copyright).
+    #[arg(long)]
+    implied_category: Option<String>,
+    /// Most pairs shown.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Read the tags of at most this many live items (picked by a hash of their ids).
+    #[arg(long, default_value_t = crate::mine::implications::DEFAULT_SAMPLE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000_000))]
+    sample: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct AliasesArgs {
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// Only this dataset.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Only tags of this category.
+    #[arg(long)]
+    category: Option<String>,
+    /// Least cosine of the two tags' companions (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    min_similarity: f64,
+    /// Least live items of each tag.
+    #[arg(long, default_value_t = 3)]
+    min_items: u64,
+    /// Most pairs shown.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct TrendsArgs {
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// The dataset (needed when the pool holds several).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// The earlier release (default: the later one's parent).
+    #[arg(long, value_name = "VERSION")]
+    from: Option<String>,
+    /// The later release (default: the newest merged).
+    #[arg(long, value_name = "VERSION")]
+    to: Option<String>,
+    /// Only tags of this category (artist, copyright, character, general, meta).
+    #[arg(long)]
+    category: Option<String>,
+    /// Most tags shown in each direction.
+    #[arg(long, default_value_t = 15)]
+    limit: usize,
+    /// Leave out tags on fewer items than this in both releases.
+    #[arg(long, default_value_t = 10)]
+    min_items: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SimilarArgs {
+    /// The item's key (as `seedpool query` and the web page show it).
+    key: String,
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// What makes items similar.
+    #[arg(long, value_enum, default_value = "phash")]
+    by: By,
+    /// The item's dataset, when its key is in several; with --only-dataset, results
+    /// from it alone.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Only items of the item's own dataset.
+    #[arg(long)]
+    only_dataset: bool,
+    /// By pHash: most bits apart (of 64). Duplicate detection at ingest uses 3.
+    #[arg(long, default_value_t = DEFAULT_RADIUS, value_parser = clap::value_parser!(u32).range(0..=32))]
+    radius: u32,
+    /// Most items shown.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -46,8 +240,8 @@ pub struct RelatedArgs {
     /// Leave out tags seen with TAG on fewer items than this.
     #[arg(long, default_value_t = 2)]
     min_count: u64,
-    /// Read the tags of at most this many of TAG's items (a fixed stride over them);
-    /// counts are scaled back up. More is slower and closer.
+    /// Read the tags of at most this many of TAG's items (picked by a hash of their
+    /// ids); counts are scaled back up. More is slower and closer.
     #[arg(long, default_value_t = DEFAULT_SAMPLE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
     sample: usize,
     /// Print the result as JSON.
@@ -70,8 +264,20 @@ fn parse_years(text: &str) -> Result<(i64, i64), String> {
 }
 
 pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
-    let MineCommand::Related(args) = cmd;
-    let pool_dir = env.path(&args.pool);
+    match cmd {
+        MineCommand::Related(args) => run_related(args, env),
+        MineCommand::Trends(args) => run_trends(args, env),
+        MineCommand::Similar(args) => run_similar(args, env),
+        MineCommand::Implications(args) => run_implications(args, env),
+        MineCommand::Aliases(args) => run_aliases(args, env),
+        MineCommand::Suggest(args) => run_suggest(args, env),
+        MineCommand::Evaluate(args) => run_evaluate(args, env),
+    }
+}
+
+/// The pool, read-only; a folder that is not one is the user's mistake.
+fn open(env: &Env, pool: &std::path::Path) -> Result<Pool, Failure> {
+    let pool_dir = env.path(pool);
     if !pool_dir.join(crate::pool::DATABASE).is_file() {
         return Err(Failure::Usage(anyhow!(
             "`{}` is not a pool (no {})",
@@ -79,7 +285,18 @@ pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
             crate::pool::DATABASE
         )));
     }
-    let pool = Pool::open_read_only(&pool_dir).map_err(|e| Failure::Usage(e.into()))?;
+    Pool::open_read_only(&pool_dir).map_err(|e| Failure::Usage(e.into()))
+}
+
+fn failure(e: MineError) -> Failure {
+    match e.is_usage() {
+        true => Failure::Usage(e.into()),
+        false => Failure::Data(e.into()),
+    }
+}
+
+fn run_related(args: RelatedArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
     let plan = RelatedPlan {
         tag: args.tag.clone(),
         category: args.category.clone(),
@@ -90,12 +307,7 @@ pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
         min_count: args.min_count,
         sample: args.sample,
     };
-    let report = related::related(&pool, &plan).map_err(|e| match e {
-        MineError::UnknownTag { .. } | MineError::UnknownDataset(_) | MineError::Empty { .. } => {
-            Failure::Usage(e.into())
-        }
-        e => Failure::Data(e.into()),
-    })?;
+    let report = related::related(&pool, &plan).map_err(failure)?;
     let out = &mut env.out;
     if args.json {
         out.json(&report)?;
@@ -126,6 +338,285 @@ pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
             w,
             "{:<32} {:<10} {:>9} {:>9} {:>9.4}",
             r.tag, r.category, r.both, r.items, r.value
+        )?;
+    }
+    Ok(())
+}
+
+fn run_trends(args: TrendsArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
+    let plan = TrendsPlan {
+        dataset: args.dataset,
+        from: args.from,
+        to: args.to,
+        category: args.category,
+        limit: args.limit,
+        min_items: args.min_items,
+    };
+    let report = trends::trends(&pool, &plan).map_err(failure)?;
+    let out = &mut env.out;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    writeln!(
+        w,
+        "{} {} → {}: {} → {} live items",
+        report.dataset, report.from, report.to, report.items_before, report.items_after
+    )?;
+    for (title, list) in [("grew", &report.grew), ("fell", &report.fell)] {
+        writeln!(w, "\n{title}:")?;
+        if list.is_empty() {
+            writeln!(w, "  (none)")?;
+            continue;
+        }
+        writeln!(
+            w,
+            "{:<32} {:<10} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "tag", "category", "before", "after", "% before", "% after", "change"
+        )?;
+        for t in list {
+            writeln!(
+                w,
+                "{:<32} {:<10} {:>9} {:>9} {:>8.2} {:>8.2} {:>+8.2}",
+                t.tag, t.category, t.before, t.after, t.share_before, t.share_after, t.change
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
+    let plan = SimilarPlan {
+        key: args.key,
+        dataset: args.dataset,
+        only_dataset: args.only_dataset,
+        by: args.by,
+        limit: args.limit,
+        radius: args.radius,
+    };
+    let report = similar::similar(&pool, &plan).map_err(failure)?;
+    let out = &mut env.out;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    let unit = match report.by {
+        By::Phash => "bits apart",
+        By::Tags => "1 - weighted Jaccard",
+    };
+    writeln!(
+        w,
+        "nearest to {} ({}) by {}: {} found, {} compared",
+        report.key,
+        report.dataset,
+        clap::ValueEnum::to_possible_value(&report.by)
+            .map_or_else(String::new, |v| v.get_name().to_string()),
+        report.similar.len(),
+        report.compared
+    )?;
+    writeln!(
+        w,
+        "{:<40} {:<16} {:>10}  ({unit})",
+        "key", "dataset", "distance"
+    )?;
+    for s in &report.similar {
+        let d = match report.by {
+            By::Phash => format!("{}", s.distance),
+            By::Tags => format!("{:.4}", s.distance),
+        };
+        writeln!(w, "{:<40} {:<16} {:>10}", s.key, s.dataset, d)?;
+    }
+    Ok(())
+}
+
+/// A report as a table in the chosen format, or whole as JSON.
+fn write_table(
+    env: &mut Env,
+    format: Format,
+    report: &impl serde::Serialize,
+    columns: &[&str],
+    rows: Vec<Vec<serde_json::Value>>,
+) -> CommandResult {
+    if format == Format::Json {
+        env.out.json(report)?;
+        return Ok(());
+    }
+    let table = Table {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows,
+    };
+    query::write(&table, format, &mut env.out.out)?;
+    Ok(())
+}
+
+fn rounded(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64((v * 1e4).round() / 1e4)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+fn run_implications(args: ImplicationsArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
+    let plan = ImplicationsPlan {
+        dataset: args.dataset,
+        min_confidence: args.min_confidence,
+        min_support: args.min_support,
+        category: args.category,
+        implied_category: args.implied_category,
+        limit: args.limit,
+        sample: args.sample,
+    };
+    let report = implications::implications(&pool, &plan).map_err(failure)?;
+    let rows = report
+        .implications
+        .iter()
+        .map(|i| {
+            vec![
+                i.tag.clone().into(),
+                i.category.clone().into(),
+                i.implies.clone().into(),
+                i.implied_category.clone().into(),
+                i.items.into(),
+                i.implied_items.into(),
+                rounded(i.confidence),
+            ]
+        })
+        .collect();
+    let columns = [
+        "tag",
+        "category",
+        "implies",
+        "implied_category",
+        "items",
+        "implied_items",
+        "confidence",
+    ];
+    write_table(env, args.format, &report, &columns, rows)
+}
+
+fn run_aliases(args: AliasesArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
+    if !(0.0..=1.0).contains(&args.min_similarity) {
+        return Err(Failure::Usage(anyhow!(
+            "--min-similarity {} is not between 0 and 1",
+            args.min_similarity
+        )));
+    }
+    let plan = AliasesPlan {
+        dataset: args.dataset,
+        category: args.category,
+        min_similarity: args.min_similarity,
+        min_items: args.min_items,
+        limit: args.limit,
+    };
+    let report = aliases::aliases(&pool, &plan).map_err(failure)?;
+    let rows = report
+        .candidates
+        .iter()
+        .map(|c| {
+            vec![
+                c.alias.clone().into(),
+                c.name.clone().into(),
+                c.category.clone().into(),
+                c.alias_items.into(),
+                c.name_items.into(),
+                serde_json::to_value(c.reason).unwrap_or_default(),
+                rounded(c.similarity),
+                rounded(c.together),
+            ]
+        })
+        .collect();
+    let columns = [
+        "alias",
+        "name",
+        "category",
+        "alias_items",
+        "name_items",
+        "reason",
+        "similarity",
+        "together",
+    ];
+    write_table(env, args.format, &report, &columns, rows)
+}
+
+fn run_suggest(args: SuggestArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
+    let plan = SuggestPlan {
+        dataset: args.dataset,
+        category: args.category,
+        key: args.key,
+        limit: args.limit,
+        neighbours: args.neighbours,
+        min_confidence: args.min_confidence,
+    };
+    let report = suggest::suggest(&pool, &plan).map_err(failure)?;
+    let out = &mut env.out;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    writeln!(
+        w,
+        "{} item(s) of {} without a {} tag; suggested (confidence):",
+        report.items.len(),
+        report.dataset,
+        report.category
+    )?;
+    for item in &report.items {
+        let list: Vec<String> = item
+            .suggestions
+            .iter()
+            .map(|s| format!("{} ({:.2})", s.tag, s.confidence))
+            .collect();
+        let list = match list.is_empty() {
+            true => "(nothing confident enough)".to_string(),
+            false => list.join(", "),
+        };
+        writeln!(w, "{:<40} {list}", item.key)?;
+    }
+    Ok(())
+}
+
+fn run_evaluate(args: EvaluateArgs, env: &mut Env) -> CommandResult {
+    let pool = open(env, &args.pool)?;
+    let plan = EvaluatePlan {
+        dataset: args.dataset,
+        category: args.category,
+        holdout: args.holdout,
+        neighbours: args.neighbours,
+        min_confidence: args.min_confidence,
+    };
+    let report = suggest::evaluate(&pool, &plan).map_err(failure)?;
+    let out = &mut env.out;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    writeln!(
+        w,
+        "{} tags of {} items hidden, suggested back from {} neighbours each:",
+        report.hidden, report.items, plan.neighbours
+    )?;
+    writeln!(
+        w,
+        "{:>14} {:>10} {:>8} {:>10} {:>8}",
+        "min confidence", "suggested", "correct", "precision", "recall"
+    )?;
+    for s in &report.curve {
+        let mark = if s.min_confidence == report.score.min_confidence {
+            " *"
+        } else {
+            ""
+        };
+        writeln!(
+            w,
+            "{:>14.2} {:>10} {:>8} {:>10.3} {:>8.3}{mark}",
+            s.min_confidence, s.suggested, s.correct, s.precision, s.recall
         )?;
     }
     Ok(())
@@ -217,5 +708,234 @@ mod tests {
             "{}",
             env.out.stderr()
         );
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::super::{run, Env};
+    use crate::testing::{record, Fixture};
+
+    fn pool_of_two_releases() -> Fixture {
+        let f = Fixture::new();
+        let items = |n: u64, spelled: &str| -> Vec<(String, serde_json::Value)> {
+            (0..n)
+                .map(|i| {
+                    let booru = if i % 2 == 0 { "danbooru" } else { "gelbooru" };
+                    let character = if i % 2 == 0 { "hatsune_miku" } else { spelled };
+                    let mut r = record(
+                        booru,
+                        i,
+                        &[
+                            ("character", &[character]),
+                            ("copyright", &["vocaloid"]),
+                            (
+                                "general",
+                                &["twintails", if i < 10 { "solo" } else { "duo" }],
+                            ),
+                        ],
+                    );
+                    // Spread out, but item-01 is item-00 with 5 bits flipped (a look-alike,
+                    // not a duplicate: those are 3 bits apart at most).
+                    let spread = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let hash = if i == 1 {
+                        spread(0) ^ 0b11111
+                    } else {
+                        spread(i)
+                    };
+                    r["phash"] = format!("{hash:016x}").into();
+                    (format!("item-{i:02}"), r)
+                })
+                .collect()
+        };
+        for (version, parent, n) in [("1", None, 12), ("2", Some("1"), 30)] {
+            let items = items(n, "Miku Hatsune");
+            let items: Vec<(&str, serde_json::Value)> =
+                items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            f.publish(version, parent, &items);
+            f.merge(version);
+        }
+        f
+    }
+
+    fn ok(f: &Fixture, args: &[&str]) -> String {
+        let pool = f.pool.to_str().unwrap();
+        let mut argv = vec!["seedpool"];
+        argv.extend_from_slice(args);
+        argv.extend(["--pool", pool]);
+        let mut env = Env::new(argv, f.dir.path());
+        assert_eq!(run(&mut env), 0, "{args:?}: {}", env.out.stderr());
+        env.out.stdout()
+    }
+
+    #[test]
+    fn trends_similar_implications_and_aliases_from_the_command_line() {
+        let f = pool_of_two_releases();
+        // Trends: `duo` went from 2 of 12 to 20 of 30 items.
+        let text = ok(&f, &["mine", "trends", "--min-items", "1"]);
+        assert!(text.starts_with("ds 1 → 2: 12 → 30 live items"), "{text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&f, &["mine", "trends", "--min-items", "1", "--json"]))
+                .unwrap();
+        assert_eq!(v["grew"][0]["tag"], "duo");
+        assert_eq!(v["fell"][0]["tag"], "solo");
+
+        // Similar by pHash: item-01 is 5 bits from item-00.
+        let v: serde_json::Value = serde_json::from_str(&ok(
+            &f,
+            &["mine", "similar", "item-00", "--radius", "6", "--json"],
+        ))
+        .unwrap();
+        assert_eq!(v["similar"][0]["key"], "item-01");
+        assert_eq!(v["similar"][0]["distance"], 5.0);
+        let text = ok(
+            &f,
+            &["mine", "similar", "item-00", "--by", "tags", "--limit", "3"],
+        );
+        assert!(text.contains("by tags"), "{text}");
+
+        // Every character implies vocaloid.
+        let text = ok(
+            &f,
+            &[
+                "mine",
+                "implications",
+                "--implied-category",
+                "copyright",
+                "--min-support",
+                "5",
+                "--format",
+                "csv",
+            ],
+        );
+        assert!(
+            text.contains("hatsune_miku,character,vocaloid,copyright,15,30,1"),
+            "{text}"
+        );
+
+        // The two spellings of Miku are one alias candidate; written, they are one tag.
+        let csv = ok(&f, &["mine", "aliases", "--format", "csv"]);
+        assert!(
+            csv.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("miku_hatsune,hatsune_miku,character,15,15,order"),
+            "{csv}"
+        );
+        let file = f.dir.path().join("reviewed.csv");
+        std::fs::write(&file, &csv).unwrap();
+        let text = ok(&f, &["tags", "alias", "--from", file.to_str().unwrap()]);
+        assert!(text.starts_with("wrote 1 aliases"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&ok(
+            &f,
+            &[
+                "mine",
+                "related",
+                "vocaloid",
+                "--category",
+                "character",
+                "--json",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(v["related"][0]["tag"], "hatsune_miku");
+        assert_eq!(v["related"][0]["both"], 30);
+        assert_eq!(v["related"].as_array().unwrap().len(), 1);
+        let csv = ok(&f, &["mine", "aliases", "--format", "csv"]);
+        assert_eq!(csv.lines().count(), 1, "{csv}");
+
+        // Every item has a character: nothing to suggest, and hiding them is scored.
+        let text = ok(&f, &["mine", "suggest"]);
+        assert!(
+            text.starts_with("0 item(s) of ds without a character tag"),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&ok(
+            &f,
+            &[
+                "mine",
+                "suggest",
+                "--key",
+                "item-03",
+                "--category",
+                "copyright",
+                "--json",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(v["items"][0]["suggestions"], serde_json::json!([]));
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&f, &["mine", "evaluate", "--holdout", "10", "--json"]))
+                .unwrap();
+        assert_eq!(v["items"], 10);
+        assert_eq!(v["score"]["precision"], 1.0);
+    }
+
+    #[test]
+    fn bad_requests_are_usage_errors_that_write_nothing() {
+        let f = pool_of_two_releases();
+        let pool = f.pool.to_str().unwrap().to_string();
+        for (args, says) in [
+            (
+                vec!["mine", "trends", "--from", "7"],
+                "no merged release `7` (it has 1, 2)",
+            ),
+            (vec!["mine", "similar", "nope"], "no item `nope`"),
+            (
+                vec!["mine", "implications", "--min-confidence", "2"],
+                "between 0 and 1",
+            ),
+            (
+                vec!["mine", "aliases", "--min-similarity", "1.5"],
+                "between 0 and 1",
+            ),
+            (vec!["tags", "alias", "miku", "Miku"], "one tag already"),
+            (
+                vec!["mine", "suggest", "--neighbours", "0"],
+                "--neighbours 0",
+            ),
+            (vec!["mine", "evaluate", "--holdout", "0"], "--holdout 0"),
+            (
+                vec!["mine", "suggest", "--category", "charakter"],
+                "no live item has a tag of category `charakter`",
+            ),
+        ] {
+            let mut argv = vec!["seedpool"];
+            argv.extend(args.iter().copied());
+            argv.extend(["--pool", &pool]);
+            let mut env = Env::new(argv, f.dir.path());
+            assert_eq!(run(&mut env), 2, "{args:?}: {}", env.out.stderr());
+            assert!(
+                env.out.stderr().contains(says),
+                "{args:?}: {}",
+                env.out.stderr()
+            );
+        }
+        let bad = f.dir.path().join("bad.csv");
+        std::fs::write(&bad, "alias,name\nok_tag,other_tag\n,missing\n").unwrap();
+        let mut env = Env::new(
+            [
+                "seedpool",
+                "tags",
+                "alias",
+                "--from",
+                bad.to_str().unwrap(),
+                "--pool",
+                &pool,
+            ],
+            f.dir.path(),
+        );
+        assert_eq!(run(&mut env), 2);
+        assert!(
+            env.out.stderr().contains("line 3: no alias or no name"),
+            "{}",
+            env.out.stderr()
+        );
+        let aliases: i64 = f
+            .open_pool()
+            .connection()
+            .query_row("SELECT count(*) FROM tag_aliases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(aliases, 0);
     }
 }

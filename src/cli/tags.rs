@@ -29,6 +29,25 @@ pub enum TagsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make ALIAS another name of NAME in the pool (or every `alias,name` line of a
+    /// reviewed CSV file, as `seedpool mine aliases --format csv` writes it): hit-parades
+    /// and mining count the two as one tag from then on. Counts are rebuilt in the same
+    /// transaction; a bad line changes nothing.
+    Alias {
+        /// The spelling that becomes an alias.
+        #[arg(required_unless_present = "from", requires = "name")]
+        alias: Option<String>,
+        /// The tag it stands for.
+        #[arg(conflicts_with = "from")]
+        name: Option<String>,
+        /// A CSV file with `alias` and `name` columns (others are ignored).
+        #[arg(long, value_name = "CSV")]
+        from: Option<PathBuf>,
+        #[arg(long, env = "SEEDPOOL_POOL")]
+        pool: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// List tags whose category differs between sources, or from the imported list.
     Conflicts {
         #[arg(long, env = "SEEDPOOL_POOL")]
@@ -39,9 +58,9 @@ pub enum TagsCommand {
 }
 
 pub fn run(cmd: TagsCommand, env: &mut Env) -> CommandResult {
-    let out = &mut env.out;
     match cmd {
         TagsCommand::Import { list, pool, json } => {
+            let out = &mut env.out;
             let r = tags::import(&pool, &list).map_err(|e| {
                 Failure::Data(
                     anyhow::Error::new(e).context("tag import failed; the pool is unchanged"),
@@ -57,7 +76,49 @@ pub fn run(cmd: TagsCommand, env: &mut Env) -> CommandResult {
                 )?;
             }
         }
+        TagsCommand::Alias {
+            alias,
+            name,
+            from,
+            pool,
+            json,
+        } => {
+            let pool = env.path(&pool);
+            if !pool.join(crate::pool::DATABASE).is_file() {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "`{}` is not a pool (no {})",
+                    pool.display(),
+                    crate::pool::DATABASE
+                )));
+            }
+            let pairs = match (from, alias, name) {
+                (Some(file), _, _) => {
+                    tags::read_alias_file(&env.path(&file)).map_err(|e| Failure::Usage(e.into()))?
+                }
+                (None, Some(a), Some(n)) => vec![(a, n)],
+                _ => unreachable!("clap requires ALIAS and NAME or --from"),
+            };
+            let r = tags::add_aliases(&pool, &pairs).map_err(|e| match e {
+                tags::TagsError::BadAlias { .. } => Failure::Usage(
+                    anyhow::Error::new(e).context("no alias written; the pool is unchanged"),
+                ),
+                e => Failure::Data(
+                    anyhow::Error::new(e).context("no alias written; the pool is unchanged"),
+                ),
+            })?;
+            let out = &mut env.out;
+            if json {
+                out.json(&r)?;
+            } else {
+                writeln!(
+                    out.out,
+                    "wrote {} aliases ({} older ones pointed on); {} source tags now count under another name",
+                    r.written, r.repointed, r.tags_renamed
+                )?;
+            }
+        }
         TagsCommand::Conflicts { pool, format } => {
+            let out = &mut env.out;
             let pool = Pool::open_read_only(&pool)?;
             let table = query::run_sql(&pool, tags::CONFLICTS_SQL, &[])?;
             query::write(&table, format, &mut out.out)?;

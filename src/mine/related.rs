@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use serde::Serialize;
 
-use crate::pool::{Pool, PoolError};
+use super::{canonical, datasets, hint, MineError};
+use crate::pool::Pool;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -93,49 +94,6 @@ pub struct RelatedReport {
     /// How many of the tag's items were read, when not all were.
     pub sampled: Option<u64>,
     pub related: Vec<Related>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MineError {
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    #[error("cannot read the pool: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("the pool has no tag `{tag}`{hint}")]
-    UnknownTag { tag: String, hint: String },
-    #[error("the pool has no live items{scope}: nothing to mine")]
-    Empty { scope: String },
-    #[error("no dataset `{0}` in the pool")]
-    UnknownDataset(String),
-}
-
-/// The canonical name a user's tag stands for in this pool.
-fn canonical(conn: &rusqlite::Connection, tag: &str) -> Result<String, MineError> {
-    let name = crate::name::normalize_tag(tag);
-    let aliased: Option<String> = conn
-        .query_row(
-            "SELECT name FROM tag_aliases WHERE alias = ?1",
-            [&name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(aliased.unwrap_or(name))
-}
-
-/// A hint for a tag the pool does not have: the most used ones that start alike.
-fn hint(conn: &rusqlite::Connection, tag: &str) -> Result<String, MineError> {
-    let prefix: String = tag.chars().take(4).collect();
-    let mut st = conn.prepare(
-        "SELECT canonical FROM tag_counts WHERE canonical >= ?1 AND canonical < ?1 || char(1114111)
-         GROUP BY canonical ORDER BY sum(items) DESC LIMIT 5",
-    )?;
-    let near: Vec<String> = st
-        .query_map([&prefix], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(match near.is_empty() {
-        true => String::new(),
-        false => format!(" (did you mean {}?)", near.join(", ")),
-    })
 }
 
 pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineError> {
@@ -272,18 +230,19 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
 /// At most `n` of `items`: those whose mixed id is smallest. A fixed stride through the
 /// ids would alias with any period in them (publish order follows volumes, boorus and
 /// years); a hash does not, and the same pool still gives the same sample.
-fn sample(mut items: Vec<i64>, n: usize) -> Vec<i64> {
+/// An item id mixed by splitmix64's finaliser: the order samples take items in.
+pub(super) fn mix(id: i64) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+pub(super) fn sample(mut items: Vec<i64>, n: usize) -> Vec<i64> {
     if items.len() <= n {
         return items;
     }
-    let key = |id: &i64| {
-        // splitmix64's finaliser.
-        let mut z = (*id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    items.select_nth_unstable_by_key(n - 1, key);
+    items.select_nth_unstable_by_key(n - 1, |id| mix(*id));
     items.truncate(n);
     items.sort_unstable();
     items
@@ -300,39 +259,24 @@ fn scope_text(plan: &RelatedPlan) -> String {
     s
 }
 
-fn datasets(conn: &rusqlite::Connection, name: Option<&str>) -> Result<Vec<i64>, MineError> {
-    let ids: Vec<i64> = match name {
-        Some(n) => {
-            let id: Option<i64> = conn
-                .query_row("SELECT id FROM datasets WHERE name = ?1", [n], |r| r.get(0))
-                .optional()?;
-            vec![id.ok_or_else(|| MineError::UnknownDataset(n.to_string()))?]
-        }
-        None => {
-            let mut st = conn.prepare("SELECT id FROM datasets ORDER BY id")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        }
-    };
-    Ok(ids)
-}
-
 /// Live items in scope.
 fn scope_count(
     conn: &rusqlite::Connection,
     datasets: &[i64],
     years: Option<(i64, i64)>,
 ) -> Result<u64, MineError> {
-    let (from, to) = years.unwrap_or((i64::MIN, i64::MAX));
-    let year_sql = match years {
-        Some(_) => "AND year BETWEEN ?2 AND ?3",
-        None => "AND ?2 <= ?3",
+    let Some((from, to)) = years else {
+        // Every merge records the live items it leaves.
+        let mut n = 0;
+        for d in datasets {
+            n += super::live_items(conn, *d)?;
+        }
+        return Ok(n);
     };
-    let sql = format!(
+    let mut st = conn.prepare(
         "SELECT count(*) FROM items WHERE dataset = ?1
-         AND removed_in IS NULL AND duplicate_of IS NULL {year_sql}"
-    );
-    let mut st = conn.prepare(&sql)?;
+         AND removed_in IS NULL AND duplicate_of IS NULL AND year BETWEEN ?2 AND ?3",
+    )?;
     let mut n = 0i64;
     for d in datasets {
         n += st.query_row(params![d, from, to], |r| r.get::<_, i64>(0))?;

@@ -117,6 +117,10 @@ pub struct Tally {
     tags: IdMap<(i64, u32, u8, i64, i64), Sums>,
     pairs: IdMap<(i64, u8, u32, u32), i64>,
     categories: IdMap<(i64, u8), i64>,
+    /// Net change of live items per (dataset, pool tag id), and per dataset: what a
+    /// merge records in `tag_deltas` and `release_live`.
+    tag_ids: IdMap<(i64, i64), i64>,
+    live: IdMap<i64, i64>,
     /// Scratch list of one item's (category, name).
     scratch: Vec<(u8, u32)>,
 }
@@ -182,14 +186,17 @@ impl Tally {
     pub fn item(&mut self, item: Counted, tags: impl IntoIterator<Item = i64>, sign: i64) {
         let mut set = std::mem::take(&mut self.scratch);
         set.clear();
-        set.extend(
-            tags.into_iter()
-                .filter_map(|t| self.tag_names.get(&t))
-                .map(|&(name, cat)| (cat, name)),
-        );
+        let ds = item.dataset;
+        *self.live.entry(ds).or_default() += sign;
+        for t in tags {
+            // An item's links are distinct (the primary key of `item_tags`).
+            *self.tag_ids.entry((ds, t)).or_default() += sign;
+            if let Some(&(name, cat)) = self.tag_names.get(&t) {
+                set.push((cat, name));
+            }
+        }
         set.sort_unstable();
         set.dedup();
-        let ds = item.dataset;
         // Sorted by category: each category's first tag counts the item once for it.
         let mut last_category = None;
         for &(cat, name) in &set {
@@ -355,6 +362,48 @@ impl Tally {
 }
 
 impl Tally {
+    /// Records what this tally changed as release `release`'s deltas (see
+    /// `tag_deltas`): the net change of each tag id's live items, and the live items
+    /// of the release's dataset and of each other one it touched after the change.
+    pub fn write_release(
+        &self,
+        conn: &Connection,
+        release: i64,
+        dataset: i64,
+    ) -> rusqlite::Result<()> {
+        let mut rows: Vec<_> = self
+            .tag_ids
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(&(ds, tag), &n)| (ds, tag, n))
+            .collect();
+        rows.sort_unstable();
+        let mut add = super::RowBatch::new(
+            conn,
+            "INSERT INTO tag_deltas(release, dataset, tag, items)",
+            4,
+            "",
+        )?;
+        for (ds, tag, n) in rows {
+            add.push([release.into(), ds.into(), tag.into(), n.into()])?;
+        }
+        add.finish()?;
+        let mut live = conn.prepare(
+            "INSERT INTO release_live(dataset, release, items)
+             SELECT ?1, ?2, coalesce((SELECT items FROM release_live WHERE dataset = ?1
+                                      ORDER BY release DESC LIMIT 1), 0) + ?3",
+        )?;
+        let mut datasets: Vec<_> = self.live.iter().map(|(&d, &n)| (d, n)).collect();
+        if !self.live.contains_key(&dataset) {
+            datasets.push((dataset, 0));
+        }
+        datasets.sort_unstable();
+        for (ds, n) in datasets {
+            live.execute(params![ds, release, n])?;
+        }
+        Ok(())
+    }
+
     /// The `canonical_names` id of each canonical name (by its index in `canon`) that a
     /// changed pair uses, adding the names the table lacks; 0 for the others.
     fn canonical_ids(&self, conn: &Connection) -> rusqlite::Result<Vec<i64>> {
@@ -467,5 +516,22 @@ mod tests {
         );
         super::rebuild(pool.connection()).unwrap();
         assert_eq!(counts(pool.connection()), kept);
+
+        // The deltas of both merges add up to each tag's live items, and the live items
+        // after each merge are recorded.
+        let rows = |sql: &str| -> Vec<(i64, i64)> {
+            let conn = pool.connection();
+            let mut st = conn.prepare(sql).unwrap();
+            let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            r.map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            rows("SELECT tag, sum(items) FROM tag_deltas GROUP BY tag HAVING sum(items) != 0 ORDER BY tag"),
+            rows("SELECT it.tag, count(*) FROM item_tags it JOIN live l ON l.id = it.item GROUP BY it.tag ORDER BY it.tag")
+        );
+        assert_eq!(
+            rows("SELECT release, items FROM release_live ORDER BY release"),
+            [(1, 3), (2, 3)]
+        );
     }
 }

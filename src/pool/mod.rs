@@ -16,6 +16,7 @@ pub mod aggregates;
 pub mod duplicates;
 pub mod feeds;
 pub mod merge;
+pub mod phash;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -93,9 +94,10 @@ fn connection_setup(conn: &Connection, extra: &str) -> rusqlite::Result<()> {
 
 /// Registers seedpool's SQL functions on `conn`: `seedpool_tag(name)`, the canonical
 /// form of a tag name (`name::normalize_tag`), which `CANONICAL_TAG_SQL` and the
-/// migrations use.
+/// migrations use, and those of the perceptual hash index (`phash::sql_functions`).
 pub fn sql_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
+    phash::sql_functions(conn)?;
     conn.create_scalar_function(
         "seedpool_tag",
         1,

@@ -350,6 +350,47 @@ CREATE TABLE feeds(
     checked_at TEXT NOT NULL
 );
 ",
+    // 10 -> 11: what each merge changed in every tag's live count (`tag_deltas`) and the
+    // live items after each merge (`release_live`), so the counts at any release are
+    // sums of deltas (`mine trends`); pools merged before start with the current counts
+    // as the head release's. And an index of perceptual hashes by 16-bit part
+    // (`pool::phash`) for look-alikes.
+    "
+CREATE TABLE tag_deltas(
+    release INTEGER NOT NULL REFERENCES releases(id),
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    tag INTEGER NOT NULL REFERENCES tags(id),
+    items INTEGER NOT NULL,
+    PRIMARY KEY(release, dataset, tag)
+) WITHOUT ROWID;
+CREATE TABLE release_live(
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    release INTEGER NOT NULL REFERENCES releases(id),
+    items INTEGER NOT NULL,
+    PRIMARY KEY(dataset, release)
+) WITHOUT ROWID;
+INSERT INTO tag_deltas(release, dataset, tag, items)
+    SELECT d.head_release, i.dataset, it.tag, count(*)
+    FROM datasets d JOIN items i ON i.dataset = d.id JOIN item_tags it ON it.item = i.id
+    WHERE d.head_release IS NOT NULL AND i.removed_in IS NULL AND i.duplicate_of IS NULL
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+INSERT INTO release_live(dataset, release, items)
+    SELECT d.id, d.head_release, (SELECT count(*) FROM items i
+        WHERE i.dataset = d.id AND i.removed_in IS NULL AND i.duplicate_of IS NULL)
+    FROM datasets d WHERE d.head_release IS NOT NULL;
+CREATE TABLE phash_parts(
+    part INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    item INTEGER NOT NULL REFERENCES items(id),
+    phash INTEGER NOT NULL,
+    PRIMARY KEY(part, value, item)
+) WITHOUT ROWID;
+INSERT INTO phash_parts(part, value, item, phash)
+    SELECT p.n, seedpool_phash_part(i.phash, p.n), i.id, seedpool_phash(i.phash)
+    FROM items i, (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) p
+    WHERE i.removed_in IS NULL AND seedpool_phash(i.phash) IS NOT NULL
+    ORDER BY 1, 2, 3;
+",
 ];
 
 /// The format whose migration gives tags their canonical names by seedpool's rule.

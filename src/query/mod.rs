@@ -43,7 +43,7 @@ pub enum QueryError {
     #[error("failed to write the results")]
     Output(#[source] std::io::Error),
     #[error(transparent)]
-    Mine(#[from] crate::mine::related::MineError),
+    Mine(#[from] crate::mine::MineError),
     #[error("{parade}: {problem}")]
     Param {
         parade: &'static str,

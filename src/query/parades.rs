@@ -199,6 +199,13 @@ pub const PARADES: &[Parade] = &[
         how: How::Code(related_tags),
     },
     Parade {
+        name: "tag-trends",
+        description: "The tags whose share of live items grew or fell most from the newest release's parent to it, as `seedpool mine trends` finds them",
+        params: &[(Param::Limit, "per direction")],
+        default_limit: 10,
+        how: How::Code(tag_trends),
+    },
+    Parade {
         name: "top-items",
         description: "Top items by score (or favs) per booru and year, normalised by the booru-year mean so boorus compare",
         params: &[
@@ -425,6 +432,56 @@ fn related_tags(pool: &Pool, params: &Params, bound: &Bound) -> Result<Table, Qu
     })
 }
 
+/// `tag-trends`: `mine::trends` with its defaults, gains then losses, as one table.
+fn tag_trends(pool: &Pool, params: &Params, bound: &Bound) -> Result<Table, QueryError> {
+    use crate::mine::trends::{trends, TrendsPlan};
+    let report = trends(
+        pool,
+        &TrendsPlan {
+            dataset: params.dataset.clone(),
+            limit: usize::try_from(bound.limit).unwrap_or(usize::MAX),
+            min_items: 10,
+            ..TrendsPlan::default()
+        },
+    )?;
+    let round = |v: f64| {
+        serde_json::Number::from_f64((v * 1e4).round() / 1e4)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)
+    };
+    Ok(Table {
+        columns: [
+            "tag",
+            "category",
+            "release",
+            "before",
+            "after",
+            "share_before",
+            "share_after",
+            "change",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect(),
+        rows: report
+            .grew
+            .iter()
+            .chain(&report.fell)
+            .map(|t| {
+                vec![
+                    t.tag.clone().into(),
+                    t.category.clone().into(),
+                    format!("{} → {}", report.from, report.to).into(),
+                    t.before.into(),
+                    t.after.into(),
+                    round(t.share_before),
+                    round(t.share_after),
+                    round(t.change),
+                ]
+            })
+            .collect(),
+    })
+}
+
 fn top_items(pool: &Pool, params: &Params, bound: &Bound) -> Result<Table, QueryError> {
     let named = &bound.named[..];
     let metric = match params.metric.as_deref() {
@@ -617,6 +674,19 @@ mod tests {
         assert!(err.to_string().contains("exactly one tag"), "{err}");
         let t = run(&pool, "related-tags", &rin).unwrap();
         assert_eq!(t.columns, ["tag", "category", "both", "items", "jaccard"]);
+        // tag-trends compares two releases: with one, it says so.
+        let err = run(&pool, "tag-trends", &Params::default()).unwrap_err();
+        assert!(err.to_string().contains("trends compare two"), "{err}");
+        drop(pool);
+        let one = record("danbooru", 1, &[("character", &["miku"])]);
+        f.publish("2", Some("1"), &[("danbooru-1", one)]);
+        f.merge("2");
+        let pool = f.open_pool();
+        let t = run(&pool, "tag-trends", &Params::default()).unwrap();
+        assert_eq!(
+            t.columns[..5],
+            ["tag", "category", "release", "before", "after"]
+        );
         for p in PARADES {
             let params = match p.name {
                 "related-tags" => &rin,

@@ -537,10 +537,20 @@ fn merge_index(
         step("incoming classified");
         let (mut tally, old_links, old_md5s) = t.uncount()?;
         step("counts subtracted");
+        // By the hashes changed and removed items have before they are written.
+        super::phash::unindex(
+            &t.tx,
+            "SELECT id FROM temp.removed UNION ALL SELECT item FROM incoming WHERE fate = 'changed'",
+        )?;
         let removed = t.remove()?;
         step("removed marked");
         t.write_items()?;
         step("items inserted/updated");
+        super::phash::index(
+            &t.tx,
+            "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
+        )?;
+        step("perceptual hashes indexed");
         t.write_members()?;
         step("members");
         let linked = tags::link_tags(
@@ -572,6 +582,7 @@ fn merge_index(
         step("duplicates resolved");
         t.recount(&mut tally, linked, &resolved)?;
         step("counts tallied");
+        tally.write_release(&t.tx, t.rel, t.ds)?;
         tally.write(&t.tx)?;
         let counts = t.finish(counts)?;
         step("counts added");

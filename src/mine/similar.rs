@@ -1,0 +1,466 @@
+//! Similar items (docs/mining.md): the live items nearest one item by perceptual hash
+//! (Hamming distance, through `pool::phash`'s multi-index) or by tags (IDF-weighted
+//! Jaccard, through the tag index), each with its distance. Neither reads every item.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::MineError;
+use crate::pool::Pool;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    /// Perceptual hash: look-alike pictures (resized, recompressed, retouched).
+    Phash,
+    /// Tag sets, rare tags weighing more: the same characters, series and artist.
+    Tags,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimilarPlan {
+    pub key: String,
+    /// The item's dataset, when the key is in several; results come from every dataset
+    /// unless `only_dataset`.
+    pub dataset: Option<String>,
+    pub only_dataset: bool,
+    pub by: By,
+    pub limit: usize,
+    /// Most bits apart, by pHash.
+    pub radius: u32,
+}
+
+pub const DEFAULT_RADIUS: u32 = 12;
+/// Most items read from the tag index for one search (the rarest tags' lists first).
+const TAG_POSTINGS: usize = 60_000;
+/// Candidates whose whole tag sets are compared.
+const TAG_CANDIDATES: usize = 600;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Similar {
+    pub key: String,
+    pub dataset: String,
+    /// Bits apart by pHash; 1 - weighted Jaccard by tags (0 = the same tags).
+    pub distance: f64,
+    /// Tags both items have (by tags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_tags: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SimilarReport {
+    pub key: String,
+    pub dataset: String,
+    pub by: By,
+    /// Items compared in full.
+    pub compared: u64,
+    pub similar: Vec<Similar>,
+}
+
+/// The item a search starts from: (id, dataset id, dataset name, pHash text).
+fn item(
+    conn: &rusqlite::Connection,
+    key: &str,
+    dataset: Option<&str>,
+) -> Result<(i64, i64, String, Option<String>), MineError> {
+    if let Some(d) = dataset {
+        super::datasets(conn, Some(d))?;
+    }
+    let mut st = conn.prepare(
+        "SELECT i.id, d.id, d.name, i.phash FROM datasets d JOIN items i ON i.dataset = d.id
+         WHERE i.key = ?1 AND (?2 IS NULL OR d.name = ?2) ORDER BY d.name",
+    )?;
+    let found: Vec<(i64, i64, String, Option<String>)> = st
+        .query_map(params![key, dataset], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    match found.len() {
+        0 => Err(MineError::UnknownItem(key.to_string())),
+        1 => Ok(found.into_iter().next().expect("one")),
+        _ => Err(MineError::WhichDataset(
+            found
+                .into_iter()
+                .map(|f| f.2)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+    }
+}
+
+pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineError> {
+    let conn = pool.connection();
+    let (id, ds, dataset, phash) = item(conn, &plan.key, plan.dataset.as_deref())?;
+    let only = plan.only_dataset.then_some(ds);
+    let (compared, found) = match plan.by {
+        By::Phash => {
+            let Some(hash) = phash
+                .as_deref()
+                .and_then(crate::curate::duplicates::parse_phash)
+            else {
+                return Err(MineError::Unanswerable(format!(
+                    "item `{}` has no perceptual hash (records get one from `seedpool ingest`)",
+                    plan.key
+                )));
+            };
+            let near = crate::pool::phash::near(conn, hash, plan.radius, only)?;
+            let compared = near.len() as u64;
+            let found: Vec<Neighbour> = near
+                .into_iter()
+                .filter(|n| n.item != id)
+                .take(plan.limit)
+                .map(|n| Neighbour {
+                    item: n.item,
+                    distance: f64::from(n.distance),
+                    shared: None,
+                })
+                .collect();
+            (compared, found)
+        }
+        By::Tags => {
+            let mut search = TagSearch::new(conn, ds)?;
+            let query = search.tags(id)?;
+            if query.is_empty() {
+                return Err(MineError::Unanswerable(format!(
+                    "item `{}` has no tags to compare",
+                    plan.key
+                )));
+            }
+            search.nearest(&query, id, only, plan.limit)?
+        }
+    };
+    let mut names = conn.prepare_cached(
+        "SELECT i.key, d.name FROM items i JOIN datasets d ON d.id = i.dataset WHERE i.id = ?1",
+    )?;
+    let mut similar = Vec::with_capacity(found.len());
+    for n in found {
+        let (key, dataset) = names.query_row([n.item], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        similar.push(Similar {
+            key,
+            dataset,
+            distance: n.distance,
+            shared_tags: n.shared,
+        });
+    }
+    Ok(SimilarReport {
+        key: plan.key.clone(),
+        dataset,
+        by: plan.by,
+        compared,
+        similar,
+    })
+}
+
+/// An item found near another, with its distance (and, by tags, the tags they share).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Neighbour {
+    pub item: i64,
+    pub distance: f64,
+    pub shared: Option<u64>,
+}
+
+/// Nearest items by IDF-weighted Jaccard of tag sets, through the tag index. Tags are
+/// (canonical name, category), interned as they are met; each weighs ln(N / n) with n
+/// its live items in the dataset and N the dataset's.
+pub(crate) struct TagSearch<'c> {
+    conn: &'c rusqlite::Connection,
+    ds: i64,
+    scope: f64,
+    pub keys: Vec<(String, String)>,
+    ids: HashMap<(String, String), u32>,
+    weights: HashMap<u32, f64>,
+    /// Items read from the tag index per search (the rarest tags' lists first).
+    pub postings: usize,
+}
+
+impl<'c> TagSearch<'c> {
+    pub fn new(conn: &'c rusqlite::Connection, ds: i64) -> Result<Self, MineError> {
+        Ok(Self {
+            conn,
+            ds,
+            scope: super::live_items(conn, ds)?.max(1) as f64,
+            keys: Vec::new(),
+            ids: HashMap::new(),
+            weights: HashMap::new(),
+            postings: TAG_POSTINGS,
+        })
+    }
+
+    fn intern(&mut self, key: (String, String)) -> u32 {
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.keys.push(key.clone());
+        self.ids.insert(key, id);
+        id
+    }
+
+    /// An item's tags, sorted and distinct.
+    pub fn tags(&mut self, item: i64) -> Result<Vec<u32>, MineError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT t.canonical, t.category FROM item_tags it JOIN tags t ON t.id = it.tag
+             WHERE it.item = ?1",
+        )?;
+        let rows: Vec<(String, String)> = st
+            .query_map([item], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut set: Vec<u32> = rows.into_iter().map(|k| self.intern(k)).collect();
+        set.sort_unstable();
+        set.dedup();
+        Ok(set)
+    }
+
+    /// A tag's weight and live items in the dataset.
+    fn weight(&mut self, t: u32) -> Result<(f64, u64), MineError> {
+        let (name, category) = &self.keys[t as usize];
+        let mut st = self.conn.prepare_cached(
+            "SELECT coalesce(sum(items), 0) FROM tag_counts WHERE dataset = ?1 AND canonical = ?2 AND category = ?3",
+        )?;
+        let n: i64 = st.query_row(params![self.ds, name, category], |r| r.get(0))?;
+        let n = n.max(1) as u64;
+        let w = *self
+            .weights
+            .entry(t)
+            .or_insert_with(|| (self.scope / n as f64).ln().max(0.0) + 1e-3);
+        Ok((w, n))
+    }
+
+    /// The `limit` nearest live items to a tag set, leaving out `exclude`. Candidates
+    /// are the items sharing the query's rarest tags, read rarest first until
+    /// `postings` index entries have been read, ranked by the weight they share there;
+    /// the best `TAG_CANDIDATES` are compared by their whole tag sets. An item that
+    /// shares only common tags with the query is not found: with thousands of such
+    /// items, none of them is near. Returns the items compared, and the nearest.
+    pub fn nearest(
+        &mut self,
+        query: &[u32],
+        exclude: i64,
+        only: Option<i64>,
+        limit: usize,
+    ) -> Result<(u64, Vec<Neighbour>), MineError> {
+        let mut rarity: Vec<(u64, u32)> = Vec::new();
+        let mut weight: HashMap<u32, f64> = HashMap::new();
+        for &t in query {
+            let (w, n) = self.weight(t)?;
+            weight.insert(t, w);
+            rarity.push((n, t));
+        }
+        rarity.sort_unstable();
+        let conn = self.conn;
+        let mut ids_of =
+            conn.prepare_cached("SELECT id FROM tags WHERE canonical = ?1 AND category = ?2")?;
+        let mut postings =
+            conn.prepare_cached("SELECT item FROM item_tags WHERE tag = ?1 LIMIT ?2")?;
+        let mut partial: HashMap<i64, f64> = HashMap::new();
+        let mut read = 0usize;
+        for (i, &(_, t)) in rarity.iter().enumerate() {
+            if read >= self.postings && i > 0 {
+                break;
+            }
+            let (name, category) = &self.keys[t as usize];
+            let tag_ids: Vec<i64> = ids_of
+                .query_map(params![name, category], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for tag_id in tag_ids {
+                let left = self.postings.saturating_sub(read).max(1);
+                for item in
+                    postings.query_map(params![tag_id, left as i64], |r| r.get::<_, i64>(0))?
+                {
+                    let item = item?;
+                    read += 1;
+                    if item != exclude {
+                        *partial.entry(item).or_default() += weight[&t];
+                    }
+                }
+            }
+        }
+        let mut candidates: Vec<(i64, f64)> = partial.into_iter().collect();
+        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        candidates.truncate(TAG_CANDIDATES);
+        let compared = candidates.len() as u64;
+
+        let total: f64 = query.iter().map(|t| weight[t]).sum();
+        let rarest = self.scope.ln() + 1e-3;
+        let mut scored = Vec::new();
+        for (item, _) in candidates {
+            let Some(d) = live_dataset(conn, item)? else {
+                continue;
+            };
+            if only.is_some_and(|o| o != d) {
+                continue;
+            }
+            let other = self.tags(item)?;
+            let (mut both, mut shared, mut extra) = (0.0, 0u64, 0.0);
+            for t in &other {
+                match weight.get(t) {
+                    Some(w) => {
+                        both += w;
+                        shared += 1;
+                    }
+                    // Tags only the other item has weigh as in the query's dataset
+                    // (known ones), or as the rarest.
+                    None => extra += self.weights.get(t).copied().unwrap_or(rarest),
+                }
+            }
+            scored.push(Neighbour {
+                item,
+                distance: 1.0 - both / (total + extra),
+                shared: Some(shared),
+            });
+        }
+        scored.sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.item.cmp(&b.item)));
+        scored.truncate(limit);
+        Ok((compared, scored))
+    }
+}
+
+/// The dataset of a live item; None when it is removed or hidden.
+fn live_dataset(conn: &rusqlite::Connection, item: i64) -> Result<Option<i64>, MineError> {
+    let mut st = conn.prepare_cached(
+        "SELECT dataset FROM items WHERE id = ?1 AND removed_in IS NULL AND duplicate_of IS NULL",
+    )?;
+    Ok(st.query_row([item], |r| r.get(0)).optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{record, Fixture};
+
+    fn plan(key: &str, by: By) -> SimilarPlan {
+        SimilarPlan {
+            key: key.into(),
+            dataset: None,
+            only_dataset: false,
+            by,
+            limit: 5,
+            radius: DEFAULT_RADIUS,
+        }
+    }
+
+    /// 60 items with random hashes; `twin-a` and `twin-b` are 5 bits from `orig`, `far`
+    /// 20 bits; `gone` is 2 bits from `orig` but removed in release 2.
+    fn planted() -> Fixture {
+        let f = Fixture::new();
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let orig = 0xf0f0_0f0f_3c3c_c3c3u64;
+        let mut items: Vec<(String, serde_json::Value)> = Vec::new();
+        let mut add = |key: &str, hash: u64, tags: &[&str]| {
+            let mut r = record("danbooru", items.len() as u64, &[("general", tags)]);
+            r["phash"] = format!("{hash:016x}").into();
+            items.push((key.to_string(), r));
+        };
+        add("orig", orig, &["witch", "broom", "moon", "solo"]);
+        add(
+            "twin-a",
+            orig ^ 0b1_0110_0001,
+            &["witch", "broom", "moon", "solo"],
+        );
+        add(
+            "twin-b",
+            orig ^ (0b11111 << 40),
+            &["witch", "broom", "solo"],
+        );
+        add("far", orig ^ 0xfffff, &["witch", "solo"]);
+        add("gone", orig ^ 0b11, &["solo"]);
+        for i in 0..55 {
+            add(
+                &format!("other-{i:02}"),
+                next(),
+                &["solo", ["cat", "dog"][i % 2]],
+            );
+        }
+        let v1: Vec<(&str, serde_json::Value)> =
+            items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        f.publish("1", None, &v1);
+        f.merge("1");
+        let v2: Vec<(&str, serde_json::Value)> =
+            v1.into_iter().filter(|(k, _)| *k != "gone").collect();
+        f.publish("2", Some("1"), &v2);
+        f.merge("2");
+        f
+    }
+
+    fn keys(r: &SimilarReport) -> Vec<(&str, f64)> {
+        r.similar
+            .iter()
+            .map(|s| (s.key.as_str(), s.distance))
+            .collect()
+    }
+
+    #[test]
+    fn look_alikes_by_phash_within_the_radius() {
+        let f = planted();
+        let pool = f.open_pool();
+        let r = similar(&pool, &plan("orig", By::Phash)).unwrap();
+        // The removed near copy is not offered; `far` is past the radius.
+        assert_eq!(keys(&r), [("twin-a", 4.0), ("twin-b", 5.0)]);
+        let mut p = plan("orig", By::Phash);
+        p.radius = 20;
+        let r = similar(&pool, &p).unwrap();
+        assert!(keys(&r).contains(&("far", 20.0)), "{r:?}");
+        // Found by the index as a scan would: every live item within 20 bits.
+        let conn = pool.connection();
+        let mut st = conn
+            .prepare("SELECT key, phash FROM live WHERE key != 'orig'")
+            .unwrap();
+        let mut scan: Vec<(String, u32)> = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .map(|(k, h)| {
+                (
+                    k,
+                    (u64::from_str_radix(&h, 16).unwrap() ^ 0xf0f0_0f0f_3c3c_c3c3).count_ones(),
+                )
+            })
+            .filter(|(_, d)| *d <= 20)
+            .collect();
+        scan.sort_by_key(|(k, d)| (*d, k.clone()));
+        p.limit = 100;
+        let r = similar(&pool, &p).unwrap();
+        let found: Vec<(String, u32)> = r
+            .similar
+            .iter()
+            .map(|s| (s.key.clone(), s.distance as u32))
+            .collect();
+        assert_eq!(found, scan);
+    }
+
+    #[test]
+    fn look_alikes_by_tags_share_the_rare_ones() {
+        let f = planted();
+        let pool = f.open_pool();
+        let r = similar(&pool, &plan("orig", By::Tags)).unwrap();
+        assert_eq!(r.similar[0].key, "twin-a");
+        assert!(r.similar[0].distance.abs() < 1e-9, "{r:?}");
+        assert_eq!(r.similar[0].shared_tags, Some(4));
+        assert_eq!(r.similar[1].key, "twin-b");
+        assert_eq!(r.similar[2].key, "far");
+        assert!(r.similar[1].distance < r.similar[2].distance);
+    }
+
+    #[test]
+    fn an_unknown_item_or_one_without_a_hash_is_a_clear_error() {
+        let f = planted();
+        let pool = f.open_pool();
+        let err = similar(&pool, &plan("nope", By::Phash)).unwrap_err();
+        assert_eq!(err.to_string(), "the pool has no item `nope`");
+        drop(pool);
+        let pool = crate::pool::Pool::open(&f.pool).unwrap();
+        pool.connection()
+            .execute("UPDATE items SET phash = NULL WHERE key = 'orig'", [])
+            .unwrap();
+        let err = similar(&pool, &plan("orig", By::Phash)).unwrap_err();
+        assert!(err.to_string().contains("has no perceptual hash"), "{err}");
+    }
+}
