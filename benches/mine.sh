@@ -46,6 +46,24 @@ cat "$WORK/related.md"
 peak() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
 echo "peak RSS of mine related highres: $(peak "$BIN" mine related highres --pool "$POOL") KiB"
 
+# Similar items: one item with a planted look-alike (gen_release.py), by pHash at the default radius and a wider one, and by tags.
+ITEM=yandere-100021  # item 21, a near copy of one of the 19 before it
+hyperfine -N --warmup 2 --runs 10 --export-markdown "$WORK/similar.md" \
+  -n "mine similar --by phash" "$BIN mine similar $ITEM --pool $POOL --json" \
+  -n "mine similar --by phash --radius 16" "$BIN mine similar $ITEM --pool $POOL --radius 16 --json" \
+  -n "mine similar --by tags" "$BIN mine similar $ITEM --pool $POOL --by tags --json" >/dev/null
+cat "$WORK/similar.md"
+
+# The batch analyses, once each: time and peak memory.
+once() { /usr/bin/time -f "%e s, %M KiB" "$@" 2>&1 >/dev/null | tail -1; }
+echo "| analysis | time, peak RSS |"
+echo "|---|---|"
+echo "| mine implications | $(once "$BIN" mine implications --pool "$POOL") |"
+echo "| mine aliases | $(once "$BIN" mine aliases --pool "$POOL") |"
+echo "| mine suggest (scans for items without a character) | $(once "$BIN" mine suggest --pool "$POOL") |"
+echo "| mine evaluate --holdout 500 | $(once "$BIN" mine evaluate --pool "$POOL" --holdout 500) |"
+"$BIN" mine evaluate --pool "$POOL" --holdout 500
+
 # DuckDB: the same co-occurrence counts and Jaccard, from the Parquet export (cold) and
 # from a table of (item, tag) rows already in memory (warm, the query alone).
 python3 - "$WORK/items.parquet" "${TAGS[@]}" <<'PY'
@@ -55,10 +73,10 @@ con = duckdb.connect()
 flat = f"""SELECT key, unnest(string_split(concat_ws(' ', tags_artist, tags_copyright,
     tags_character, tags_general, tags_meta), ' ')) AS tag FROM read_parquet('{path}')"""
 query = """WITH a AS (SELECT key FROM {src} WHERE tag = ?),
-  both AS (SELECT f.tag, count(*) AS both FROM {src} f SEMI JOIN a USING (key) GROUP BY f.tag),
-  counts AS (SELECT tag, count(*) AS n FROM {src} WHERE tag IN (SELECT tag FROM both) GROUP BY tag)
-  SELECT b.tag, b.both, c.n, b.both / ((SELECT count(*) FROM a) + c.n - b.both) AS jaccard
-  FROM both b JOIN counts c USING (tag) WHERE b.tag <> ? ORDER BY jaccard DESC, b.tag LIMIT 25"""
+  co AS (SELECT f.tag, count(*) AS n_ab FROM {src} f SEMI JOIN a USING (key) GROUP BY f.tag),
+  counts AS (SELECT tag, count(*) AS n FROM {src} WHERE tag IN (SELECT tag FROM co) GROUP BY tag)
+  SELECT b.tag, b.n_ab, c.n, b.n_ab / ((SELECT count(*) FROM a) + c.n - b.n_ab) AS jaccard
+  FROM co b JOIN counts c USING (tag) WHERE b.tag <> ? ORDER BY jaccard DESC, b.tag LIMIT 25"""
 def best(sql, tag, runs=5):
     times = []
     for _ in range(runs):

@@ -731,7 +731,11 @@ mod more_tests {
                             ("copyright", &["vocaloid"]),
                             (
                                 "general",
-                                &["twintails", if i < 10 { "solo" } else { "duo" }],
+                                &[
+                                    "twintails",
+                                    if i < 10 { "solo" } else { "duo" },
+                                    if i % 4 == 0 { "headset" } else { "twintails" },
+                                ],
                             ),
                         ],
                     );
@@ -794,14 +798,14 @@ mod more_tests {
         );
         assert!(text.contains("by tags"), "{text}");
 
-        // Every character implies vocaloid.
+        // Every headset is Miku's (vocaloid, on every item, implies nothing).
         let text = ok(
             &f,
             &[
                 "mine",
                 "implications",
                 "--implied-category",
-                "copyright",
+                "character",
                 "--min-support",
                 "5",
                 "--format",
@@ -809,7 +813,7 @@ mod more_tests {
             ],
         );
         assert!(
-            text.contains("hatsune_miku,character,vocaloid,copyright,15,30,1"),
+            text.contains("headset,general,hatsune_miku,character,8,15,1"),
             "{text}"
         );
 

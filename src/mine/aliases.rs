@@ -113,6 +113,7 @@ fn only_digits_differ(a: &str, b: &str) -> bool {
 
 pub fn aliases(pool: &Pool, plan: &AliasesPlan) -> Result<AliasesReport, MineError> {
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let ds = datasets(conn, plan.dataset.as_deref())?;
     let vocab = Vocabulary::read(conn, &ds)?;
     if vocab.keys.is_empty() {

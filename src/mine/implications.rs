@@ -2,7 +2,7 @@
 //! always have tag B, as a booru's implication list would say `A → B` (a character
 //! implies their series, a costume its character). Counted over every live item's
 //! tags (or a hashed sample of them), one pass, pairs of tags that are frequent enough
-//! to qualify only.
+//! to qualify only, each from the narrower tag to the broader one.
 
 use serde::Serialize;
 
@@ -25,7 +25,9 @@ pub struct ImplicationsPlan {
     pub sample: usize,
 }
 
-pub const DEFAULT_SAMPLE: usize = 1_000_000;
+/// Shares from 200,000 items are within about 0.2 percentage points (two standard
+/// errors) of the whole pool's; the pass costs about a second per 100,000 items.
+pub const DEFAULT_SAMPLE: usize = 200_000;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Implication {
@@ -58,6 +60,7 @@ pub fn implications(pool: &Pool, plan: &ImplicationsPlan) -> Result<Implications
         )));
     }
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let ds = datasets(conn, plan.dataset.as_deref())?;
     let ids = live_ids(conn, &ds)?;
     if ids.is_empty() {
@@ -83,49 +86,56 @@ pub fn implications(pool: &Pool, plan: &ImplicationsPlan) -> Result<Implications
                 && (wanted(&plan.category, v) || wanted(&plan.implied_category, v))
         })
         .collect();
+    // A tag on more than half the items is implied by almost anything, by its share
+    // alone: it is never B.
+    let common = |v: u32| vocab.items[v as usize] * 2 > scope_items;
+    let can_imply =
+        |v: u32| vocab.items[v as usize] >= plan.min_support && wanted(&plan.category, v);
+    let can_be_implied = |v: u32| !common(v) && wanted(&plan.implied_category, v);
+    // B is the broader tag; of two as broad, the later id (listed once).
+    let broader = |a: u32, b: u32| {
+        let (na, nb) = (vocab.items[a as usize], vocab.items[b as usize]);
+        nb > na || (nb == na && b > a)
+    };
     let mut single = vec![0u64; vocab.keys.len()];
     let mut pairs: IdMap<u64, u32> = IdMap::default();
     let mut kept: Vec<u32> = Vec::new();
     vocab.each_item(conn, &read, |_, tags| {
         kept.clear();
         kept.extend(tags.iter().copied().filter(|&t| frequent[t as usize]));
-        for (i, &a) in kept.iter().enumerate() {
+        for &a in &kept {
             single[a as usize] += 1;
-            for &b in &kept[i + 1..] {
-                *pairs.entry(u64::from(a) << 32 | u64::from(b)).or_default() += 1;
+            if !can_imply(a) {
+                continue;
+            }
+            for &b in &kept {
+                if b != a && broader(a, b) && can_be_implied(b) {
+                    *pairs.entry(u64::from(a) << 32 | u64::from(b)).or_default() += 1;
+                }
             }
         }
     })?;
     let mut out = Vec::new();
     for (&key, &both) in &pairs {
-        let (x, y) = ((key >> 32) as u32, key as u32);
-        for (a, b) in [(x, y), (y, x)] {
-            let (na, nb) = (vocab.items[a as usize], vocab.items[b as usize]);
-            // B is the broader tag; two tags always together are listed once.
-            if na < plan.min_support || nb < na || (nb == na && a > b) {
-                continue;
-            }
-            if !wanted(&plan.category, a) || !wanted(&plan.implied_category, b) {
-                continue;
-            }
-            let seen = single[a as usize];
-            let confidence = f64::from(both) / seen.max(1) as f64;
-            if confidence < plan.min_confidence {
-                continue;
-            }
-            let (ka, kb) = (&vocab.keys[a as usize], &vocab.keys[b as usize]);
-            out.push(Implication {
-                tag: ka.0.clone(),
-                category: ka.1.clone(),
-                implies: kb.0.clone(),
-                implied_category: kb.1.clone(),
-                items: na,
-                implied_items: nb,
-                read: seen,
-                both: u64::from(both),
-                confidence,
-            });
+        let (a, b) = ((key >> 32) as u32, key as u32);
+        let (na, nb) = (vocab.items[a as usize], vocab.items[b as usize]);
+        let seen = single[a as usize];
+        let confidence = f64::from(both) / seen.max(1) as f64;
+        if confidence < plan.min_confidence {
+            continue;
         }
+        let (ka, kb) = (&vocab.keys[a as usize], &vocab.keys[b as usize]);
+        out.push(Implication {
+            tag: ka.0.clone(),
+            category: ka.1.clone(),
+            implies: kb.0.clone(),
+            implied_category: kb.1.clone(),
+            items: na,
+            implied_items: nb,
+            read: seen,
+            both: u64::from(both),
+            confidence,
+        });
     }
     out.sort_by(|x, y| {
         y.confidence

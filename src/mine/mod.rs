@@ -224,3 +224,28 @@ pub(crate) fn live_ids(
     ids.sort_unstable();
     Ok(ids)
 }
+
+/// One read transaction around an analysis: SQLite then takes its locks and checks
+/// the log once, and keeps its page cache between statements, where each statement on
+/// its own is a transaction that starts cold (thousands of index probes read the same
+/// inner pages again each time). Nothing when a transaction is already open.
+pub(crate) struct Snapshot<'c>(Option<&'c rusqlite::Connection>);
+
+impl<'c> Snapshot<'c> {
+    pub fn begin(conn: &'c rusqlite::Connection) -> Result<Self, MineError> {
+        if !conn.is_autocommit() {
+            return Ok(Self(None));
+        }
+        conn.execute_batch("BEGIN")?;
+        Ok(Self(Some(conn)))
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0 {
+            // A read transaction: ending it cannot lose anything.
+            let _ = conn.execute_batch("COMMIT");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! Related tags: the tags that co-occur with one tag over the pool's live items,
 //! ranked by a measure of association (docs/mining.md). Tag A's items come from the
-//! `item_tags_by_tag` index; above `sample` of them a hash of the item id picks which
-//! items' tags are read, and co-occurrence counts are scaled back up. Each other tag's own
-//! count comes from `tag_counts`, which every merge keeps, so nothing scans the pool.
+//! `item_tags_by_tag` index; above twice `sample` of them a hash of the item id picks
+//! about `sample` whose tags are read, and co-occurrence counts are scaled back up. Each
+//! other tag's own count comes from `tag_counts`, which every merge keeps, so nothing
+//! scans the pool.
 
 use std::collections::HashMap;
 
@@ -71,7 +72,9 @@ pub struct RelatedPlan {
     pub sample: usize,
 }
 
-pub const DEFAULT_SAMPLE: usize = 20_000;
+/// Enough for a share to be within about 1.4 percentage points (two standard errors);
+/// each item read is a random page of the tag links, so the cost grows with it.
+pub const DEFAULT_SAMPLE: usize = 5_000;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Related {
@@ -98,6 +101,7 @@ pub struct RelatedReport {
 
 pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineError> {
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let datasets = datasets(conn, plan.dataset.as_deref())?;
     let scope_items = scope_count(conn, &datasets, plan.years)?;
     if scope_items == 0 {
@@ -123,33 +127,53 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
         None => "AND ?3 <= ?4",
     };
 
-    // A's live items in scope, in id order (one index range per tag id).
-    let mut items: Vec<i64> = Vec::new();
+    // A's live items in scope: all of them, or those whose multiplicatively hashed id
+    // falls under a threshold, decided inside SQLite on the index entries before any
+    // item row is read. Fibonacci hashing spreads any arithmetic progression of ids
+    // evenly, so the periods of publish order (boorus, volumes, years) do not alias.
+    let own_total = total_items(conn, &tag, &datasets)?;
+    let rate = (own_total > 2 * plan.sample as u64).then(|| plan.sample as f64 / own_total as f64);
+    let threshold: i64 = rate.map_or(1 << 32, |r| (r * 4_294_967_296.0).ceil() as i64);
+    let mut read: Vec<i64> = Vec::new();
     {
         let sql = format!(
             "SELECT it.item FROM item_tags it JOIN items i ON i.id = it.item
-             WHERE it.tag = ?1 AND i.dataset = ?2 AND i.removed_in IS NULL
-               AND i.duplicate_of IS NULL {year_sql}"
+             WHERE it.tag = ?1 AND ((it.item * 2654435769) & 4294967295) < ?5
+               AND i.dataset = ?2 AND i.removed_in IS NULL AND i.duplicate_of IS NULL {year_sql}"
         );
         let mut st = conn.prepare(&sql)?;
         for id in &ids {
             for d in &datasets {
-                let rows = st.query_map(params![id, d, from, to], |r| r.get(0))?;
+                let rows = st.query_map(params![id, d, from, to, threshold], |r| r.get(0))?;
                 for r in rows {
-                    items.push(r?);
+                    read.push(r?);
                 }
             }
         }
     }
-    items.sort_unstable();
-    items.dedup();
-    let tag_items = items.len() as u64;
+    read.sort_unstable();
+    read.dedup();
+    let tag_items = match (rate, plan.years) {
+        (None, _) => read.len() as u64,
+        // `tag_counts` is exact over all years.
+        (Some(_), None) => own_total,
+        (Some(r), Some(_)) => (read.len() as f64 / r).round() as u64,
+    };
+    if read.is_empty() {
+        return Ok(RelatedReport {
+            tag,
+            measure: plan.measure,
+            scope_items,
+            tag_items: 0,
+            sampled: None,
+            related: Vec::new(),
+        });
+    }
+    let scale = tag_items as f64 / read.len() as f64;
 
-    let read = sample(items, plan.sample.max(1));
-    let scale = tag_items as f64 / read.len().max(1) as f64;
-
-    // Tag id → (canonical, category), once; then each read item's tag ids by primary key.
-    let names = tag_names(conn)?;
+    // Each read item's tag ids by primary key; each id's canonical name and category
+    // looked up once, when first met.
+    let mut names = Names::default();
     let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
     {
         let mut st = conn.prepare_cached("SELECT tag FROM item_tags WHERE item = ?1")?;
@@ -157,9 +181,7 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
         for item in &read {
             seen.clear();
             for t in st.query_map([item], |r| r.get::<_, i64>(0))? {
-                if let Some(&(c, cat)) = names.ids.get(&t?) {
-                    seen.push((c, cat));
-                }
+                seen.push(names.of(conn, t?)?);
             }
             seen.sort_unstable();
             seen.dedup();
@@ -168,46 +190,71 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
             }
         }
     }
-    let own = names.canonical.iter().position(|c| *c == tag);
-    let mut out = Vec::new();
-    {
-        let year_filter = match plan.years {
-            Some(_) => "AND year BETWEEN ?4 AND ?5",
-            None => "AND ?4 <= ?5",
-        };
-        let sql = format!(
-            "SELECT coalesce(sum(items), 0) FROM tag_counts
-             WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 {year_filter}"
-        );
-        let mut st = conn.prepare(&sql)?;
-        for (&(c, cat), &n) in &counts {
-            if Some(c as usize) == own || n < plan.min_count {
-                continue;
-            }
-            let category = &names.categories[cat as usize];
-            if plan.category.as_ref().is_some_and(|want| want != category) {
-                continue;
-            }
-            let name = &names.canonical[c as usize];
-            let mut b = 0u64;
-            for d in &datasets {
-                let v: i64 = st.query_row(params![d, name, category, from, to], |r| r.get(0))?;
-                b += v.max(0) as u64;
-            }
-            let both = ((n as f64 * scale).round() as u64).min(tag_items);
-            // The counts table and the sample can disagree by rounding; never below both.
-            let b = b.max(both);
-            let value =
-                plan.measure
-                    .of(both as f64, tag_items as f64, b as f64, scope_items as f64);
-            out.push(Related {
-                tag: name.clone(),
-                category: category.clone(),
-                both,
-                items: b,
-                value,
-            });
+    let own = names.canonical_index(&tag);
+
+    // Candidates by co-occurrence, most first. For count, Jaccard and cosine a
+    // candidate's value is at most a function of its co-occurrence alone (|B| ≥
+    // |A∩B|), so once that bound falls below the list's last value, no later
+    // candidate can enter it and their counts are never looked up.
+    let mut candidates: Vec<((u32, u32), u64)> = counts
+        .into_iter()
+        .filter(|((c, cat), n)| {
+            Some(*c) != own
+                && *n >= plan.min_count
+                && plan
+                    .category
+                    .as_ref()
+                    .is_none_or(|want| *want == names.categories[*cat as usize])
+        })
+        .map(|(k, n)| (k, ((n as f64 * scale).round() as u64).min(tag_items)))
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let a = tag_items as f64;
+    let bound = |both: f64| match plan.measure {
+        Measure::Count => both,
+        Measure::Jaccard => both / a,
+        Measure::Cosine => (both / a).sqrt(),
+        Measure::Overlap | Measure::Npmi => f64::INFINITY,
+    };
+    let year_filter = match plan.years {
+        Some(_) => "AND year BETWEEN ?4 AND ?5",
+        None => "AND ?4 <= ?5",
+    };
+    let mut st = conn.prepare(&format!(
+        "SELECT coalesce(sum(items), 0) FROM tag_counts
+         WHERE dataset = ?1 AND canonical = ?2 AND category = ?3 {year_filter}"
+    ))?;
+    let mut out: Vec<Related> = Vec::new();
+    // The best `limit` values so far, ascending.
+    let mut best: Vec<f64> = Vec::new();
+    for ((c, cat), both) in candidates {
+        if plan.limit == 0 || (best.len() >= plan.limit && bound(both as f64) < best[0]) {
+            break;
         }
+        let category = &names.categories[cat as usize];
+        let name = &names.canonical[c as usize];
+        let mut b = 0u64;
+        for d in &datasets {
+            let v: i64 = st.query_row(params![d, name, category, from, to], |r| r.get(0))?;
+            b += v.max(0) as u64;
+        }
+        // The counts table and the sample can disagree by rounding; never below both.
+        let b = b.max(both);
+        let value = plan
+            .measure
+            .of(both as f64, a, b as f64, scope_items as f64);
+        let at = best.partition_point(|v| *v < value);
+        best.insert(at, value);
+        if best.len() > plan.limit {
+            best.remove(0);
+        }
+        out.push(Related {
+            tag: name.clone(),
+            category: category.clone(),
+            both,
+            items: b,
+            value,
+        });
     }
     out.sort_by(|x, y| {
         y.value
@@ -222,14 +269,68 @@ pub fn related(pool: &Pool, plan: &RelatedPlan) -> Result<RelatedReport, MineErr
         measure: plan.measure,
         scope_items,
         tag_items,
-        sampled: ((read.len() as u64) < tag_items).then_some(read.len() as u64),
+        sampled: rate.map(|_| read.len() as u64),
         related: out,
     })
 }
 
-/// At most `n` of `items`: those whose mixed id is smallest. A fixed stride through the
-/// ids would alias with any period in them (publish order follows volumes, boorus and
-/// years); a hash does not, and the same pool still gives the same sample.
+/// Live items with the canonical tag in the datasets, over all years (`tag_counts`).
+fn total_items(conn: &rusqlite::Connection, tag: &str, datasets: &[i64]) -> Result<u64, MineError> {
+    let mut st = conn.prepare_cached(
+        "SELECT coalesce(sum(items), 0) FROM tag_counts WHERE dataset = ?1 AND canonical = ?2",
+    )?;
+    let mut n = 0u64;
+    for d in datasets {
+        n += st
+            .query_row(params![d, tag], |r| r.get::<_, i64>(0))?
+            .max(0) as u64;
+    }
+    Ok(n)
+}
+
+/// Pool tag ids to interned (canonical name, category), looked up as they are met.
+#[derive(Default)]
+struct Names {
+    of_id: HashMap<i64, (u32, u32)>,
+    canonical: Vec<String>,
+    canonical_ids: HashMap<String, u32>,
+    categories: Vec<String>,
+}
+
+impl Names {
+    fn of(&mut self, conn: &rusqlite::Connection, id: i64) -> Result<(u32, u32), MineError> {
+        if let Some(&k) = self.of_id.get(&id) {
+            return Ok(k);
+        }
+        let mut st = conn
+            .prepare_cached("SELECT coalesce(canonical, name), category FROM tags WHERE id = ?1")?;
+        let (name, category): (String, String) =
+            st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let c = match self.canonical_ids.get(&name) {
+            Some(&c) => c,
+            None => {
+                self.canonical.push(name.clone());
+                let c = (self.canonical.len() - 1) as u32;
+                self.canonical_ids.insert(name, c);
+                c
+            }
+        };
+        let k = match self.categories.iter().position(|x| *x == category) {
+            Some(k) => k as u32,
+            None => {
+                self.categories.push(category);
+                (self.categories.len() - 1) as u32
+            }
+        };
+        self.of_id.insert(id, (c, k));
+        Ok((c, k))
+    }
+
+    fn canonical_index(&self, name: &str) -> Option<u32> {
+        self.canonical_ids.get(name).copied()
+    }
+}
+
 /// An item id mixed by splitmix64's finaliser: the order samples take items in.
 pub(super) fn mix(id: i64) -> u64 {
     let mut z = (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -282,40 +383,6 @@ fn scope_count(
         n += st.query_row(params![d, from, to], |r| r.get::<_, i64>(0))?;
     }
     Ok(n.max(0) as u64)
-}
-
-/// Every tag id's canonical name and category, interned.
-struct TagNames {
-    ids: HashMap<i64, (u32, u32)>,
-    canonical: Vec<String>,
-    categories: Vec<String>,
-}
-
-fn tag_names(conn: &rusqlite::Connection) -> Result<TagNames, MineError> {
-    let mut names = TagNames {
-        ids: HashMap::new(),
-        canonical: Vec::new(),
-        categories: Vec::new(),
-    };
-    let mut by_name: HashMap<String, u32> = HashMap::new();
-    let mut by_category: HashMap<String, u32> = HashMap::new();
-    let mut st = conn.prepare("SELECT id, canonical, category FROM tags")?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let canonical: String = r.get(1)?;
-        let category: String = r.get(2)?;
-        let c = *by_name.entry(canonical.clone()).or_insert_with(|| {
-            names.canonical.push(canonical);
-            (names.canonical.len() - 1) as u32
-        });
-        let k = *by_category.entry(category.clone()).or_insert_with(|| {
-            names.categories.push(category);
-            (names.categories.len() - 1) as u32
-        });
-        names.ids.insert(id, (c, k));
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -406,6 +473,24 @@ mod tests {
         let r = related(&pool, &plan("broom", Measure::Overlap)).unwrap();
         assert_eq!(r.related[0].value, 1.0);
 
+        // A short list is the head of the long one: the bound that stops the lookups
+        // never drops a tag that belongs in it.
+        for m in [
+            Measure::Count,
+            Measure::Jaccard,
+            Measure::Cosine,
+            Measure::Overlap,
+            Measure::Npmi,
+        ] {
+            for tag in ["witch", "hat", "solo"] {
+                let long = related(&pool, &plan(tag, m)).unwrap();
+                let mut p = plan(tag, m);
+                p.limit = 2;
+                let short = related(&pool, &p).unwrap();
+                assert_eq!(short.related[..], long.related[..2], "{tag} {m:?}");
+            }
+        }
+
         // Per category, and with a written form the pool normalises.
         let mut p = plan(" Witch ", Measure::Count);
         p.category = Some("character".into());
@@ -415,27 +500,48 @@ mod tests {
 
     #[test]
     fn a_sample_scales_counts_back_up() {
-        let f = planted();
+        // 400 items: `witch` on every fourth, always with `broom`; `solo` on all.
+        let f = Fixture::new();
+        let items: Vec<(String, serde_json::Value)> = (0..400u64)
+            .map(|i| {
+                let general: &[&str] = if i % 4 == 0 {
+                    &["solo", "witch", "broom"]
+                } else {
+                    &["solo"]
+                };
+                (
+                    format!("item-{i:03}"),
+                    record("danbooru", i, &[("general", general)]),
+                )
+            })
+            .collect();
+        let items: Vec<(&str, serde_json::Value)> =
+            items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        f.publish("1", None, &items);
+        f.merge("1");
         let pool = f.open_pool();
         let mut p = plan("solo", Measure::Count);
-        p.sample = 20;
+        p.sample = 100;
         let r = related(&pool, &p).unwrap();
-        assert_eq!(r.sampled, Some(20));
-        assert_eq!(r.tag_items, 40);
-        // Half the items read, counts doubled: `broom` always comes with `witch`, so
-        // their estimates agree, and each is even and near the true 10.
+        let read = r.sampled.unwrap();
+        assert!((70..=130).contains(&read), "{r:?}");
+        // |A| is exact (the count table), the co-occurrences scaled from the sample.
+        assert_eq!(r.tag_items, 400);
         let est = |t: &str| r.related.iter().find(|x| x.tag == t).unwrap().clone();
         let (witch, broom) = (est("witch"), est("broom"));
         assert_eq!(witch.both, broom.both);
-        assert!(
-            witch.both % 2 == 0 && (4..=16).contains(&witch.both),
-            "{witch:?}"
-        );
-        // Each tag's count comes from the count table (10), never below the estimate.
-        assert_eq!(witch.items, witch.both.max(10));
-        assert_eq!(broom.items, broom.both.max(10));
+        assert!((60..=140).contains(&witch.both), "{witch:?}");
+        assert_eq!(witch.items, witch.both.max(100));
         // A sample is the same every time.
         assert_eq!(related(&pool, &p).unwrap().related, r.related);
+        // A year range without items is an empty scope, sampled or not.
+        p.years = Some((1900, 2100));
+        let err = related(&pool, &p).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no live items posted in 1900..2100"),
+            "{err}"
+        );
     }
 
     #[test]

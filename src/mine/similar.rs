@@ -65,18 +65,30 @@ fn item(
     key: &str,
     dataset: Option<&str>,
 ) -> Result<(i64, i64, String, Option<String>), MineError> {
-    if let Some(d) = dataset {
-        super::datasets(conn, Some(d))?;
-    }
-    let mut st = conn.prepare(
-        "SELECT i.id, d.id, d.name, i.phash FROM datasets d JOIN items i ON i.dataset = d.id
-         WHERE i.key = ?1 AND (?2 IS NULL OR d.name = ?2) ORDER BY d.name",
-    )?;
-    let found: Vec<(i64, i64, String, Option<String>)> = st
-        .query_map(params![key, dataset], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
+    // One lookup per dataset by the (dataset, key) index: a key alone has no index.
+    let mut names = conn.prepare("SELECT id, name FROM datasets ORDER BY name")?;
+    let all: Vec<(i64, String)> = names
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    if let Some(d) = dataset {
+        if !all.iter().any(|(_, n)| n == d) {
+            return Err(MineError::UnknownDataset(d.to_string()));
+        }
+    }
+    let mut st =
+        conn.prepare_cached("SELECT id, phash FROM items WHERE dataset = ?1 AND key = ?2")?;
+    let mut found: Vec<(i64, i64, String, Option<String>)> = Vec::new();
+    for (ds, name) in all
+        .into_iter()
+        .filter(|(_, n)| dataset.is_none_or(|d| d == n))
+    {
+        let row: Option<(i64, Option<String>)> = st
+            .query_row(params![ds, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, phash)) = row {
+            found.push((id, ds, name, phash));
+        }
+    }
     match found.len() {
         0 => Err(MineError::UnknownItem(key.to_string())),
         1 => Ok(found.into_iter().next().expect("one")),
@@ -92,6 +104,7 @@ fn item(
 
 pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineError> {
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let (id, ds, dataset, phash) = item(conn, &plan.key, plan.dataset.as_deref())?;
     let only = plan.only_dataset.then_some(ds);
     let (compared, found) = match plan.by {

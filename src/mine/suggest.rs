@@ -130,6 +130,7 @@ fn known_category(conn: &rusqlite::Connection, ds: i64, category: &str) -> Resul
 pub fn suggest(pool: &Pool, plan: &SuggestPlan) -> Result<SuggestReport, MineError> {
     check(&plan.category, plan.neighbours, plan.min_confidence)?;
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let (ds, dataset) = one_dataset(conn, plan.dataset.as_deref())?;
     known_category(conn, ds, &plan.category)?;
     let targets: Vec<(i64, String)> = match &plan.key {
@@ -232,6 +233,7 @@ pub fn evaluate(pool: &Pool, plan: &EvaluatePlan) -> Result<EvaluateReport, Mine
         ));
     }
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let (ds, dataset) = one_dataset(conn, plan.dataset.as_deref())?;
     known_category(conn, ds, &plan.category)?;
     // Items in a hashed order (as `related` samples), those with tags of the category.

@@ -113,6 +113,7 @@ fn counts_at(
 
 pub fn trends(pool: &Pool, plan: &TrendsPlan) -> Result<TrendsReport, MineError> {
     let conn = pool.connection();
+    let _snapshot = super::Snapshot::begin(conn)?;
     let (ds, dataset) = one_dataset(conn, plan.dataset.as_deref())?;
     let head: Option<String> = conn
         .query_row(

@@ -634,10 +634,64 @@ pub struct ItemView {
     pub duplicate_of: Option<Tile>,
     /// Items hidden as duplicates of this one (or of the one it duplicates).
     pub duplicates: Vec<Duplicate>,
+    /// Live items nearest by perceptual hash (bits apart) and by tags (1 - weighted
+    /// Jaccard), as `seedpool mine similar` finds them.
+    pub look_alikes: Vec<Nearby>,
+    pub similar_tags: Vec<Nearby>,
     pub files: Vec<Member>,
     /// The largest picture to show (the first of `SAMPLES` it has).
     pub sample: Option<Member>,
     pub record: Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Nearby {
+    pub tile: Tile,
+    pub distance: f64,
+}
+
+/// Items shown beside an item page, per kind.
+const NEARBY: usize = 12;
+
+/// The nearest items by `by`, as tiles; none when the item cannot be compared that
+/// way (no hash, no tags).
+fn nearby(
+    pool: &Pool,
+    dataset: &str,
+    key: &str,
+    by: crate::mine::similar::By,
+) -> Result<Vec<Nearby>, BrowseError> {
+    use crate::mine::similar::{similar, SimilarPlan, DEFAULT_RADIUS};
+    let plan = SimilarPlan {
+        key: key.to_string(),
+        dataset: Some(dataset.to_string()),
+        only_dataset: false,
+        by,
+        limit: NEARBY,
+        radius: DEFAULT_RADIUS,
+    };
+    let report = match similar(pool, &plan) {
+        Ok(r) => r,
+        Err(e) if e.is_usage() => return Ok(Vec::new()),
+        Err(e) => return Err(BrowseError::Query(QueryError::Mine(e))),
+    };
+    let conn = pool.connection();
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {TILE_COLUMNS} FROM items l {TILE_JOINS} WHERE d.name = ?1 AND l.key = ?2"
+        ))
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for s in report.similar {
+        let tile = st
+            .query_row(params![s.dataset, s.key], |r| tile(r, 0))
+            .map_err(sql)?;
+        out.push(Nearby {
+            tile,
+            distance: s.distance,
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -803,6 +857,8 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
             .map_err(sql)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
     };
+    let look_alikes = nearby(pool, dataset, key, crate::mine::similar::By::Phash)?;
+    let similar_tags = nearby(pool, dataset, key, crate::mine::similar::By::Tags)?;
     let files = members_of(pool, id, &shard)?;
     let sample = SAMPLES
         .iter()
@@ -827,6 +883,8 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
         history,
         duplicate_of,
         duplicates,
+        look_alikes,
+        similar_tags,
         files,
         sample,
         record,

@@ -705,6 +705,43 @@ struct GalleryPage {
     #[serde(flatten)]
     gallery: browse::Gallery,
     facets: browse::Facets,
+    /// With one tag asked for: the tags that come with it (`seedpool mine related`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    related: Option<crate::mine::related::RelatedReport>,
+}
+
+/// Related tags of a gallery asking for exactly one tag, in its dataset and years.
+fn related_of(
+    pool: &Pool,
+    f: &Filter,
+) -> Result<Option<crate::mine::related::RelatedReport>, Problem> {
+    use crate::mine::related::{related, Measure, RelatedPlan, DEFAULT_SAMPLE};
+    let [tag] = f.tags.as_slice() else {
+        return Ok(None);
+    };
+    if tag.exclude {
+        return Ok(None);
+    }
+    let years = match (f.year_min, f.year_max) {
+        (None, None) => None,
+        (a, b) => Some((a.unwrap_or(i64::MIN), b.unwrap_or(i64::MAX))),
+    };
+    let plan = RelatedPlan {
+        tag: tag.name.clone(),
+        category: None,
+        dataset: f.dataset.clone(),
+        years,
+        measure: Measure::Jaccard,
+        limit: 15,
+        min_count: 2,
+        sample: DEFAULT_SAMPLE,
+    };
+    match related(pool, &plan) {
+        Ok(r) => Ok(Some(r)),
+        // A tag the pool lacks, or an empty scope: the gallery says so by itself.
+        Err(e) if e.is_usage() => Ok(None),
+        Err(e) => Err(Problem::server(e.to_string())),
+    }
 }
 
 async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -> Response {
@@ -715,6 +752,7 @@ async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -
             Ok(GalleryPage {
                 gallery: browse::gallery(p, &f)?,
                 facets: memo.facets(p, &f, 12)?,
+                related: related_of(p, &f)?,
             })
         })
         .await
@@ -725,7 +763,7 @@ async fn gallery(State(app): State<Shared>, RawQuery(q): RawQuery, mode: Mode) -
             let json_url = with_query("/api/gallery", &g.gallery.query);
             let extract = app.extract_to.is_some();
             reply(mode, "Gallery", Some(json_url), &g, |g| {
-                pages::gallery(&g.gallery, &g.facets, &status, extract)
+                pages::gallery(&g.gallery, &g.facets, g.related.as_ref(), &status, extract)
             })
         }
         Err(e) => e.in_mode(mode).into_response(),
@@ -1435,6 +1473,52 @@ mod tests {
             gallery.contains("href=\"/gallery?tags=miku\""),
             "a facet adds its tag"
         );
+        s.stop().unwrap();
+    }
+
+    #[test]
+    fn an_item_page_shows_its_look_alikes_and_a_one_tag_gallery_its_related_tags() {
+        let f = Fixture::new();
+        let hash = |i: u64| match i {
+            // danbooru-2 is danbooru-1 with 5 bits flipped: alike, not a duplicate.
+            2 => 0x0f0f_3c3c_a5a5_5a5au64 ^ 0b11111,
+            1 => 0x0f0f_3c3c_a5a5_5a5a,
+            i => i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        };
+        let items: Vec<(String, serde_json::Value)> = (1..=6u64)
+            .map(|i| {
+                let general: &[&str] = if i <= 3 {
+                    &["miku", "twintails"]
+                } else {
+                    &["rin", "bow"]
+                };
+                let mut r = record("danbooru", i, &[("general", general)]);
+                r["phash"] = format!("{:016x}", hash(i)).into();
+                (format!("danbooru-{i}"), r)
+            })
+            .collect();
+        let items: Vec<(&str, serde_json::Value)> =
+            items.iter().map(|(k, r)| (k.as_str(), r.clone())).collect();
+        f.publish("1", None, &items);
+        f.merge("1");
+        let s = server(&f, None);
+        let page = get(&s, "/item/ds/danbooru-1").text();
+        assert!(page.contains("Look-alikes"), "{page}");
+        assert!(page.contains("5 bits apart"), "{page}");
+        assert!(page.contains("Drawn alike (by tags)"), "{page}");
+        let item: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/item/ds/danbooru-1").body).unwrap();
+        assert_eq!(item["look_alikes"][0]["tile"]["key"], "danbooru-2");
+        assert_eq!(item["similar_tags"][0]["distance"], 0.0);
+        let g: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/gallery?tags=miku").body).unwrap();
+        assert_eq!(g["related"]["related"][0]["tag"], "twintails");
+        let page = get(&s, "/gallery?tags=miku").text();
+        assert!(page.contains("id=\"related\""), "{page}");
+        // Two tags, or one left out: no related tags.
+        let g: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/gallery?tags=miku+twintails").body).unwrap();
+        assert!(g.get("related").is_none());
         s.stop().unwrap();
     }
 

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::chart::{self, Bar};
 use super::fetch::FetchStatus;
+use crate::mine::related::RelatedReport;
 use crate::progress::human_bytes;
 use crate::query::browse::{
     self, Facets, Gallery, ItemView, Overview, ParadeView, ReleaseReview, SqlView, Tile,
@@ -194,7 +195,13 @@ pub fn overview(o: &Overview) -> Markup {
 }
 
 /// The gallery's form, its grid and the facets beside it.
-pub fn gallery(g: &Gallery, facets: &Facets, fetch: &FetchStatus, extract: bool) -> Markup {
+pub fn gallery(
+    g: &Gallery,
+    facets: &Facets,
+    related: Option<&RelatedReport>,
+    fetch: &FetchStatus,
+    extract: bool,
+) -> Markup {
     let f = &g.filter;
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let num = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -272,6 +279,21 @@ pub fn gallery(g: &Gallery, facets: &Facets, fetch: &FetchStatus, extract: bool)
                 }
             }
             aside.facets {
+                @if let Some(r) = related {
+                    @if !r.related.is_empty() {
+                        section #related {
+                            h3 { "related to " (r.tag) }
+                            ul {
+                                @for t in &r.related {
+                                    li {
+                                        a.facet href=(gallery_href(&f.with_tag(&t.tag).to_query())) data-tag=(t.tag) title=(format!("{} · {} items together", t.category, t.both)) { (t.tag) }
+                                        " " span.count { (format!("{:.2}", t.value)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 @if let Some(n) = facets.sampled { p.note { "counts over the first " (number(n)) " items" } }
                 @for group in &facets.categories {
                     @if !group.tags.is_empty() {
@@ -382,6 +404,25 @@ pub fn item(v: &ItemView) -> Markup {
                         (tile(&d.tile))
                         span.why {
                             @if d.same_md5 { "same file" } @else if let Some(n) = d.distance { (n) " bits apart" }
+                        }
+                    }
+                }
+            }
+        }
+        @for (title, list, unit) in [
+            ("Look-alikes", &v.look_alikes, "bits apart"),
+            ("Drawn alike (by tags)", &v.similar_tags, "apart"),
+        ] {
+            @if !list.is_empty() {
+                h2 { (title) }
+                div.grid.nearby {
+                    @for n in list {
+                        div.dup {
+                            (tile(&n.tile))
+                            span.why {
+                                @if unit == "bits apart" { (n.distance) " bits apart" }
+                                @else { (format!("{:.0}% alike", (1.0 - n.distance) * 100.0)) }
+                            }
                         }
                     }
                 }
