@@ -62,6 +62,8 @@ echo "| mine implications | $(once "$BIN" mine implications --pool "$POOL") |"
 echo "| mine aliases | $(once "$BIN" mine aliases --pool "$POOL") |"
 echo "| mine suggest (scans for items without a character) | $(once "$BIN" mine suggest --pool "$POOL") |"
 echo "| mine evaluate --holdout 500 | $(once "$BIN" mine evaluate --pool "$POOL" --holdout 500) |"
+echo "| mine clusters --k 50 | $(once "$BIN" mine clusters --pool "$POOL" --k 50) |"
+echo "| mine clusters --show tags | $(once "$BIN" mine clusters --pool "$POOL" --show tags) |"
 "$BIN" mine evaluate --pool "$POOL" --holdout 500
 
 # DuckDB: the same co-occurrence counts and Jaccard, from the Parquet export (cold) and

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::{CommandResult, Env, Failure};
 use crate::mine::aliases::{self, AliasesPlan};
+use crate::mine::clusters::{self, ClustersPlan};
 use crate::mine::implications::{self, ImplicationsPlan};
 use crate::mine::related::{self, Measure, RelatedPlan, DEFAULT_SAMPLE};
 use crate::mine::similar::{self, By, SimilarPlan, DEFAULT_RADIUS};
@@ -49,6 +50,39 @@ pub enum MineCommand {
     /// that have some, suggests them back, and reports precision and recall at several
     /// confidences.
     Evaluate(EvaluateArgs),
+    /// Cluster the live items by their tags (k-means over IDF-weighted tag vectors) and
+    /// store the clustering in the pool under --name, with each cluster's most
+    /// characteristic tags and the items nearest its centre; later merges put the items
+    /// they bring into its clusters. With --show, print a stored clustering instead.
+    Clusters(ClustersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClustersArgs {
+    /// The pool folder.
+    #[arg(long, env = "SEEDPOOL_POOL")]
+    pool: PathBuf,
+    /// Number of clusters to make.
+    #[arg(long, required_unless_present = "show")]
+    k: Option<usize>,
+    /// Print the stored clustering of this name (no training).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["k", "name"])]
+    show: Option<String>,
+    /// The name it is stored under (a clustering of that name is replaced).
+    #[arg(long, default_value = "tags")]
+    name: String,
+    /// The dataset (needed when the pool holds several).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// The most used tags that make the features.
+    #[arg(long, default_value_t = crate::mine::clusters::DEFAULT_VOCABULARY)]
+    vocabulary: usize,
+    /// Most k-means iterations (it stops earlier once under 0.1% of items move).
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -272,6 +306,7 @@ pub fn run(cmd: MineCommand, env: &mut Env) -> CommandResult {
         MineCommand::Aliases(args) => run_aliases(args, env),
         MineCommand::Suggest(args) => run_suggest(args, env),
         MineCommand::Evaluate(args) => run_evaluate(args, env),
+        MineCommand::Clusters(args) => run_clusters(args, env),
     }
 }
 
@@ -622,6 +657,59 @@ fn run_evaluate(args: EvaluateArgs, env: &mut Env) -> CommandResult {
     Ok(())
 }
 
+fn run_clusters(args: ClustersArgs, env: &mut Env) -> CommandResult {
+    let report = match (&args.show, args.k) {
+        (Some(name), _) => {
+            let pool = open(env, &args.pool)?;
+            clusters::show(&pool, args.dataset.as_deref(), name).map_err(failure)?
+        }
+        (None, k) => {
+            drop(open(env, &args.pool)?);
+            let (mut pool, _lock) = Pool::open_or_create_locked(&env.path(&args.pool))
+                .map_err(|e| Failure::Data(e.into()))?;
+            let plan = ClustersPlan {
+                dataset: args.dataset.clone(),
+                name: args.name.clone(),
+                k: k.unwrap_or_default(),
+                vocabulary: args.vocabulary,
+                iterations: args.iterations,
+            };
+            clusters::train(&mut pool, &plan).map_err(failure)?
+        }
+    };
+    let out = &mut env.out;
+    if args.json {
+        out.json(&report)?;
+        return Ok(());
+    }
+    let w = &mut out.out;
+    write!(
+        w,
+        "clustering `{}` of {}: {} clusters, trained on {} items",
+        report.name, report.dataset, report.k, report.trained_items
+    )?;
+    if let (Some(i), Some(m)) = (report.iterations, report.last_moved) {
+        write!(w, " ({i} iterations, {:.2}% moved in the last)", m * 100.0)?;
+    }
+    writeln!(w)?;
+    for c in &report.clusters {
+        let tags: Vec<String> = c
+            .tags
+            .iter()
+            .map(|t| format!("{} {:.0}%", t.tag, t.share * 100.0))
+            .collect();
+        writeln!(
+            w,
+            "{:>4} {:>9} items  {}",
+            c.cluster,
+            c.items,
+            tags.join(", ")
+        )?;
+        writeln!(w, "{:>20}  e.g. {}", "", c.medoids.join(", "))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,6 +961,23 @@ mod more_tests {
                 .unwrap();
         assert_eq!(v["items"], 10);
         assert_eq!(v["score"]["precision"], 1.0);
+
+        // Two clusters (solo and duo items), stored, shown again.
+        let text = ok(&f, &["mine", "clusters", "--k", "2"]);
+        assert!(
+            text.starts_with("clustering `tags` of ds: 2 clusters, trained on 30 items"),
+            "{text}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&f, &["mine", "clusters", "--show", "tags", "--json"]))
+                .unwrap();
+        let sizes: Vec<u64> = v["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["items"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sizes, [20, 10]);
     }
 
     #[test]
@@ -899,6 +1004,15 @@ mod more_tests {
                 "--neighbours 0",
             ),
             (vec!["mine", "evaluate", "--holdout", "0"], "--holdout 0"),
+            (vec!["mine", "clusters", "--k", "0"], "--k 0"),
+            (
+                vec!["mine", "clusters", "--k", "31"],
+                "more than the 30 live items",
+            ),
+            (
+                vec!["mine", "clusters", "--show", "nope"],
+                "no clustering `nope`",
+            ),
             (
                 vec!["mine", "suggest", "--category", "charakter"],
                 "no live item has a tag of category `charakter`",

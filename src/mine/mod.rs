@@ -9,6 +9,7 @@ use rusqlite::OptionalExtension;
 use crate::pool::PoolError;
 
 pub mod aliases;
+pub mod clusters;
 pub mod implications;
 pub mod related;
 pub mod similar;

@@ -13,6 +13,7 @@
 //! always as before a merge or fully merged.
 
 pub mod aggregates;
+pub mod clusters;
 pub mod duplicates;
 pub mod feeds;
 pub mod merge;

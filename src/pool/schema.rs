@@ -354,7 +354,8 @@ CREATE TABLE feeds(
     // live items after each merge (`release_live`), so the counts at any release are
     // sums of deltas (`mine trends`); pools merged before start with the current counts
     // as the head release's. And an index of perceptual hashes by 16-bit part
-    // (`pool::phash`) for look-alikes.
+    // (`pool::phash`) for look-alikes. And stored clusterings (`pool::clusters`), which
+    // merges extend to the items they bring.
     "
 CREATE TABLE tag_deltas(
     release INTEGER NOT NULL REFERENCES releases(id),
@@ -390,6 +391,33 @@ INSERT INTO phash_parts(part, value, item, phash)
     FROM items i, (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) p
     WHERE i.removed_in IS NULL AND seedpool_phash(i.phash) IS NOT NULL
     ORDER BY 1, 2, 3;
+CREATE TABLE clusterings(
+    id INTEGER PRIMARY KEY,
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    name TEXT NOT NULL,
+    features TEXT NOT NULL,
+    k INTEGER NOT NULL,
+    vocabulary TEXT NOT NULL,
+    trained_items INTEGER NOT NULL,
+    trained_at_release INTEGER REFERENCES releases(id),
+    UNIQUE(dataset, name)
+);
+CREATE TABLE clusters(
+    clustering INTEGER NOT NULL REFERENCES clusterings(id),
+    cluster INTEGER NOT NULL,
+    centroid BLOB NOT NULL,
+    tags TEXT NOT NULL,
+    medoids TEXT NOT NULL,
+    PRIMARY KEY(clustering, cluster)
+) WITHOUT ROWID;
+CREATE TABLE cluster_items(
+    clustering INTEGER NOT NULL REFERENCES clusterings(id),
+    item INTEGER NOT NULL REFERENCES items(id),
+    cluster INTEGER NOT NULL,
+    similarity REAL NOT NULL,
+    PRIMARY KEY(clustering, item)
+) WITHOUT ROWID;
+CREATE INDEX cluster_items_by_cluster ON cluster_items(clustering, cluster, similarity);
 ",
 ];
 

@@ -562,6 +562,9 @@ fn merge_index(
         )?;
         drop(old_links);
         step("tags linked");
+        // Stored clusterings cover the new and changed items without training again.
+        super::clusters::assign(&t.tx, t.ds, linked.iter().map(|(id, _, tags)| (id, tags)))?;
+        step("clusters assigned");
         if t.bulk {
             for (name, create) in schema::BULK_INDEXES {
                 t.tx.execute_batch(create)?;

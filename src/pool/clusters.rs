@@ -1,0 +1,168 @@
+//! Stored clusterings (`seedpool mine clusters`, docs/mining.md): a named model per
+//! dataset (its tag vocabulary with weights and one centroid per cluster) and each
+//! item's cluster. Training lives in `mine`; what a merge needs lives here: the items a
+//! merge adds, changes or restores are assigned to the nearest centroid of every
+//! clustering of their dataset, so a clustering covers new releases without being
+//! trained again.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// A clustering's model: tag (canonical name, category) to (feature index, weight), and
+/// unit-length centroids over those features.
+pub struct Model {
+    pub id: i64,
+    pub vocabulary: HashMap<(String, String), (u32, f32)>,
+    pub centroids: Vec<Vec<f32>>,
+}
+
+/// An item's feature vector: the weights of its tags in the vocabulary, scaled to unit
+/// length (sorted by feature; empty when it has none of the vocabulary's tags).
+pub fn features<'a>(
+    vocabulary: &HashMap<(String, String), (u32, f32)>,
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(u32, f32)> {
+    let mut x: Vec<(u32, f32)> = tags
+        .into_iter()
+        .filter_map(|(n, c)| vocabulary.get(&(n.to_string(), c.to_string())).copied())
+        .collect();
+    x.sort_unstable_by_key(|f| f.0);
+    x.dedup_by_key(|f| f.0);
+    normalize(&mut x);
+    x
+}
+
+pub fn normalize(x: &mut [(u32, f32)]) {
+    let norm = x.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for f in x.iter_mut() {
+            f.1 /= norm;
+        }
+    }
+}
+
+/// The nearest centroid to a feature vector and its cosine similarity; cluster 0 with
+/// similarity 0 for an item with no features.
+pub fn nearest(centroids: &[Vec<f32>], x: &[(u32, f32)]) -> (u32, f32) {
+    let mut best = (0u32, f32::MIN);
+    for (c, centroid) in centroids.iter().enumerate() {
+        let s: f32 = x.iter().map(|&(i, w)| w * centroid[i as usize]).sum();
+        if s > best.1 {
+            best = (c as u32, s);
+        }
+    }
+    (best.0, best.1.max(0.0))
+}
+
+pub fn encode(centroid: &[f32]) -> Vec<u8> {
+    centroid.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn decode(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The models of a dataset's clusterings.
+pub fn models(conn: &Connection, dataset: i64) -> rusqlite::Result<Vec<Model>> {
+    let mut st =
+        conn.prepare("SELECT id, vocabulary FROM clusterings WHERE dataset = ?1 ORDER BY id")?;
+    let rows: Vec<(i64, String)> = st
+        .query_map([dataset], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (id, vocabulary) in rows {
+        out.push(model(conn, id, &vocabulary)?);
+    }
+    Ok(out)
+}
+
+fn model(conn: &Connection, id: i64, vocabulary: &str) -> rusqlite::Result<Model> {
+    let list: Vec<(String, String, f32)> = serde_json::from_str(vocabulary).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let vocabulary = list
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, c, w))| ((n, c), (i as u32, w)))
+        .collect();
+    let mut st =
+        conn.prepare("SELECT centroid FROM clusters WHERE clustering = ?1 ORDER BY cluster")?;
+    let centroids = st
+        .query_map([id], |r| Ok(decode(&r.get::<_, Vec<u8>>(0)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(Model {
+        id,
+        vocabulary,
+        centroids,
+    })
+}
+
+/// Assigns items (id, pool tag ids) to the nearest cluster of every clustering of the
+/// dataset, replacing what they had (a changed item may move).
+pub fn assign<'a>(
+    conn: &Connection,
+    dataset: i64,
+    items: impl Iterator<Item = (i64, &'a [i64])>,
+) -> rusqlite::Result<u64> {
+    let models = models(conn, dataset)?;
+    if models.is_empty() {
+        return Ok(0);
+    }
+    let mut names: HashMap<i64, (String, String)> = HashMap::new();
+    let mut name_of =
+        conn.prepare_cached("SELECT coalesce(canonical, name), category FROM tags WHERE id = ?1")?;
+    let mut put = conn.prepare_cached(
+        "INSERT OR REPLACE INTO cluster_items(clustering, item, cluster, similarity) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut n = 0u64;
+    for (item, tags) in items {
+        for &t in tags {
+            if !names.contains_key(&t) {
+                let name = name_of
+                    .query_row([t], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some(name) = name {
+                    names.insert(t, name);
+                }
+            }
+        }
+        let tag_names = tags
+            .iter()
+            .filter_map(|t| names.get(t))
+            .map(|(n, c)| (n.as_str(), c.as_str()));
+        let tag_names: Vec<(&str, &str)> = tag_names.collect();
+        for m in &models {
+            let x = features(&m.vocabulary, tag_names.iter().copied());
+            let (cluster, similarity) = nearest(&m.centroids, &x);
+            put.execute(params![m.id, item, cluster, f64::from(similarity)])?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centroids_round_trip_and_the_nearest_is_by_cosine() {
+        let c = vec![0.5f32, -1.25, 3.0];
+        assert_eq!(decode(&encode(&c)), c);
+        let vocabulary: HashMap<(String, String), (u32, f32)> = [
+            (("cat".into(), "general".into()), (0, 1.0)),
+            (("dog".into(), "general".into()), (1, 2.0)),
+        ]
+        .into_iter()
+        .collect();
+        let x = features(&vocabulary, [("dog", "general"), ("bird", "general")]);
+        assert_eq!(x, [(1, 1.0)]);
+        let centroids = vec![vec![1.0, 0.0], vec![0.6, 0.8]];
+        assert_eq!(nearest(&centroids, &x), (1, 0.8));
+        assert_eq!(nearest(&centroids, &[]), (0, 0.0));
+    }
+}
