@@ -348,6 +348,14 @@ fn the_demo_pool_is_browsable_in_chromium() {
         Value::Array(expected),
         "the grid after clicking {tag}"
     );
+    // One tag asked for: the tags that come with it are listed beside the grid.
+    let related = b.script(
+        "const s = document.getElementById('related');
+         return s && s.getBoundingClientRect().height > 0
+             ? [...s.querySelectorAll('a.facet')].map(a => a.dataset.tag) : null;",
+    );
+    let related = related.as_array().expect("a related-tags panel beside the grid");
+    assert!(!related.is_empty() && !related.contains(&json!(tag)), "{related:?}");
     b.screenshot("gallery-facet");
 
     // An item with faces: its sample decoded and the boxes drawn over it; the strict
@@ -382,6 +390,17 @@ fn the_demo_pool_is_browsable_in_chromium() {
     let strict_boxes = b.script("return document.querySelectorAll('rect.face.strict').length;");
     assert_eq!(strict, strict_boxes, "every strict box drawn once ticked");
     b.screenshot("item");
+    // Below: the items drawn alike (by tags), as tiles with how alike they are.
+    let alike = b.script(
+        "const g = [...document.querySelectorAll('div.nearby')];
+         if (g.length) g[g.length - 1].scrollIntoView();
+         return g.map(x => x.querySelectorAll('a.tile').length);",
+    );
+    assert!(
+        alike.as_array().is_some_and(|g| g.iter().any(|n| n.as_u64() > Some(0))),
+        "look-alike tiles on the item page: {alike}"
+    );
+    b.screenshot("item-nearby");
 
     // A hit-parade: a chart of bars, and the thumbnails behind its rows.
     b.goto(&url("/parade/characters-by-year"));

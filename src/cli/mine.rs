@@ -343,39 +343,35 @@ fn run_related(args: RelatedArgs, env: &mut Env) -> CommandResult {
         sample: args.sample,
     };
     let report = related::related(&pool, &plan).map_err(failure)?;
-    let out = &mut env.out;
-    if args.json {
-        out.json(&report)?;
-        return Ok(());
-    }
-    let w = &mut out.out;
-    write!(
-        w,
-        "{}: {} of {} live items",
-        report.tag, report.tag_items, report.scope_items
-    )?;
-    if let Some(n) = report.sampled {
-        write!(w, " (tags read from {n} of them)")?;
-    }
-    writeln!(w)?;
-    writeln!(
-        w,
-        "{:<32} {:<10} {:>9} {:>9} {:>9}",
-        "tag",
-        "category",
-        "both",
-        "items",
-        clap::ValueEnum::to_possible_value(&args.measure)
-            .map_or_else(String::new, |v| v.get_name().to_string())
-    )?;
-    for r in &report.related {
+    emit(env, args.json, &report, |report, w| {
+        write!(
+            w,
+            "{}: {} of {} live items",
+            report.tag, report.tag_items, report.scope_items
+        )?;
+        if let Some(n) = report.sampled {
+            write!(w, " (tags read from {n} of them)")?;
+        }
+        writeln!(w)?;
         writeln!(
             w,
-            "{:<32} {:<10} {:>9} {:>9} {:>9.4}",
-            r.tag, r.category, r.both, r.items, r.value
+            "{:<32} {:<10} {:>9} {:>9} {:>9}",
+            "tag",
+            "category",
+            "both",
+            "items",
+            clap::ValueEnum::to_possible_value(&args.measure)
+                .map_or_else(String::new, |v| v.get_name().to_string())
         )?;
-    }
-    Ok(())
+        for r in &report.related {
+            writeln!(
+                w,
+                "{:<32} {:<10} {:>9} {:>9} {:>9.4}",
+                r.tag, r.category, r.both, r.items, r.value
+            )?;
+        }
+        Ok(())
+    })
 }
 
 fn run_trends(args: TrendsArgs, env: &mut Env) -> CommandResult {
@@ -389,37 +385,33 @@ fn run_trends(args: TrendsArgs, env: &mut Env) -> CommandResult {
         min_items: args.min_items,
     };
     let report = trends::trends(&pool, &plan).map_err(failure)?;
-    let out = &mut env.out;
-    if args.json {
-        out.json(&report)?;
-        return Ok(());
-    }
-    let w = &mut out.out;
-    writeln!(
-        w,
-        "{} {} → {}: {} → {} live items",
-        report.dataset, report.from, report.to, report.items_before, report.items_after
-    )?;
-    for (title, list) in [("grew", &report.grew), ("fell", &report.fell)] {
-        writeln!(w, "\n{title}:")?;
-        if list.is_empty() {
-            writeln!(w, "  (none)")?;
-            continue;
-        }
+    emit(env, args.json, &report, |report, w| {
         writeln!(
             w,
-            "{:<32} {:<10} {:>9} {:>9} {:>8} {:>8} {:>8}",
-            "tag", "category", "before", "after", "% before", "% after", "change"
+            "{} {} → {}: {} → {} live items",
+            report.dataset, report.from, report.to, report.items_before, report.items_after
         )?;
-        for t in list {
+        for (title, list) in [("grew", &report.grew), ("fell", &report.fell)] {
+            writeln!(w, "\n{title}:")?;
+            if list.is_empty() {
+                writeln!(w, "  (none)")?;
+                continue;
+            }
             writeln!(
                 w,
-                "{:<32} {:<10} {:>9} {:>9} {:>8.2} {:>8.2} {:>+8.2}",
-                t.tag, t.category, t.before, t.after, t.share_before, t.share_after, t.change
+                "{:<32} {:<10} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                "tag", "category", "before", "after", "% before", "% after", "change"
             )?;
+            for t in list {
+                writeln!(
+                    w,
+                    "{:<32} {:<10} {:>9} {:>9} {:>8.2} {:>8.2} {:>+8.2}",
+                    t.tag, t.category, t.before, t.after, t.share_before, t.share_after, t.change
+                )?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
@@ -433,38 +425,49 @@ fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
         radius: args.radius,
     };
     let report = similar::similar(&pool, &plan).map_err(failure)?;
-    let out = &mut env.out;
-    if args.json {
-        out.json(&report)?;
+    emit(env, args.json, &report, |report, w| {
+        let unit = match report.by {
+            By::Phash => "bits apart",
+            By::Tags => "1 - weighted Jaccard",
+        };
+        writeln!(
+            w,
+            "nearest to {} ({}) by {}: {} found, {} compared",
+            report.key,
+            report.dataset,
+            clap::ValueEnum::to_possible_value(&report.by)
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            report.similar.len(),
+            report.compared
+        )?;
+        writeln!(
+            w,
+            "{:<40} {:<16} {:>10}  ({unit})",
+            "key", "dataset", "distance"
+        )?;
+        for s in &report.similar {
+            let d = match report.by {
+                By::Phash => format!("{}", s.distance),
+                By::Tags => format!("{:.4}", s.distance),
+            };
+            writeln!(w, "{:<40} {:<16} {:>10}", s.key, s.dataset, d)?;
+        }
+        Ok(())
+    })
+}
+
+/// A report as JSON, or as text by `text`.
+fn emit<R: serde::Serialize>(
+    env: &mut Env,
+    json: bool,
+    report: &R,
+    text: impl FnOnce(&R, &mut dyn Write) -> std::io::Result<()>,
+) -> CommandResult {
+    if json {
+        env.out.json(report)?;
         return Ok(());
     }
-    let w = &mut out.out;
-    let unit = match report.by {
-        By::Phash => "bits apart",
-        By::Tags => "1 - weighted Jaccard",
-    };
-    writeln!(
-        w,
-        "nearest to {} ({}) by {}: {} found, {} compared",
-        report.key,
-        report.dataset,
-        clap::ValueEnum::to_possible_value(&report.by)
-            .map_or_else(String::new, |v| v.get_name().to_string()),
-        report.similar.len(),
-        report.compared
-    )?;
-    writeln!(
-        w,
-        "{:<40} {:<16} {:>10}  ({unit})",
-        "key", "dataset", "distance"
-    )?;
-    for s in &report.similar {
-        let d = match report.by {
-            By::Phash => format!("{}", s.distance),
-            By::Tags => format!("{:.4}", s.distance),
-        };
-        writeln!(w, "{:<40} {:<16} {:>10}", s.key, s.dataset, d)?;
-    }
+    text(report, &mut env.out.out)?;
     Ok(())
 }
 
@@ -588,32 +591,28 @@ fn run_suggest(args: SuggestArgs, env: &mut Env) -> CommandResult {
         min_confidence: args.min_confidence,
     };
     let report = suggest::suggest(&pool, &plan).map_err(failure)?;
-    let out = &mut env.out;
-    if args.json {
-        out.json(&report)?;
-        return Ok(());
-    }
-    let w = &mut out.out;
-    writeln!(
-        w,
-        "{} item(s) of {} without a {} tag; suggested (confidence):",
-        report.items.len(),
-        report.dataset,
-        report.category
-    )?;
-    for item in &report.items {
-        let list: Vec<String> = item
-            .suggestions
-            .iter()
-            .map(|s| format!("{} ({:.2})", s.tag, s.confidence))
-            .collect();
-        let list = match list.is_empty() {
-            true => "(nothing confident enough)".to_string(),
-            false => list.join(", "),
-        };
-        writeln!(w, "{:<40} {list}", item.key)?;
-    }
-    Ok(())
+    emit(env, args.json, &report, |report, w| {
+        writeln!(
+            w,
+            "{} item(s) of {} without a {} tag; suggested (confidence):",
+            report.items.len(),
+            report.dataset,
+            report.category
+        )?;
+        for item in &report.items {
+            let list: Vec<String> = item
+                .suggestions
+                .iter()
+                .map(|s| format!("{} ({:.2})", s.tag, s.confidence))
+                .collect();
+            let list = match list.is_empty() {
+                true => "(nothing confident enough)".to_string(),
+                false => list.join(", "),
+            };
+            writeln!(w, "{:<40} {list}", item.key)?;
+        }
+        Ok(())
+    })
 }
 
 fn run_evaluate(args: EvaluateArgs, env: &mut Env) -> CommandResult {
@@ -626,35 +625,31 @@ fn run_evaluate(args: EvaluateArgs, env: &mut Env) -> CommandResult {
         min_confidence: args.min_confidence,
     };
     let report = suggest::evaluate(&pool, &plan).map_err(failure)?;
-    let out = &mut env.out;
-    if args.json {
-        out.json(&report)?;
-        return Ok(());
-    }
-    let w = &mut out.out;
-    writeln!(
-        w,
-        "{} tags of {} items hidden, suggested back from {} neighbours each:",
-        report.hidden, report.items, plan.neighbours
-    )?;
-    writeln!(
-        w,
-        "{:>14} {:>10} {:>8} {:>10} {:>8}",
-        "min confidence", "suggested", "correct", "precision", "recall"
-    )?;
-    for s in &report.curve {
-        let mark = if s.min_confidence == report.score.min_confidence {
-            " *"
-        } else {
-            ""
-        };
+    emit(env, args.json, &report, |report, w| {
         writeln!(
             w,
-            "{:>14.2} {:>10} {:>8} {:>10.3} {:>8.3}{mark}",
-            s.min_confidence, s.suggested, s.correct, s.precision, s.recall
+            "{} tags of {} items hidden, suggested back from {} neighbours each:",
+            report.hidden, report.items, plan.neighbours
         )?;
-    }
-    Ok(())
+        writeln!(
+            w,
+            "{:>14} {:>10} {:>8} {:>10} {:>8}",
+            "min confidence", "suggested", "correct", "precision", "recall"
+        )?;
+        for s in &report.curve {
+            let mark = if s.min_confidence == report.score.min_confidence {
+                " *"
+            } else {
+                ""
+            };
+            writeln!(
+                w,
+                "{:>14.2} {:>10} {:>8} {:>10.3} {:>8.3}{mark}",
+                s.min_confidence, s.suggested, s.correct, s.precision, s.recall
+            )?;
+        }
+        Ok(())
+    })
 }
 
 fn run_clusters(args: ClustersArgs, env: &mut Env) -> CommandResult {
@@ -677,37 +672,33 @@ fn run_clusters(args: ClustersArgs, env: &mut Env) -> CommandResult {
             clusters::train(&mut pool, &plan).map_err(failure)?
         }
     };
-    let out = &mut env.out;
-    if args.json {
-        out.json(&report)?;
-        return Ok(());
-    }
-    let w = &mut out.out;
-    write!(
-        w,
-        "clustering `{}` of {}: {} clusters, trained on {} items",
-        report.name, report.dataset, report.k, report.trained_items
-    )?;
-    if let (Some(i), Some(m)) = (report.iterations, report.last_moved) {
-        write!(w, " ({i} iterations, {:.2}% moved in the last)", m * 100.0)?;
-    }
-    writeln!(w)?;
-    for c in &report.clusters {
-        let tags: Vec<String> = c
-            .tags
-            .iter()
-            .map(|t| format!("{} {:.0}%", t.tag, t.share * 100.0))
-            .collect();
-        writeln!(
+    emit(env, args.json, &report, |report, w| {
+        write!(
             w,
-            "{:>4} {:>9} items  {}",
-            c.cluster,
-            c.items,
-            tags.join(", ")
+            "clustering `{}` of {}: {} clusters, trained on {} items",
+            report.name, report.dataset, report.k, report.trained_items
         )?;
-        writeln!(w, "{:>20}  e.g. {}", "", c.medoids.join(", "))?;
-    }
-    Ok(())
+        if let (Some(i), Some(m)) = (report.iterations, report.last_moved) {
+            write!(w, " ({i} iterations, {:.2}% moved in the last)", m * 100.0)?;
+        }
+        writeln!(w)?;
+        for c in &report.clusters {
+            let tags: Vec<String> = c
+                .tags
+                .iter()
+                .map(|t| format!("{} {:.0}%", t.tag, t.share * 100.0))
+                .collect();
+            writeln!(
+                w,
+                "{:>4} {:>9} items  {}",
+                c.cluster,
+                c.items,
+                tags.join(", ")
+            )?;
+            writeln!(w, "{:>20}  e.g. {}", "", c.medoids.join(", "))?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ pub fn train(pool: &mut Pool, plan: &ClustersPlan) -> Result<ClustersReport, Min
             row.sort_unstable_by_key(|f| f.0);
             row.dedup_by_key(|f| f.0);
             normalize(row);
-            m.feats.extend(row.drain(..));
+            m.feats.append(row);
             m.ends.push(m.feats.len());
         };
         while let Some(r) = rows.next()? {
@@ -506,7 +506,7 @@ mod tests {
                 let mut general: Vec<&str> =
                     vec!["solo", ["smile", "looking_at_viewer"][(i % 2) as usize]];
                 for (t, theme) in themes[g].iter().enumerate() {
-                    if (i + t as u64) % 4 != 0 {
+                    if !(i + t as u64).is_multiple_of(4) {
                         general.push(theme);
                     }
                 }

@@ -38,6 +38,8 @@ pub enum MineError {
     },
     #[error("{0}")]
     Unanswerable(String),
+    #[error("release {version} is the only release of `{dataset}` in the pool: trends compare two (merge another, or name one with --from)")]
+    OneRelease { dataset: String, version: String },
     #[error("the pool has no item `{0}`")]
     UnknownItem(String),
 }
@@ -229,15 +231,16 @@ pub(crate) fn live_ids(
 /// One read transaction around an analysis: SQLite then takes its locks and checks
 /// the log once, and keeps its page cache between statements, where each statement on
 /// its own is a transaction that starts cold (thousands of index probes read the same
-/// inner pages again each time). Nothing when a transaction is already open.
+/// inner pages again each time). Nothing when a transaction is already open, or when
+/// the connection may not open one (a hit-parade runs under the read-only authorizer
+/// of `query`): the analysis is then as right, only slower.
 pub(crate) struct Snapshot<'c>(Option<&'c rusqlite::Connection>);
 
 impl<'c> Snapshot<'c> {
     pub fn begin(conn: &'c rusqlite::Connection) -> Result<Self, MineError> {
-        if !conn.is_autocommit() {
+        if !conn.is_autocommit() || conn.execute_batch("BEGIN").is_err() {
             return Ok(Self(None));
         }
-        conn.execute_batch("BEGIN")?;
         Ok(Self(Some(conn)))
     }
 }

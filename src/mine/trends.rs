@@ -151,10 +151,10 @@ pub fn trends(pool: &Pool, plan: &TrendsPlan) -> Result<TrendsReport, MineError>
                 .optional()?
                 .flatten();
             let Some(v) = earlier else {
-                return Err(MineError::Unanswerable(format!(
-                    "release {} is the only release of `{dataset}` in the pool: trends compare two (merge another, or name one with --from)",
-                    to.version
-                )));
+                return Err(MineError::OneRelease {
+                    dataset,
+                    version: to.version,
+                });
             };
             release(conn, ds, &dataset, &v)?
         }

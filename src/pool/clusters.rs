@@ -121,12 +121,12 @@ pub fn assign<'a>(
     let mut n = 0u64;
     for (item, tags) in items {
         for &t in tags {
-            if !names.contains_key(&t) {
+            if let std::collections::hash_map::Entry::Vacant(e) = names.entry(t) {
                 let name = name_of
                     .query_row([t], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 if let Some(name) = name {
-                    names.insert(t, name);
+                    e.insert(name);
                 }
             }
         }

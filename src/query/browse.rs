@@ -1696,9 +1696,10 @@ pub fn sql_console(
     let mut items = Vec::new();
     if let Some(k) = key_column {
         let conn = pool.connection();
+        // By the (dataset, key) index, one range per dataset: a key alone has no index.
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT {TILE_COLUMNS} FROM items l {TILE_JOINS} WHERE l.key = ?1 ORDER BY l.removed_in IS NOT NULL, l.dataset LIMIT 1"
+                "SELECT {TILE_COLUMNS} FROM items l {TILE_JOINS} WHERE l.dataset IN (SELECT id FROM datasets) AND l.key = ?1 ORDER BY l.removed_in IS NOT NULL, l.dataset LIMIT 1"
             ))
             .map_err(sql)?;
         for row in &table.rows {

@@ -282,7 +282,7 @@ pub fn gallery(
                 @if let Some(r) = related {
                     @if !r.related.is_empty() {
                         section #related {
-                            h3 { "related to " (r.tag) }
+                            h3 { "Related (Jaccard)" }
                             ul {
                                 @for t in &r.related {
                                     li {
