@@ -354,8 +354,13 @@ fn the_demo_pool_is_browsable_in_chromium() {
          return s && s.getBoundingClientRect().height > 0
              ? [...s.querySelectorAll('a.facet')].map(a => a.dataset.tag) : null;",
     );
-    let related = related.as_array().expect("a related-tags panel beside the grid");
-    assert!(!related.is_empty() && !related.contains(&json!(tag)), "{related:?}");
+    let related = related
+        .as_array()
+        .expect("a related-tags panel beside the grid");
+    assert!(
+        !related.is_empty() && !related.contains(&json!(tag)),
+        "{related:?}"
+    );
     b.screenshot("gallery-facet");
 
     // An item with faces: its sample decoded and the boxes drawn over it; the strict
@@ -397,7 +402,9 @@ fn the_demo_pool_is_browsable_in_chromium() {
          return g.map(x => x.querySelectorAll('a.tile').length);",
     );
     assert!(
-        alike.as_array().is_some_and(|g| g.iter().any(|n| n.as_u64() > Some(0))),
+        alike
+            .as_array()
+            .is_some_and(|g| g.iter().any(|n| n.as_u64() > Some(0))),
         "look-alike tiles on the item page: {alike}"
     );
     b.screenshot("item-nearby");

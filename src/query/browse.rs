@@ -2058,3 +2058,37 @@ mod tests {
         assert!(e.contains("from 1 to 1000"), "{e}");
     }
 }
+
+/// A stored clustering for the cluster browser: each cluster with its characteristic
+/// tags and its medoids as tiles.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClustersView {
+    pub report: crate::mine::clusters::ClustersReport,
+    pub medoids: Vec<Vec<Tile>>,
+}
+
+pub fn clusters(pool: &Pool, dataset: &str, name: &str) -> Result<ClustersView, BrowseError> {
+    let report = crate::mine::clusters::show(pool, Some(dataset), name)
+        .map_err(|e| BrowseError::Query(QueryError::Mine(e)))?;
+    let conn = pool.connection();
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {TILE_COLUMNS} FROM items l {TILE_JOINS} WHERE d.name = ?1 AND l.key = ?2"
+        ))
+        .map_err(sql)?;
+    let mut medoids = Vec::new();
+    for c in &report.clusters {
+        let mut tiles = Vec::new();
+        for key in &c.medoids {
+            if let Some(t) = st
+                .query_row(params![dataset, key], |r| tile(r, 0))
+                .optional()
+                .map_err(sql)?
+            {
+                tiles.push(t);
+            }
+        }
+        medoids.push(tiles);
+    }
+    Ok(ClustersView { report, medoids })
+}

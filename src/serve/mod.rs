@@ -501,6 +501,14 @@ fn router(app: Shared) -> Router {
             "/api/release/{dataset}/{version}",
             get(|s: State<Shared>, p: Path<(String, String)>, q: RawQuery| release(s, p, q, Json)),
         )
+        .route(
+            "/clusters/{dataset}/{name}",
+            get(|s: State<Shared>, p: Path<(String, String)>| clusters(s, p, Html)),
+        )
+        .route(
+            "/api/clusters/{dataset}/{name}",
+            get(|s: State<Shared>, p: Path<(String, String)>| clusters(s, p, Json)),
+        )
         .route("/sql", get(|s: State<Shared>, q: RawQuery| sql(s, q, Html)))
         .route(
             "/api/sql",
@@ -961,6 +969,23 @@ async fn parade(
     });
     match work.await {
         Ok(v) => reply(mode, &title, Some(json_url), &v, pages::parade),
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+async fn clusters(
+    State(app): State<Shared>,
+    Path((dataset, name)): Path<(String, String)>,
+    mode: Mode,
+) -> Response {
+    let json_url = format!(
+        "/api/clusters/{}/{}",
+        pages::segment(&dataset),
+        pages::segment(&name)
+    );
+    let title = format!("clusters {name}");
+    match with_pool(&app, move |p| Ok(browse::clusters(p, &dataset, &name)?)).await {
+        Ok(v) => reply(mode, &title, Some(json_url), &v, pages::clusters),
         Err(e) => e.in_mode(mode).into_response(),
     }
 }
@@ -1515,6 +1540,28 @@ mod tests {
         assert_eq!(g["related"]["related"][0]["tag"], "twintails");
         let page = get(&s, "/gallery?tags=miku").text();
         assert!(page.contains("id=\"related\""), "{page}");
+        // The cluster browser: none stored yet, then one.
+        let r = get(&s, "/clusters/ds/tags");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("no clustering `tags`"), "{}", r.text());
+        let mut pool = crate::pool::Pool::open(&f.pool).unwrap();
+        let plan = crate::mine::clusters::ClustersPlan {
+            dataset: None,
+            name: "tags".into(),
+            k: 2,
+            vocabulary: 100,
+            iterations: 10,
+        };
+        crate::mine::clusters::train(&mut pool, &plan).unwrap();
+        drop(pool);
+        let page = get(&s, "/clusters/ds/tags").text();
+        assert!(
+            page.contains("Cluster 0") && page.contains("3 items"),
+            "{page}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/clusters/ds/tags").body).unwrap();
+        assert_eq!(v["medoids"].as_array().unwrap().len(), 2);
         // Two tags, or one left out: no related tags.
         let g: serde_json::Value =
             serde_json::from_slice(&get(&s, "/api/gallery?tags=miku+twintails").body).unwrap();

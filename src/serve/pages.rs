@@ -8,6 +8,7 @@ use super::chart::{self, Bar};
 use super::fetch::FetchStatus;
 use crate::mine::related::RelatedReport;
 use crate::progress::human_bytes;
+use crate::query::browse::ClustersView;
 use crate::query::browse::{
     self, Facets, Gallery, ItemView, Overview, ParadeView, ReleaseReview, SqlView, Tile,
 };
@@ -708,5 +709,27 @@ pub fn extracted(
         @if r.not_downloaded > 0 { p.note { (number(r.not_downloaded)) " items were left out: their shards are not in the pool (fetch them first)" } }
         @if r.unchanged > 0 { p.note { (number(r.unchanged)) " files were there already" } }
         p { a href=(gallery_href(view)) { "back to the view" } }
+    }
+}
+
+/// A stored clustering: each cluster's size, characteristic tags (a click opens the
+/// gallery of that tag) and the items nearest its centre.
+pub fn clusters(v: &ClustersView) -> Markup {
+    let r = &v.report;
+    html! {
+        h1 { "Clusters " (r.name) " of " (r.dataset) }
+        p.summary { (r.k) " clusters by tags, trained on " (number(r.trained_items)) " items; later merges add theirs (`seedpool mine clusters`)" }
+        @for (c, medoids) in r.clusters.iter().zip(&v.medoids) {
+            section.cluster {
+                h2 { "Cluster " (c.cluster) " · " (number(c.items)) " items" }
+                p.tags {
+                    @for t in &c.tags {
+                        a.facet href=(gallery_href(&Filter::default().with_tag(&t.tag).to_query())) data-tag=(t.tag) { (t.tag) }
+                        " " span.count { (format!("{:.0}%", t.share * 100.0)) } " "
+                    }
+                }
+                (tiles(medoids))
+            }
+        }
     }
 }
