@@ -409,6 +409,33 @@ fn the_demo_pool_is_browsable_in_chromium() {
     );
     b.screenshot("item-nearby");
 
+    // The cluster browser, over a clustering made by the real binary: each cluster
+    // with its tags and the pictures nearest its centre, decoded.
+    let r = run_binary(&[
+        "mine",
+        "clusters",
+        "--pool",
+        s(&pool),
+        "--k",
+        "3",
+        "--name",
+        "browser",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    b.goto(&url(&format!("/clusters/{DATASET}/browser")));
+    b.wait_for("the medoids", DECODED, within);
+    let sections = b.script(
+        "return [...document.querySelectorAll('section.cluster')]
+            .map(s => [s.querySelectorAll('a.facet').length, s.querySelectorAll('a.tile').length]);",
+    );
+    let sections = sections.as_array().unwrap();
+    assert_eq!(sections.len(), 3, "{sections:?}");
+    assert!(
+        sections.iter().all(|c| c[1].as_u64() > Some(0)),
+        "{sections:?}"
+    );
+    b.screenshot("clusters");
+
     // A hit-parade: a chart of bars, and the thumbnails behind its rows.
     b.goto(&url("/parade/characters-by-year"));
     let bars = b.script("return [...document.querySelectorAll('figure.chart rect.bar')].filter(r => r.getBoundingClientRect().width > 0).length;");

@@ -717,8 +717,8 @@ pub fn extracted(
 pub fn clusters(v: &ClustersView) -> Markup {
     let r = &v.report;
     html! {
-        h1 { "Clusters " (r.name) " of " (r.dataset) }
-        p.summary { (r.k) " clusters by tags, trained on " (number(r.trained_items)) " items; later merges add theirs (`seedpool mine clusters`)" }
+        h1 { "Clustering “" (r.name) "” of " (r.dataset) }
+        p.summary { (r.k) " clusters by tags, trained on " (number(r.trained_items)) " items by seedpool mine clusters; later merges add theirs" }
         @for (c, medoids) in r.clusters.iter().zip(&v.medoids) {
             section.cluster {
                 h2 { "Cluster " (c.cluster) " · " (number(c.items)) " items" }
