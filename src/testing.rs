@@ -105,6 +105,14 @@ impl Fixture {
         )
     }
 
+    /// Publishes and merges release `version` of owned `(key, record)` pairs.
+    pub fn release(&self, version: &str, parent: Option<&str>, items: &[(String, Value)]) {
+        let items: Vec<(&str, Value)> =
+            items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        self.publish(version, parent, &items);
+        self.merge(version);
+    }
+
     pub fn manifest(&self, version: &str) -> PathBuf {
         self.store.join(format!("ds-{version}.manifest.json"))
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use rayon::prelude::*;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{live_ids, one_dataset, MineError};
@@ -345,11 +345,7 @@ pub fn train(pool: &mut Pool, plan: &ClustersPlan) -> Result<ClustersReport, Min
             params![ds, name],
             |r| r.get(0),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     if let Some(old) = old {
         for table in ["cluster_items", "clusters"] {
             tx.execute(&format!("DELETE FROM {table} WHERE clustering = ?1"), [old])?;
@@ -421,11 +417,7 @@ pub fn show(pool: &Pool, dataset: Option<&str>, name: &str) -> Result<ClustersRe
                 ))
             },
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     let Some((id, k, trained)) = found else {
         let mut st =
             conn.prepare("SELECT name FROM clusterings WHERE dataset = ?1 ORDER BY name")?;
@@ -531,10 +523,7 @@ mod tests {
         parent: Option<&str>,
         items: &[(String, serde_json::Value)],
     ) {
-        let items: Vec<(&str, serde_json::Value)> =
-            items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        f.publish(version, parent, &items);
-        f.merge(version);
+        f.release(version, parent, items);
     }
 
     fn plan(k: usize) -> ClustersPlan {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::similar::TagSearch;
@@ -141,11 +141,7 @@ pub fn suggest(pool: &Pool, plan: &SuggestPlan) -> Result<SuggestReport, MineErr
                     params![ds, key],
                     |r| r.get(0),
                 )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
+                .optional()?;
             vec![(
                 id.ok_or_else(|| MineError::UnknownItem(key.clone()))?,
                 key.clone(),

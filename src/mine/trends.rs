@@ -279,10 +279,7 @@ mod tests {
         parent: Option<&str>,
         items: &[(String, serde_json::Value)],
     ) {
-        let items: Vec<(&str, serde_json::Value)> =
-            items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        f.publish(version, parent, &items);
-        f.merge(version);
+        f.release(version, parent, items);
     }
 
     fn plan() -> TrendsPlan {

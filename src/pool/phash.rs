@@ -9,7 +9,7 @@
 //! and adds those of the items it adds, changes or restores after. Hidden duplicates
 //! keep their rows; a search skips items that are not live.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::curate::duplicates::parse_phash;
 
@@ -140,13 +140,7 @@ pub fn near(
     )?;
     let mut out = Vec::with_capacity(found.len());
     for n in found {
-        let ds: Option<i64> =
-            live.query_row([n.item], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
+        let ds: Option<i64> = live.query_row([n.item], |r| r.get(0)).optional()?;
         if ds.is_some_and(|d| dataset.is_none_or(|want| want == d)) {
             out.push(n);
         }
