@@ -158,7 +158,7 @@ pub fn train(pool: &mut Pool, plan: &ClustersPlan) -> Result<ClustersReport, Min
     // Every live item's features, from one pass over the tag links in item order.
     let matrix = {
         let mut m = Matrix {
-            ids: ids.clone(),
+            ids: Vec::new(),
             ends: Vec::with_capacity(ids.len()),
             feats: Vec::new(),
         };
@@ -191,6 +191,8 @@ pub fn train(pool: &mut Pool, plan: &ClustersPlan) -> Result<ClustersReport, Min
             flush(&mut m, &mut row_feats);
             at += 1;
         }
+        drop(rows);
+        m.ids = ids;
         m
     };
     let n = matrix.ids.len();
@@ -517,15 +519,6 @@ mod tests {
         out
     }
 
-    fn publish(
-        f: &Fixture,
-        version: &str,
-        parent: Option<&str>,
-        items: &[(String, serde_json::Value)],
-    ) {
-        f.release(version, parent, items);
-    }
-
     fn plan(k: usize) -> ClustersPlan {
         ClustersPlan {
             dataset: None,
@@ -540,7 +533,7 @@ mod tests {
     fn planted_groups_are_found_stored_and_extended_by_merges() {
         let f = Fixture::new();
         let v1 = items(&[0, 1, 2], 20, 0);
-        publish(&f, "1", None, &v1);
+        f.release("1", None, &v1);
         let mut pool = crate::pool::Pool::open(&f.pool).unwrap();
         let r = train(&mut pool, &plan(3)).unwrap();
         assert_eq!(r.trained_items, 60);
@@ -567,7 +560,7 @@ mod tests {
         // Release 2 adds 10 items of group 1: the merge puts them in its cluster.
         let mut v2 = v1.clone();
         v2.extend(items(&[1], 10, 500));
-        publish(&f, "2", Some("1"), &v2);
+        f.release("2", Some("1"), &v2);
         let pool = f.open_pool();
         let r = show(&pool, None, "tags").unwrap();
         assert_eq!(r.clusters[0].items, 30);
@@ -578,7 +571,7 @@ mod tests {
     #[test]
     fn bad_k_and_unknown_clusterings_are_clear_errors_that_write_nothing() {
         let f = Fixture::new();
-        publish(&f, "1", None, &items(&[0, 1], 5, 0));
+        f.release("1", None, &items(&[0, 1], 5, 0));
         let mut pool = crate::pool::Pool::open(&f.pool).unwrap();
         for (k, says) in [(0, "--k 0"), (11, "--k 11 is more than the 10 live items")] {
             let err = train(&mut pool, &plan(k)).unwrap_err();

@@ -118,18 +118,22 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
                     plan.key
                 )));
             };
-            let near = crate::pool::phash::near(conn, hash, plan.radius, only)?;
+            let near = crate::pool::phash::near(conn, hash, plan.radius)?;
             let compared = near.len() as u64;
-            let found: Vec<Neighbour> = near
-                .into_iter()
-                .filter(|n| n.item != id)
-                .take(plan.limit)
-                .map(|n| Neighbour {
-                    item: n.item,
-                    distance: f64::from(n.distance),
-                    shared: None,
-                })
-                .collect();
+            let mut found: Vec<Neighbour> = Vec::new();
+            for n in near.into_iter().filter(|n| n.item != id) {
+                if found.len() == plan.limit {
+                    break;
+                }
+                match live_dataset(conn, n.item)? {
+                    Some(d) if only.is_none_or(|o| o == d) => found.push(Neighbour {
+                        item: n.item,
+                        distance: f64::from(n.distance),
+                        shared: None,
+                    }),
+                    _ => {}
+                }
+            }
             (compared, found)
         }
         By::Tags => {

@@ -273,15 +273,6 @@ mod tests {
             .collect()
     }
 
-    fn publish(
-        f: &Fixture,
-        version: &str,
-        parent: Option<&str>,
-        items: &[(String, serde_json::Value)],
-    ) {
-        f.release(version, parent, items);
-    }
-
     fn plan() -> TrendsPlan {
         TrendsPlan {
             limit: 10,
@@ -294,8 +285,7 @@ mod tests {
     fn shares_between_releases_are_as_planted() {
         let f = Fixture::new();
         // Release 1: 20 items, `cat` on 10 (50%), `dog` on 2 (10%), `solo` on all.
-        publish(
-            &f,
+        f.release(
             "1",
             None,
             &items(20, |i| {
@@ -311,8 +301,7 @@ mod tests {
         );
         // Release 2: 40 items (20 new), `cat` still on 10 (25%), `dog` now on 22 (55%:
         // the 20 new ones), `solo` on all, `bird` arrives on 4 (10%).
-        publish(
-            &f,
+        f.release(
             "2",
             Some("1"),
             &items(40, |i| {
@@ -330,8 +319,7 @@ mod tests {
             }),
         );
         // Release 3 drops the new items again: back to release 1's shares.
-        publish(
-            &f,
+        f.release(
             "3",
             Some("2"),
             &items(20, |i| {
@@ -385,7 +373,7 @@ mod tests {
     #[test]
     fn releases_that_cannot_be_compared_are_clear_errors() {
         let f = Fixture::new();
-        publish(&f, "1", None, &items(4, |_| vec!["solo"]));
+        f.release("1", None, &items(4, |_| vec!["solo"]));
         let pool = f.open_pool();
         let err = trends(&pool, &plan()).unwrap_err();
         assert!(err.to_string().contains("only release of"), "{err}");
@@ -410,7 +398,7 @@ mod tests {
         drop(pool);
 
         // A release merged before the pool kept per-release counts.
-        publish(&f, "2", Some("1"), &items(6, |_| vec!["solo"]));
+        f.release("2", Some("1"), &items(6, |_| vec!["solo"]));
         let pool = crate::pool::Pool::open(&f.pool).unwrap();
         pool.connection()
             .execute("DELETE FROM release_live WHERE release = 1", [])

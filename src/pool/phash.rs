@@ -9,7 +9,7 @@
 //! and adds those of the items it adds, changes or restores after. Hidden duplicates
 //! keep their rows; a search skips items that are not live.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::curate::duplicates::parse_phash;
 
@@ -106,14 +106,9 @@ pub struct Near {
     pub distance: u32,
 }
 
-/// The live items (of `dataset`, when given) whose hash is within `radius` bits of
-/// `hash`, nearest first, then by id.
-pub fn near(
-    conn: &Connection,
-    hash: u64,
-    radius: u32,
-    dataset: Option<i64>,
-) -> rusqlite::Result<Vec<Near>> {
+/// The items whose indexed hash is within `radius` bits of `hash`, nearest first, then
+/// by id. Hidden duplicates keep their rows: callers choose which items they show.
+pub fn near(conn: &Connection, hash: u64, radius: u32) -> rusqlite::Result<Vec<Near>> {
     let per_part = radius / PARTS;
     let mut st =
         conn.prepare_cached("SELECT item, phash FROM phash_parts WHERE part = ?1 AND value = ?2")?;
@@ -134,19 +129,8 @@ pub fn near(
     }
     found.sort_unstable_by_key(|n| (n.item, n.distance));
     found.dedup_by_key(|n| n.item);
-    // Hidden duplicates keep their rows: only live items, of the dataset asked for.
-    let mut live = conn.prepare_cached(
-        "SELECT dataset FROM items WHERE id = ?1 AND removed_in IS NULL AND duplicate_of IS NULL",
-    )?;
-    let mut out = Vec::with_capacity(found.len());
-    for n in found {
-        let ds: Option<i64> = live.query_row([n.item], |r| r.get(0)).optional()?;
-        if ds.is_some_and(|d| dataset.is_none_or(|want| want == d)) {
-            out.push(n);
-        }
-    }
-    out.sort_unstable_by_key(|n| (n.distance, n.item));
-    Ok(out)
+    found.sort_unstable_by_key(|n| (n.distance, n.item));
+    Ok(found)
 }
 
 #[cfg(test)]
