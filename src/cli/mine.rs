@@ -429,6 +429,8 @@ fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
         let unit = match report.by {
             By::Phash => "bits apart",
             By::Tags => "1 - weighted Jaccard",
+            By::Stats => "Euclidean, statistics",
+            By::Embedding => "1 - cosine",
         };
         writeln!(
             w,
@@ -448,7 +450,7 @@ fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
         for s in &report.similar {
             let d = match report.by {
                 By::Phash => format!("{}", s.distance),
-                By::Tags => format!("{:.4}", s.distance),
+                By::Tags | By::Stats | By::Embedding => format!("{:.4}", s.distance),
             };
             writeln!(w, "{:<40} {:<16} {:>10}", s.key, s.dataset, d)?;
         }

@@ -1,6 +1,7 @@
 //! Face detection for ingest and `seedpool detect` (docs/detect.md).
 
 pub mod cascade;
+pub mod embedder;
 pub mod faces;
 pub mod models;
 pub mod onnx;

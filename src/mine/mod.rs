@@ -12,6 +12,7 @@ pub mod aliases;
 pub mod clusters;
 pub mod implications;
 pub mod related;
+pub mod scan;
 pub mod similar;
 pub mod suggest;
 pub mod trends;

@@ -17,6 +17,12 @@ pub enum By {
     Phash,
     /// Tag sets, rare tags weighing more: the same characters, series and artist.
     Tags,
+    /// Image statistics (brightness, contrast, colour, edges): pictures that look
+    /// alike at a glance.
+    Stats,
+    /// The embedder's vectors (records from `ingest --embedder` or `detect
+    /// --embedder`): what the model sees as alike.
+    Embedding,
 }
 
 #[derive(Clone, Debug)]
@@ -42,7 +48,8 @@ const TAG_CANDIDATES: usize = 600;
 pub struct Similar {
     pub key: String,
     pub dataset: String,
-    /// Bits apart by pHash; 1 - weighted Jaccard by tags (0 = the same tags).
+    /// Bits apart by pHash; 1 - weighted Jaccard by tags (0 = the same tags);
+    /// Euclidean by statistics; 1 - cosine by embedding.
     pub distance: f64,
     /// Tags both items have (by tags).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +154,7 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
             }
             search.nearest(&query, id, only, plan.limit)?
         }
+        By::Stats | By::Embedding => by_vector(pool, plan, id, ds)?,
     };
     let mut names = conn.prepare_cached(
         "SELECT i.key, d.name FROM items i JOIN datasets d ON d.id = i.dataset WHERE i.id = ?1",
@@ -168,6 +176,64 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
         compared,
         similar,
     })
+}
+
+/// The nearest live items of the item's dataset in the space its vector is in.
+fn by_vector(
+    pool: &Pool,
+    plan: &SimilarPlan,
+    id: i64,
+    ds: i64,
+) -> Result<(u64, Vec<Neighbour>), MineError> {
+    use crate::pool::vectors::{self, Kind};
+    let conn = pool.connection();
+    let kind = if plan.by == By::Stats {
+        Kind::Stats
+    } else {
+        Kind::Embedding
+    };
+    let mut found = None;
+    for space in vectors::spaces(conn, ds, kind)? {
+        if let Some(v) = vectors::vector(conn, space.id, id)? {
+            found = Some((space, v));
+            break;
+        }
+    }
+    let Some((space, query)) = found else {
+        return Err(MineError::Unanswerable(match kind {
+            Kind::Stats => format!(
+                "item `{}` has no image statistics (records get them from `seedpool ingest`)",
+                plan.key
+            ),
+            Kind::Embedding => format!(
+                "item `{}` has no embedding (records get one from `seedpool ingest --embedder` or `seedpool detect --embedder`)",
+                plan.key
+            ),
+        }));
+    };
+    // Kept beyond the limit: some of the nearest may be duplicates now.
+    let (compared, near) =
+        super::scan::nearest(conn, &space, &query, id, plan.limit.saturating_mul(4) + 20)?;
+    let mut out = Vec::new();
+    for n in near {
+        if out.len() == plan.limit {
+            break;
+        }
+        if live_dataset(conn, n.item)?.is_some() {
+            let d = f64::from(n.distance);
+            out.push(Neighbour {
+                item: n.item,
+                // Unit vectors: |a - b|^2 = 2 - 2 cos.
+                distance: if kind == Kind::Embedding {
+                    (d * d / 2.0 * 1e6).round() / 1e6
+                } else {
+                    (d * 1e6).round() / 1e6
+                },
+                shared: None,
+            });
+        }
+    }
+    Ok((compared, out))
 }
 
 /// An item found near another, with its distance (and, by tags, the tags they share).
@@ -346,6 +412,89 @@ fn live_dataset(conn: &rusqlite::Connection, item: i64) -> Result<Option<i64>, M
 mod tests {
     use super::*;
     use crate::testing::{record, Fixture};
+
+    /// Statistics whose colour is `(r, g, b)` and otherwise alike.
+    fn stats(r: f64, g: f64, b: f64) -> serde_json::Value {
+        serde_json::json!({
+            "trim": [0.0, 0.0, 1.0, 1.0], "entropy": 6.0, "mean": (r + g + b) / 3.0,
+            "std": 40.0, "skewness": 0.1, "colors": 5000, "chroma_mean": 30.0,
+            "chroma_max": 200.0, "rgb_mean": [r, g, b], "edges": 20.0,
+        })
+    }
+
+    #[test]
+    fn items_are_found_by_their_statistics_and_embeddings_through_the_vector_index() {
+        use crate::detect::embedder::{encode, unit};
+        let f = Fixture::new();
+        let embedding = |x: f32, y: f32| {
+            let mut v = vec![x, y, 0.1, 0.0];
+            unit(&mut v);
+            encode(&v)
+        };
+        let item = |key: &str, i: u64, colour: (f64, f64, f64), e: (f32, f32)| {
+            let mut r = record("danbooru", i, &[("general", &["solo"])]);
+            r["stats"] = stats(colour.0, colour.1, colour.2);
+            r["embedding"] = embedding(e.0, e.1).into();
+            r["embedder"] = serde_json::json!({"space": "tiny", "dims": 4});
+            (key.to_string(), r)
+        };
+        // Reds near `red`, blues far; by embedding, `twin` points where `red` does.
+        let mut items = vec![
+            item("red", 0, (200.0, 20.0, 20.0), (1.0, 0.0)),
+            item("red-2", 1, (190.0, 25.0, 20.0), (0.2, 1.0)),
+            item("red-3", 2, (180.0, 30.0, 30.0), (0.0, 1.0)),
+            item("twin", 3, (20.0, 20.0, 200.0), (0.98, 0.05)),
+        ];
+        for i in 0..40 {
+            let b = 150.0 + i as f64;
+            items.push(item(
+                &format!("blue-{i:02}"),
+                10 + i,
+                (20.0, 30.0, b),
+                (0.0, -1.0),
+            ));
+        }
+        f.release("1", None, &items);
+        let pool = Pool::open(&f.pool).unwrap();
+        let mut p = plan("red", By::Stats);
+        p.limit = 3;
+        let r = similar(&pool, &p).unwrap();
+        let keys: Vec<&str> = r.similar.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["red-2", "red-3", "blue-00"], "{r:?}");
+        assert!(r.similar[0].distance < r.similar[1].distance);
+        let mut p = plan("red", By::Embedding);
+        p.limit = 1;
+        let r = similar(&pool, &p).unwrap();
+        assert_eq!(r.similar[0].key, "twin", "{r:?}");
+        assert!(r.similar[0].distance < 0.01, "{r:?}");
+        drop(pool);
+
+        // Release 2: `red-2` turns blue and `red-3` is removed; a new red arrives. The
+        // merge replaced and dropped their vectors.
+        items[1] = item("red-2", 1, (20.0, 30.0, 170.0), (0.0, -1.0));
+        items.remove(2);
+        items.push(item("red-4", 99, (195.0, 22.0, 21.0), (0.9, 0.1)));
+        f.release("2", Some("1"), &items);
+        let pool = Pool::open(&f.pool).unwrap();
+        let mut p = plan("red", By::Stats);
+        p.limit = 2;
+        let r = similar(&pool, &p).unwrap();
+        let keys: Vec<&str> = r.similar.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["red-4", "blue-00"], "{r:?}");
+
+        // An item without an embedding, and one without statistics, are told apart.
+        items.push((
+            "plain".into(),
+            record("danbooru", 500, &[("general", &["solo"])]),
+        ));
+        f.release("3", Some("2"), &items);
+        let pool = Pool::open(&f.pool).unwrap();
+        for by in [By::Stats, By::Embedding] {
+            let e = similar(&pool, &plan("plain", by)).unwrap_err();
+            assert!(e.is_usage(), "{e}");
+            assert!(e.to_string().contains("has no"), "{e}");
+        }
+    }
 
     fn plan(key: &str, by: By) -> SimilarPlan {
         SimilarPlan {

@@ -19,6 +19,7 @@ pub mod feeds;
 pub mod merge;
 pub mod phash;
 pub mod schema;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +100,7 @@ fn connection_setup(conn: &Connection, extra: &str) -> rusqlite::Result<()> {
 pub fn sql_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     phash::sql_functions(conn)?;
+    vectors::sql_functions(conn)?;
     conn.create_scalar_function(
         "seedpool_tag",
         1,

@@ -419,6 +419,33 @@ CREATE TABLE cluster_items(
 ) WITHOUT ROWID;
 CREATE INDEX cluster_items_by_cluster ON cluster_items(clustering, cluster, similarity);
 ",
+    // 12: item vectors (image statistics, embeddings) for similar items and clusters.
+    "
+CREATE TABLE vector_spaces(
+    id INTEGER PRIMARY KEY,
+    dataset INTEGER NOT NULL REFERENCES datasets(id),
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dims INTEGER NOT NULL,
+    about TEXT,
+    UNIQUE(dataset, kind, model)
+);
+CREATE TABLE item_vectors(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    space INTEGER NOT NULL REFERENCES vector_spaces(id),
+    item INTEGER NOT NULL REFERENCES items(id),
+    vector BLOB NOT NULL,
+    UNIQUE(space, item)
+);
+INSERT INTO vector_spaces(dataset, kind, model, dims) SELECT id, 'stats', 'stats-1', 12 FROM datasets ORDER BY id;
+INSERT INTO item_vectors(space, item, vector)
+    SELECT s.id, x.id, x.v FROM (
+        SELECT i.id AS id, i.dataset AS dataset,
+            seedpool_stats_vector(json_extract(r.record, '$.stats')) AS v
+        FROM items i JOIN records r ON r.id = i.record_id WHERE i.removed_in IS NULL
+    ) x JOIN vector_spaces s ON s.dataset = x.dataset AND s.kind = 'stats'
+    WHERE x.v IS NOT NULL ORDER BY x.id;
+",
 ];
 
 /// The format whose migration gives tags their canonical names by seedpool's rule.

@@ -551,6 +551,13 @@ fn merge_index(
             "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
         )?;
         step("perceptual hashes indexed");
+        super::vectors::write(
+            &t.tx,
+            t.ds,
+            "SELECT id FROM temp.removed UNION ALL SELECT item FROM incoming WHERE fate IN ('changed', 'restored')",
+            "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
+        )?;
+        step("vectors written");
         t.write_members()?;
         step("members");
         let linked = tags::link_tags(
