@@ -915,3 +915,51 @@ mod tests {
         assert!(g.stats.chroma_max <= 2.0);
     }
 }
+
+/// Embeddings as records carry them: unit vectors, base64 of little-endian float16
+/// (docs/detect.md, "Embeddings").
+pub mod embedding {
+    use base64::Engine;
+
+    /// The longest vector seedpool stores; a model's own claim is never the limit.
+    pub const MAX_DIMS: usize = 4096;
+
+    /// Scales a vector to unit length (a zero vector stays zero).
+    pub fn unit(v: &mut [f32]) {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+
+    /// base64 of little-endian float16: 2 bytes a dimension.
+    pub fn encode(v: &[f32]) -> String {
+        let bytes: Vec<u8> = v
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A record's `embedding`, or why it is not one. At most [`MAX_DIMS`] values, all
+    /// finite: a record from the network is held to seedpool's limit.
+    pub fn decode(text: &str) -> Result<Vec<f32>, String> {
+        if text.len() > MAX_DIMS * 2 * 4 / 3 + 4 {
+            return Err(format!("longer than {MAX_DIMS} dimensions"));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| format!("not base64: {e}"))?;
+        if bytes.is_empty() || bytes.len() % 2 != 0 {
+            return Err(format!("{} bytes is not a float16 vector", bytes.len()));
+        }
+        let v: Vec<f32> = bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err("holds a value that is not a finite number".into());
+        }
+        Ok(v)
+    }
+}

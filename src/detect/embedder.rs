@@ -14,13 +14,11 @@
 
 use std::path::PathBuf;
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use super::onnx::{ModelError, Sessions};
 
-/// The longest vector seedpool stores; a model's own claim is never the limit.
-pub const MAX_DIMS: usize = 4096;
+pub use crate::imaging::embedding::{decode, encode, unit, MAX_DIMS};
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
@@ -152,45 +150,6 @@ impl Embedder {
     }
 }
 
-/// Scales a vector to unit length (a zero vector stays zero).
-pub fn unit(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
-/// base64 of little-endian float16: 2 bytes a dimension.
-pub fn encode(v: &[f32]) -> String {
-    let bytes: Vec<u8> = v
-        .iter()
-        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A record's `embedding`, or why it is not one. At most [`MAX_DIMS`] values, all
-/// finite: a record from the network is held to seedpool's limit.
-pub fn decode(text: &str) -> Result<Vec<f32>, String> {
-    if text.len() > MAX_DIMS * 2 * 4 / 3 + 4 {
-        return Err(format!("longer than {MAX_DIMS} dimensions"));
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("not base64: {e}"))?;
-    if bytes.is_empty() || bytes.len() % 2 != 0 {
-        return Err(format!("{} bytes is not a float16 vector", bytes.len()));
-    }
-    let v: Vec<f32> = bytes
-        .chunks_exact(2)
-        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-        .collect();
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err("holds a value that is not a finite number".into());
-    }
-    Ok(v)
-}
-
 /// The input's side and whether channels come first.
 fn check_input(session: &ort::session::Session) -> Result<(u32, bool), String> {
     let input = &session.inputs()[0];
@@ -273,6 +232,7 @@ fn centre_crop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     #[test]
     fn vectors_round_trip_as_float16_and_bad_ones_are_refused() {

@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn items_are_found_by_their_statistics_and_embeddings_through_the_vector_index() {
-        use crate::detect::embedder::{encode, unit};
+        use crate::imaging::embedding::{encode, unit};
         let f = Fixture::new();
         let embedding = |x: f32, y: f32| {
             let mut v = vec![x, y, 0.1, 0.0];

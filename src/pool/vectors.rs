@@ -10,7 +10,7 @@
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use crate::detect::embedder;
+use crate::imaging::embedding as embedder;
 
 /// The statistics space's name; its number changes with the features' definition.
 pub const STATS_MODEL: &str = "stats-1";
