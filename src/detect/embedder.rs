@@ -152,25 +152,10 @@ impl Embedder {
 
 /// The input's side and whether channels come first.
 fn check_input(session: &ort::session::Session) -> Result<(u32, bool), String> {
-    let input = &session.inputs()[0];
-    let ort::value::ValueType::Tensor { ty, shape, .. } = input.dtype() else {
-        return Err(format!("input `{}` is not a tensor", input.name()));
-    };
-    let dims: &[i64] = shape;
-    let wrong = || {
-        format!(
-            "input `{}` is {ty} {dims:?}; an embedder takes float32 [1, 3, size, size] (or [1, size, size, 3]) with a fixed size",
-            input.name()
-        )
-    };
-    if *ty != ort::value::TensorElementType::Float32 {
-        return Err(wrong());
-    }
-    match *dims {
-        [n, 3, h, w] if n <= 1 && h > 0 && h == w => Ok((h as u32, true)),
-        [n, h, w, 3] if n <= 1 && h > 0 && h == w => Ok((h as u32, false)),
-        _ => Err(wrong()),
-    }
+    super::onnx::square_image_input(
+        session,
+        "an embedder takes float32 [1, 3, size, size] (or [1, size, size, 3]) with a fixed size",
+    )
 }
 
 /// The vector's length where the model declares it; an output that is not one vector

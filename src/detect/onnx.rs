@@ -487,6 +487,26 @@ impl Fit {
     }
 }
 
+/// A model's one image input: its square side and whether channels come first, or
+/// why it is not float32 `[1, 3, S, S]` or `[1, S, S, 3]` with a fixed S (`wants`
+/// says what the caller takes).
+pub(crate) fn square_image_input(session: &Session, wants: &str) -> Result<(u32, bool), String> {
+    let input = &session.inputs()[0];
+    let ort::value::ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+        return Err(format!("input `{}` is not a tensor", input.name()));
+    };
+    let dims: &[i64] = shape;
+    let wrong = || format!("input `{}` is {ty} {dims:?}; {wants}", input.name());
+    if *ty != ort::value::TensorElementType::Float32 {
+        return Err(wrong());
+    }
+    match *dims {
+        [n, 3, h, w] if n <= 1 && h > 0 && h == w => Ok((h as u32, true)),
+        [n, h, w, 3] if n <= 1 && h > 0 && h == w => Ok((h as u32, false)),
+        _ => Err(wrong()),
+    }
+}
+
 /// An RGB picture resized to `w` x `h` by bilinear interpolation (what detectors and
 /// taggers are fed; their training pipelines resize this way), as packed RGB bytes.
 pub(crate) fn bilinear(rgb: &image::RgbImage, w: u32, h: u32) -> Result<Vec<u8>, String> {

@@ -198,25 +198,10 @@ fn parse_tag_names(bytes: &[u8]) -> Result<Vec<(String, &'static str)>, String> 
 
 /// The input's side and whether channels come first.
 fn check_input(session: &ort::session::Session) -> Result<(u32, bool), String> {
-    let input = &session.inputs()[0];
-    let ort::value::ValueType::Tensor { ty, shape, .. } = input.dtype() else {
-        return Err(format!("input `{}` is not a tensor", input.name()));
-    };
-    let dims: &[i64] = shape;
-    let wrong = || {
-        format!(
-            "input `{}` is {ty} {dims:?}; a WD14-style tagger takes float32 [1, size, size, 3] (or [1, 3, size, size]) with a fixed size",
-            input.name()
-        )
-    };
-    if *ty != ort::value::TensorElementType::Float32 {
-        return Err(wrong());
-    }
-    match *dims {
-        [n, h, w, 3] if n <= 1 && h > 0 && h == w => Ok((h as u32, false)),
-        [n, 3, h, w] if n <= 1 && h > 0 && h == w => Ok((h as u32, true)),
-        _ => Err(wrong()),
-    }
+    super::onnx::square_image_input(
+        session,
+        "a WD14-style tagger takes float32 [1, size, size, 3] (or [1, 3, size, size]) with a fixed size",
+    )
 }
 
 /// The number of probabilities the first output gives, when the model says.

@@ -154,7 +154,7 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
             }
             search.nearest(&query, id, only, plan.limit)?
         }
-        By::Stats | By::Embedding => by_vector(pool, plan, id, ds)?,
+        By::Stats | By::Embedding => by_vector(pool, plan, id)?,
     };
     let mut names = conn.prepare_cached(
         "SELECT i.key, d.name FROM items i JOIN datasets d ON d.id = i.dataset WHERE i.id = ?1",
@@ -179,12 +179,7 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
 }
 
 /// The nearest live items of the item's dataset in the space its vector is in.
-fn by_vector(
-    pool: &Pool,
-    plan: &SimilarPlan,
-    id: i64,
-    ds: i64,
-) -> Result<(u64, Vec<Neighbour>), MineError> {
+fn by_vector(pool: &Pool, plan: &SimilarPlan, id: i64) -> Result<(u64, Vec<Neighbour>), MineError> {
     use crate::pool::vectors::{self, Kind};
     let conn = pool.connection();
     let kind = if plan.by == By::Stats {
@@ -192,13 +187,7 @@ fn by_vector(
     } else {
         Kind::Embedding
     };
-    let mut found = None;
-    for space in vectors::spaces(conn, ds, kind)? {
-        if let Some(v) = vectors::vector(conn, space.id, id)? {
-            found = Some((space, v));
-            break;
-        }
-    }
+    let found = vectors::item_vector(conn, id, kind)?;
     let Some((space, query)) = found else {
         return Err(MineError::Unanswerable(match kind {
             Kind::Stats => format!(

@@ -213,45 +213,33 @@ pub fn write(
 pub struct Space {
     pub id: i64,
     pub kind: Kind,
-    pub model: String,
     pub dims: usize,
-    /// The embedder's description as records give it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub about: Option<Value>,
-    pub vectors: u64,
 }
 
-/// A dataset's spaces of `kind` that hold vectors, the fullest first.
-pub fn spaces(conn: &Connection, dataset: i64, kind: Kind) -> rusqlite::Result<Vec<Space>> {
-    let mut st = conn.prepare_cached(
-        "SELECT s.id, s.model, s.dims, s.about, (SELECT count(*) FROM item_vectors v WHERE v.space = s.id) AS n
-         FROM vector_spaces s WHERE s.dataset = ?1 AND s.kind = ?2 ORDER BY n DESC, s.id",
-    )?;
-    let rows = st.query_map(params![dataset, kind.name()], |r| {
-        Ok(Space {
-            id: r.get(0)?,
-            kind,
-            model: r.get(1)?,
-            dims: r.get::<_, i64>(2)? as usize,
-            about: r
-                .get::<_, Option<String>>(3)?
-                .and_then(|t| serde_json::from_str(&t).ok()),
-            vectors: r.get::<_, i64>(4)? as u64,
-        })
-    })?;
-    let all: Vec<Space> = rows.collect::<Result<_, _>>()?;
-    Ok(all.into_iter().filter(|s| s.vectors > 0).collect())
-}
-
-/// One item's vector in a space.
-pub fn vector(conn: &Connection, space: i64, item: i64) -> rusqlite::Result<Option<Vec<f32>>> {
+/// The item's vector of `kind` and its space (the lowest-numbered, where an item has
+/// vectors of several embedders).
+pub fn item_vector(
+    conn: &Connection,
+    item: i64,
+    kind: Kind,
+) -> rusqlite::Result<Option<(Space, Vec<f32>)>> {
     use rusqlite::OptionalExtension;
-    conn.prepare_cached("SELECT vector FROM item_vectors WHERE space = ?1 AND item = ?2")?
-        .query_row(params![space, item], |r| r.get::<_, Vec<u8>>(0))
-        .optional()
-        .map(|b| b.map(|b| from_blob(&b)))
+    conn.prepare_cached(
+        "SELECT s.id, s.dims, v.vector FROM item_vectors v JOIN vector_spaces s ON s.id = v.space
+         WHERE v.item = ?1 AND s.kind = ?2 ORDER BY s.id LIMIT 1",
+    )?
+    .query_row(params![item, kind.name()], |r| {
+        Ok((
+            Space {
+                id: r.get(0)?,
+                kind,
+                dims: r.get::<_, i64>(1)? as usize,
+            },
+            from_blob(&r.get::<_, Vec<u8>>(2)?),
+        ))
+    })
+    .optional()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
