@@ -466,6 +466,7 @@ fn ingest(
             meta: dumps,
             taglist: Some(meta.join("tags.csv")),
             tagger: None,
+            embedder: None,
             detector: Some(DetectorSpec::Cascade {
                 path: cascade.to_path_buf(),
                 scale_factor: rules.faces.scale_factor,

@@ -19,6 +19,15 @@ pub struct Fixture {
 }
 
 /// A record of the kind ingest writes, for item `post` of `booru`.
+/// A record's `stats` for a picture of mean colour (r, g, b), the rest fixed.
+pub fn stats(r: f64, g: f64, b: f64) -> Value {
+    serde_json::json!({
+        "trim": [0.0, 0.0, 1.0, 1.0], "entropy": 6.0, "mean": (r + g + b) / 3.0,
+        "std": 40.0, "skewness": 0.1, "colors": 5000, "chroma_mean": 30.0,
+        "chroma_max": 200.0, "rgb_mean": [r, g, b], "edges": 20.0,
+    })
+}
+
 pub fn record(booru: &str, post: u64, tags: &[(&str, &[&str])]) -> Value {
     let mut by_category = serde_json::Map::new();
     for (category, names) in tags {

@@ -1043,3 +1043,206 @@ fn ingest_stores_a_taggers_predictions_apart_from_the_booru_tags() {
     );
     assert!(!out2.exists());
 }
+
+/// Two-tone 96 px pictures of distinct shapes (so no two are near duplicates): the
+/// tiny embedder sees only their mean colour.
+fn two_tone(path: &Path, light: [u8; 3], dark: [u8; 3], split: fn(u32, u32) -> bool) {
+    image::RgbImage::from_fn(96, 96, |x, y| {
+        image::Rgb(if split(x, y) { light } else { dark })
+    })
+    .save(path)
+    .unwrap();
+}
+
+#[test]
+fn ingest_and_detect_record_embeddings_that_mine_similar_and_clusters_search() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("originals");
+    std::fs::create_dir(&orig).unwrap();
+    let name = |i: u32| orig.join(format!("safebooru - {i} - x ~ y (z).png"));
+    // Two reds of the same mean colour, split across and down; a blue in quarters.
+    two_tone(&name(1), [255, 0, 0], [128, 0, 0], |x, _| x < 48);
+    two_tone(&name(2), [255, 0, 0], [128, 0, 0], |_, y| y < 48);
+    two_tone(&name(3), [0, 0, 255], [0, 0, 128], |x, y| {
+        (x < 48) == (y < 48)
+    });
+    let config = t.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "min_width = 64\nmin_height = 64\nmin_megapixels = 0.001\n",
+    )
+    .unwrap();
+    let model = yolo(t.path(), "embedder");
+    let ingest = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["ingest", s(&orig), "--out", s(out), "--config", s(&config)];
+        args.extend(extra);
+        run(&args)
+    };
+    let out = t.path().join("release");
+    let r = ingest(&out, &["--embedder", s(&model)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record = |dir: &Path, id: u32| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(format!("safebooru-{id}.json"))).unwrap())
+            .unwrap()
+    };
+    let first = record(&out, 1);
+    assert_eq!(first["embedder"]["dims"], 4, "{first}");
+    assert_eq!(first["embedder"]["model"], "face-embedder.onnx", "{first}");
+    assert_eq!(first["embedder"]["mean"][0].as_f64().unwrap() as f32, 0.485);
+    let vector =
+        seedpool::imaging::embedding::decode(first["embedding"].as_str().unwrap()).unwrap();
+    // Mean red (191.5 of 255) less ImageNet's mean over its std; unit length.
+    let red = (191.5 / 255.0 - 0.485) / 0.229;
+    let green = -0.456 / 0.224;
+    let blue = -0.406 / 0.225;
+    let norm = (red * red + green * green + blue * blue + 1.0f64).sqrt();
+    for (got, want) in vector.iter().zip([red, green, blue, 1.0]) {
+        assert!((f64::from(*got) - want / norm).abs() < 0.01, "{vector:?}");
+    }
+
+    // Merged, the reds are each other's nearest, the blue far from both.
+    let pool = publish_and_merge(&out, t.path());
+    let r = run(&[
+        "mine",
+        "similar",
+        "safebooru-1",
+        "--by",
+        "embedding",
+        "--pool",
+        s(&pool),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let found: Vec<(&str, f64)> = v["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap(), s["distance"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(found.len(), 2, "{v}");
+    assert_eq!(found[0].0, "safebooru-2", "{v}");
+    assert!(found[0].1 < 0.01 && found[1].1 > 0.5, "{v}");
+    let r = run(&[
+        "mine",
+        "clusters",
+        "--by",
+        "embedding",
+        "--k",
+        "2",
+        "--pool",
+        s(&pool),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["features"].as_str()),
+        (Some("embedding"), Some("embedding")),
+        "{v}"
+    );
+    let sizes: Vec<u64> = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["items"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [2, 1], "{v}");
+    assert_eq!(v["clusters"][1]["medoids"][0], "safebooru-3", "{v}");
+
+    // `detect RELEASE_DIR --embedder` gives a release ingested without one the same
+    // vectors, and then has nothing left to do.
+    let plain = t.path().join("plain");
+    let r = ingest(&plain, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(record(&plain, 1).get("embedding").is_none());
+    let d = run(&["detect", s(&plain), "--embedder", s(&model), "--json"]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(
+        (
+            report["updated"].as_u64(),
+            report["embedded"].as_u64(),
+            report["searched"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{report}"
+    );
+    assert_eq!(record(&plain, 1)["embedding"], first["embedding"]);
+    assert!(record(&plain, 1).get("faces").is_none());
+    let d = run(&["detect", s(&plain), "--embedder", s(&model), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(report["current"], 3, "{report}");
+    // Other normalisation is another space: every record is embedded again.
+    let d = run(&[
+        "detect",
+        s(&plain),
+        "--embedder",
+        s(&model),
+        "--embedder-mean",
+        "0.5,0.5,0.5",
+        "--embedder-std",
+        "0.5,0.5,0.5",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(report["embedded"], 3, "{report}");
+    assert_ne!(
+        record(&plain, 1)["embedder"]["space"],
+        first["embedder"]["space"]
+    );
+
+    // Models that are not embedders, and bad normalisation, stop ingest and detect
+    // before any image, writing nothing.
+    let tokens = yolo(t.path(), "embedder-tokens");
+    let grey = yolo(t.path(), "grey-input");
+    let before = std::fs::read(plain.join("safebooru-1.json")).unwrap();
+    for (extra, problem) in [
+        (vec![s(&tokens)], "a token sequence must be pooled"),
+        (
+            vec![s(&grey)],
+            "an embedder takes float32 [1, 3, size, size]",
+        ),
+        (
+            vec![s(&model), "--embedder-std", "0,1,1"],
+            "--embedder-std must be above 0",
+        ),
+    ] {
+        let refused = t.path().join("refused");
+        let mut args = vec!["--embedder"];
+        args.extend(&extra);
+        let r = ingest(&refused, &args);
+        assert_eq!(r.code, 2, "{problem}: {}", r.stderr);
+        assert!(r.stderr.contains(problem), "{problem}: {}", r.stderr);
+        assert!(!refused.exists(), "{problem}");
+        let mut args = vec!["detect", s(&plain), "--embedder"];
+        args.extend(&extra);
+        let d = run(&args);
+        assert_eq!(d.code, 2, "{problem}: {}", d.stderr);
+        assert!(d.stderr.contains(problem), "{problem}: {}", d.stderr);
+    }
+    assert_eq!(
+        std::fs::read(plain.join("safebooru-1.json")).unwrap(),
+        before
+    );
+    let r = run(&[
+        "ingest",
+        s(&orig),
+        "--out",
+        s(&t.path().join("x")),
+        "--embedder",
+        s(&model),
+        "--embedder-mean",
+        "1,2",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("R,G,B takes 3"), "{}", r.stderr);
+    // Images (not a release folder) need a face detector.
+    let d = run(&["detect", s(&name(1)), "--embedder", s(&model)]);
+    assert_eq!(d.code, 2, "{}", d.stderr);
+    assert!(
+        d.stderr.contains("works on a release folder"),
+        "{}",
+        d.stderr
+    );
+}

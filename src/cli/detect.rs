@@ -24,10 +24,13 @@ use crate::ingest::Rules;
 /// that already hold this detector's results, so an interrupted run resumes; then it
 /// scores every record's quality again ([quality] of --config), since composition is
 /// part of it. For anime
-/// faces use nagadomi's lbpcascade_animeface.xml. A cascade or model that cannot be
-/// used stops the run before any image; an unreadable image is reported and skipped.
+/// faces use nagadomi's lbpcascade_animeface.xml. With --embedder, it also (or only,
+/// without a detector) computes every record's image embedding (docs/detect.md,
+/// "Embeddings"), leaving records that already hold this embedder's. A cascade or model
+/// that cannot be used stops the run before any image; an unreadable image is reported
+/// and skipped.
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("detector").required(true).args(["cascade", "model"])))]
+#[command(group(clap::ArgGroup::new("detector").required(true).multiple(true).args(["cascade", "model", "embedder"])))]
 pub struct DetectArgs {
     /// Images (JPEG, PNG, WebP, GIF), or one release folder made by `seedpool ingest`.
     #[arg(required = true, value_name = "IMAGE|RELEASE_DIR")]
@@ -42,6 +45,8 @@ pub struct DetectArgs {
     cascade: Option<PathBuf>,
     #[command(flatten)]
     model: super::models::ModelArgs,
+    #[command(flatten)]
+    embedder: super::models::EmbedderArgs,
     /// With a model and images: the lowest confidence kept.
     #[arg(long, default_value_t = 0.25, value_name = "0-1")]
     confidence: f64,
@@ -75,13 +80,13 @@ pub fn run(args: DetectArgs, env: &mut Env) -> CommandResult {
         _ => None,
     };
     let detector = |scale_factor, max_size| match (&cascade, args.model.spec()) {
-        (_, Some(model)) => DetectorSpec::Model(model),
-        (Some(path), None) => DetectorSpec::Cascade {
+        (_, Some(model)) => Some(DetectorSpec::Model(model)),
+        (Some(path), None) => Some(DetectorSpec::Cascade {
             path: path.clone(),
             scale_factor,
             max_size,
-        },
-        (None, None) => unreachable!("clap requires --cascade or --model"),
+        }),
+        (None, None) => None,
     };
     let out = &mut env.out;
     if let [dir] = &args.images[..] {
@@ -89,9 +94,14 @@ pub fn run(args: DetectArgs, env: &mut Env) -> CommandResult {
             return run_release(&args, &detector, dir.clone(), out);
         }
     }
+    let Some(detector) = detector(args.scale_factor, args.max_size) else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--embedder works on a release folder made by `seedpool ingest`; to search images for faces, give --cascade or --model"
+        )));
+    };
     let plan = DetectPlan {
         images: args.images.clone(),
-        detector: detector(args.scale_factor, args.max_size),
+        detector,
         level: Level {
             min_neighbors: args.min_neighbors,
             min_size: args.min_size,
@@ -139,7 +149,7 @@ pub fn run(args: DetectArgs, env: &mut Env) -> CommandResult {
 
 fn run_release(
     args: &DetectArgs,
-    detector: &dyn Fn(f64, u32) -> DetectorSpec,
+    detector: &dyn Fn(f64, u32) -> Option<DetectorSpec>,
     dir: PathBuf,
     out: &mut Output,
 ) -> CommandResult {
@@ -150,6 +160,7 @@ fn run_release(
     let plan = ReleasePlan {
         dir,
         detector: detector(rules.faces.scale_factor, 0),
+        embedder: args.embedder.spec(),
         rules: rules.faces,
         quality: rules.quality,
     };
@@ -157,7 +168,7 @@ fn run_release(
     let result = detect::run_release(&plan, &bars);
     bars.finish();
     let report = result.map_err(|e| match e {
-        DetectError::Detector(_) => Failure::Usage(e.into()),
+        DetectError::Detector(_) | DetectError::Embedder(_) => Failure::Usage(e.into()),
         e => Failure::Data(anyhow::Error::new(e).context("detect failed")),
     })?;
     if args.json {
@@ -166,19 +177,23 @@ fn run_release(
     }
     writeln!(
         out.out,
-        "{} records in `{}`: {} updated, {} already current, {} skipped; {} quality scores changed",
+        "{} records in `{}`: {} updated ({} with faces searched, {} embedded), {} already current, {} skipped; {} quality scores changed",
         report.records,
         report.dir.display(),
         report.updated,
+        report.searched,
+        report.embedded,
         report.current,
         report.skipped.len(),
         report.rescored
     )?;
-    writeln!(
-        out.out,
-        "compositions: {}",
-        composition_counts(&report.compositions)
-    )?;
+    if !report.compositions.is_empty() {
+        writeln!(
+            out.out,
+            "compositions: {}",
+            composition_counts(&report.compositions)
+        )?;
+    }
     for s in &report.skipped {
         writeln!(out.err, "skipped {s}")?;
     }

@@ -80,6 +80,8 @@ pub struct IngestArgs {
     /// Lowest probability kept for character tags.
     #[arg(long, default_value_t = 0.85, value_name = "0-1")]
     character_threshold: f64,
+    #[command(flatten)]
+    embedder: super::models::EmbedderArgs,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -132,13 +134,14 @@ pub fn run(args: IngestArgs, env: &mut Env) -> CommandResult {
             }),
             _ => None,
         },
+        embedder: args.embedder.spec(),
     };
     let out = &mut env.out;
     let bars = out.progress();
     let result = ingest::run(&plan, &bars);
     bars.finish();
     let r = result.map_err(|e| match e {
-        ingest::IngestError::Detector(_) | ingest::IngestError::Tagger(_) => {
+        ingest::IngestError::Detector(_) | ingest::IngestError::Model(_) => {
             Failure::Usage(e.into())
         }
         e => Failure::Data(anyhow::Error::new(e).context("ingest failed")),

@@ -68,9 +68,15 @@ pub struct ClustersArgs {
     /// Print the stored clustering of this name (no training).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["k", "name"])]
     show: Option<String>,
-    /// The name it is stored under (a clustering of that name is replaced).
-    #[arg(long, default_value = "tags")]
-    name: String,
+    /// What items are grouped by: tags (IDF-weighted tag vectors), stats (image
+    /// statistics vectors) or embedding (the embedder's vectors, from `ingest
+    /// --embedder` or `detect --embedder`).
+    #[arg(long, value_enum, default_value_t = crate::mine::clusters::By::Tags)]
+    by: crate::mine::clusters::By,
+    /// The name it is stored under (a clustering of that name is replaced)
+    /// [default: the --by value].
+    #[arg(long)]
+    name: Option<String>,
     /// The dataset (needed when the pool holds several).
     #[arg(long)]
     dataset: Option<String>,
@@ -666,10 +672,14 @@ fn run_clusters(args: ClustersArgs, env: &mut Env) -> CommandResult {
                 .map_err(|e| Failure::Data(e.into()))?;
             let plan = ClustersPlan {
                 dataset: args.dataset.clone(),
-                name: args.name.clone(),
+                name: args
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| args.by.name().to_string()),
                 k: k.unwrap_or_default(),
                 vocabulary: args.vocabulary,
                 iterations: args.iterations,
+                by: args.by,
             };
             clusters::train(&mut pool, &plan).map_err(failure)?
         }
@@ -677,8 +687,8 @@ fn run_clusters(args: ClustersArgs, env: &mut Env) -> CommandResult {
     emit(env, args.json, &report, |report, w| {
         write!(
             w,
-            "clustering `{}` of {}: {} clusters, trained on {} items",
-            report.name, report.dataset, report.k, report.trained_items
+            "clustering `{}` of {} by {}: {} clusters, trained on {} items",
+            report.name, report.dataset, report.features, report.k, report.trained_items
         )?;
         if let (Some(i), Some(m)) = (report.iterations, report.last_moved) {
             write!(w, " ({i} iterations, {:.2}% moved in the last)", m * 100.0)?;

@@ -158,3 +158,49 @@ impl ModelArgs {
             })
     }
 }
+
+/// `--embedder` and how to feed it, shared by `ingest` and `detect`.
+#[derive(clap::Args, Debug)]
+pub struct EmbedderArgs {
+    /// Compute an image embedding of every thumbnail with an ONNX image model (input
+    /// float32 [1, 3, S, S] or [1, S, S, 3], RGB scaled to 0-1 then normalised by
+    /// --embedder-mean and --embedder-std; output one vector [1, D]) and store it in the
+    /// record as `embedding`, which merges index for `mine similar --by embedding` and
+    /// `mine clusters --by embedding`. Needs ONNX Runtime, as --model does.
+    #[arg(long, value_name = "ONNX")]
+    pub embedder: Option<PathBuf>,
+    /// The mean subtracted from each channel (on the 0-1 scale) before dividing by
+    /// --embedder-std [default: ImageNet's 0.485,0.456,0.406].
+    #[arg(long, value_name = "R,G,B", value_parser = parse_rgb, requires = "embedder")]
+    pub embedder_mean: Option<[f32; 3]>,
+    /// Each channel's divisor [default: ImageNet's 0.229,0.224,0.225; CLIP exports
+    /// expect 0.2686,0.2613,0.2758 with mean 0.4815,0.4578,0.4082].
+    #[arg(long, value_name = "R,G,B", value_parser = parse_rgb, requires = "embedder")]
+    pub embedder_std: Option<[f32; 3]>,
+}
+
+impl EmbedderArgs {
+    pub fn spec(&self) -> Option<crate::detect::embedder::EmbedderSpec> {
+        use crate::detect::embedder::{EmbedderSpec, IMAGENET_MEAN, IMAGENET_STD};
+        self.embedder.as_ref().map(|model| EmbedderSpec {
+            model: model.clone(),
+            mean: self.embedder_mean.unwrap_or(IMAGENET_MEAN),
+            std: self.embedder_std.unwrap_or(IMAGENET_STD),
+        })
+    }
+}
+
+/// Three comma-separated numbers, one per channel.
+fn parse_rgb(text: &str) -> Result<[f32; 3], String> {
+    let values: Vec<f32> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{text}`: {e}"))?;
+    <[f32; 3]>::try_from(values).map_err(|v| {
+        format!(
+            "`{text}`: {} numbers, one per channel R,G,B takes 3",
+            v.len()
+        )
+    })
+}

@@ -117,6 +117,17 @@ impl Embedder {
         self.about["space"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Whether a record holds this embedder's vector (same model, same input).
+    pub fn is_current(&self, record: &Value) -> bool {
+        record["embedder"]["space"] == self.about["space"] && record["embedding"].is_string()
+    }
+
+    /// Puts a vector from [`Self::embed`] into a record, with what made it.
+    pub fn annotate(&self, record: &mut Value, vector: String) {
+        record["embedding"] = Value::String(vector);
+        record["embedder"] = self.about.clone();
+    }
+
     pub fn dims(&self) -> usize {
         self.dims
     }

@@ -158,7 +158,9 @@ fn detect_file(
 /// `seedpool detect RELEASE_DIR`: faces for the records of a release ingest made.
 pub struct ReleasePlan {
     pub dir: PathBuf,
-    pub detector: DetectorSpec,
+    /// A face detector, an embedder or both (the command line asks for one at least).
+    pub detector: Option<DetectorSpec>,
+    pub embedder: Option<embedder::EmbedderSpec>,
     pub rules: faces::FaceRules,
     /// The quality score, computed again for every record once compositions changed.
     pub quality: crate::curate::quality::QualityRules,
@@ -168,8 +170,12 @@ pub struct ReleasePlan {
 pub struct ReleaseReport {
     pub dir: PathBuf,
     pub records: u64,
+    /// Records rewritten: with faces searched, embedded, or both.
     pub updated: u64,
-    /// Records that already held this detector's results with these parameters.
+    pub searched: u64,
+    pub embedded: u64,
+    /// Records that already held this detector's results with these parameters, and
+    /// this embedder's vector.
     pub current: u64,
     /// Records without a `<key>.thumb.jpg`, or whose thumbnail cannot be read or searched.
     pub skipped: Vec<String>,
@@ -184,20 +190,37 @@ pub enum DetectError {
     #[error(transparent)]
     Detector(#[from] DetectorError),
     #[error(transparent)]
+    Embedder(#[from] onnx::ModelError),
+    #[error(transparent)]
     File(#[from] crate::files::FileError),
     #[error("`{path}`: not a JSON record: {problem}")]
     Record { path: PathBuf, problem: String },
 }
 
-/// Searches every record's thumbnail and writes the faces into the record (each file
-/// replaced atomically). Records already holding this detector's results are left as
-/// they are, so an interrupted run picks up where it stopped.
+/// The models `detect RELEASE_DIR` runs on each thumbnail.
+struct Analysers {
+    faces: Option<faces::FaceDetector>,
+    embedder: Option<embedder::Embedder>,
+}
+
+/// Searches every record's thumbnail and writes the faces, the embedding or both into
+/// the record (each file replaced atomically). Records already holding these results
+/// are left as they are, so an interrupted run picks up where it stopped.
 pub fn run_release(
     plan: &ReleasePlan,
     progress: &dyn Progress,
 ) -> Result<ReleaseReport, DetectError> {
     use crate::files::file_error;
-    let detector = faces::FaceDetector::load(&plan.detector, &plan.rules)?;
+    let analysers = Analysers {
+        faces: match &plan.detector {
+            Some(spec) => Some(faces::FaceDetector::load(spec, &plan.rules)?),
+            None => None,
+        },
+        embedder: match &plan.embedder {
+            Some(spec) => Some(embedder::Embedder::load(spec)?),
+            None => None,
+        },
+    };
     let mut records: Vec<PathBuf> = std::fs::read_dir(&plan.dir)
         .map_err(file_error("read", &plan.dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -209,11 +232,16 @@ pub fn run_release(
         })
         .collect();
     records.sort();
-    progress.stage("detecting faces", records.len() as u64, Unit::Items);
+    let stage = match (&analysers.faces, &analysers.embedder) {
+        (Some(_), Some(_)) => "detecting faces and embedding",
+        (None, Some(_)) => "embedding",
+        _ => "detecting faces",
+    };
+    progress.stage(stage, records.len() as u64, Unit::Items);
     let outcomes: Vec<Result<(Outcome, serde_json::Value), DetectError>> = records
         .par_iter()
         .map(|path| {
-            let r = update_record(&detector, path);
+            let r = update_record(&analysers, path);
             progress.advance(1);
             r
         })
@@ -227,19 +255,31 @@ pub fn run_release(
     for (path, outcome) in records.iter().zip(outcomes) {
         let (outcome, record) = outcome?;
         contents.push(record);
-        match outcome {
-            Outcome::Updated(c) => {
+        let class = match outcome {
+            Outcome::Updated {
+                class,
+                searched,
+                embedded,
+            } => {
                 report.updated += 1;
-                *report.compositions.entry(c).or_default() += 1;
+                report.searched += u64::from(searched);
+                report.embedded += u64::from(embedded);
+                class
             }
-            Outcome::Current(c) => {
+            Outcome::Current(class) => {
                 report.current += 1;
-                *report.compositions.entry(c).or_default() += 1;
+                class
             }
-            Outcome::Skipped(why) => report.skipped.push(format!("{}: {why}", path.display())),
+            Outcome::Skipped(why) => {
+                report.skipped.push(format!("{}: {why}", path.display()));
+                continue;
+            }
+        };
+        if analysers.faces.is_some() {
+            *report.compositions.entry(class).or_default() += 1;
         }
     }
-    if report.updated > 0 {
+    if report.searched > 0 {
         report.rescored = rescore(&records, contents, &plan.quality)?;
     }
     Ok(report)
@@ -293,18 +333,28 @@ fn write_record(path: &Path, record: &serde_json::Value) -> Result<(), DetectErr
 }
 
 enum Outcome {
-    Updated(String),
+    /// The record's composition class, and what was done to it.
+    Updated {
+        class: String,
+        searched: bool,
+        embedded: bool,
+    },
     Current(String),
     Skipped(String),
 }
 
 fn update_record(
-    detector: &faces::FaceDetector,
+    analysers: &Analysers,
     path: &Path,
 ) -> Result<(Outcome, serde_json::Value), DetectError> {
     let mut record = read_record(path)?;
     let class = |r: &serde_json::Value| r["composition"].as_str().unwrap_or("").to_string();
-    if detector.is_current(&record) {
+    let faces = analysers.faces.as_ref().filter(|d| !d.is_current(&record));
+    let embedder = analysers
+        .embedder
+        .as_ref()
+        .filter(|e| !e.is_current(&record));
+    if faces.is_none() && embedder.is_none() {
         return Ok((Outcome::Current(class(&record)), record));
     }
     let thumb = path.with_extension("thumb.jpg");
@@ -312,11 +362,27 @@ fn update_record(
         Ok(rgb) => rgb,
         Err(e) => return Ok((Outcome::Skipped(format!("thumbnail: {e}")), record)),
     };
-    let found = match detector.find(&rgb) {
+    // Both results are worked out before either is written, so a record is never left
+    // with one of them when the other fails.
+    let found = match faces.map(|d| d.find(&rgb)).transpose() {
         Ok(found) => found,
         Err(e) => return Ok((Outcome::Skipped(format!("search: {e}")), record)),
     };
-    detector.annotate(&mut record, &found);
+    let vector = match embedder.map(|e| e.embed(&rgb)).transpose() {
+        Ok(vector) => vector,
+        Err(e) => return Ok((Outcome::Skipped(format!("embedder: {e}")), record)),
+    };
+    if let (Some(d), Some(found)) = (faces, &found) {
+        d.annotate(&mut record, found);
+    }
+    if let (Some(e), Some(vector)) = (embedder, vector) {
+        e.annotate(&mut record, vector);
+    }
     write_record(path, &record)?;
-    Ok((Outcome::Updated(class(&record)), record))
+    let outcome = Outcome::Updated {
+        class: class(&record),
+        searched: faces.is_some(),
+        embedded: embedder.is_some(),
+    };
+    Ok((outcome, record))
 }

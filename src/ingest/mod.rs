@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::curate::duplicates::{parse_phash, Groups};
 use crate::curate::quality;
+use crate::detect::embedder::{Embedder, EmbedderSpec};
 use crate::detect::faces::{FaceDetector, FaceRules, Faces};
 use crate::detect::tagger::{Tagger, TaggerSpec};
 use crate::detect::{DetectorError, DetectorSpec};
@@ -161,6 +162,8 @@ pub struct IngestPlan {
     pub detector: Option<DetectorSpec>,
     /// A WD14-style tagger to predict tags for every thumbnail.
     pub tagger: Option<TaggerSpec>,
+    /// An image model whose vector of every thumbnail goes into the record.
+    pub embedder: Option<EmbedderSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +179,8 @@ pub enum IngestError {
     #[error(transparent)]
     Detector(#[from] DetectorError),
     #[error(transparent)]
-    Tagger(#[from] crate::detect::onnx::ModelError),
+    /// A tagger or an embedder that cannot be used.
+    Model(#[from] crate::detect::onnx::ModelError),
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -214,6 +218,8 @@ struct Analysis {
     faces: Option<Faces>,
     #[serde(default)]
     predicted_tags: Option<Value>,
+    #[serde(default)]
+    embedding: Option<String>,
 }
 
 /// What happened to one input, for the report.
@@ -249,6 +255,7 @@ const ANALYSIS_VERSION: u32 = 2;
 struct Analysers {
     faces: Option<FaceDetector>,
     tagger: Option<Tagger>,
+    embedder: Option<Embedder>,
 }
 
 fn settings_fingerprint(rules: &Rules, analysers: &Analysers) -> String {
@@ -260,6 +267,7 @@ fn settings_fingerprint(rules: &Rules, analysers: &Analysers) -> String {
         rules.square_range().0.to_bits(),
         analysers.faces.as_ref().map(FaceDetector::fingerprint),
         analysers.tagger.as_ref().map(Tagger::fingerprint),
+        analysers.embedder.as_ref().map(Embedder::fingerprint),
     ))
     .expect("settings serialise");
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
@@ -313,6 +321,10 @@ impl Analysers {
             },
             tagger: match &plan.tagger {
                 Some(spec) => Some(Tagger::load(spec)?),
+                None => None,
+            },
+            embedder: match &plan.embedder {
+                Some(spec) => Some(Embedder::load(spec)?),
                 None => None,
             },
         })
@@ -592,6 +604,17 @@ fn analyse_one(
         .map(|t| t.predict(&pic.thumb_pixels))
         .transpose()
         .map_err(|e| format!("tagger: {e}"))?;
+    // From the thumbnail as written, as `detect --embedder` reads it, so that both
+    // give an item the same vector.
+    let embedding = analysers
+        .embedder
+        .as_ref()
+        .map(|e| {
+            let thumb = imaging::decode_rgb(&pic.thumb, rules.limits).map_err(|e| e.to_string())?;
+            e.embed(&thumb)
+        })
+        .transpose()
+        .map_err(|e| format!("embedder: {e}"))?;
     let analysis = Analysis {
         md5,
         settings: settings.to_string(),
@@ -602,6 +625,7 @@ fn analyse_one(
         stats: pic.stats,
         faces,
         predicted_tags,
+        embedding,
     };
     let line = serde_json::to_string(&analysis).expect("analysis serialises");
     if let Ok(mut f) = cache_out.lock() {
@@ -696,6 +720,9 @@ fn candidate(
     if let (Some(predicted), Some(t)) = (&a.predicted_tags, &analysers.tagger) {
         record["predicted_tags"] = predicted.clone();
         record["tagger"] = t.about().clone();
+    }
+    if let (Some(v), Some(e)) = (&a.embedding, &analysers.embedder) {
+        e.annotate(&mut record, v.clone());
     }
     Candidate {
         named: named.post_id.is_some(),

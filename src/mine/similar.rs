@@ -400,17 +400,9 @@ fn live_dataset(conn: &rusqlite::Connection, item: i64) -> Result<Option<i64>, M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{record, Fixture};
+    use crate::testing::{record, stats, Fixture};
 
     /// Statistics whose colour is `(r, g, b)` and otherwise alike.
-    fn stats(r: f64, g: f64, b: f64) -> serde_json::Value {
-        serde_json::json!({
-            "trim": [0.0, 0.0, 1.0, 1.0], "entropy": 6.0, "mean": (r + g + b) / 3.0,
-            "std": 40.0, "skewness": 0.1, "colors": 5000, "chroma_mean": 30.0,
-            "chroma_max": 200.0, "rgb_mean": [r, g, b], "edges": 20.0,
-        })
-    }
-
     #[test]
     fn items_are_found_by_their_statistics_and_embeddings_through_the_vector_index() {
         use crate::imaging::embedding::{encode, unit};

@@ -1,6 +1,7 @@
 //! Stored clusterings (`seedpool mine clusters`, docs/mining.md): a named model per
-//! dataset (its tag vocabulary with weights and one centroid per cluster) and each
-//! item's cluster. Training lives in `mine`; what a merge needs lives here: the items a
+//! dataset (its features: a tag vocabulary with weights, or one vector space of
+//! `item_vectors` with the centre it was trained around; and one centroid per cluster)
+//! and each item's cluster. Training lives in `mine`; what a merge needs lives here: the items a
 //! merge adds, changes or restores are assigned to the nearest centroid of every
 //! clustering of their dataset, so a clustering covers new releases without being
 //! trained again.
@@ -9,12 +10,41 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// A clustering's model: tag (canonical name, category) to (feature index, weight), and
-/// unit-length centroids over those features.
+/// What a clustering's centroids are made of.
+pub enum Features {
+    /// Tag (canonical name, category) to (feature index, weight).
+    Tags(HashMap<(String, String), (u32, f32)>),
+    /// The items' vectors in one space, less the training items' mean.
+    Vectors(VectorFeatures),
+}
+
+/// How a clustering by stats or embedding stores its features (`vocabulary` column).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct VectorFeatures {
+    pub space: i64,
+    pub center: Vec<f32>,
+}
+
+/// A clustering's model: its features, and unit-length centroids over them.
 pub struct Model {
     pub id: i64,
-    pub vocabulary: HashMap<(String, String), (u32, f32)>,
+    pub features: Features,
     pub centroids: Vec<Vec<f32>>,
+}
+
+/// A stored vector as a clustering compares it: less the centre, at unit length
+/// (empty when it is the centre itself or of another length).
+pub fn centred(v: &[f32], center: &[f32]) -> Vec<f32> {
+    if v.len() != center.len() {
+        return Vec::new();
+    }
+    let mut x: Vec<f32> = v.iter().zip(center).map(|(a, c)| a - c).collect();
+    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm <= 0.0 || !norm.is_finite() {
+        return Vec::new();
+    }
+    x.iter_mut().for_each(|v| *v /= norm);
+    x
 }
 
 /// An item's feature vector: the weights of its tags in the vocabulary, scaled to unit
@@ -42,17 +72,40 @@ pub fn normalize(x: &mut [(u32, f32)]) {
     }
 }
 
-/// The nearest centroid to a feature vector and its cosine similarity; cluster 0 with
-/// similarity 0 for an item with no features.
+/// The nearest centroid to a sparse feature vector and its cosine similarity; cluster
+/// 0 with similarity 0 for an item with no features.
 pub fn nearest(centroids: &[Vec<f32>], x: &[(u32, f32)]) -> (u32, f32) {
+    nearest_by(centroids, |c| {
+        x.iter().map(|&(i, w)| w * c[i as usize]).sum()
+    })
+}
+
+/// The nearest centroid to a dense unit vector (centred vectors lie on both sides of
+/// the centre, so the similarity runs from -1 to 1).
+pub fn nearest_dense(centroids: &[Vec<f32>], x: &[f32]) -> (u32, f32) {
+    let (c, s) = nearest_by_signed(centroids, |c| dot(x, c));
+    (c, s.max(-1.0))
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The centroid with the highest `similarity`, and it at least 0.
+pub fn nearest_by(centroids: &[Vec<f32>], similarity: impl Fn(&[f32]) -> f32) -> (u32, f32) {
+    let (c, s) = nearest_by_signed(centroids, similarity);
+    (c, s.max(0.0))
+}
+
+fn nearest_by_signed(centroids: &[Vec<f32>], similarity: impl Fn(&[f32]) -> f32) -> (u32, f32) {
     let mut best = (0u32, f32::MIN);
     for (c, centroid) in centroids.iter().enumerate() {
-        let s: f32 = x.iter().map(|&(i, w)| w * centroid[i as usize]).sum();
+        let s = similarity(centroid);
         if s > best.1 {
             best = (c as u32, s);
         }
     }
-    (best.0, best.1.max(0.0))
+    best
 }
 
 pub fn encode(centroid: &[f32]) -> Vec<u8> {
@@ -68,27 +121,34 @@ pub fn decode(bytes: &[u8]) -> Vec<f32> {
 
 /// The models of a dataset's clusterings.
 pub fn models(conn: &Connection, dataset: i64) -> rusqlite::Result<Vec<Model>> {
-    let mut st =
-        conn.prepare("SELECT id, vocabulary FROM clusterings WHERE dataset = ?1 ORDER BY id")?;
-    let rows: Vec<(i64, String)> = st
-        .query_map([dataset], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let mut st = conn.prepare(
+        "SELECT id, features, vocabulary FROM clusterings WHERE dataset = ?1 ORDER BY id",
+    )?;
+    let rows: Vec<(i64, String, String)> = st
+        .query_map([dataset], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
-    for (id, vocabulary) in rows {
-        out.push(model(conn, id, &vocabulary)?);
+    for (id, features, vocabulary) in rows {
+        out.push(model(conn, id, &features, &vocabulary)?);
     }
     Ok(out)
 }
 
-fn model(conn: &Connection, id: i64, vocabulary: &str) -> rusqlite::Result<Model> {
-    let list: Vec<(String, String, f32)> = serde_json::from_str(vocabulary).map_err(|e| {
+fn model(conn: &Connection, id: i64, features: &str, vocabulary: &str) -> rusqlite::Result<Model> {
+    let bad = |e: serde_json::Error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    let vocabulary = list
-        .into_iter()
-        .enumerate()
-        .map(|(i, (n, c, w))| ((n, c), (i as u32, w)))
-        .collect();
+    };
+    let features = if features == "tags" {
+        let list: Vec<(String, String, f32)> = serde_json::from_str(vocabulary).map_err(bad)?;
+        Features::Tags(
+            list.into_iter()
+                .enumerate()
+                .map(|(i, (n, c, w))| ((n, c), (i as u32, w)))
+                .collect(),
+        )
+    } else {
+        Features::Vectors(serde_json::from_str(vocabulary).map_err(bad)?)
+    };
     let mut st =
         conn.prepare("SELECT centroid FROM clusters WHERE clustering = ?1 ORDER BY cluster")?;
     let centroids = st
@@ -96,13 +156,15 @@ fn model(conn: &Connection, id: i64, vocabulary: &str) -> rusqlite::Result<Model
         .collect::<Result<_, _>>()?;
     Ok(Model {
         id,
-        vocabulary,
+        features,
         centroids,
     })
 }
 
 /// Assigns items (id, pool tag ids) to the nearest cluster of every clustering of the
-/// dataset, replacing what they had (a changed item may move).
+/// dataset, replacing what they had (a changed item may move). A clustering by vectors
+/// reads each item's vector in its space (the merge wrote them first); an item without
+/// one leaves it.
 pub fn assign<'a>(
     conn: &Connection,
     dataset: i64,
@@ -118,6 +180,10 @@ pub fn assign<'a>(
     let mut put = conn.prepare_cached(
         "INSERT OR REPLACE INTO cluster_items(clustering, item, cluster, similarity) VALUES (?1, ?2, ?3, ?4)",
     )?;
+    let mut unput =
+        conn.prepare_cached("DELETE FROM cluster_items WHERE clustering = ?1 AND item = ?2")?;
+    let mut vector_of =
+        conn.prepare_cached("SELECT vector FROM item_vectors WHERE space = ?1 AND item = ?2")?;
     let mut n = 0u64;
     for (item, tags) in items {
         for &t in tags {
@@ -136,8 +202,25 @@ pub fn assign<'a>(
             .map(|(n, c)| (n.as_str(), c.as_str()));
         let tag_names: Vec<(&str, &str)> = tag_names.collect();
         for m in &models {
-            let x = features(&m.vocabulary, tag_names.iter().copied());
-            let (cluster, similarity) = nearest(&m.centroids, &x);
+            let (cluster, similarity) = match &m.features {
+                Features::Tags(vocabulary) => {
+                    let x = features(vocabulary, tag_names.iter().copied());
+                    nearest(&m.centroids, &x)
+                }
+                Features::Vectors(v) => {
+                    let blob: Option<Vec<u8>> = vector_of
+                        .query_row(params![v.space, item], |r| r.get(0))
+                        .optional()?;
+                    let x = blob
+                        .map(|b| centred(&super::vectors::from_blob(&b), &v.center))
+                        .unwrap_or_default();
+                    if x.is_empty() {
+                        unput.execute(params![m.id, item])?;
+                        continue;
+                    }
+                    nearest_dense(&m.centroids, &x)
+                }
+            };
             put.execute(params![m.id, item, cluster, f64::from(similarity)])?;
         }
         n += 1;
@@ -164,5 +247,14 @@ mod tests {
         let centroids = vec![vec![1.0, 0.0], vec![0.6, 0.8]];
         assert_eq!(nearest(&centroids, &x), (1, 0.8));
         assert_eq!(nearest(&centroids, &[]), (0, 0.0));
+        // Dense vectors are compared around the centre, on both of its sides.
+        let x = centred(&[2.0, 1.0], &[1.0, 1.0]);
+        assert_eq!(x, [1.0, 0.0]);
+        assert_eq!(
+            nearest_dense(&[vec![-1.0, 0.0], vec![0.0, 1.0]], &x),
+            (1, 0.0)
+        );
+        assert_eq!(nearest_dense(&[vec![-1.0, 0.0]], &x), (0, -1.0));
+        assert!(centred(&[1.0, 1.0], &[1.0, 1.0]).is_empty());
     }
 }

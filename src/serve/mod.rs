@@ -1551,6 +1551,7 @@ mod tests {
             k: 2,
             vocabulary: 100,
             iterations: 10,
+            by: crate::mine::clusters::By::Tags,
         };
         crate::mine::clusters::train(&mut pool, &plan).unwrap();
         drop(pool);

@@ -718,7 +718,7 @@ pub fn clusters(v: &ClustersView) -> Markup {
     let r = &v.report;
     html! {
         h1 { "Clustering “" (r.name) "” of " (r.dataset) }
-        p.summary { (r.k) " clusters by tags, trained on " (number(r.trained_items)) " items by seedpool mine clusters; later merges add theirs" }
+        p.summary { (r.k) " clusters by " (r.features) ", trained on " (number(r.trained_items)) " items by seedpool mine clusters; later merges add theirs" }
         @for (c, medoids) in r.clusters.iter().zip(&v.medoids) {
             section.cluster {
                 h2 { "Cluster " (c.cluster) " · " (number(c.items)) " items" }

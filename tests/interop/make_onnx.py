@@ -1,7 +1,7 @@
 """Writes tiny ONNX models for seedpool's ONNX tests: YOLO-style detectors and a
-WD14-style tagger.
+WD14-style tagger and image embedders.
 
-usage: make_onnx.py OUT.onnx (v5|v8|grey-input|flat-output|tagger|bench)
+usage: make_onnx.py OUT.onnx (v5|v8|grey-input|flat-output|tagger|embedder|embedder-tokens|bench)
 
 The model reads a 1x3x64x64 float image and splits it into a 4x4 grid of 16-pixel
 cells. Each cell is one candidate box (the cell itself, centre and size in input
@@ -16,6 +16,11 @@ learns where it drew something from what the model answers.
   tagger       input [1, 64, 64, 3] (BGR 0-255, as WD14 taggers take it), output
                [1, 3]: the picture's mean blue, green and red over 255, one
                "probability" per tag
+  embedder     input [1, 3, 32, 32] (normalised RGB), output [1, 4]: the picture's
+               mean of each normalised channel and a constant 1, so pictures of
+               close colours get close vectors
+  embedder-tokens  the same four values as a sequence of two tokens, [1, 2, 4]: an
+               unpooled output seedpool must refuse at start-up
   bench        for benches/onnx.sh: a YOLO-shaped network with random (seeded)
                weights, input [1, 3, 640, 640], five stride-2 stages of two 3x3
                convolutions each (16 to 256 channels, about 3 GFLOPs), a 1x1 head
@@ -45,6 +50,28 @@ def tagger(out):
         helper.make_node("Div", ["means", "scale"], ["predictions"]),
     ]
     graph = helper.make_graph(nodes, "seedpool-test-tagger", [image], [probs], [axes, scale])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out)
+
+
+def embedder(out, tokens):
+    image = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, 32, 32])
+    shape = [1, 2, 4] if tokens else [1, 4]
+    vector = helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, shape)
+    axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")
+    one = numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), "one")
+    inits = [axes, one]
+    pooled = "pooled" if tokens else "image_embeds"
+    nodes = [
+        helper.make_node("ReduceMean", ["pixel_values", "axes"], ["means"], keepdims=0),
+        helper.make_node("Concat", ["means", "one"], [pooled], axis=1),
+    ]
+    if tokens:
+        inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "token_axis"))
+        nodes += [
+            helper.make_node("Unsqueeze", ["pooled", "token_axis"], ["token"]),
+            helper.make_node("Concat", ["token", "token"], ["image_embeds"], axis=1),
+        ]
+    graph = helper.make_graph(nodes, "seedpool-test-embedder", [image], [vector], inits)
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out)
 
 
@@ -101,6 +128,8 @@ def main(out, variant):
         return tagger(out)
     if variant == "bench":
         return bench(out)
+    if variant in ("embedder", "embedder-tokens"):
+        return embedder(out, variant == "embedder-tokens")
     channels = 1 if variant == "grey-input" else 3
     image = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, channels, SIZE, SIZE])
     nodes = []
@@ -150,6 +179,6 @@ def main(out, variant):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output", "tagger", "bench"):
+    if len(sys.argv) != 3 or sys.argv[2] not in ("v5", "v8", "grey-input", "flat-output", "tagger", "embedder", "embedder-tokens", "bench"):
         sys.exit(__doc__)
     main(sys.argv[1], sys.argv[2])
