@@ -436,6 +436,61 @@ fn the_demo_pool_is_browsable_in_chromium() {
     );
     b.screenshot("clusters");
 
+    // Clustered by image statistics too: the overview links both clusterings and the
+    // trends between the demo's two releases, whose chart has a bar per tag listed and
+    // whose form compares another category.
+    let r = run_binary(&[
+        "mine",
+        "clusters",
+        "--pool",
+        s(&pool),
+        "--k",
+        "2",
+        "--by",
+        "stats",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    b.goto(&url("/"));
+    let links = b.script(
+        "return [...document.querySelectorAll('p.mining a')].map(a => a.getAttribute('href')).sort();",
+    );
+    assert_eq!(
+        links,
+        json!([
+            format!("/clusters/{DATASET}/browser"),
+            format!("/clusters/{DATASET}/stats"),
+            format!("/trends/{DATASET}"),
+        ])
+    );
+    b.click("p.mining a[href^='/trends/']");
+    let bars = b.wait_for(
+        "the trends chart",
+        "if (!location.pathname.startsWith('/trends/')) return null;
+         const bars = [...document.querySelectorAll('figure.chart rect.bar')]
+             .filter(r => r.getBoundingClientRect().width > 0);
+         return bars.length > 0 ? bars.length : null;",
+        within,
+    );
+    assert!(bars.as_u64() > Some(0), "{bars}");
+    b.screenshot("trends");
+    b.script("document.querySelector('form.trends select[name=category]').value = 'character'; document.querySelector('form.trends').submit(); return null;");
+    b.wait_for(
+        "the character trends",
+        "return location.search.includes('category=character') && document.querySelector('h1') !== null;",
+        within,
+    );
+    let labels = b.script(
+        "return [...document.querySelectorAll('figure.chart text.label')].map(t => t.textContent);",
+    );
+    let labels = labels.as_array().unwrap();
+    assert!(
+        !labels.is_empty()
+            && labels
+                .iter()
+                .all(|l| l.as_str().unwrap().ends_with("(character)")),
+        "{labels:?}"
+    );
+
     // A hit-parade: a chart of bars, and the thumbnails behind its rows.
     b.goto(&url("/parade/characters-by-year"));
     let bars = b.script("return [...document.querySelectorAll('figure.chart rect.bar')].filter(r => r.getBoundingClientRect().width > 0).length;");

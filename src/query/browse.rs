@@ -1003,6 +1003,16 @@ pub struct DatasetView {
     pub shards_present: u64,
     pub bytes: u64,
     pub bytes_present: u64,
+    /// Stored clusterings (`seedpool mine clusters`), for the cluster browser.
+    pub clusterings: Vec<ClusteringLink>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusteringLink {
+    pub name: String,
+    /// `tags`, `stats` or `embedding`.
+    pub features: String,
+    pub k: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1131,8 +1141,26 @@ pub fn overview(pool: &Pool) -> Result<Overview, BrowseError> {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(sql)?;
+        let clusterings = {
+            let mut st = conn
+                .prepare(
+                    "SELECT name, features, k FROM clusterings WHERE dataset = ?1 ORDER BY name",
+                )
+                .map_err(sql)?;
+            let rows = st
+                .query_map([id], |r| {
+                    Ok(ClusteringLink {
+                        name: r.get(0)?,
+                        features: r.get(1)?,
+                        k: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })
+                .map_err(sql)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
+        };
         let (live_items, items_on_disk) = live.get(&id).copied().unwrap_or_default();
         datasets.push(DatasetView {
+            clusterings,
             name,
             public_key,
             head,
@@ -1178,7 +1206,8 @@ pub fn state_key(pool: &Pool) -> Result<String, BrowseError> {
                     || '/' || (SELECT count(*) FROM shards WHERE present = 1)
                     || '/' || (SELECT count(*) FROM tag_aliases)
                     || '/' || (SELECT count(*) FROM tag_info)
-                    || '/' || (SELECT coalesce(sum(items), 0) FROM category_counts)",
+                    || '/' || (SELECT coalesce(sum(items), 0) FROM category_counts)
+                    || '/' || (SELECT coalesce(group_concat(id), '') FROM clusterings)",
             [],
             |r| r.get(0),
         )
@@ -2065,6 +2094,55 @@ mod tests {
 pub struct ClustersView {
     pub report: crate::mine::clusters::ClustersReport,
     pub medoids: Vec<Vec<Tile>>,
+}
+
+/// Tags that grew and fell between two releases, for the trends chart, with the
+/// releases one can pick between.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrendsView {
+    pub report: crate::mine::trends::TrendsReport,
+    pub category: Option<String>,
+    /// The dataset's merged releases, newest first.
+    pub releases: Vec<String>,
+}
+
+/// Tags shown in each direction on the trends page.
+pub const TRENDS_SHOWN: usize = 15;
+
+pub fn trends(
+    pool: &Pool,
+    dataset: &str,
+    from: Option<String>,
+    to: Option<String>,
+    category: Option<String>,
+) -> Result<TrendsView, BrowseError> {
+    let plan = crate::mine::trends::TrendsPlan {
+        dataset: Some(dataset.to_string()),
+        from,
+        to,
+        category: category.clone(),
+        limit: TRENDS_SHOWN,
+        min_items: 1,
+    };
+    let report = crate::mine::trends::trends(pool, &plan)
+        .map_err(|e| BrowseError::Query(QueryError::Mine(e)))?;
+    let mut st = pool
+        .connection()
+        .prepare(
+            "SELECT r.version FROM releases r JOIN datasets d ON d.id = r.dataset
+             WHERE d.name = ?1 ORDER BY r.created DESC, r.id DESC",
+        )
+        .map_err(sql)?;
+    let releases = st
+        .query_map([dataset], |r| r.get(0))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(sql)?;
+    Ok(TrendsView {
+        report,
+        category,
+        releases,
+    })
 }
 
 pub fn clusters(pool: &Pool, dataset: &str, name: &str) -> Result<ClustersView, BrowseError> {

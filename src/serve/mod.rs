@@ -509,6 +509,14 @@ fn router(app: Shared) -> Router {
             "/api/clusters/{dataset}/{name}",
             get(|s: State<Shared>, p: Path<(String, String)>| clusters(s, p, Json)),
         )
+        .route(
+            "/trends/{dataset}",
+            get(|s: State<Shared>, p: Path<String>, q: RawQuery| trends(s, p, q, Html)),
+        )
+        .route(
+            "/api/trends/{dataset}",
+            get(|s: State<Shared>, p: Path<String>, q: RawQuery| trends(s, p, q, Json)),
+        )
         .route("/sql", get(|s: State<Shared>, q: RawQuery| sql(s, q, Html)))
         .route(
             "/api/sql",
@@ -986,6 +994,42 @@ async fn clusters(
     let title = format!("clusters {name}");
     match with_pool(&app, move |p| Ok(browse::clusters(p, &dataset, &name)?)).await {
         Ok(v) => reply(mode, &title, Some(json_url), &v, pages::clusters),
+        Err(e) => e.in_mode(mode).into_response(),
+    }
+}
+
+async fn trends(
+    State(app): State<Shared>,
+    Path(dataset): Path<String>,
+    RawQuery(q): RawQuery,
+    mode: Mode,
+) -> Response {
+    let q = q.unwrap_or_default();
+    let (mut from, mut to, mut category) = (None, None, None);
+    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+        let v = (!v.is_empty()).then(|| v.into_owned());
+        match k.as_ref() {
+            "from" => from = v,
+            "to" => to = v,
+            "category" => category = v,
+            "token" => {}
+            other => {
+                return Problem::bad(format!(
+                    "unknown parameter `{}`; trends read `from`, `to` and `category`",
+                    crate::name::shown(other)
+                ))
+                .in_mode(mode)
+                .into_response()
+            }
+        }
+    }
+    let json_url = with_query(&format!("/api/trends/{}", pages::segment(&dataset)), &q);
+    let title = format!("trends {dataset}");
+    let work = with_pool(&app, move |p| {
+        Ok(browse::trends(p, &dataset, from, to, category)?)
+    });
+    match work.await {
+        Ok(v) => reply(mode, &title, Some(json_url), &v, pages::trends),
         Err(e) => e.in_mode(mode).into_response(),
     }
 }
@@ -1567,6 +1611,70 @@ mod tests {
         let g: serde_json::Value =
             serde_json::from_slice(&get(&s, "/api/gallery?tags=miku+twintails").body).unwrap();
         assert!(g.get("related").is_none());
+        s.stop().unwrap();
+    }
+
+    #[test]
+    fn the_trends_page_charts_what_grew_and_fell_and_the_overview_links_mining_pages() {
+        let f = Fixture::new();
+        let item = |i: u64, tag: &str| {
+            (
+                format!("danbooru-{i}"),
+                record("danbooru", i, &[("general", &[tag])]),
+            )
+        };
+        let mut items: Vec<(String, serde_json::Value)> = (1..=6)
+            .map(|i| item(i, if i <= 4 { "miku" } else { "bow" }))
+            .collect();
+        f.release("1", None, &items);
+        let s = server(&f, None);
+        // One release: nothing to compare yet, and no link to trends.
+        assert!(!get(&s, "/").text().contains("/trends/ds"));
+        s.stop().unwrap();
+        // Release 2: four more `bow`, so its share grows from 1/3 to 3/5.
+        items.extend((7..=10).map(|i| item(i, "bow")));
+        f.release("2", Some("1"), &items);
+        let s = server(&f, None);
+        let overview = get(&s, "/").text();
+        assert!(overview.contains("href=\"/trends/ds\""), "{overview}");
+        let page = get(&s, "/trends/ds").text();
+        assert!(page.contains("grew from 1 to 2"), "{page}");
+        assert!(page.contains("fell from 1 to 2"), "{page}");
+        assert!(page.contains("href=\"/gallery?tags=bow"), "{page}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/trends/ds?category=general").body).unwrap();
+        assert_eq!(v["report"]["grew"][0]["tag"], "bow", "{v}");
+        assert!(
+            (v["report"]["grew"][0]["change"].as_f64().unwrap() - 26.67).abs() < 0.01,
+            "{v}"
+        );
+        assert_eq!(v["releases"], serde_json::json!(["2", "1"]));
+        let r = get(&s, "/trends/ds?from=9");
+        assert_eq!(r.status, 400, "{}", r.text());
+        let r = get(&s, "/trends/ds?colour=red");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(
+            r.text().contains("unknown parameter `colour`"),
+            "{}",
+            r.text()
+        );
+        // A stored clustering is linked from the overview.
+        let mut pool = crate::pool::Pool::open(&f.pool).unwrap();
+        let plan = crate::mine::clusters::ClustersPlan {
+            dataset: None,
+            name: "looks".into(),
+            k: 2,
+            vocabulary: 100,
+            iterations: 10,
+            by: crate::mine::clusters::By::Tags,
+        };
+        crate::mine::clusters::train(&mut pool, &plan).unwrap();
+        drop(pool);
+        let overview = get(&s, "/").text();
+        assert!(
+            overview.contains("href=\"/clusters/ds/looks\""),
+            "{overview}"
+        );
         s.stop().unwrap();
     }
 

@@ -8,10 +8,10 @@ use super::chart::{self, Bar};
 use super::fetch::FetchStatus;
 use crate::mine::related::RelatedReport;
 use crate::progress::human_bytes;
-use crate::query::browse::ClustersView;
 use crate::query::browse::{
     self, Facets, Gallery, ItemView, Overview, ParadeView, ReleaseReview, SqlView, Tile,
 };
+use crate::query::browse::{ClustersView, TrendsView};
 use crate::query::filter::{Filter, Presence, Sort};
 
 /// A path segment with everything but unreserved characters percent-encoded.
@@ -155,6 +155,17 @@ pub fn overview(o: &Overview) -> Markup {
                     }
                 }
                 p.key { "publisher key " code { (d.public_key) } }
+                @if d.releases.len() > 1 || !d.clusterings.is_empty() { p.mining {
+                    @if d.releases.len() > 1 {
+                        a href=(format!("/trends/{}", segment(&d.name))) { "trends across releases" }
+                    }
+                    @for (i, c) in d.clusterings.iter().enumerate() {
+                        @if i > 0 || d.releases.len() > 1 { " · " }
+                        a href=(format!("/clusters/{}/{}", segment(&d.name), segment(&c.name))) {
+                            "clusters “" (c.name) "” (" (c.k) " by " (c.features) ")"
+                        }
+                    }
+                } }
                 table.releases {
                     thead { tr { th { "release" } th { "parent" } th { "created" } th.n { "items" } th.n { "added" } th.n { "changed" } th.n { "removed" } th { "merged" } } }
                     tbody {
@@ -709,6 +720,64 @@ pub fn extracted(
         @if r.not_downloaded > 0 { p.note { (number(r.not_downloaded)) " items were left out: their shards are not in the pool (fetch them first)" } }
         @if r.unchanged > 0 { p.note { (number(r.unchanged)) " files were there already" } }
         p { a href=(gallery_href(view)) { "back to the view" } }
+    }
+}
+
+/// Tags whose share of live items grew and fell most between two releases, as bars in
+/// percentage points (a click opens the gallery of that tag), with the releases and the
+/// category to compare.
+pub fn trends(v: &TrendsView) -> Markup {
+    let r = &v.report;
+    let bars = |trends: &[crate::mine::trends::Trend]| -> Vec<Bar> {
+        trends
+            .iter()
+            .map(|t| Bar {
+                label: format!("{} ({})", t.tag, t.category),
+                value: (t.change.abs() * 100.0).round() / 100.0,
+                href: Some(gallery_href(&Filter::default().with_tag(&t.tag).to_query())),
+            })
+            .collect()
+    };
+    let picker = |name: &str, chosen: &str| {
+        html! {
+            select name=(name) {
+                @for version in &v.releases {
+                    option value=(version) selected[version == chosen] { (version) }
+                }
+            }
+        }
+    };
+    html! {
+        h1 { "Trends in " (r.dataset) }
+        form.trends method="get" {
+            label { "from " (picker("from", &r.from)) }
+            " "
+            label { "to " (picker("to", &r.to)) }
+            " "
+            label { "category "
+                select name="category" {
+                    option value="" selected[v.category.is_none()] { "every category" }
+                    @for c in crate::query::browse::FACET_CATEGORIES {
+                        option value=(c) selected[v.category.as_deref() == Some(c)] { (c) }
+                    }
+                }
+            }
+            " "
+            button type="submit" { "Compare" }
+        }
+        p.summary {
+            (number(r.items_before)) " live items at " (r.from) ", " (number(r.items_after)) " at " (r.to)
+            "; a tag's change is that of its share of the live items, in percentage points"
+        }
+        @if r.grew.is_empty() && r.fell.is_empty() {
+            p.note { "No tag's share changed between these releases." }
+        }
+        @if !r.grew.is_empty() {
+            (chart::bars(&format!("grew from {} to {} (points)", r.from, r.to), &bars(&r.grew)))
+        }
+        @if !r.fell.is_empty() {
+            (chart::bars(&format!("fell from {} to {} (points)", r.from, r.to), &bars(&r.fell)))
+        }
     }
 }
 
