@@ -836,3 +836,103 @@ fn a_read_only_pool_can_be_queried() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n4\n");
 }
+
+#[test]
+fn embeddings_seedpool_cannot_use_are_refused_item_by_item_and_nothing_else_is_lost() {
+    use seedpool::imaging::embedding::{encode, MAX_DIMS};
+    let t = tempfile::tempdir().unwrap();
+    let key = fixed_key(t.path());
+    let (store, rel, pool) = (
+        t.path().join("store"),
+        t.path().join("r"),
+        t.path().join("pool"),
+    );
+    write_items(&rel, 0..7, 100);
+    let space = serde_json::json!({"space": "s", "dims": 4});
+    let embeddings = [
+        (encode(&[1.0, 0.0, 0.0, 0.0]), space.clone()),
+        (encode(&[0.9, 0.1, 0.0, 0.0]), space.clone()),
+        ("!!not base64".to_string(), space.clone()),
+        // Its space's vectors have 4 dimensions.
+        (encode(&[1.0, 0.0, 0.0]), space.clone()),
+        (encode(&vec![0.0; MAX_DIMS + 1]), space.clone()),
+        // No space named: nothing to compare it with.
+        (
+            encode(&[1.0, 0.0, 0.0, 0.0]),
+            serde_json::json!({"dims": 4}),
+        ),
+        // float16 infinity, four times.
+        ("AHwAfAB8AHw=".to_string(), space.clone()),
+    ];
+    for (i, (embedding, embedder)) in embeddings.iter().enumerate() {
+        let path = rel.join(format!("danbooru-{}.json", 1000 + i));
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        record["embedding"] = embedding.clone().into();
+        record["embedder"] = embedder.clone();
+        std::fs::write(&path, record.to_string()).unwrap();
+    }
+    let r = run(&publish_args(s(&rel), s(&store), s(&key), "1"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let manifest = store.join("test-ds-1.manifest.json");
+    let merge = |json: bool| {
+        let mut args = vec![
+            "merge",
+            s(&manifest),
+            "--pool",
+            s(&pool),
+            "--from",
+            s(&store),
+        ];
+        if json {
+            args.push("--json");
+        }
+        run(&args)
+    };
+    let m = merge(false);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    assert!(
+        m.stderr.contains("warning: 5 records' `embedding` refused"),
+        "{}",
+        m.stderr
+    );
+    // Every item merged, with its record as published; only two have a vector.
+    let sql = |q: &str| {
+        let r = run(&["query", "--pool", s(&pool), "--sql", q, "--format", "csv"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    assert_eq!(sql("SELECT count(*) AS n FROM live"), "n\n7\n");
+    assert_eq!(
+        sql(
+            "SELECT json_extract(record, '$.embedding') AS e FROM live WHERE key = 'danbooru-1002'"
+        ),
+        "e\n!!not base64\n"
+    );
+    assert_eq!(
+        sql("SELECT i.key FROM item_vectors v JOIN vector_spaces s ON s.id = v.space JOIN items i ON i.id = v.item WHERE s.kind = 'embedding' ORDER BY i.key"),
+        "key\ndanbooru-1000\ndanbooru-1001\n"
+    );
+    let similar = |key: &str| {
+        run(&[
+            "mine",
+            "similar",
+            key,
+            "--by",
+            "embedding",
+            "--pool",
+            s(&pool),
+            "--json",
+        ])
+    };
+    let r = similar("danbooru-1000");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["similar"][0]["key"], "danbooru-1001", "{v}");
+    assert_eq!(v["similar"].as_array().unwrap().len(), 1, "{v}");
+    for bad in ["danbooru-1002", "danbooru-1004", "danbooru-1006"] {
+        let r = similar(bad);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("has no embedding"), "{bad}: {}", r.stderr);
+    }
+}

@@ -98,6 +98,14 @@ pub fn run(args: MergeArgs, env: &mut Env) -> CommandResult {
         r.shards_fetched,
         super::output::human_bytes(r.bytes_fetched)
     )?;
+    if r.embeddings_refused > 0 {
+        writeln!(
+            out.err,
+            "warning: {} records' `embedding` refused (not base64 float16, longer than {} dimensions, not finite, or not its space's length); those items merged without a vector",
+            r.embeddings_refused,
+            crate::imaging::embedding::MAX_DIMS
+        )?;
+    }
     Ok(())
 }
 

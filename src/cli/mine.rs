@@ -968,7 +968,7 @@ mod more_tests {
         // Two clusters (solo and duo items), stored, shown again.
         let text = ok(&f, &["mine", "clusters", "--k", "2"]);
         assert!(
-            text.starts_with("clustering `tags` of ds: 2 clusters, trained on 30 items"),
+            text.starts_with("clustering `tags` of ds by tags: 2 clusters, trained on 30 items"),
             "{text}"
         );
         let v: serde_json::Value =

@@ -127,6 +127,9 @@ pub struct MergeReport {
     /// Shards of the release the pool holds after this merge, and those it only knows.
     pub shards_present: u64,
     pub shards_missing: u64,
+    /// Records whose `embedding` seedpool refused (not float16 base64, too long, not
+    /// finite, or not the length of its space): their items merged without a vector.
+    pub embeddings_refused: u64,
     pub already_merged: bool,
 }
 
@@ -309,6 +312,7 @@ fn merge_into(
     report.removed = counts.removed;
     report.unchanged = counts.same;
     report.duplicates = counts.duplicates;
+    report.embeddings_refused = counts.embeddings_refused;
     report.items = counts.items;
     (report.shards_present, report.shards_missing) =
         shard_presence(pool.connection(), &manifest_hash)?;
@@ -508,6 +512,7 @@ struct Counts {
     same: u64,
     removed: u64,
     duplicates: u64,
+    embeddings_refused: u64,
 }
 
 /// The transaction: everything the pool learns from the release, or nothing. Each
@@ -551,7 +556,7 @@ fn merge_index(
             "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
         )?;
         step("perceptual hashes indexed");
-        super::vectors::write(
+        let vectors = super::vectors::write(
             &t.tx,
             t.ds,
             "SELECT id FROM temp.removed UNION ALL SELECT item FROM incoming WHERE fate IN ('changed', 'restored')",
@@ -582,6 +587,7 @@ fn merge_index(
         step("members and tags");
         t.record_shards()?;
         let mut counts = t.fates(removed as u64, same)?;
+        counts.embeddings_refused = vectors.refused;
         step("shards and fates counted");
         let resolved = t.resolve_duplicates(old_md5s, &linked)?;
         counts.duplicates = t.tx.query_row(
