@@ -1,6 +1,6 @@
 """Generates a BOORU-CHARS-like release folder of item records for the pool benchmark.
 
-Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR] [--flat]
+Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR] [--flat] [--vectors]
   Writes ITEMS records `<booru>-<id>.json` (about 12 tags each: 1 artist, 1-2
   copyrights, 1-2 characters, ~7 general, 1 meta) into OUT/<bucket>/, deterministic.
   Tags co-occur as on a booru: each artist draws from 3 series, each character belongs
@@ -10,13 +10,19 @@ Usage: python3 gen_release.py OUT ITEMS [--changes N] [--from DIR] [--flat]
   it (1 to 8 bits flipped). --flat
   draws every tag uniformly and independently, as the figures in docs/performance.md
   before 2026-12 were made.
+  --vectors adds image statistics (`stats`, as ingest writes them) and a 64-dimension
+  `embedding` of one `embedder` space: both drawn around a colour and a direction of
+  the item's first series, so items of a series cluster (for `mine similar --by
+  stats|embedding` and `mine clusters --by stats|embedding`).
   With --from DIR and --changes N: OUT becomes DIR (hard links) with N changes: 60%
   changed records, 20% removed items, 20% new items.
 """
 import hashlib
 import json
 import os
+import math
 import random
+import struct
 import sys
 
 BOORUS = ["safebooru", "danbooru", "gelbooru", "yande.re", "konachan", "e-shuushuu", "zerochan", "anime-pictures", "sankaku"]
@@ -25,6 +31,9 @@ ASPECTS = ["7x10", "3x4", "1x1", "3x2", "2x3", "other"]
 
 SERIES, CHARACTERS, ARTISTS, GENERAL = 3000, 20000, 20000, 2000
 FLAT = "--flat" in sys.argv
+VECTORS = "--vectors" in sys.argv
+DIMS = 64
+EMBEDDER = {"model": "gen_release.py", "dims": DIMS, "space": "bench-64"}
 
 
 def skewed(rng, n):
@@ -75,6 +84,41 @@ def phash_of(i, rng):
     return h
 
 
+def series_rng(series, salt):
+    return random.Random(series * 1000003 + salt)
+
+
+def stats_of(series, rng):
+    """Statistics around the series' palette: rgb means within about 20 levels."""
+    base = series_rng(series, 1)
+    rgb = [min(255.0, max(0.0, base.uniform(30, 225) + rng.gauss(0, 20))) for _ in range(3)]
+    mean = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    chroma = max(rgb) - min(rgb)
+    return {
+        "trim": [0.0, 0.0, 1.0, round(rng.uniform(0.8, 1.0), 4)],
+        "entropy": round(min(8.0, base.uniform(5.5, 7.8) + rng.gauss(0, 0.2)), 4),
+        "mean": round(mean, 3),
+        "std": round(base.uniform(30, 80) + rng.gauss(0, 8), 3),
+        "skewness": round(rng.gauss(0, 0.5), 4),
+        "colors": int(base.uniform(20000, 150000) * rng.uniform(0.7, 1.3)),
+        "chroma_mean": round(chroma * 0.8, 3),
+        "chroma_max": round(min(255.0, chroma * 2 + 40), 3),
+        "rgb_mean": [round(c, 3) for c in rgb],
+        "edges": round(base.uniform(8, 40) * rng.uniform(0.8, 1.2), 3),
+        "jpeg_quality": 90,
+    }
+
+
+def embedding_of(series, rng):
+    """The series' direction plus noise, at unit length, as base64 float16."""
+    import base64
+
+    base = series_rng(series, 2)
+    v = [base.gauss(0, 1) + rng.gauss(0, 0.6) for _ in range(DIMS)]
+    norm = math.sqrt(sum(x * x for x in v))
+    return base64.b64encode(struct.pack(f"<{DIMS}e", *(x / norm for x in v))).decode()
+
+
 def record(i, rng, bump=0):
     booru = BOORUS[i % len(BOORUS)]
     year = 2010 + (i * 7919) % 16
@@ -101,6 +145,10 @@ def record(i, rng, bump=0):
     }
     if not FLAT:
         rec["phash"] = f"{phash_of(i, rng):016x}"
+    if VECTORS:
+        rec["stats"] = stats_of(series[0], rng)
+        rec["embedding"] = embedding_of(series[0], rng)
+        rec["embedder"] = EMBEDDER
     return booru, rec
 
 
@@ -122,7 +170,7 @@ def write(out, i, bump=0):
 
 def main():
     out, items = sys.argv[1], int(sys.argv[2])
-    args = [a for a in sys.argv[3:] if a != "--flat"]
+    args = [a for a in sys.argv[3:] if a not in ("--flat", "--vectors")]
     if "--from" in args:
         src = args[args.index("--from") + 1]
         changes = int(args[args.index("--changes") + 1])

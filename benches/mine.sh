@@ -19,7 +19,7 @@ t() { local start=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $start
 # Each step is skipped when its result is there, so an interrupted run resumes.
 if [ ! -f "$WORK/.r1-done" ]; then
   rm -rf "$WORK/r1"
-  echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS"
+  echo "generating $ITEMS records"; python3 benches/gen_release.py "$WORK/r1" "$ITEMS" --vectors
   touch "$WORK/.r1-done"
 fi
 if [ ! -f "$WORK/store/bench-1.manifest.json" ]; then
@@ -27,7 +27,7 @@ if [ ! -f "$WORK/store/bench-1.manifest.json" ]; then
 fi
 POOL=$WORK/pool
 if [ ! -f "$POOL/pool.sqlite" ]; then
-  echo "merge: $(t "$BIN" merge "$WORK/store/bench-1.manifest.json" --pool "$POOL" --from "$WORK/store") s"
+  echo "merge: $(/usr/bin/time -f "%e s, %M KiB" "$BIN" merge "$WORK/store/bench-1.manifest.json" --pool "$POOL" --from "$WORK/store" 2>&1 >/dev/null | tail -1)"
 fi
 [ -f "$WORK/items.parquet" ] || "$BIN" export --pool "$POOL" --format parquet --out "$WORK/items.parquet" >/dev/null
 
@@ -46,12 +46,16 @@ cat "$WORK/related.md"
 peak() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
 echo "peak RSS of mine related highres: $(peak "$BIN" mine related highres --pool "$POOL") KiB"
 
-# Similar items: one item with a planted look-alike (gen_release.py), by pHash at the default radius and a wider one, and by tags.
+# Similar items: one item with a planted look-alike (gen_release.py), by pHash at the
+# default radius and a wider one, by tags, and by the exact scans of statistics and
+# embeddings.
 ITEM=yandere-100021  # item 21, a near copy of one of the 19 before it
 hyperfine -N --warmup 2 --runs 10 --export-markdown "$WORK/similar.md" \
   -n "mine similar --by phash" "$BIN mine similar $ITEM --pool $POOL --json" \
   -n "mine similar --by phash --radius 16" "$BIN mine similar $ITEM --pool $POOL --radius 16 --json" \
-  -n "mine similar --by tags" "$BIN mine similar $ITEM --pool $POOL --by tags --json" >/dev/null
+  -n "mine similar --by tags" "$BIN mine similar $ITEM --pool $POOL --by tags --json" \
+  -n "mine similar --by stats" "$BIN mine similar $ITEM --pool $POOL --by stats --json" \
+  -n "mine similar --by embedding" "$BIN mine similar $ITEM --pool $POOL --by embedding --json" >/dev/null
 cat "$WORK/similar.md"
 
 # The batch analyses, once each: time and peak memory.
@@ -64,7 +68,31 @@ echo "| mine suggest (scans for items without a character) | $(once "$BIN" mine 
 echo "| mine evaluate --holdout 500 | $(once "$BIN" mine evaluate --pool "$POOL" --holdout 500) |"
 echo "| mine clusters --k 50 | $(once "$BIN" mine clusters --pool "$POOL" --k 50) |"
 echo "| mine clusters --show tags | $(once "$BIN" mine clusters --pool "$POOL" --show tags) |"
+echo "| mine clusters --by stats --k 50 | $(once "$BIN" mine clusters --pool "$POOL" --by stats --k 50) |"
+echo "| mine clusters --by embedding --k 50 | $(once "$BIN" mine clusters --pool "$POOL" --by embedding --k 50) |"
+"$BIN" mine clusters --pool "$POOL" --show stats | head -3
+"$BIN" mine clusters --pool "$POOL" --show embedding | head -3
 "$BIN" mine evaluate --pool "$POOL" --holdout 500
+
+# An incremental release (a tenth of the items changed, removed or new) merged into the
+# pool, whose three clusterings assign its new and changed items; then the trends
+# between the two releases.
+CHANGES=$((ITEMS / 10))
+if [ ! -f "$WORK/.r2-done" ]; then
+  rm -rf "$WORK/r2"
+  python3 benches/gen_release.py "$WORK/r2" "$ITEMS" --from "$WORK/r1" --changes "$CHANGES" --vectors
+  touch "$WORK/.r2-done"
+fi
+if [ ! -f "$WORK/store/bench-2.manifest.json" ]; then
+  echo "publish 2: $(t "$BIN" publish "$WORK/r2" --dataset bench --version 2 --store "$WORK/store" --key "$KEY" --created 2 \
+       --parent "$WORK/store/bench-1.manifest.json") s"
+fi
+if [ ! -f "$WORK/.merge2-done" ]; then
+  echo "merge 2 ($CHANGES changes, 3 clusterings to assign): $(once "$BIN" merge "$WORK/store/bench-2.manifest.json" --pool "$POOL" --from "$WORK/store")"
+  touch "$WORK/.merge2-done"
+fi
+echo "mine trends: $(once "$BIN" mine trends --pool "$POOL")"
+hyperfine -N --warmup 1 --runs 5 -n "mine trends" "$BIN mine trends --pool $POOL --json" | grep -E "Time|Range"
 
 # DuckDB: the same co-occurrence counts and Jaccard, from the Parquet export (cold) and
 # from a table of (item, tag) rows already in memory (warm, the query alone).
