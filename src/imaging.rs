@@ -932,13 +932,23 @@ pub mod embedding {
         }
     }
 
-    /// base64 of little-endian float16: 2 bytes a dimension.
-    pub fn encode(v: &[f32]) -> String {
-        let bytes: Vec<u8> = v
-            .iter()
+    /// Little-endian float16: 2 bytes a dimension, as records and the pool keep vectors.
+    pub fn to_f16(v: &[f32]) -> Vec<u8> {
+        v.iter()
             .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-            .collect();
-        base64::engine::general_purpose::STANDARD.encode(bytes)
+            .collect()
+    }
+
+    /// The values of [`to_f16`]'s bytes (a trailing odd byte is ignored).
+    pub fn from_f16(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()
+    }
+
+    /// base64 of [`to_f16`]'s bytes.
+    pub fn encode(v: &[f32]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(to_f16(v))
     }
 
     /// A record's `embedding`, or why it is not one. At most [`MAX_DIMS`] values, all
@@ -953,10 +963,7 @@ pub mod embedding {
         if bytes.is_empty() || bytes.len() % 2 != 0 {
             return Err(format!("{} bytes is not a float16 vector", bytes.len()));
         }
-        let v: Vec<f32> = bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect();
+        let v = from_f16(&bytes);
         if v.iter().any(|x| !x.is_finite()) {
             return Err("holds a value that is not a finite number".into());
         }

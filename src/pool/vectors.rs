@@ -59,18 +59,8 @@ pub fn stats_vector(stats: &Value) -> Option<Vec<f32>> {
         .then(|| v.iter().map(|&x| x as f32).collect())
 }
 
-/// float16, little-endian: two bytes a dimension.
-pub fn to_blob(v: &[f32]) -> Vec<u8> {
-    v.iter()
-        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-        .collect()
-}
-
-pub fn from_blob(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(2)
-        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-        .collect()
-}
+/// A vector's `item_vectors.vector`: the records' float16 encoding, without base64.
+pub use crate::imaging::embedding::{from_f16 as from_blob, to_f16 as to_blob};
 
 pub fn sql_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;

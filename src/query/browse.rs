@@ -634,10 +634,12 @@ pub struct ItemView {
     pub duplicate_of: Option<Tile>,
     /// Items hidden as duplicates of this one (or of the one it duplicates).
     pub duplicates: Vec<Duplicate>,
-    /// Live items nearest by perceptual hash (bits apart) and by tags (1 - weighted
-    /// Jaccard), as `seedpool mine similar` finds them.
+    /// Live items nearest by perceptual hash (bits apart), by tags (1 - weighted
+    /// Jaccard) and by embedding (1 - cosine; none without one), as `seedpool mine
+    /// similar` finds them.
     pub look_alikes: Vec<Nearby>,
     pub similar_tags: Vec<Nearby>,
+    pub similar_embedding: Vec<Nearby>,
     pub files: Vec<Member>,
     /// The largest picture to show (the first of `SAMPLES` it has).
     pub sample: Option<Member>,
@@ -859,6 +861,7 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
     };
     let look_alikes = nearby(pool, dataset, key, crate::mine::similar::By::Phash)?;
     let similar_tags = nearby(pool, dataset, key, crate::mine::similar::By::Tags)?;
+    let similar_embedding = nearby(pool, dataset, key, crate::mine::similar::By::Embedding)?;
     let files = members_of(pool, id, &shard)?;
     let sample = SAMPLES
         .iter()
@@ -885,6 +888,7 @@ pub fn item(pool: &Pool, dataset: &str, key: &str) -> Result<ItemView, BrowseErr
         duplicates,
         look_alikes,
         similar_tags,
+        similar_embedding,
         files,
         sample,
         record,

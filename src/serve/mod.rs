@@ -1563,6 +1563,17 @@ mod tests {
                 };
                 let mut r = record("danbooru", i, &[("general", general)]);
                 r["phash"] = format!("{:016x}", hash(i)).into();
+                // Embeddings: item 4 points the way item 1 does, the rest elsewhere;
+                // item 6 has none.
+                let v: [f32; 3] = match i {
+                    1 => [1.0, 0.0, 0.0],
+                    4 => [0.96, 0.28, 0.0],
+                    _ => [0.0, 0.0, 1.0],
+                };
+                if i != 6 {
+                    r["embedding"] = crate::imaging::embedding::encode(&v).into();
+                    r["embedder"] = serde_json::json!({"space": "test-3"});
+                }
                 (format!("danbooru-{i}"), r)
             })
             .collect();
@@ -1579,6 +1590,13 @@ mod tests {
             serde_json::from_slice(&get(&s, "/api/item/ds/danbooru-1").body).unwrap();
         assert_eq!(item["look_alikes"][0]["tile"]["key"], "danbooru-2");
         assert_eq!(item["similar_tags"][0]["distance"], 0.0);
+        assert!(page.contains("Seen alike (by embedding)"), "{page}");
+        assert!(page.contains("96% alike"), "{page}");
+        assert_eq!(item["similar_embedding"][0]["tile"]["key"], "danbooru-4");
+        let unseen: serde_json::Value =
+            serde_json::from_slice(&get(&s, "/api/item/ds/danbooru-6").body).unwrap();
+        assert_eq!(unseen["similar_embedding"], serde_json::json!([]));
+        assert!(!get(&s, "/item/ds/danbooru-6").text().contains("by embedding"));
         let g: serde_json::Value =
             serde_json::from_slice(&get(&s, "/api/gallery?tags=miku").body).unwrap();
         assert_eq!(g["related"]["related"][0]["tag"], "twintails");

@@ -424,6 +424,7 @@ pub fn item(v: &ItemView) -> Markup {
         @for (title, list, unit) in [
             ("Look-alikes", &v.look_alikes, "bits apart"),
             ("Drawn alike (by tags)", &v.similar_tags, "apart"),
+            ("Seen alike (by embedding)", &v.similar_embedding, "apart"),
         ] {
             @if !list.is_empty() {
                 h2 { (title) }
