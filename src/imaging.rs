@@ -941,9 +941,18 @@ pub mod embedding {
 
     /// The values of [`to_f16`]'s bytes (a trailing odd byte is ignored).
     pub fn from_f16(b: &[u8]) -> Vec<f32> {
-        b.chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect()
+        let mut v = Vec::with_capacity(b.len() / 2);
+        extend_f16(&mut v, b);
+        v
+    }
+
+    /// Appends the values of [`to_f16`]'s bytes to `v`, for a scan that reuses one
+    /// buffer.
+    pub fn extend_f16(v: &mut Vec<f32>, b: &[u8]) {
+        v.extend(
+            b.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        );
     }
 
     /// base64 of [`to_f16`]'s bytes.

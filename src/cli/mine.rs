@@ -11,7 +11,7 @@ use crate::mine::aliases::{self, AliasesPlan};
 use crate::mine::clusters::{self, ClustersPlan};
 use crate::mine::implications::{self, ImplicationsPlan};
 use crate::mine::related::{self, Measure, RelatedPlan, DEFAULT_SAMPLE};
-use crate::mine::similar::{self, By, SimilarPlan, DEFAULT_RADIUS};
+use crate::mine::similar::{self, By, SimilarPlan, DEFAULT_PROBES, DEFAULT_RADIUS};
 use crate::mine::suggest::{self, EvaluatePlan, SuggestPlan};
 use crate::mine::trends::{self, TrendsPlan};
 use crate::mine::MineError;
@@ -246,6 +246,12 @@ pub struct SimilarArgs {
     /// By pHash: most bits apart (of 64). Duplicate detection at ingest uses 3.
     #[arg(long, default_value_t = DEFAULT_RADIUS, value_parser = clap::value_parser!(u32).range(0..=32))]
     radius: u32,
+    /// By stats or embedding: search only the items of this many clusters, those
+    /// nearest the item, of the largest clustering of its space (`mine clusters --by
+    /// stats|embedding`): an approximate index that merges keep. 0, or no clustering
+    /// of more clusters, compares every vector.
+    #[arg(long, default_value_t = DEFAULT_PROBES)]
+    probes: usize,
     /// Most items shown.
     #[arg(long, default_value_t = 20)]
     limit: usize,
@@ -429,6 +435,7 @@ fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
         by: args.by,
         limit: args.limit,
         radius: args.radius,
+        probes: args.probes,
     };
     let report = similar::similar(&pool, &plan).map_err(failure)?;
     emit(env, args.json, &report, |report, w| {
@@ -438,9 +445,15 @@ fn run_similar(args: SimilarArgs, env: &mut Env) -> CommandResult {
             By::Stats => "Euclidean, statistics",
             By::Embedding => "1 - cosine",
         };
+        let through = report.index.as_ref().map_or_else(String::new, |p| {
+            format!(
+                " (in {} of the {} clusters of clustering `{}`)",
+                p.probed, p.clusters, p.clustering
+            )
+        });
         writeln!(
             w,
-            "nearest to {} ({}) by {}: {} found, {} compared",
+            "nearest to {} ({}) by {}: {} found, {} compared{through}",
             report.key,
             report.dataset,
             clap::ValueEnum::to_possible_value(&report.by)

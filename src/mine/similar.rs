@@ -36,9 +36,15 @@ pub struct SimilarPlan {
     pub limit: usize,
     /// Most bits apart, by pHash.
     pub radius: u32,
+    /// By stats or embedding: clusters searched of the largest stored clustering of the
+    /// item's space (0: every vector, exactly).
+    pub probes: usize,
 }
 
 pub const DEFAULT_RADIUS: u32 = 12;
+/// Clusters searched by default: 8 of a clustering of 50 read about a sixth of a space,
+/// and find about 9 in 10 of the exact nearest (docs/performance.md, "Mining").
+pub const DEFAULT_PROBES: usize = 8;
 /// Most items read from the tag index for one search (the rarest tags' lists first).
 const TAG_POSTINGS: usize = 60_000;
 /// Candidates whose whole tag sets are compared.
@@ -63,7 +69,19 @@ pub struct SimilarReport {
     pub by: By,
     /// Items compared in full.
     pub compared: u64,
+    /// By stats or embedding, the clustering whose clusters were searched; none when
+    /// every vector was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<Probed>,
     pub similar: Vec<Similar>,
+}
+
+/// The clusters an approximate search read.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Probed {
+    pub clustering: String,
+    pub clusters: usize,
+    pub probed: usize,
 }
 
 /// The item a search starts from: (id, dataset id, dataset name, pHash text).
@@ -114,6 +132,7 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
     let _snapshot = super::Snapshot::begin(conn)?;
     let (id, ds, dataset, phash) = item(conn, &plan.key, plan.dataset.as_deref())?;
     let only = plan.only_dataset.then_some(ds);
+    let mut index = None;
     let (compared, found) = match plan.by {
         By::Phash => {
             let Some(hash) = phash
@@ -154,7 +173,7 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
             }
             search.nearest(&query, id, only, plan.limit)?
         }
-        By::Stats | By::Embedding => by_vector(pool, plan, id)?,
+        By::Stats | By::Embedding => by_vector(pool, plan, id, ds, &mut index)?,
     };
     let mut names = conn.prepare_cached(
         "SELECT i.key, d.name FROM items i JOIN datasets d ON d.id = i.dataset WHERE i.id = ?1",
@@ -174,12 +193,19 @@ pub fn similar(pool: &Pool, plan: &SimilarPlan) -> Result<SimilarReport, MineErr
         dataset,
         by: plan.by,
         compared,
+        index,
         similar,
     })
 }
 
 /// The nearest live items of the item's dataset in the space its vector is in.
-fn by_vector(pool: &Pool, plan: &SimilarPlan, id: i64) -> Result<(u64, Vec<Neighbour>), MineError> {
+fn by_vector(
+    pool: &Pool,
+    plan: &SimilarPlan,
+    id: i64,
+    ds: i64,
+    index: &mut Option<Probed>,
+) -> Result<(u64, Vec<Neighbour>), MineError> {
     use crate::pool::vectors::{self, Kind};
     let conn = pool.connection();
     let kind = if plan.by == By::Stats {
@@ -200,9 +226,18 @@ fn by_vector(pool: &Pool, plan: &SimilarPlan, id: i64) -> Result<(u64, Vec<Neigh
             ),
         }));
     };
+    let probe = probes(conn, ds, &space, &query, plan.probes)?;
+    let from = match &probe {
+        Some((clustering, clusters, _)) => super::scan::Candidates::Clusters {
+            clustering: *clustering,
+            clusters,
+        },
+        None => super::scan::Candidates::All,
+    };
     // Kept beyond the limit: some of the nearest may be duplicates now.
-    let (compared, near) =
-        super::scan::nearest(conn, &space, &query, id, plan.limit.saturating_mul(4) + 20)?;
+    let keep = plan.limit.saturating_mul(4) + 20;
+    let (compared, near) = super::scan::nearest(conn, &space, &from, &query, id, keep)?;
+    *index = probe.map(|(_, _, about)| about);
     let mut out = Vec::new();
     for n in near {
         if out.len() == plan.limit {
@@ -223,6 +258,57 @@ fn by_vector(pool: &Pool, plan: &SimilarPlan, id: i64) -> Result<(u64, Vec<Neigh
         }
     }
     Ok((compared, out))
+}
+
+/// The `wanted` clusters nearest `query` of the dataset's largest clustering of `space`
+/// (the clustering's id, the clusters, and what to report); none when `wanted` is 0 or
+/// no clustering has more clusters than that, so searching them would read every vector
+/// anyway.
+fn probes(
+    conn: &rusqlite::Connection,
+    ds: i64,
+    space: &crate::pool::vectors::Space,
+    query: &[f32],
+    wanted: usize,
+) -> Result<Option<(i64, Vec<u32>, Probed)>, MineError> {
+    use crate::pool::clusters::{centred, dot, models, Features};
+    if wanted == 0 {
+        return Ok(None);
+    }
+    let best = models(conn, ds)?
+        .into_iter()
+        .filter(|m| matches!(&m.features, Features::Vectors(v) if v.space == space.id))
+        .filter(|m| m.centroids.len() > wanted)
+        .max_by_key(|m| (m.centroids.len(), std::cmp::Reverse(m.id)));
+    let Some(model) = best else {
+        return Ok(None);
+    };
+    let Features::Vectors(v) = &model.features else {
+        return Ok(None);
+    };
+    let x = centred(query, &v.center);
+    if x.is_empty() {
+        return Ok(None);
+    }
+    let mut ranked: Vec<(f32, u32)> = model
+        .centroids
+        .iter()
+        .enumerate()
+        .map(|(c, centroid)| (dot(&x, centroid), c as u32))
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let clusters: Vec<u32> = ranked.into_iter().take(wanted).map(|(_, c)| c).collect();
+    let name: String = conn.query_row(
+        "SELECT name FROM clusterings WHERE id = ?1",
+        [model.id],
+        |r| r.get(0),
+    )?;
+    let about = Probed {
+        clustering: name,
+        clusters: model.centroids.len(),
+        probed: clusters.len(),
+    };
+    Ok(Some((model.id, clusters, about)))
 }
 
 /// An item found near another, with its distance (and, by tags, the tags they share).
@@ -477,6 +563,75 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_stored_clustering_is_the_index_that_searches_only_the_nearest_clusters() {
+        use crate::imaging::embedding::{encode, unit};
+        use crate::mine::clusters::{train, By as ClusterBy, ClustersPlan};
+        let f = Fixture::new();
+        // Three planted groups of 20, each around one axis.
+        let item = |group: usize, i: usize| {
+            let mut v = vec![0.0f32; 4];
+            v[group] = 1.0;
+            v[3] = (i as f32 - 10.0) * 0.02;
+            v[(group + 1) % 3] = i as f32 * 0.01;
+            unit(&mut v);
+            let n = group * 100 + i;
+            let mut r = record("danbooru", n as u64, &[("general", &["solo"])]);
+            r["embedding"] = encode(&v).into();
+            r["embedder"] = serde_json::json!({"space": "axes"});
+            (format!("g{group}-{i:02}"), r)
+        };
+        let mut items: Vec<_> = (0..3)
+            .flat_map(|g| (0..20).map(move |i| item(g, i)))
+            .collect();
+        f.release("1", None, &items);
+        let mut pool = Pool::open(&f.pool).unwrap();
+        let mut p = plan("g0-05", By::Embedding);
+        // No clustering yet: every other vector is compared.
+        let exact = similar(&pool, &p).unwrap();
+        assert_eq!((exact.compared, exact.index.clone()), (59, None));
+        let clusters = ClustersPlan {
+            dataset: None,
+            name: "axes".into(),
+            k: 3,
+            vocabulary: 100,
+            iterations: 10,
+            by: ClusterBy::Embedding,
+        };
+        train(&mut pool, &clusters).unwrap();
+        p.probes = 1;
+        let probed = similar(&pool, &p).unwrap();
+        assert_eq!(
+            probed.index,
+            Some(Probed {
+                clustering: "axes".into(),
+                clusters: 3,
+                probed: 1
+            })
+        );
+        assert_eq!(probed.compared, 19, "its own group alone");
+        assert_eq!(probed.similar, exact.similar);
+        // As many probes as clusters, or 0, is the exact scan.
+        for probes in [0, 3] {
+            p.probes = probes;
+            let r = similar(&pool, &p).unwrap();
+            assert_eq!((r.compared, r.index), (59, None), "{probes}");
+        }
+        drop(pool);
+
+        // A merge puts a new item in its cluster, where the index finds it.
+        let mut twin = item(0, 5);
+        twin.0 = "new".into();
+        twin.1["post_id"] = 999.into();
+        items.push(twin);
+        f.release("2", Some("1"), &items);
+        let pool = Pool::open(&f.pool).unwrap();
+        p.probes = 1;
+        p.limit = 1;
+        let r = similar(&pool, &p).unwrap();
+        assert_eq!((r.compared, r.similar[0].key.as_str()), (20, "new"), "{r:?}");
+    }
+
     fn plan(key: &str, by: By) -> SimilarPlan {
         SimilarPlan {
             key: key.into(),
@@ -485,6 +640,7 @@ mod tests {
             by,
             limit: 5,
             radius: DEFAULT_RADIUS,
+            probes: DEFAULT_PROBES,
         }
     }
 

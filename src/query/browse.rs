@@ -663,7 +663,7 @@ fn nearby(
     key: &str,
     by: crate::mine::similar::By,
 ) -> Result<Vec<Nearby>, BrowseError> {
-    use crate::mine::similar::{similar, SimilarPlan, DEFAULT_RADIUS};
+    use crate::mine::similar::{similar, SimilarPlan, DEFAULT_PROBES, DEFAULT_RADIUS};
     let plan = SimilarPlan {
         key: key.to_string(),
         dataset: Some(dataset.to_string()),
@@ -671,6 +671,7 @@ fn nearby(
         by,
         limit: NEARBY,
         radius: DEFAULT_RADIUS,
+        probes: DEFAULT_PROBES,
     };
     let report = match similar(pool, &plan) {
         Ok(r) => r,
