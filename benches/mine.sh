@@ -54,8 +54,8 @@ hyperfine -N --warmup 2 --runs 10 --export-markdown "$WORK/similar.md" \
   -n "mine similar --by phash" "$BIN mine similar $ITEM --pool $POOL --json" \
   -n "mine similar --by phash --radius 16" "$BIN mine similar $ITEM --pool $POOL --radius 16 --json" \
   -n "mine similar --by tags" "$BIN mine similar $ITEM --pool $POOL --by tags --json" \
-  -n "mine similar --by stats" "$BIN mine similar $ITEM --pool $POOL --by stats --json" \
-  -n "mine similar --by embedding" "$BIN mine similar $ITEM --pool $POOL --by embedding --json" >/dev/null
+  -n "mine similar --by stats" "$BIN mine similar $ITEM --pool $POOL --by stats --probes 0 --json" \
+  -n "mine similar --by embedding" "$BIN mine similar $ITEM --pool $POOL --by embedding --probes 0 --json" >/dev/null
 cat "$WORK/similar.md"
 
 # The batch analyses, once each: time and peak memory.
@@ -73,6 +73,34 @@ echo "| mine clusters --by embedding --k 50 | $(once "$BIN" mine clusters --pool
 "$BIN" mine clusters --pool "$POOL" --show stats | head -3
 "$BIN" mine clusters --pool "$POOL" --show embedding | head -3
 "$BIN" mine evaluate --pool "$POOL" --holdout 500
+
+# The clusterings just stored index their spaces: similar by stats and embedding again,
+# through 8 of the 50 clusters (the default) and with every vector (--probes 0), and
+# how many of the exact 20 nearest the index finds, over 50 items.
+hyperfine -N --warmup 2 --runs 10 --export-markdown "$WORK/similar-indexed.md" \
+  -n "mine similar --by stats (8 of 50 clusters)" "$BIN mine similar $ITEM --pool $POOL --by stats --json" \
+  -n "mine similar --by stats --probes 0" "$BIN mine similar $ITEM --pool $POOL --by stats --probes 0 --json" \
+  -n "mine similar --by embedding (8 of 50 clusters)" "$BIN mine similar $ITEM --pool $POOL --by embedding --json" \
+  -n "mine similar --by embedding --probes 0" "$BIN mine similar $ITEM --pool $POOL --by embedding --probes 0 --json" >/dev/null
+cat "$WORK/similar-indexed.md"
+"$BIN" query --pool "$POOL" --format csv --sql "SELECT key FROM items WHERE id % 19997 = 7 AND duplicate_of IS NULL AND removed_in IS NULL LIMIT 50" | tail -n +2 >"$WORK/recall-keys"
+python3 - "$BIN" "$POOL" "$WORK/recall-keys" <<'PY'
+import json, subprocess, sys
+bin, pool, keys = sys.argv[1], sys.argv[2], open(sys.argv[3]).read().split()
+def near(key, by, probes):
+    out = subprocess.run([bin, "mine", "similar", key, "--pool", pool, "--by", by, "--probes", str(probes), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    r = json.loads(out)
+    return {s["key"] for s in r["similar"]}, r["compared"]
+for by in ("stats", "embedding"):
+    for probes in (4, 8, 16):
+        found = total = compared = 0
+        for key in keys:
+            exact, _ = near(key, by, 0)
+            got, n = near(key, by, probes)
+            found += len(exact & got); total += len(exact); compared += n
+        print(f"| --by {by} --probes {probes} | {found / total:.3f} | {compared // len(keys):,} |")
+PY
 
 # An incremental release (a tenth of the items changed, removed or new) merged into the
 # pool, whose three clusterings assign its new and changed items; then the trends
