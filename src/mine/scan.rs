@@ -44,7 +44,10 @@ pub enum Candidates<'a> {
     All,
     /// The items of some clusters of a clustering over the space: an inverted-file
     /// index, approximate (a neighbour in a cluster not probed is missed).
-    Clusters { clustering: i64, clusters: &'a [u32] },
+    Clusters {
+        clustering: i64,
+        clusters: &'a [u32],
+    },
 }
 
 /// The `keep` nearest items to `query` in `space` among `from`, nearest first, leaving
@@ -74,16 +77,24 @@ pub fn nearest(
             clustering,
             clusters,
         } => {
-            let mut st = conn.prepare_cached(
-                "SELECT v.item, v.vector FROM cluster_items c
-                 JOIN item_vectors v ON v.space = ?1 AND v.item = c.item
-                 WHERE c.clustering = ?2 AND c.cluster = ?3 AND c.item != ?4",
+            // The clusters' items first (from the index by cluster), then their vectors
+            // in item order: lookups in the clusters' order would jump about the table.
+            let mut members = conn.prepare_cached(
+                "SELECT item FROM cluster_items WHERE clustering = ?1 AND cluster = ?2",
             )?;
+            let mut items: Vec<i64> = Vec::new();
             for &cluster in *clusters {
-                heap.consider(
-                    query,
-                    st.query(params![space.id, clustering, cluster, exclude])?,
-                )?;
+                let rows = members.query_map(params![clustering, cluster], |r| r.get(0))?;
+                for item in rows {
+                    items.push(item?);
+                }
+            }
+            items.sort_unstable();
+            let mut st = conn.prepare_cached(
+                "SELECT item, vector FROM item_vectors WHERE space = ?1 AND item = ?2",
+            )?;
+            for item in items.into_iter().filter(|&i| i != exclude) {
+                heap.consider(query, st.query(params![space.id, item])?)?;
             }
         }
     }

@@ -629,7 +629,11 @@ mod tests {
         p.probes = 1;
         p.limit = 1;
         let r = similar(&pool, &p).unwrap();
-        assert_eq!((r.compared, r.similar[0].key.as_str()), (20, "new"), "{r:?}");
+        assert_eq!(
+            (r.compared, r.similar[0].key.as_str()),
+            (20, "new"),
+            "{r:?}"
+        );
     }
 
     fn plan(key: &str, by: By) -> SimilarPlan {

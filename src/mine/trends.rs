@@ -97,18 +97,40 @@ fn release(
     }
 }
 
-/// Each tag id's live items at a release: the sum of its deltas up to that merge.
-fn counts_at(
+/// Each tag's live items at two releases (the sums of its deltas up to each merge),
+/// by canonical name and category: the same tag from two boorus is one trend. Tags are
+/// named in id order, which reads the tags table in its own order.
+fn counts_between(
     conn: &rusqlite::Connection,
     ds: i64,
-    release: i64,
-) -> Result<HashMap<i64, i64>, MineError> {
+    from: i64,
+    to: i64,
+    category: Option<&str>,
+) -> Result<HashMap<(String, String), (u64, u64)>, MineError> {
     let mut st = conn.prepare_cached(
-        "SELECT tag, sum(items) FROM tag_deltas WHERE release <= ?1 AND dataset = ?2
-         GROUP BY tag",
+        "SELECT t.canonical, t.category,
+                sum(CASE WHEN d.release <= ?1 THEN d.items ELSE 0 END),
+                sum(CASE WHEN d.release <= ?2 THEN d.items ELSE 0 END)
+         FROM tag_deltas d JOIN tags t ON t.id = d.tag
+         WHERE d.dataset = ?3 AND d.release <= max(?1, ?2)
+         GROUP BY d.tag ORDER BY d.tag",
     )?;
-    let rows = st.query_map(params![release, ds], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect::<Result<_, _>>().map_err(Into::into)
+    let mut rows = st.query(params![from, to, ds])?;
+    let mut by_name: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let (name, cat): (String, String) = (r.get(0)?, r.get(1)?);
+        if category.is_some_and(|c| c != cat) {
+            continue;
+        }
+        let (before, after): (i64, i64) = (r.get(2)?, r.get(3)?);
+        if before <= 0 && after <= 0 {
+            continue;
+        }
+        let e = by_name.entry((name, cat)).or_default();
+        e.0 += before.max(0) as u64;
+        e.1 += after.max(0) as u64;
+    }
+    Ok(by_name)
 }
 
 pub fn trends(pool: &Pool, plan: &TrendsPlan) -> Result<TrendsReport, MineError> {
@@ -185,26 +207,7 @@ pub fn trends(pool: &Pool, plan: &TrendsPlan) -> Result<TrendsReport, MineError>
         }
     }
     let (items_before, items_after) = (from.live.unwrap_or(0), to.live.unwrap_or(0));
-    let before = counts_at(conn, ds, from.id)?;
-    let after = counts_at(conn, ds, to.id)?;
-
-    // Tag ids to canonical names: the same tag from two boorus is one trend.
-    let mut names = conn.prepare_cached("SELECT canonical, category FROM tags WHERE id = ?1")?;
-    let mut by_name: HashMap<(String, String), (u64, u64)> = HashMap::new();
-    for (sums, side) in [(&before, 0), (&after, 1)] {
-        for (&tag, &n) in sums.iter().filter(|(_, n)| **n > 0) {
-            let (name, category): (String, String) =
-                names.query_row([tag], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            if plan.category.as_ref().is_some_and(|c| *c != category) {
-                continue;
-            }
-            let e = by_name.entry((name, category)).or_default();
-            match side {
-                0 => e.0 += n as u64,
-                _ => e.1 += n as u64,
-            }
-        }
-    }
+    let by_name = counts_between(conn, ds, from.id, to.id, plan.category.as_deref())?;
     let share = |n: u64, of: u64| match of {
         0 => 0.0,
         _ => 100.0 * n as f64 / of as f64,

@@ -431,12 +431,11 @@ CREATE TABLE vector_spaces(
     UNIQUE(dataset, kind, model)
 );
 CREATE TABLE item_vectors(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     space INTEGER NOT NULL REFERENCES vector_spaces(id),
     item INTEGER NOT NULL REFERENCES items(id),
     vector BLOB NOT NULL,
-    UNIQUE(space, item)
-);
+    PRIMARY KEY(space, item)
+) WITHOUT ROWID;
 INSERT INTO vector_spaces(dataset, kind, model, dims) SELECT id, 'stats', 'stats-1', 12 FROM datasets ORDER BY id;
 INSERT INTO item_vectors(space, item, vector)
     SELECT s.id, x.id, x.v FROM (

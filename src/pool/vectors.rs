@@ -4,8 +4,8 @@
 //! vector never changes when other items arrive), and one space per embedder (the
 //! record's `embedder.space`: vectors of different models or inputs are never
 //! compared). Merges write the vectors of the items they bring and drop those of the
-//! items they change or remove; `item_vectors.seq` only grows, so an approximate index
-//! knows which vectors it has not seen (`mine::ann`).
+//! items they change or remove. A space's vectors lie together, in item order (the
+//! table is keyed by (space, item)), so a scan of one reads that space alone.
 
 use rusqlite::{params, Connection};
 use serde_json::Value;

@@ -1596,7 +1596,9 @@ mod tests {
         let unseen: serde_json::Value =
             serde_json::from_slice(&get(&s, "/api/item/ds/danbooru-6").body).unwrap();
         assert_eq!(unseen["similar_embedding"], serde_json::json!([]));
-        assert!(!get(&s, "/item/ds/danbooru-6").text().contains("by embedding"));
+        assert!(!get(&s, "/item/ds/danbooru-6")
+            .text()
+            .contains("by embedding"));
         let g: serde_json::Value =
             serde_json::from_slice(&get(&s, "/api/gallery?tags=miku").body).unwrap();
         assert_eq!(g["related"]["related"][0]["tag"], "twintails");
