@@ -97,6 +97,9 @@ fn release(
     }
 }
 
+/// Live items at two releases by (canonical name, category).
+type ByName = HashMap<(String, String), (u64, u64)>;
+
 /// Each tag's live items at two releases (the sums of its deltas up to each merge),
 /// by canonical name and category: the same tag from two boorus is one trend. Tags are
 /// named in id order, which reads the tags table in its own order.
@@ -106,7 +109,7 @@ fn counts_between(
     from: i64,
     to: i64,
     category: Option<&str>,
-) -> Result<HashMap<(String, String), (u64, u64)>, MineError> {
+) -> Result<ByName, MineError> {
     let mut st = conn.prepare_cached(
         "SELECT t.canonical, t.category,
                 sum(CASE WHEN d.release <= ?1 THEN d.items ELSE 0 END),
@@ -116,7 +119,7 @@ fn counts_between(
          GROUP BY d.tag ORDER BY d.tag",
     )?;
     let mut rows = st.query(params![from, to, ds])?;
-    let mut by_name: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let mut by_name = ByName::new();
     while let Some(r) = rows.next()? {
         let (name, cat): (String, String) = (r.get(0)?, r.get(1)?);
         if category.is_some_and(|c| c != cat) {
