@@ -18,7 +18,6 @@ pub struct Fixture {
     published: std::cell::Cell<u64>,
 }
 
-/// A record of the kind ingest writes, for item `post` of `booru`.
 /// A record's `stats` for a picture of mean colour (r, g, b), the rest fixed.
 pub fn stats(r: f64, g: f64, b: f64) -> Value {
     serde_json::json!({
@@ -28,6 +27,7 @@ pub fn stats(r: f64, g: f64, b: f64) -> Value {
     })
 }
 
+/// A record of the kind ingest writes, for item `post` of `booru`.
 pub fn record(booru: &str, post: u64, tags: &[(&str, &[&str])]) -> Value {
     let mut by_category = serde_json::Map::new();
     for (category, names) in tags {
@@ -37,6 +37,21 @@ pub fn record(booru: &str, post: u64, tags: &[(&str, &[&str])]) -> Value {
 }
 
 impl Fixture {
+    /// Trains clustering `name` of the pool's one dataset by `by` into `k` clusters and
+    /// stores it, as `mine clusters` does.
+    pub fn cluster(&self, name: &str, by: crate::mine::clusters::By, k: usize) {
+        let mut pool = crate::pool::Pool::open(&self.pool).expect("the pool opens");
+        let plan = crate::mine::clusters::ClustersPlan {
+            dataset: None,
+            name: name.into(),
+            k,
+            vocabulary: 100,
+            iterations: 10,
+            by,
+        };
+        crate::mine::clusters::train(&mut pool, &plan).expect("the clustering trains");
+    }
+
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let key = dir.path().join("publisher.key");

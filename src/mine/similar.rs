@@ -566,7 +566,7 @@ mod tests {
     #[test]
     fn a_stored_clustering_is_the_index_that_searches_only_the_nearest_clusters() {
         use crate::imaging::embedding::{encode, unit};
-        use crate::mine::clusters::{train, By as ClusterBy, ClustersPlan};
+        use crate::mine::clusters::By as ClusterBy;
         let f = Fixture::new();
         // Three planted groups of 20, each around one axis.
         let item = |group: usize, i: usize| {
@@ -585,20 +585,12 @@ mod tests {
             .flat_map(|g| (0..20).map(move |i| item(g, i)))
             .collect();
         f.release("1", None, &items);
-        let mut pool = Pool::open(&f.pool).unwrap();
+        let pool = Pool::open(&f.pool).unwrap();
         let mut p = plan("g0-05", By::Embedding);
         // No clustering yet: every other vector is compared.
         let exact = similar(&pool, &p).unwrap();
         assert_eq!((exact.compared, exact.index.clone()), (59, None));
-        let clusters = ClustersPlan {
-            dataset: None,
-            name: "axes".into(),
-            k: 3,
-            vocabulary: 100,
-            iterations: 10,
-            by: ClusterBy::Embedding,
-        };
-        train(&mut pool, &clusters).unwrap();
+        f.cluster("axes", ClusterBy::Embedding, 3);
         p.probes = 1;
         let probed = similar(&pool, &p).unwrap();
         assert_eq!(

@@ -1608,17 +1608,7 @@ mod tests {
         let r = get(&s, "/clusters/ds/tags");
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains("no clustering `tags`"), "{}", r.text());
-        let mut pool = crate::pool::Pool::open(&f.pool).unwrap();
-        let plan = crate::mine::clusters::ClustersPlan {
-            dataset: None,
-            name: "tags".into(),
-            k: 2,
-            vocabulary: 100,
-            iterations: 10,
-            by: crate::mine::clusters::By::Tags,
-        };
-        crate::mine::clusters::train(&mut pool, &plan).unwrap();
-        drop(pool);
+        f.cluster("tags", crate::mine::clusters::By::Tags, 2);
         let page = get(&s, "/clusters/ds/tags").text();
         assert!(
             page.contains("Cluster 0") && page.contains("3 items"),
@@ -1679,17 +1669,7 @@ mod tests {
             r.text()
         );
         // A stored clustering is linked from the overview.
-        let mut pool = crate::pool::Pool::open(&f.pool).unwrap();
-        let plan = crate::mine::clusters::ClustersPlan {
-            dataset: None,
-            name: "looks".into(),
-            k: 2,
-            vocabulary: 100,
-            iterations: 10,
-            by: crate::mine::clusters::By::Tags,
-        };
-        crate::mine::clusters::train(&mut pool, &plan).unwrap();
-        drop(pool);
+        f.cluster("looks", crate::mine::clusters::By::Tags, 2);
         let overview = get(&s, "/").text();
         assert!(
             overview.contains("href=\"/clusters/ds/looks\""),
