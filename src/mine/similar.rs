@@ -271,16 +271,12 @@ fn probes(
     query: &[f32],
     wanted: usize,
 ) -> Result<Option<(i64, Vec<u32>, Probed)>, MineError> {
-    use crate::pool::clusters::{centred, dot, models, Features};
+    use crate::pool::clusters::{centred, dot, vector_model, Features};
     if wanted == 0 {
         return Ok(None);
     }
-    let best = models(conn, ds)?
-        .into_iter()
-        .filter(|m| matches!(&m.features, Features::Vectors(v) if v.space == space.id))
-        .filter(|m| m.centroids.len() > wanted)
-        .max_by_key(|m| (m.centroids.len(), std::cmp::Reverse(m.id)));
-    let Some(model) = best else {
+    // On every item page: read the one clustering searched, not every stored model.
+    let Some((model, name)) = vector_model(conn, ds, space.id, wanted)? else {
         return Ok(None);
     };
     let Features::Vectors(v) = &model.features else {
@@ -298,11 +294,6 @@ fn probes(
         .collect();
     ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let clusters: Vec<u32> = ranked.into_iter().take(wanted).map(|(_, c)| c).collect();
-    let name: String = conn.query_row(
-        "SELECT name FROM clusterings WHERE id = ?1",
-        [model.id],
-        |r| r.get(0),
-    )?;
     let about = Probed {
         clustering: name,
         clusters: model.centroids.len(),

@@ -134,6 +134,33 @@ pub fn models(conn: &Connection, dataset: i64) -> rusqlite::Result<Vec<Model>> {
     Ok(out)
 }
 
+/// The dataset's clustering of vector space `space` with the most clusters, above
+/// `more_than`, and its name; only that clustering's centroids are read.
+pub fn vector_model(
+    conn: &Connection,
+    dataset: i64,
+    space: i64,
+    more_than: usize,
+) -> rusqlite::Result<Option<(Model, String)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, name, features, vocabulary FROM clusterings
+         WHERE dataset = ?1 AND features != 'tags' AND k > ?2 ORDER BY k DESC, id",
+    )?;
+    let rows: Vec<(i64, String, String, String)> = st
+        .query_map(params![dataset, more_than as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, name, features, vocabulary) in rows {
+        let of_space =
+            serde_json::from_str::<VectorFeatures>(&vocabulary).is_ok_and(|v| v.space == space);
+        if of_space {
+            return Ok(Some((model(conn, id, &features, &vocabulary)?, name)));
+        }
+    }
+    Ok(None)
+}
+
 fn model(conn: &Connection, id: i64, features: &str, vocabulary: &str) -> rusqlite::Result<Model> {
     let bad = |e: serde_json::Error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
