@@ -83,31 +83,116 @@ fn tsv_field(v: &Value) -> String {
     s.replace(['\t', '\n', '\r'], " ")
 }
 
-pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, ExportError> {
-    let pool = Pool::open_read_only(&plan.pool).map_err(QueryError::from)?;
-    let tag_cols: Vec<String> = TAG_CATEGORIES
-        .iter()
-        .map(|c| {
-            format!(
-                "(SELECT group_concat(name, ' ') FROM (SELECT DISTINCT t.canonical AS name FROM item_tags it JOIN tags t ON t.id = it.tag
-                   WHERE it.item = l.id AND t.category = '{c}' ORDER BY t.name)) AS tags_{c}"
-            )
-        })
-        .collect();
+/// Each tag's category (its index in `TAG_CATEGORIES`) and canonical name, read once:
+/// an item's tags are then one lookup of its ids, where five correlated subqueries an
+/// item (one per category, each joining `tags`) took most of a million-item export.
+struct TagNames(std::collections::HashMap<i64, (usize, String), IdHash>);
+
+/// Tag ids are SQLite rowids, not chosen by anyone who could collide them on purpose:
+/// a multiplicative hash is enough, and an export looks up a dozen an item.
+#[derive(Default, Clone, Copy)]
+struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = n as u64;
+    }
+}
+
+impl TagNames {
+    fn load(pool: &Pool) -> Result<Self, QueryError> {
+        let mut map = std::collections::HashMap::with_hasher(IdHash);
+        let sql_err = |e: rusqlite::Error| QueryError::Sql(e.to_string());
+        let mut st = pool
+            .connection()
+            .prepare("SELECT id, category, canonical FROM tags")
+            .map_err(sql_err)?;
+        let mut rows = st.query([]).map_err(sql_err)?;
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let category: String = r.get(1).map_err(sql_err)?;
+            if let Some(c) = TAG_CATEGORIES.iter().position(|k| *k == category) {
+                map.insert(r.get(0).map_err(sql_err)?, (c, r.get(2).map_err(sql_err)?));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    /// `item`'s tags as one space-separated, sorted list of distinct canonical names per
+    /// category, `Null` where it has none.
+    fn of(&self, pool: &Pool, item: i64) -> rusqlite::Result<[Value; TAG_CATEGORIES.len()]> {
+        let mut st = pool
+            .connection()
+            .prepare_cached("SELECT tag FROM item_tags WHERE item = ?1")?;
+        let mut names: [Vec<&str>; TAG_CATEGORIES.len()] = Default::default();
+        let mut rows = st.query([item])?;
+        while let Some(r) = rows.next()? {
+            if let Some((c, name)) = self.0.get(&r.get::<_, i64>(0)?) {
+                names[*c].push(name);
+            }
+        }
+        Ok(names.map(|mut n| {
+            n.sort_unstable();
+            n.dedup();
+            if n.is_empty() {
+                Value::Null
+            } else {
+                Value::String(n.join(" "))
+            }
+        }))
+    }
+}
+
+/// Streams the exported rows: `COLUMNS`, then the tags by category, then the record.
+fn stream_rows(
+    pool: &Pool,
+    plan: &ExportPlan,
+    mut visit: impl FnMut(&mut [Value]) -> std::io::Result<()>,
+) -> Result<(), QueryError> {
+    let tags = TagNames::load(pool)?;
     let sql = format!(
-        "SELECT d.name AS dataset, l.key, l.booru, l.post_id, l.md5, l.rating, l.score, l.favs, l.posted, l.year,
+        "SELECT l.id, d.name AS dataset, l.key, l.booru, l.post_id, l.md5, l.rating, l.score, l.favs, l.posted, l.year,
                 l.width, l.height, l.bytes, l.volume, l.quality, l.faces, l.composition, l.shard,
-                ra.version AS added_in, rc.version AS changed_in, {}, l.record
+                ra.version AS added_in, rc.version AS changed_in, l.record
          FROM live l JOIN datasets d ON d.id = l.dataset
          JOIN releases ra ON ra.id = l.added_in LEFT JOIN releases rc ON rc.id = l.changed_in
          WHERE ({})
          ORDER BY d.name, l.key",
-        tag_cols.join(", "),
         plan.condition.as_deref().unwrap_or("1")
     );
+    let mut row: Vec<Value> = Vec::with_capacity(COLUMNS.len() + TAG_CATEGORIES.len() + 1);
+    stream_sql(pool, &sql, &[], |values| {
+        let id = values[0].as_i64().unwrap_or_default();
+        row.clear();
+        row.extend_from_slice(&values[1..=COLUMNS.len()]);
+        row.extend(tags.of(pool, id).map_err(std::io::Error::other)?);
+        row.push(values[COLUMNS.len() + 1].clone());
+        visit(&mut row)
+    })?;
+    Ok(())
+}
+
+pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, ExportError> {
+    let pool = Pool::open_read_only(&plan.pool).map_err(QueryError::from)?;
     progress.stage("exporting", 0, Unit::Items);
     if plan.format == ExportFormat::Parquet {
-        return parquet::export(&pool, &sql, plan, progress);
+        return parquet::export(&pool, plan, progress);
     }
     let tmp = plan.out.with_extension("part");
     let file = std::fs::File::create(&tmp).map_err(file_error("write", &tmp))?;
@@ -123,7 +208,7 @@ pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, E
         _ => {}
     }
     let mut items = 0u64;
-    let streamed = stream_sql(&pool, &sql, &[], |row| {
+    let streamed = stream_rows(&pool, plan, |row| {
         items += 1;
         progress.advance(1);
         match plan.format {
@@ -138,7 +223,7 @@ pub fn run(plan: &ExportPlan, progress: &dyn Progress) -> Result<ExportReport, E
             ExportFormat::Parquet => unreachable!("Parquet is written by `parquet::export`"),
             ExportFormat::Jsonl => {
                 let mut obj = Map::new();
-                for (name, v) in COLUMNS.iter().zip(row) {
+                for (name, v) in COLUMNS.iter().zip(row.iter()) {
                     obj.insert(name.to_string(), v.clone());
                 }
                 let mut tags = Map::new();
@@ -200,7 +285,7 @@ mod parquet {
     use parquet::schema::parser::parse_message_type;
     use serde_json::Value;
 
-    use super::{stream_sql, ExportError, ExportPlan, ExportReport, COLUMNS, TAG_CATEGORIES};
+    use super::{ExportError, ExportPlan, ExportReport, COLUMNS, TAG_CATEGORIES};
     use crate::files::file_error;
     use crate::pool::Pool;
     use crate::progress::Progress;
@@ -218,12 +303,12 @@ mod parquet {
     }
 
     impl Column {
-        fn push(&mut self, v: &Value) {
+        fn push(&mut self, v: Value) {
             match self {
                 Column::Text(values, defs) => {
                     let text = match v {
                         Value::Null => None,
-                        Value::String(s) => Some(s.clone()),
+                        Value::String(s) => Some(s),
                         other => Some(other.to_string()),
                     };
                     defs.push(i16::from(text.is_some()));
@@ -281,9 +366,34 @@ mod parquet {
             .collect()
     }
 
+    fn write_group(
+        writer: &mut SerializedFileWriter<std::fs::File>,
+        columns: &[Column],
+    ) -> parquet::errors::Result<()> {
+        let mut group = writer.next_row_group()?;
+        for column in columns {
+            let mut w = group
+                .next_column()?
+                .ok_or_else(|| parquet::errors::ParquetError::General("missing column".into()))?;
+            match column {
+                Column::Text(v, d) => {
+                    w.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
+                }
+                Column::Int(v, d) => {
+                    w.typed::<Int64Type>().write_batch(v, Some(d), None)?;
+                }
+                Column::Double(v, d) => {
+                    w.typed::<DoubleType>().write_batch(v, Some(d), None)?;
+                }
+            }
+            w.close()?;
+        }
+        group.close()?;
+        Ok(())
+    }
+
     pub fn export(
         pool: &Pool,
-        sql: &str,
         plan: &ExportPlan,
         progress: &dyn Progress,
     ) -> Result<ExportReport, ExportError> {
@@ -304,60 +414,50 @@ mod parquet {
         let mut columns = empty_columns();
         let mut rows_in_group = 0usize;
         let mut items = 0u64;
-        let mut failure: Option<parquet::errors::ParquetError> = None;
-        let flush = |writer: &mut SerializedFileWriter<std::fs::File>,
-                     columns: &mut Vec<Column>|
-         -> parquet::errors::Result<()> {
-            let mut group = writer.next_row_group()?;
-            for column in columns.iter() {
-                let mut w = group.next_column()?.ok_or_else(|| {
-                    parquet::errors::ParquetError::General("missing column".into())
-                })?;
-                match column {
-                    Column::Text(v, d) => {
-                        w.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
-                    }
-                    Column::Int(v, d) => {
-                        w.typed::<Int64Type>().write_batch(v, Some(d), None)?;
-                    }
-                    Column::Double(v, d) => {
-                        w.typed::<DoubleType>().write_batch(v, Some(d), None)?;
-                    }
-                }
-                w.close()?;
-            }
-            group.close()?;
-            *columns = empty_columns();
-            Ok(())
-        };
-        let streamed = stream_sql(pool, sql, &[], |row| {
-            for (column, value) in columns.iter_mut().zip(row) {
-                column.push(value);
-            }
-            rows_in_group += 1;
-            items += 1;
-            progress.advance(1);
-            if rows_in_group == ROW_GROUP {
-                rows_in_group = 0;
-                if let Err(e) = flush(&mut writer, &mut columns) {
-                    failure = Some(e);
-                    return Err(std::io::Error::other("parquet"));
-                }
-            }
-            Ok(())
-        });
-        let finished = match (streamed, failure) {
-            (_, Some(e)) => Err(err(e)),
-            (Err(e), None) => Err(ExportError::from(e)),
-            (Ok(_), None) => (|| {
-                if rows_in_group > 0 {
-                    flush(&mut writer, &mut columns).map_err(err)?;
+        // Row groups are encoded and compressed on a second thread while the next is
+        // read from the pool: the two take about as long as each other. One group waits
+        // in the channel at most, so memory stays at three groups whatever the pool's size.
+        let (groups, arriving) = std::sync::mpsc::sync_channel::<Vec<Column>>(1);
+        let finished = std::thread::scope(|scope| {
+            let tmp = &tmp;
+            let written = scope.spawn(move || -> Result<(), ExportError> {
+                for columns in arriving {
+                    write_group(&mut writer, &columns).map_err(err)?;
                 }
                 let file = writer.into_inner().map_err(err)?;
                 file.sync_all()
-                    .map_err(|e| ExportError::from(file_error("write", &tmp)(e)))
-            })(),
-        };
+                    .map_err(|e| ExportError::from(file_error("write", tmp)(e)))
+            });
+            let streamed = super::stream_rows(pool, plan, |row| {
+                for (column, value) in columns.iter_mut().zip(row) {
+                    column.push(std::mem::take(value));
+                }
+                rows_in_group += 1;
+                items += 1;
+                progress.advance(1);
+                if rows_in_group == ROW_GROUP {
+                    rows_in_group = 0;
+                    // A send fails only when the writer stopped on an error, which
+                    // `written` returns below.
+                    let full = std::mem::replace(&mut columns, empty_columns());
+                    groups
+                        .send(full)
+                        .map_err(|_| std::io::Error::other("the Parquet writer stopped"))?;
+                }
+                Ok(())
+            });
+            if streamed.is_ok() && rows_in_group > 0 {
+                let _ = groups.send(std::mem::take(&mut columns));
+            }
+            drop(groups);
+            let written = written.join().unwrap_or_else(|_| {
+                Err(err(parquet::errors::ParquetError::General(
+                    "the writer panicked".into(),
+                )))
+            });
+            // The writer's own error explains a stopped stream better than the stream's.
+            written.and(streamed.map_err(ExportError::from))
+        });
         super::commit(&tmp, plan, finished, items)
     }
 }
