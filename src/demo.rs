@@ -619,6 +619,7 @@ fn publish_version(
             piece_length: None,
             direct_io: true,
             feed_valid_for: crate::manifest::feed::DEFAULT_VALID_FOR,
+            timings: false,
         },
         progress,
     )?)

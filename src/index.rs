@@ -78,7 +78,7 @@ impl IndexLimit {
     }
 }
 
-const SCHEMA: &str = "
+const TABLES: &str = "
 CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE shards(
     id TEXT PRIMARY KEY,
@@ -95,7 +95,6 @@ CREATE TABLE items(
     hash TEXT NOT NULL,
     record TEXT
 ) WITHOUT ROWID;
-CREATE INDEX items_by_shard ON items(shard, key);
 CREATE TABLE members(
     key TEXT NOT NULL REFERENCES items(key),
     ext TEXT NOT NULL,
@@ -110,12 +109,19 @@ CREATE TABLE tags(
     tag TEXT NOT NULL,
     PRIMARY KEY(key, category, tag)
 ) WITHOUT ROWID;
-CREATE INDEX tags_by_tag ON tags(tag, category);
 CREATE TABLE tombstones(
     key TEXT PRIMARY KEY,
     shard TEXT NOT NULL,
     reason TEXT NOT NULL CHECK(reason IN ('removed', 'changed'))
 ) WITHOUT ROWID;
+";
+/// Built by `IndexWriter::finish` over the filled tables: kept up row by row, the tag
+/// index took a random page for each of a release's tags, and its spills through the
+/// page cache were most of a publish. `VACUUM INTO` writes tables then indexes, each in
+/// the order of the schema, so the file is the same bytes either way.
+const INDEXES: &str = "
+CREATE INDEX items_by_shard ON items(shard, key);
+CREATE INDEX tags_by_tag ON tags(tag, category);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -207,24 +213,53 @@ pub fn item_hash<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> S
     h.finalize().to_hex().to_string()
 }
 
+/// Where item rows land as they come, in the order shards are written (by volume, then
+/// key), until `IndexWriter::finish` sorts them into the index's key-ordered tables.
+/// Inserted straight into those, a million items across a hundred volumes landed in
+/// the middle of large B-trees, each insert on another page, and took most of a publish.
+const ARRIVED: &str = "
+CREATE TABLE arrived.items(key, shard, volume, hash, record);
+CREATE TABLE arrived.members(key, ext, offset, length, blake3);
+CREATE TABLE arrived.tags(key, category, tag);
+";
+
+/// Moves the arrived rows into the index, each table in its key order so SQLite appends.
+const SORT_ARRIVED: &str = "
+INSERT INTO main.items SELECT key, shard, volume, hash, record FROM arrived.items ORDER BY key;
+INSERT INTO main.members SELECT key, ext, offset, length, blake3 FROM arrived.members ORDER BY key, ext;
+INSERT INTO main.tags SELECT key, category, tag FROM arrived.tags ORDER BY key, category, tag;
+";
+
 pub struct IndexWriter {
     conn: Connection,
     path: PathBuf,
+    /// The `arrived` database, removed when the writer goes.
+    arrived: crate::files::TempFile,
 }
 
 impl IndexWriter {
     pub fn create(path: &Path) -> Result<Self, IndexError> {
         let sql = sql_error(path);
+        let arrived = crate::files::TempFile(path.with_extension("arrived"));
+        let _ = std::fs::remove_file(&arrived.0);
         let conn = Connection::open(path).map_err(sql)?;
+        conn.execute("ATTACH ?1 AS arrived", [arrived.0.to_string_lossy()])
+            .map_err(sql)?;
+        // The sorts at the end take this much memory before they spill to temporary
+        // files (2 MB, the default, merged a million items' rows in many passes), and
+        // sort on two threads: 12 million tag rows, sorted twice, 29 -> 23 s.
         conn.execute_batch(&format!(
             "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+             PRAGMA arrived.journal_mode = OFF; PRAGMA arrived.synchronous = OFF;
+             PRAGMA cache_size = -131072; PRAGMA threads = 2;
              PRAGMA user_version = {FORMAT_VERSION}; PRAGMA application_id = {APPLICATION_ID};
-             BEGIN; {SCHEMA}"
+             BEGIN; {TABLES} {ARRIVED}"
         ))
         .map_err(sql)?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            arrived,
         })
     }
 
@@ -259,7 +294,7 @@ impl IndexWriter {
     pub fn item(&self, item: &ItemRow) -> Result<(), IndexError> {
         let run = || -> rusqlite::Result<()> {
             self.conn
-                .prepare_cached("INSERT INTO items VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .prepare_cached("INSERT INTO arrived.items VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![
                     item.key,
                     item.shard,
@@ -269,7 +304,7 @@ impl IndexWriter {
                 ])?;
             let mut member = self
                 .conn
-                .prepare_cached("INSERT INTO members VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                .prepare_cached("INSERT INTO arrived.members VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for m in &item.members {
                 member.execute(params![
                     item.key,
@@ -281,7 +316,7 @@ impl IndexWriter {
             }
             let mut tag = self
                 .conn
-                .prepare_cached("INSERT INTO tags VALUES (?1, ?2, ?3)")?;
+                .prepare_cached("INSERT INTO arrived.tags VALUES (?1, ?2, ?3)")?;
             for (category, name) in &item.tags {
                 tag.execute(params![item.key, category, name])?;
             }
@@ -298,15 +333,17 @@ impl IndexWriter {
             .map_err(|e| self.sql(e))
     }
 
-    /// Commits, then rewrites the file table by table (`VACUUM INTO`): items, tags and
-    /// members were filled side by side, so their pages were interleaved over the whole
-    /// file, and a reader of one table would have to unpack every frame of it.
+    /// Sorts the arrived rows in, builds the indexes, commits, then rewrites the file
+    /// table by table (`VACUUM INTO`), so that a reader of one table unpacks only its
+    /// frames, and the bytes depend on the rows alone, not on the order they came in.
     pub fn finish(self) -> Result<(), IndexError> {
         let packed = self.path.with_extension("packed");
         let _ = std::fs::remove_file(&packed);
         let scratch = crate::files::TempFile(packed.clone());
         self.conn
-            .execute_batch("COMMIT")
+            .execute_batch(SORT_ARRIVED)
+            .and_then(|()| self.conn.execute_batch(INDEXES))
+            .and_then(|()| self.conn.execute_batch("COMMIT; DETACH arrived"))
             .and_then(|()| {
                 self.conn
                     .execute("VACUUM INTO ?1", [packed.to_string_lossy()])
@@ -314,6 +351,7 @@ impl IndexWriter {
             })
             .map_err(|e| self.sql(e))?;
         let path = self.path.clone();
+        let _arrived = self.arrived;
         self.conn.close().map_err(|(_, e)| IndexError::Sqlite {
             path: path.clone(),
             source: e,
@@ -538,7 +576,9 @@ fn check_schema(conn: &Connection) -> Result<(), String> {
     static EXPECTED: std::sync::OnceLock<SchemaRows> = std::sync::OnceLock::new();
     let expected = EXPECTED.get_or_init(|| {
         let c = Connection::open_in_memory().expect("an in-memory database opens");
-        c.execute_batch(SCHEMA).expect("the index schema is valid");
+        c.execute_batch(TABLES)
+            .and_then(|()| c.execute_batch(INDEXES))
+            .expect("the index schema is valid");
         schema_rows(&c).expect("the schema can be listed")
     });
     let found = schema_rows(conn).map_err(|e| e.to_string())?;

@@ -58,6 +58,8 @@ pub struct PublishPlan {
     pub direct_io: bool,
     /// Seconds the re-signed feed stays valid (`manifest::feed`).
     pub feed_valid_for: u64,
+    /// Print each phase's time on stderr (`SEEDPOOL_TIMINGS`).
+    pub timings: bool,
 }
 
 pub const DEFAULT_SHARD_ITEMS: usize = 1000;
@@ -176,15 +178,23 @@ enum Fate {
 /// Publishes a release into its store. See the module doc for what is written, in which
 /// order, and what a failure leaves behind. Each phase is a method of `ReleaseBuild`.
 pub fn run(plan: &PublishPlan, progress: &dyn Progress) -> Result<PublishReport, PublishError> {
+    let timings = index::Timings::new("publish", plan.timings);
     let build = ReleaseBuild::open(plan, progress)?;
+    timings.step("release folder scanned, parent loaded");
     let layout = build.layout()?;
+    timings.step("layout");
     let index_sqlite = build.staging.path().join("index.sqlite");
     let writer = IndexWriter::create(&index_sqlite)?;
     let written = build.write_new_shards(&layout, &writer)?;
+    timings.step("new shards written and indexed");
     let carried = build.carry_parent(&layout, &writer)?;
-    let index = build.finish_index(writer, &index_sqlite)?;
+    timings.step("parent's rows carried");
+    let index = build.finish_index(writer, &index_sqlite, &timings)?;
     let signed = build.sign(&layout, &written, carried, &index)?;
-    build.commit(&signed, &written, &index)
+    timings.step("torrent and manifest signed");
+    let report = build.commit(&signed, &written, &index);
+    timings.step("committed");
+    report
 }
 
 /// One publish: what every phase reads, from the plan to the staging folder.
@@ -344,13 +354,17 @@ impl<'a> ReleaseBuild<'a> {
     }
 
     /// Writes the new shards two at a time (each already uses every core, and two keep
-    /// small shards from waiting on each other), recording each in the index as it
-    /// lands, so the records captured for the index stay bounded.
+    /// small shards from waiting on each other) on one thread, while this one records
+    /// the shards already written in the index: the records are parsed beside the
+    /// writing, and at most `AHEAD` batches wait, so the records captured for the index
+    /// stay bounded.
     fn write_new_shards(
         &self,
         layout: &Layout,
         writer: &IndexWriter,
     ) -> Result<Vec<NewShard>, PublishError> {
+        const BATCH: usize = 2;
+        const AHEAD: usize = 2;
         let items = &self.items;
         let total: u64 = layout
             .new_shards
@@ -366,53 +380,68 @@ impl<'a> ReleaseBuild<'a> {
         // Not `self` in the threads: the parent's index connection stays on this one.
         let (staging, progress) = (self.staging.path(), self.progress);
         let (piece_length, direct_io) = (self.piece_length, self.plan.direct_io);
-        let mut out = Vec::new();
-        let batch = 2;
-        for (batch_no, chunk) in layout.new_shards.chunks(batch).enumerate() {
-            let results: Vec<Result<WrittenShard, ShardError>> = chunk
-                .par_iter()
-                .enumerate()
-                .map(|(j, shard_items)| {
-                    let sources: Vec<MemberSource> = shard_items
-                        .iter()
-                        .flat_map(|&i| {
-                            let item = &items[i];
-                            item.members.iter().map(move |m| MemberSource {
-                                name: format!("{}.{}", item.key, m.ext),
-                                path: m.path.clone(),
-                                size: m.size,
-                                capture: m.ext.as_str() == "json",
-                            })
-                        })
-                        .collect();
-                    let path = new_shard_path(staging, batch_no * batch + j);
-                    shard::write_shard(&sources, &path, piece_length, direct_io, &|n| {
-                        progress.advance(n)
+        let write = |batch_no: usize, j: usize, shard_items: &[usize]| {
+            let sources: Vec<MemberSource> = shard_items
+                .iter()
+                .flat_map(|&i| {
+                    let item = &items[i];
+                    item.members.iter().map(move |m| MemberSource {
+                        name: format!("{}.{}", item.key, m.ext),
+                        path: m.path.clone(),
+                        size: m.size,
+                        capture: m.ext.as_str() == "json",
                     })
                 })
                 .collect();
-            for (shard_items, result) in chunk.iter().zip(results) {
-                let mut written = result?;
-                let volume = items[shard_items[0]].volume.clone();
-                record_new_shard(
-                    writer,
-                    items,
-                    shard_items,
-                    &written,
-                    &volume,
-                    &self.plan.version,
-                )?;
-                for m in &mut written.members {
-                    m.captured = None;
+            let path = new_shard_path(staging, batch_no * BATCH + j);
+            let written = shard::write_shard(&sources, &path, piece_length, direct_io, &|n| {
+                progress.advance(n)
+            })?;
+            let records = parse_records(items, shard_items, &written)?;
+            Ok::<_, PublishError>((written, records))
+        };
+        let (batches, written) = std::sync::mpsc::sync_channel(AHEAD);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for (batch_no, chunk) in layout.new_shards.chunks(BATCH).enumerate() {
+                    let results: Vec<_> = chunk
+                        .par_iter()
+                        .enumerate()
+                        .map(|(j, shard_items)| write(batch_no, j, shard_items))
+                        .collect();
+                    // The receiver is gone only when recording failed; its error is
+                    // the one returned.
+                    if batches.send((chunk, results)).is_err() {
+                        return;
+                    }
                 }
-                out.push(NewShard {
-                    written,
-                    volume,
-                    items: shard_items.len() as u64,
-                });
+            });
+            let mut out = Vec::new();
+            for (chunk, results) in written {
+                for (shard_items, result) in chunk.iter().zip(results) {
+                    let (mut written, records) = result?;
+                    let volume = items[shard_items[0]].volume.clone();
+                    record_new_shard(
+                        writer,
+                        items,
+                        shard_items,
+                        &written,
+                        records,
+                        &volume,
+                        &self.plan.version,
+                    )?;
+                    for m in &mut written.members {
+                        m.captured = None;
+                    }
+                    out.push(NewShard {
+                        written,
+                        volume,
+                        items: shard_items.len() as u64,
+                    });
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Copies the reused shards' rows from the parent index (pieces from its torrent)
@@ -485,7 +514,12 @@ impl<'a> ReleaseBuild<'a> {
 
     /// Writes the index's metadata, closes it, reads the card's features from it and
     /// compresses it.
-    fn finish_index(&self, writer: IndexWriter, sqlite: &Path) -> Result<BuiltIndex, PublishError> {
+    fn finish_index(
+        &self,
+        writer: IndexWriter,
+        sqlite: &Path,
+        timings: &index::Timings,
+    ) -> Result<BuiltIndex, PublishError> {
         let plan = self.plan;
         writer.meta("dataset", plan.dataset.as_str())?;
         writer.meta("version", plan.version.as_str())?;
@@ -497,10 +531,13 @@ impl<'a> ReleaseBuild<'a> {
         )?;
         writer.meta("format_version", &index::FORMAT_VERSION.to_string())?;
         writer.finish()?;
+        timings.step("index committed and packed");
         let features = crate::card::features(sqlite)?;
+        timings.step("card's features read");
         self.progress.stage("compressing index", 0, Unit::Bytes);
         let zst = self.staging.path().join("index.sqlite.zst");
         let compressed = index::compress(sqlite, &zst, self.piece_length)?;
+        timings.step("index compressed");
         Ok(BuiltIndex {
             sqlite: sqlite.to_path_buf(),
             zst,
@@ -728,11 +765,44 @@ fn new_shard_path(staging: &Path, n: usize) -> PathBuf {
 }
 
 /// Writes a new shard's rows: the shard, then each item with members, record and tags.
+/// One item's record as the index stores it: its text and its tags.
+struct ParsedRecord {
+    text: String,
+    tags: Vec<(String, String)>,
+}
+
+/// The records captured while `written` was written, parsed, one entry per item of
+/// `shard_items` (`None` for an item without a record).
+fn parse_records(
+    items: &[Item],
+    shard_items: &[usize],
+    written: &WrittenShard,
+) -> Result<Vec<Option<ParsedRecord>>, PublishError> {
+    let mut members = written.members.iter();
+    let mut out = Vec::with_capacity(shard_items.len());
+    for &i in shard_items {
+        let mut record = None;
+        for m in &items[i].members {
+            let Some(w) = members.next() else { break };
+            if let Some(bytes) = &w.captured {
+                let value = release::parse_record(bytes, &m.path)?;
+                record = Some(ParsedRecord {
+                    text: String::from_utf8_lossy(bytes).into_owned(),
+                    tags: release::tags_of(&value),
+                });
+            }
+        }
+        out.push(record);
+    }
+    Ok(out)
+}
+
 fn record_new_shard(
     writer: &IndexWriter,
     items: &[Item],
     shard_items: &[usize],
     written: &WrittenShard,
+    records: Vec<Option<ParsedRecord>>,
     volume: &str,
     version: &Version,
 ) -> Result<(), PublishError> {
@@ -746,10 +816,9 @@ fn record_new_shard(
         first_release: version.to_string(),
     })?;
     let mut members = written.members.iter();
-    for &i in shard_items {
+    for (&i, record) in shard_items.iter().zip(records) {
         let item = &items[i];
         let mut rows = Vec::with_capacity(item.members.len());
-        let mut record = None;
         for m in &item.members {
             let w = members.next().ok_or_else(|| {
                 PublishError::Shard(ShardError::Malformed {
@@ -758,10 +827,6 @@ fn record_new_shard(
                     problem: "internal: fewer members written than planned".into(),
                 })
             })?;
-            if let Some(bytes) = &w.captured {
-                let value = release::parse_record(bytes, &m.path)?;
-                record = Some((String::from_utf8_lossy(bytes).into_owned(), value));
-            }
             rows.push(MemberRow {
                 ext: m.ext.to_string(),
                 offset: w.offset,
@@ -770,16 +835,14 @@ fn record_new_shard(
             });
         }
         let hash = index::item_hash(rows.iter().map(|r| (r.ext.as_str(), r.blake3.as_str())));
+        let (record, tags) = record.map_or((None, Vec::new()), |r| (Some(r.text), r.tags));
         writer.item(&ItemRow {
             key: item.key.to_string(),
             shard: id.clone(),
             volume: item.volume.clone(),
             hash,
-            tags: record
-                .as_ref()
-                .map(|(_, v)| release::tags_of(v))
-                .unwrap_or_default(),
-            record: record.map(|(text, _)| text),
+            tags,
+            record,
             members: rows,
         })?;
     }

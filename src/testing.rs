@@ -124,6 +124,7 @@ impl Fixture {
                 piece_length: None,
                 direct_io: false,
                 feed_valid_for: crate::manifest::feed::DEFAULT_VALID_FOR,
+                timings: false,
             },
             &crate::progress::Silent,
         )

@@ -171,6 +171,7 @@ fn plan(args: &PublishArgs, env: &Env) -> Result<PublishPlan, Failure> {
         piece_length: args.piece_length,
         direct_io: env.var("SEEDPOOL_NO_DIRECT_IO").is_none(),
         feed_valid_for: args.feed_valid_for.as_secs(),
+        timings: env.var("SEEDPOOL_TIMINGS").is_some(),
     })
 }
 
