@@ -344,14 +344,14 @@ impl IndexWriter {
             .execute_batch(SORT_ARRIVED)
             .and_then(|()| self.conn.execute_batch(INDEXES))
             .and_then(|()| self.conn.execute_batch("COMMIT; DETACH arrived"))
-            .and_then(|()| {
-                self.conn
-                    .execute("VACUUM INTO ?1", [packed.to_string_lossy()])
-                    .map(drop)
-            })
             .map_err(|e| self.sql(e))?;
+        // Gone before the packed copy is written: at a million items the arrived rows
+        // take a gigabyte of the disk the copy needs.
+        drop(self.arrived);
+        self.conn
+            .execute("VACUUM INTO ?1", [packed.to_string_lossy()])
+            .map_err(sql_error(&self.path))?;
         let path = self.path.clone();
-        let _arrived = self.arrived;
         self.conn.close().map_err(|(_, e)| IndexError::Sqlite {
             path: path.clone(),
             source: e,
