@@ -493,3 +493,77 @@ fn a_seeder_serving_a_damaged_shard_gets_an_error_that_says_so() {
     assert_eq!(pool_count(&pool, "SELECT count(*) FROM releases"), 0);
     assert_only_verified_shards(&pool);
 }
+
+/// Starts `seed` on `manifest`, returns its `seeding` event (or its error output when
+/// it refuses), and stops it as Ctrl-C would.
+fn seed_once(store: &Path, manifest: &Path) -> Result<serde_json::Value, String> {
+    let mut child = Command::new(BIN)
+        .args(["seed", s(manifest), "--store", s(store), "--json"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(OFFLINE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let seeding = wait_for_event(stdout, "seeding", Duration::from_secs(60));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    seeding.ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_restarted_seeder_trusts_the_pieces_it_verified_only_while_the_files_are_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let m1 = publish(dir.path(), &store, "1", 0..8, 5_000, None);
+    let resumed = |r: &Result<serde_json::Value, String>| {
+        r.as_ref().map(|v| v["resumed"].as_bool().unwrap()).unwrap()
+    };
+    // The first start hashes every piece and keeps what it found beside the store.
+    assert!(!resumed(&seed_once(&store, &m1)));
+    let state = store.join(".seedpool-seed");
+    let mut kept: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("session-"))
+        .collect();
+    kept.sort();
+    let hash = Manifest::load(&m1).unwrap().0.torrent.info_hash.to_hex();
+    assert_eq!(
+        kept,
+        [format!("{hash}.bitv"), format!("{hash}.files.json")],
+        "a bitfield and the files it covers"
+    );
+    assert!(resumed(&seed_once(&store, &m1)));
+
+    // A shard damaged in place, its size and modification time put back: the change
+    // time still tells, so every piece is hashed again and the damage is found.
+    let (manifest, _) = Manifest::load(&m1).unwrap();
+    let shard = store
+        .join("test-ds/shards")
+        .join(format!("{}.tar", manifest.shards[1].id));
+    let mtime = std::fs::metadata(&shard).unwrap().modified().unwrap();
+    flip_byte(&store, &manifest, 1, 700);
+    std::fs::File::options()
+        .write(true)
+        .open(&shard)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let refused = seed_once(&store, &m1).unwrap_err();
+    assert!(
+        refused.contains("pass the torrent's piece hashes") && refused.contains("shards/"),
+        "{refused}"
+    );
+
+    // Repaired, the store is checked in full once, then trusted again.
+    flip_byte(&store, &manifest, 1, 700);
+    assert!(!resumed(&seed_once(&store, &m1)));
+    assert!(resumed(&seed_once(&store, &m1)));
+}

@@ -555,9 +555,16 @@ impl Events for View<'_> {
                 info_hash,
                 files,
                 bytes,
+                resumed,
+                check_seconds,
             } => self.log(&format!(
-                "checked {dataset} {version}: {files} files, {} (info hash {info_hash})",
-                human_bytes(bytes)
+                "checked {dataset} {version}: {files} files, {} in {check_seconds:.1} s{} (info hash {info_hash})",
+                human_bytes(bytes),
+                if resumed {
+                    ", resumed from the pieces verified before"
+                } else {
+                    ""
+                }
             )),
             Event::SeedStats {
                 peers,

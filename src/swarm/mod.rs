@@ -8,6 +8,7 @@
 pub mod dht;
 pub mod fetch;
 pub mod follow;
+pub mod resume;
 pub mod seed;
 pub mod sync;
 pub mod webseed;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use librqbit::limits::LimitsConfig;
 use librqbit::{
     AddTorrent, AddTorrentOptions, DhtSessionConfig, ListenerMode, ListenerOptions, ManagedTorrent,
-    Session, SessionOptions, TorrentStats,
+    Session, SessionOptions, SessionPersistenceConfig, TorrentStats,
 };
 use serde::Serialize;
 
@@ -81,6 +82,11 @@ pub enum Event {
         info_hash: String,
         files: u64,
         bytes: u64,
+        /// Started from the pieces an earlier seeder verified (see `resume`) instead of
+        /// hashing every piece.
+        resumed: bool,
+        /// How long the torrent took to open and check.
+        check_seconds: f64,
     },
     /// Every release is checked and seeded; peers can connect.
     Ready {
@@ -185,11 +191,13 @@ fn limit(bps: Option<u64>) -> Option<NonZeroU32> {
     bps.and_then(|b| NonZeroU32::new(b.min(u64::from(u32::MAX)) as u32))
 }
 
-/// Starts a librqbit session: listening where asked, no persistence (seedpool keeps
-/// its own state in the pool), no local service discovery, no UPnP.
+/// Starts a librqbit session: listening where asked, no local service discovery, no
+/// UPnP, and no persistence (seedpool keeps its own state in the pool) but, for a
+/// seeder, the pieces it verified before (`resume`).
 pub(crate) async fn session(
     opts: &SwarmOptions,
     default_folder: &Path,
+    resume: Option<&resume::Resume>,
 ) -> Result<Arc<Session>, SwarmError> {
     let dht = opts.dht.then(|| DhtSessionConfig {
         persistence: None,
@@ -197,8 +205,10 @@ pub(crate) async fn session(
     });
     let options = SessionOptions {
         dht,
-        persistence: None,
-        fastresume: false,
+        persistence: resume.map(|r| SessionPersistenceConfig::Json {
+            folder: Some(r.scratch().to_path_buf()),
+        }),
+        fastresume: resume.is_some(),
         disable_trackers: !opts.trackers,
         disable_local_service_discovery: true,
         listen: Some(ListenerOptions {

@@ -232,8 +232,9 @@ async fn run_async(plan: &SeedPlan, events: &dyn Events) -> Result<u64, SeedErro
         }
         None => None,
     };
-    let session = super::session(&plan.swarm, &plan.store).await?;
-    let result = seed_all(&session, plan, events, releases, http).await;
+    let resume = super::resume::Resume::open(&plan.store)?;
+    let session = super::session(&plan.swarm, &plan.store, Some(&resume)).await?;
+    let result = seed_all(&session, plan, events, releases, http, &resume).await;
     session.cancellation_token().cancel();
     result
 }
@@ -244,11 +245,14 @@ async fn seed_all(
     events: &dyn Events,
     releases: Vec<(Manifest, Metainfo, Vec<u8>, Store, PathBuf)>,
     http: Option<(tokio::net::TcpListener, std::net::SocketAddr, Catalog)>,
+    resume: &super::resume::Resume,
 ) -> Result<u64, SeedError> {
     let mut seeded = Vec::new();
     let mut seeded_manifests = Vec::new();
     for (m, torrent, bytes, store, _) in releases {
         let dir = store.dataset_dir();
+        let started = Instant::now();
+        let resumed = resume.offer(&torrent, &dir);
         let handle = super::add(session, &torrent.name, &bytes, &dir, None, &[]).await?;
         handle
             .wait_until_initialized()
@@ -263,12 +267,15 @@ async fn seed_all(
             torrent,
         };
         check_complete(&s)?;
+        resume.save(&s.torrent, &s.dataset_dir)?;
         events.emit(Event::Seeding {
             dataset: m.dataset.to_string(),
             version: m.version.to_string(),
             info_hash: m.torrent.info_hash.to_hex(),
             files: s.torrent.data_files().count() as u64,
             bytes: s.torrent.data_files().map(|f| f.length).sum(),
+            resumed,
+            check_seconds: started.elapsed().as_secs_f64(),
         });
         seeded.push(s);
         seeded_manifests.push((m.dataset.clone(), store.dataset_dir()));

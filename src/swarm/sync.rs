@@ -753,7 +753,7 @@ impl Ctx<'_> {
         if let Some(s) = &self.session {
             return Ok(Arc::clone(s));
         }
-        let s = super::session(&self.plan.swarm, &self.staging).await?;
+        let s = super::session(&self.plan.swarm, &self.staging, None).await?;
         if let Some(addr) = s.listen_addr() {
             self.events.emit(Event::Listening {
                 addr: addr.to_string(),
