@@ -288,7 +288,10 @@ impl<'a> ReleaseBuild<'a> {
             }
             (Some(p), _) => p.torrent.piece_length,
             (None, Some(pl)) => pl,
-            (None, None) => torrent::pick_piece_length(items.iter().map(Item::bytes).sum()),
+            (None, None) => torrent::pick_piece_length(
+                items.iter().map(Item::bytes).sum(),
+                items.len().div_ceil(plan.shard_items.max(1)) as u64,
+            ),
         };
         Ok(Self {
             plan,

@@ -464,13 +464,27 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// Piece length for a first release of `total` bytes: the smallest power of two that
-/// keeps the torrent near 2048 pieces, between 256 KiB and 16 MiB. Later releases keep
-/// their parent's, so that shared shards keep identical pieces.
-pub fn pick_piece_length(total: u64) -> u64 {
+/// Piece length for a first release of `total` bytes in about `shards` shards: the
+/// smallest power of two that keeps the torrent near 2048 pieces, but no more than a
+/// sixteenth of the mean shard while that keeps it under 2^18 pieces (5 MiB of hashes),
+/// between 256 KiB and 16 MiB. Each shard starts a piece, so its last piece is padded
+/// with zeros that librqbit downloads too, and a restarted seeder hashes a shard's
+/// first and last pieces (see `swarm::resume`): with shards of a few pieces only, both
+/// are a large part of the store. Later releases keep their parent's piece length, so
+/// that shared shards keep identical pieces.
+pub fn pick_piece_length(total: u64, shards: u64) -> u64 {
     const MIN: u64 = 256 << 10;
     const MAX: u64 = 16 << 20;
-    total.div_ceil(2048).next_power_of_two().clamp(MIN, MAX)
+    const MOST_PIECES: u64 = 1 << 18;
+    let near_2048 = total.div_ceil(2048).next_power_of_two();
+    let sixteenth = total / shards.max(1) / 16;
+    let per_shard = if sixteenth == 0 {
+        0
+    } else {
+        1 << sixteenth.ilog2()
+    };
+    let fewest = total.div_ceil(MOST_PIECES).next_power_of_two();
+    near_2048.min(per_shard).max(fewest).clamp(MIN, MAX)
 }
 
 #[cfg(test)]
@@ -559,10 +573,14 @@ mod tests {
     }
 
     #[test]
-    fn piece_length_grows_with_size() {
-        assert_eq!(pick_piece_length(1000), 256 << 10);
-        assert_eq!(pick_piece_length(2 << 30), 1 << 20);
-        assert_eq!(pick_piece_length(20 << 40), 16 << 20);
+    fn piece_length_grows_with_size_and_stays_a_small_part_of_a_shard() {
+        assert_eq!(pick_piece_length(1000, 1), 256 << 10);
+        assert_eq!(pick_piece_length(2 << 30, 2), 1 << 20);
+        assert_eq!(pick_piece_length(20 << 40, 20_000), 16 << 20);
+        // A terabyte in 10,000 shards of 100 MB: 4 MiB pieces (238,419 of them), not 16.
+        assert_eq!(pick_piece_length(1_000_000_000_000, 10_000), 4 << 20);
+        // Many tiny shards: the floor, as before.
+        assert_eq!(pick_piece_length(500 << 20, 1000), 256 << 10);
     }
 
     #[test]
