@@ -44,15 +44,22 @@ pub fn sql_functions(conn: &Connection) -> rusqlite::Result<()> {
     })
 }
 
-/// Rows of `phash_parts` for the items `items_sql` selects (a query of item ids).
+/// Rows of `phash_parts` for the items `items_sql` selects (a query of item ids). Each
+/// item's hash is parsed once (the materialized `h`), its parts cut with integer
+/// arithmetic (`>>` keeps the sign, the mask drops it).
 fn rows_of(items_sql: &str) -> String {
     format!(
-        "SELECT p.n AS part, seedpool_phash_part(i.phash, p.n) AS value, i.id AS item,
-                seedpool_phash(i.phash) AS phash
-         FROM items i, (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) p
-         WHERE i.id IN ({items_sql}) AND seedpool_phash(i.phash) IS NOT NULL"
+        "WITH h AS MATERIALIZED (
+             SELECT id, seedpool_phash(phash) AS hash FROM items
+             WHERE id IN ({items_sql}) AND phash IS NOT NULL)
+         SELECT p.n AS part, (h.hash >> (p.n * {BITS})) & {MASK} AS value, h.id AS item,
+                h.hash AS phash
+         FROM h, (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) p
+         WHERE h.hash IS NOT NULL"
     )
 }
+
+const MASK: u64 = (1 << BITS) - 1;
 
 /// Takes the rows of the items `items_sql` selects out, by their current hashes.
 pub fn unindex(conn: &Connection, items_sql: &str) -> rusqlite::Result<()> {
