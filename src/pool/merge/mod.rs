@@ -531,13 +531,15 @@ fn merge_index(
     // pool put every page the merge read into its resident memory (2.25 GB at a
     // million items, first merge and incremental alike), and a gigabyte of cache made
     // neither faster (first merge 47 -> 48 s, incremental 15.8 -> 15.0 s, 0.97 GB).
-    // The index is read through its frames, with a small cache for the B-tree's inner
-    // pages. SQLite's sorter (the ORDER BY of each bulk insert, each index built)
-    // sorts on a second thread as it fills.
+    // Temporary tables (`incoming`: a row per item of the release) and the sorter's
+    // runs go to temporary files past their 256 MiB cache instead of growing in memory
+    // (1.28 -> 0.95 GB, same time). The index is read through its frames, with a small
+    // cache for the B-tree's inner pages. SQLite's sorter (the ORDER BY of each bulk
+    // insert, each index built) sorts on a second thread as it fills.
     conn.execute_batch(
         "PRAGMA main.cache_size = -262144; PRAGMA main.mmap_size = 0;
          PRAGMA idx.cache_size = -32768; PRAGMA idx.mmap_size = 8589934592;
-         PRAGMA temp.cache_size = -262144; PRAGMA temp_store = MEMORY; PRAGMA threads = 2;",
+         PRAGMA temp.cache_size = -262144; PRAGMA temp_store = FILE; PRAGMA threads = 2;",
     )?;
     let result = (|| -> Result<Counts, MergeError> {
         let step = |what: &str| timings.step(what);
