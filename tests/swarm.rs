@@ -566,4 +566,11 @@ fn a_restarted_seeder_trusts_the_pieces_it_verified_only_while_the_files_are_unc
     flip_byte(&store, &manifest, 1, 700);
     assert!(!resumed(&seed_once(&store, &m1)));
     assert!(resumed(&seed_once(&store, &m1)));
+
+    // Where nothing can be kept (here a file is in the folder's way), seeding goes on
+    // with full checks.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::write(&state, "in the way").unwrap();
+    assert!(!resumed(&seed_once(&store, &m1)));
+    assert!(!resumed(&seed_once(&store, &m1)));
 }

@@ -232,9 +232,19 @@ async fn run_async(plan: &SeedPlan, events: &dyn Events) -> Result<u64, SeedErro
         }
         None => None,
     };
-    let resume = super::resume::Resume::open(&plan.store)?;
-    let session = super::session(&plan.swarm, &plan.store, Some(&resume)).await?;
-    let result = seed_all(&session, plan, events, releases, http, &resume).await;
+    // A store the seeder may not write to (a read-only mirror) is seeded all the same,
+    // checked in full at every start.
+    let resume = match super::resume::Resume::open(&plan.store) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            events.emit(Event::Note {
+                message: format!("{e}: every start will hash every piece"),
+            });
+            None
+        }
+    };
+    let session = super::session(&plan.swarm, &plan.store, resume.as_ref()).await?;
+    let result = seed_all(&session, plan, events, releases, http, resume.as_ref()).await;
     session.cancellation_token().cancel();
     result
 }
@@ -245,14 +255,14 @@ async fn seed_all(
     events: &dyn Events,
     releases: Vec<(Manifest, Metainfo, Vec<u8>, Store, PathBuf)>,
     http: Option<(tokio::net::TcpListener, std::net::SocketAddr, Catalog)>,
-    resume: &super::resume::Resume,
+    resume: Option<&super::resume::Resume>,
 ) -> Result<u64, SeedError> {
     let mut seeded = Vec::new();
     let mut seeded_manifests = Vec::new();
     for (m, torrent, bytes, store, _) in releases {
         let dir = store.dataset_dir();
         let started = Instant::now();
-        let resumed = resume.offer(&torrent, &dir);
+        let resumed = resume.is_some_and(|r| r.offer(&torrent, &dir));
         let handle = super::add(session, &torrent.name, &bytes, &dir, None, &[]).await?;
         handle
             .wait_until_initialized()
@@ -267,7 +277,11 @@ async fn seed_all(
             torrent,
         };
         check_complete(&s)?;
-        resume.save(&s.torrent, &s.dataset_dir)?;
+        if let Some(Err(e)) = resume.map(|r| r.save(&s.torrent, &s.dataset_dir)) {
+            events.emit(Event::Note {
+                message: format!("{e}: the next start will hash every piece"),
+            });
+        }
         events.emit(Event::Seeding {
             dataset: m.dataset.to_string(),
             version: m.version.to_string(),
