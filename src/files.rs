@@ -41,6 +41,35 @@ impl Drop for TempFile {
     }
 }
 
+/// A fresh, empty folder `base/<name>-<pid>` for this process, after removing every
+/// folder under `base` whose name ends in the pid of a process that is gone (what a
+/// killed process left).
+pub fn process_folder(base: &Path, name: &str) -> Result<PathBuf, FileError> {
+    let me = std::process::id();
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for entry in entries.flatten() {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            let pid = entry_name
+                .rsplit('-')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| p != me && !process_alive(p)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let path = base.join(format!("{name}-{me}"));
+    if path.exists() {
+        std::fs::remove_dir_all(&path).map_err(file_error("clear", &path))?;
+    }
+    std::fs::create_dir_all(&path).map_err(file_error("create", &path))?;
+    Ok(path)
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Writes `bytes` to `path` through a synced temporary file renamed into place.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let tmp = TempFile(path.with_extension("incoming"));

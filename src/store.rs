@@ -8,6 +8,7 @@
 //! STORE/<dataset>/README.md                  the dataset card (`card`), outside the torrent
 //! STORE/<dataset>/hidden/<version>.json      keys in a release's shards it does not hold
 //! STORE/.seedpool-staging/<version>-<pid>/ work in progress, never read by others
+//! STORE/.seedpool-seed/                    what seeders verified (`swarm::resume`)
 //! ```
 //!
 //! `<dataset>/` is the torrent's root folder, so a BitTorrent client given STORE as its
@@ -89,21 +90,7 @@ impl Store {
 
     /// A fresh staging folder for one publish, after removing those of dead processes.
     pub fn staging(&self, version: &Version) -> Result<Staging, StoreError> {
-        let base = self.root.join(STAGING);
-        if let Ok(entries) = std::fs::read_dir(&base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| p != std::process::id() && !process_alive(p)) {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let path = base.join(format!("{version}-{}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path).map_err(io("clear staging folder", &path))?;
-        }
-        std::fs::create_dir_all(&path).map_err(io("create staging folder", &path))?;
+        let path = crate::files::process_folder(&self.root.join(STAGING), version.as_str())?;
         Ok(Staging { path })
     }
 
@@ -243,10 +230,6 @@ impl Drop for Staging {
             let _ = std::fs::remove_dir(base);
         }
     }
-}
-
-pub(crate) fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// How the file at `path` differs from what a manifest says of it, size first, then

@@ -28,7 +28,7 @@ use crate::torrent::Metainfo;
 
 /// The state folder's name in a store (or pool).
 pub const FOLDER: &str = ".seedpool-seed";
-const SCRATCH: &str = "session-";
+const SCRATCH: &str = "session";
 
 /// One file as it was when its torrent was last seen complete.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,22 +73,7 @@ impl Resume {
     /// seeders that are gone.
     pub fn open(store_root: &Path) -> Result<Self, FileError> {
         let dir = store_root.join(FOLDER);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_prefix(SCRATCH)
-                    .and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| p != std::process::id() && !crate::store::process_alive(p)) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let scratch = dir.join(format!("{SCRATCH}{}", std::process::id()));
-        if scratch.exists() {
-            std::fs::remove_dir_all(&scratch).map_err(file_error("clear", &scratch))?;
-        }
-        std::fs::create_dir_all(&scratch).map_err(file_error("create", &scratch))?;
+        let scratch = crate::files::process_folder(&dir, SCRATCH)?;
         Ok(Self { dir, scratch })
     }
 

@@ -477,12 +477,9 @@ pub fn pick_piece_length(total: u64, shards: u64) -> u64 {
     const MAX: u64 = 16 << 20;
     const MOST_PIECES: u64 = 1 << 18;
     let near_2048 = total.div_ceil(2048).next_power_of_two();
-    let sixteenth = total / shards.max(1) / 16;
-    let per_shard = if sixteenth == 0 {
-        0
-    } else {
-        1 << sixteenth.ilog2()
-    };
+    let per_shard = (total / shards.max(1) / 16)
+        .checked_ilog2()
+        .map_or(0, |log| 1 << log);
     let fewest = total.div_ceil(MOST_PIECES).next_power_of_two();
     near_2048.min(per_shard).max(fewest).clamp(MIN, MAX)
 }

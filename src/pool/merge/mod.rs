@@ -515,6 +515,9 @@ struct Counts {
     embeddings_refused: u64,
 }
 
+/// The merge's page cache for the pool, in SQLite's units (negative: KiB): 256 MiB.
+const POOL_CACHE: i64 = -262_144;
+
 /// The transaction: everything the pool learns from the release, or nothing. Each
 /// phase is a method of `MergeTx`, in the order they run.
 fn merge_index(
@@ -536,11 +539,11 @@ fn merge_index(
     // (1.28 -> 0.95 GB, same time). The index is read through its frames, with a small
     // cache for the B-tree's inner pages. SQLite's sorter (the ORDER BY of each bulk
     // insert, each index built) sorts on a second thread as it fills.
-    conn.execute_batch(
-        "PRAGMA main.cache_size = -262144; PRAGMA main.mmap_size = 0;
+    conn.execute_batch(&format!(
+        "PRAGMA main.cache_size = {POOL_CACHE}; PRAGMA main.mmap_size = 0;
          PRAGMA idx.cache_size = -32768; PRAGMA idx.mmap_size = 8589934592;
          PRAGMA temp.cache_size = -262144; PRAGMA temp_store = FILE; PRAGMA threads = 2;",
-    )?;
+    ))?;
     let result = (|| -> Result<Counts, MergeError> {
         let step = |what: &str| timings.step(what);
         let mut t = MergeTx::begin(conn, m, manifest_hash, index, plan)?;
@@ -592,7 +595,7 @@ fn merge_index(
                 t.tx.execute_batch(create)?;
                 step(name);
             }
-            t.tx.execute_batch("PRAGMA main.cache_size = -262144")?;
+            t.tx.execute_batch(&format!("PRAGMA main.cache_size = {POOL_CACHE}"))?;
             step("indexes rebuilt");
         }
         step("members and tags");
