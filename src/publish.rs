@@ -533,7 +533,7 @@ impl<'a> ReleaseBuild<'a> {
                 .map_or("", |p| p.manifest.version.as_str()),
         )?;
         writer.meta("format_version", &index::FORMAT_VERSION.to_string())?;
-        writer.finish()?;
+        writer.finish(timings)?;
         timings.step("index committed and packed");
         let features = crate::card::features(sqlite)?;
         timings.step("card's features read");
