@@ -5,7 +5,6 @@
 //! to the store: names, duplicates, symlinks and special files, readability, and each
 //! item's JSON record, so a bad release folder fails fast and leaves the store untouched.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -105,8 +104,13 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     "special file"
 }
 
-/// Lists the item files under `dir`, in a stable order, with every check but the records.
-fn walk(dir: &Path, top: bool, out: &mut Vec<(String, PathBuf, u64)>) -> Result<(), ReleaseError> {
+/// A file found under the release folder: its name, path and size.
+type Found = (String, PathBuf, u64);
+
+/// Lists the item files under `dir`, in a stable order (names sorted, folders where they
+/// sort), with every check but the records. Entries are looked at on every core: a
+/// million files are a million `stat` calls.
+fn walk(dir: &Path, top: bool) -> Result<Vec<Found>, ReleaseError> {
     let list_err = |source| ReleaseError::List {
         path: dir.to_path_buf(),
         source,
@@ -116,67 +120,80 @@ fn walk(dir: &Path, top: bool, out: &mut Vec<(String, PathBuf, u64)>) -> Result<
         .collect::<Result<_, _>>()
         .map_err(list_err)?;
     entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let file_name = entry.file_name();
-        if top && RESERVED_NAMES.iter().any(|r| file_name == *r) {
-            continue;
-        }
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| ReleaseError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
-        let ft = meta.file_type();
-        if ft.is_symlink() {
-            return Err(ReleaseError::Symlink(path));
-        }
-        if ft.is_dir() {
-            walk(&path, false, out)?;
-            continue;
-        }
-        if !ft.is_file() {
-            return Err(ReleaseError::NotRegular {
-                path,
-                kind: kind_of(&ft),
-            });
-        }
-        let name = file_name
-            .to_str()
-            .ok_or_else(|| ReleaseError::NotUtf8(path.clone()))?
-            .to_string();
-        out.push((name, path, meta.len()));
-    }
-    Ok(())
+    let parts: Vec<Vec<Found>> = entries
+        .par_iter()
+        .map(|entry| {
+            let path = entry.path();
+            let file_name = entry.file_name();
+            if top && RESERVED_NAMES.iter().any(|r| file_name == *r) {
+                return Ok(Vec::new());
+            }
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|source| ReleaseError::Unreadable {
+                    path: path.clone(),
+                    source,
+                })?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                return Err(ReleaseError::Symlink(path));
+            }
+            if ft.is_dir() {
+                return walk(&path, false);
+            }
+            if !ft.is_file() {
+                return Err(ReleaseError::NotRegular {
+                    path,
+                    kind: kind_of(&ft),
+                });
+            }
+            let name = file_name
+                .to_str()
+                .ok_or_else(|| ReleaseError::NotUtf8(path.clone()))?
+                .to_string();
+            Ok(vec![(name, path, meta.len())])
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(parts.concat())
 }
 
 /// Scans a release folder into items sorted by key, reading each item's JSON record.
 pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
-    let mut files = Vec::new();
-    walk(dir, true, &mut files)?;
-    let mut items: BTreeMap<ItemKey, BTreeMap<Extension, Member>> = BTreeMap::new();
-    for (name, path, size) in files {
-        let (key, ext) = split_member_name(&name).map_err(|source| ReleaseError::BadName {
-            path: path.clone(),
-            source,
-        })?;
-        let members = items.entry(key.clone()).or_default();
-        if let Some(first) = members.get(&ext) {
-            return Err(ReleaseError::Duplicate {
-                key: key.to_string(),
-                ext: ext.to_string(),
-                first: first.path.clone(),
-                second: path,
-            });
-        }
-        members.insert(ext.clone(), Member { ext, path, size });
-    }
-    if items.is_empty() {
+    let files = walk(dir, true)?;
+    if files.is_empty() {
         return Err(ReleaseError::Empty(dir.to_path_buf()));
     }
-    let items: Vec<(ItemKey, Vec<Member>)> = items
-        .into_iter()
-        .map(|(k, m)| (k, m.into_values().collect()))
-        .collect();
+    let mut named: Vec<(ItemKey, Member)> = files
+        .into_par_iter()
+        .map(|(name, path, size)| {
+            let (key, ext) = split_member_name(&name).map_err(|source| ReleaseError::BadName {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((key, Member { ext, path, size }))
+        })
+        .collect::<Result<_, _>>()?;
+    // Stable, so of two files for one member the first found is named first. A sorted
+    // list grouped in place, not a map of maps: a map per item took a node of eleven
+    // members for each, 0.9 KB an item.
+    named.par_sort_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| a.ext.cmp(&b.ext)));
+    if let Some(pair) = named
+        .windows(2)
+        .find(|w| w[0].0 == w[1].0 && w[0].1.ext == w[1].1.ext)
+    {
+        return Err(ReleaseError::Duplicate {
+            key: pair[0].0.to_string(),
+            ext: pair[0].1.ext.to_string(),
+            first: pair[0].1.path.clone(),
+            second: pair[1].1.path.clone(),
+        });
+    }
+    let mut items: Vec<(ItemKey, Vec<Member>)> = Vec::new();
+    for (key, member) in named {
+        match items.last_mut() {
+            Some((last, members)) if *last == key => members.push(member),
+            _ => items.push((key, vec![member])),
+        }
+    }
     items
         .into_par_iter()
         .map(|(key, members)| {
