@@ -15,7 +15,7 @@
 //! shards keep their piece hashes (the piece length is the parent's), so only their short
 //! last piece is read back.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -153,10 +153,27 @@ struct ParentShard {
     first_release: String,
 }
 
-/// A parent item: where it lives and what it holds.
+/// A parent item: where it lives and what it holds, in 48 bytes (a publish with a
+/// parent holds one per item of the parent; with its members' rows it was 300).
 struct ParentItem {
     shard: usize,
-    members: Vec<MemberRow>,
+    /// `shape_of` its members: another shape is a change seen without reading a file.
+    shape: u64,
+    /// Its content hash (`index::item_hash`), which a same-shaped item must match.
+    hash: [u8; 32],
+}
+
+/// A fingerprint of an item's members' extensions and sizes, in extension order.
+fn shape_of<'a>(members: impl IntoIterator<Item = (&'a str, u64)>) -> u64 {
+    let mut h = blake3::Hasher::new();
+    for (ext, size) in members {
+        h.update(ext.as_bytes());
+        h.update(b"\0");
+        h.update(&size.to_le_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 struct Parent {
@@ -164,7 +181,7 @@ struct Parent {
     manifest_blake3: String,
     torrent: Metainfo,
     shards: Vec<ParentShard>,
-    items: HashMap<String, ParentItem>,
+    items: HashMap<Box<str>, ParentItem>,
     index: IndexReader,
 }
 
@@ -339,7 +356,7 @@ impl<'a> ReleaseBuild<'a> {
         for (i, (item, fate)) in items.iter().zip(&fates).enumerate() {
             let stays = matches!(fate, Fate::Unchanged(s) if reused[*s]);
             if !stays {
-                by_volume.entry(item.volume.as_str()).or_default().push(i);
+                by_volume.entry(&*item.volume).or_default().push(i);
             }
         }
         let shard_items = self.plan.shard_items.max(1);
@@ -390,7 +407,7 @@ impl<'a> ReleaseBuild<'a> {
                     let item = &items[i];
                     item.members.iter().map(move |m| MemberSource {
                         name: format!("{}.{}", item.key, m.ext),
-                        path: m.path.clone(),
+                        path: item.path_of(m),
                         size: m.size,
                         capture: m.ext.as_str() == "json",
                     })
@@ -423,7 +440,7 @@ impl<'a> ReleaseBuild<'a> {
             for (chunk, results) in written {
                 for (shard_items, result) in chunk.iter().zip(results) {
                     let (mut written, records) = result?;
-                    let volume = items[shard_items[0]].volume.clone();
+                    let volume = items[shard_items[0]].volume.to_string();
                     record_new_shard(
                         writer,
                         items,
@@ -481,34 +498,27 @@ impl<'a> ReleaseBuild<'a> {
                 volume: shard.volume.clone(),
             });
         }
-        let unchanged: HashMap<&str, usize> = self
-            .items
-            .iter()
-            .zip(&layout.fates)
-            .filter_map(|(item, fate)| match fate {
-                Fate::Unchanged(s) if layout.reused[*s] => Some((item.key.as_str(), *s)),
-                _ => None,
-            })
-            .collect();
-        let changed: BTreeSet<&str> = self
-            .items
-            .iter()
-            .zip(&layout.fates)
-            .filter(|(_, f)| matches!(f, Fate::Changed(_)))
-            .map(|(i, _)| i.key.as_str())
-            .collect();
-        let present: BTreeSet<&str> = self.items.iter().map(|i| i.key.as_str()).collect();
+        // The items are sorted by key: each parent row finds its fate by search, with
+        // no set of keys beside them.
         p.index.for_each_item(|row| {
-            if unchanged.contains_key(row.key.as_str()) {
-                writer.item(&row)?;
-            } else if changed.contains(row.key.as_str()) {
-                carried.changed_items += 1;
-                carried.tombstones += 1;
-                writer.tombstone(&row.key, &row.shard, "changed")?;
-            } else if !present.contains(row.key.as_str()) {
-                carried.removed_items += 1;
-                carried.tombstones += 1;
-                writer.tombstone(&row.key, &row.shard, "removed")?;
+            let found = self
+                .items
+                .binary_search_by(|i| i.key.as_str().cmp(row.key.as_str()))
+                .map(|i| layout.fates[i]);
+            match found {
+                Ok(Fate::Unchanged(s)) if layout.reused[s] => writer.item(&row)?,
+                Ok(Fate::Changed(_)) => {
+                    carried.changed_items += 1;
+                    carried.tombstones += 1;
+                    writer.tombstone(&row.key, &row.shard, "changed")?;
+                }
+                Err(_) => {
+                    carried.removed_items += 1;
+                    carried.tombstones += 1;
+                    writer.tombstone(&row.key, &row.shard, "removed")?;
+                }
+                // Unchanged in a shard that is repacked: written with the new shards.
+                Ok(_) => {}
             }
             Ok(())
         })?;
@@ -788,7 +798,7 @@ fn parse_records(
         for m in &items[i].members {
             let Some(w) = members.next() else { break };
             if let Some(bytes) = &w.captured {
-                let value = release::parse_record(bytes, &m.path)?;
+                let value = release::parse_record(bytes, &items[i].path_of(m))?;
                 record = Some(ParsedRecord {
                     text: String::from_utf8_lossy(bytes).into_owned(),
                     tags: release::tags_of(&value),
@@ -842,7 +852,7 @@ fn record_new_shard(
         writer.item(&ItemRow {
             key: item.key.to_string(),
             shard: id.clone(),
-            volume: item.volume.clone(),
+            volume: item.volume.to_string(),
             hash,
             tags,
             record,
@@ -941,11 +951,17 @@ fn load_parent(
                 row.key, row.shard
             ),
         })?;
+        let hash = blake3::Hash::from_hex(&row.hash).map_err(|_| IndexError::Format {
+            path: index_zst.clone(),
+            problem: format!("item `{}` has hash `{}`, not blake3 hex", row.key, row.hash),
+        })?;
+        let shape = shape_of(row.members.iter().map(|m| (m.ext.as_str(), m.length)));
         items.insert(
-            row.key,
+            row.key.into_boxed_str(),
             ParentItem {
                 shard,
-                members: row.members,
+                shape,
+                hash: *hash.as_bytes(),
             },
         );
         Ok(())
@@ -960,10 +976,11 @@ fn load_parent(
     })
 }
 
-/// Compares each item with its parent version: sizes first, then blake3 of the files.
+/// Compares each item with its parent version: extensions and sizes first, then
+/// blake3 of the files.
 fn classify(
     items: &[Item],
-    parent: &HashMap<String, ParentItem>,
+    parent: &HashMap<Box<str>, ParentItem>,
     progress: &dyn Progress,
 ) -> Result<Vec<Fate>, PublishError> {
     let to_hash: u64 = items
@@ -978,26 +995,26 @@ fn classify(
             let Some(old) = parent.get(item.key.as_str()) else {
                 return Ok(Fate::New);
             };
-            let same_shape = old.members.len() == item.members.len()
-                && old
-                    .members
-                    .iter()
-                    .zip(&item.members)
-                    .all(|(o, n)| o.ext == n.ext.as_str() && o.length == n.size);
-            if !same_shape {
+            let shape = shape_of(item.members.iter().map(|m| (m.ext.as_str(), m.size)));
+            if shape != old.shape {
                 return Ok(Fate::Changed(old.shard));
             }
-            for (o, n) in old.members.iter().zip(&item.members) {
-                let hash = crate::files::hash_file(&n.path).map_err(|source| {
-                    ReleaseError::Unreadable {
-                        path: n.path.clone(),
-                        source,
-                    }
-                })?;
+            let mut hashes = Vec::with_capacity(item.members.len());
+            for n in &item.members {
+                let path = item.path_of(n);
+                let hash = crate::files::hash_file(&path)
+                    .map_err(|source| ReleaseError::Unreadable { path, source })?;
                 progress.advance(n.size);
-                if hash.to_hex().as_str() != o.blake3 {
-                    return Ok(Fate::Changed(old.shard));
-                }
+                hashes.push(hash.to_hex());
+            }
+            let hash = index::item_hash(
+                item.members
+                    .iter()
+                    .zip(&hashes)
+                    .map(|(m, h)| (m.ext.as_str(), h.as_str())),
+            );
+            if hash != blake3::Hash::from_bytes(old.hash).to_hex().as_str() {
+                return Ok(Fate::Changed(old.shard));
             }
             Ok(Fate::Unchanged(old.shard))
         })

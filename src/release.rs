@@ -6,6 +6,7 @@
 //! item's JSON record, so a bad release folder fails fast and leaves the store untouched.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde_json::Value;
@@ -58,11 +59,21 @@ pub enum ReleaseError {
     Record { path: PathBuf, problem: String },
 }
 
+/// One file of an item. Its path is its folder (shared by the folder's files) and
+/// `<key>.<ext>`: a publish holds one of these per file of the release, so each byte
+/// here is megabytes at ten million items.
 #[derive(Clone, Debug)]
 pub struct Member {
     pub ext: Extension,
-    pub path: PathBuf,
+    pub dir: Arc<Path>,
     pub size: u64,
+}
+
+impl Member {
+    /// The file, for the item `key` it belongs to.
+    pub fn path(&self, key: &ItemKey) -> PathBuf {
+        self.dir.join(format!("{key}.{}", self.ext))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -70,12 +81,18 @@ pub struct Item {
     pub key: ItemKey,
     /// Sorted by extension.
     pub members: Vec<Member>,
-    pub volume: String,
+    /// Shared by the items of a volume.
+    pub volume: Arc<str>,
 }
 
 impl Item {
     pub fn record(&self) -> Option<&Member> {
         self.members.iter().find(|m| m.ext.as_str() == "json")
+    }
+
+    /// The path of one of this item's files.
+    pub fn path_of(&self, member: &Member) -> PathBuf {
+        member.path(&self.key)
     }
 
     pub fn bytes(&self) -> u64 {
@@ -104,13 +121,18 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     "special file"
 }
 
-/// A file found under the release folder: its name, path and size.
-type Found = (String, PathBuf, u64);
+/// What `walk` found in one folder entry.
+enum Entry {
+    Skipped,
+    File(ItemKey, Member),
+    Folder(PathBuf),
+}
 
-/// Lists the item files under `dir`, in a stable order (names sorted, folders where they
-/// sort), with every check but the records. Entries are looked at on every core: a
-/// million files are a million `stat` calls.
-fn walk(dir: &Path, top: bool) -> Result<Vec<Found>, ReleaseError> {
+/// Lists the item files under `dir` into `out`, in a stable order (names sorted, folders
+/// where they sort), each split into its item key and member, with every check but the
+/// records. A folder's entries are looked at on every core (a million files are a
+/// million `stat` calls), then its subfolders in turn.
+fn walk(dir: &Path, top: bool, out: &mut Vec<(ItemKey, Member)>) -> Result<(), ReleaseError> {
     let list_err = |source| ReleaseError::List {
         path: dir.to_path_buf(),
         source,
@@ -120,13 +142,14 @@ fn walk(dir: &Path, top: bool) -> Result<Vec<Found>, ReleaseError> {
         .collect::<Result<_, _>>()
         .map_err(list_err)?;
     entries.sort_by_key(|e| e.file_name());
-    let parts: Vec<Vec<Found>> = entries
+    let shared: Arc<Path> = Arc::from(dir);
+    let found: Vec<Entry> = entries
         .par_iter()
         .map(|entry| {
             let path = entry.path();
             let file_name = entry.file_name();
             if top && RESERVED_NAMES.iter().any(|r| file_name == *r) {
-                return Ok(Vec::new());
+                return Ok(Entry::Skipped);
             }
             let meta =
                 std::fs::symlink_metadata(&path).map_err(|source| ReleaseError::Unreadable {
@@ -138,7 +161,7 @@ fn walk(dir: &Path, top: bool) -> Result<Vec<Found>, ReleaseError> {
                 return Err(ReleaseError::Symlink(path));
             }
             if ft.is_dir() {
-                return walk(&path, false);
+                return Ok(Entry::Folder(path));
             }
             if !ft.is_file() {
                 return Err(ReleaseError::NotRegular {
@@ -148,30 +171,35 @@ fn walk(dir: &Path, top: bool) -> Result<Vec<Found>, ReleaseError> {
             }
             let name = file_name
                 .to_str()
-                .ok_or_else(|| ReleaseError::NotUtf8(path.clone()))?
-                .to_string();
-            Ok(vec![(name, path, meta.len())])
+                .ok_or_else(|| ReleaseError::NotUtf8(path.clone()))?;
+            let (key, ext) =
+                split_member_name(name).map_err(|source| ReleaseError::BadName { path, source })?;
+            let member = Member {
+                ext,
+                dir: shared.clone(),
+                size: meta.len(),
+            };
+            Ok(Entry::File(key, member))
         })
         .collect::<Result<_, _>>()?;
-    Ok(parts.concat())
+    drop(entries);
+    for entry in found {
+        match entry {
+            Entry::Skipped => {}
+            Entry::File(key, member) => out.push((key, member)),
+            Entry::Folder(path) => walk(&path, false, out)?,
+        }
+    }
+    Ok(())
 }
 
 /// Scans a release folder into items sorted by key, reading each item's JSON record.
 pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
-    let files = walk(dir, true)?;
-    if files.is_empty() {
+    let mut named = Vec::new();
+    walk(dir, true, &mut named)?;
+    if named.is_empty() {
         return Err(ReleaseError::Empty(dir.to_path_buf()));
     }
-    let mut named: Vec<(ItemKey, Member)> = files
-        .into_par_iter()
-        .map(|(name, path, size)| {
-            let (key, ext) = split_member_name(&name).map_err(|source| ReleaseError::BadName {
-                path: path.clone(),
-                source,
-            })?;
-            Ok((key, Member { ext, path, size }))
-        })
-        .collect::<Result<_, _>>()?;
     // Stable, so of two files for one member the first found is named first. A sorted
     // list grouped in place, not a map of maps: a map per item took a node of eleven
     // members for each, 0.9 KB an item.
@@ -180,37 +208,40 @@ pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
         .windows(2)
         .find(|w| w[0].0 == w[1].0 && w[0].1.ext == w[1].1.ext)
     {
+        let key = &pair[0].0;
         return Err(ReleaseError::Duplicate {
-            key: pair[0].0.to_string(),
+            key: key.to_string(),
             ext: pair[0].1.ext.to_string(),
-            first: pair[0].1.path.clone(),
-            second: pair[1].1.path.clone(),
+            first: pair[0].1.path(key),
+            second: pair[1].1.path(key),
         });
     }
-    let mut items: Vec<(ItemKey, Vec<Member>)> = Vec::new();
+    let mut grouped: Vec<(ItemKey, Vec<Member>)> = Vec::new();
     for (key, member) in named {
-        match items.last_mut() {
+        match grouped.last_mut() {
             Some((last, members)) if *last == key => members.push(member),
-            _ => items.push((key, vec![member])),
+            _ => grouped.push((key, vec![member])),
         }
     }
-    items
+    // One string per volume, not per item.
+    let volumes: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>> = Default::default();
+    let default: Arc<str> = Arc::from(DEFAULT_VOLUME);
+    grouped
         .into_par_iter()
         .map(|(key, members)| {
-            for m in &members {
-                std::fs::File::open(&m.path).map_err(|source| ReleaseError::Unreadable {
-                    path: m.path.clone(),
-                    source,
-                })?;
-            }
             let mut item = Item {
                 key,
                 members,
-                volume: DEFAULT_VOLUME.into(),
+                volume: default.clone(),
             };
+            for m in &item.members {
+                let path = item.path_of(m);
+                std::fs::File::open(&path)
+                    .map_err(|source| ReleaseError::Unreadable { path, source })?;
+            }
             if item.members.len() as u64 > crate::index::MAX_MEMBERS_PER_ITEM {
                 return Err(ReleaseError::Record {
-                    path: item.members[0].path.clone(),
+                    path: item.path_of(&item.members[0]),
                     problem: format!(
                         "item `{}` has {} files, more than the {} an item may have",
                         item.key,
@@ -220,10 +251,15 @@ pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
                 });
             }
             if let Some(record) = item.record() {
-                let value = read_record(&record.path, record.size)?;
-                check_tags(&value, &record.path)?;
-                if let Some(volume) = volume_of(&value, &record.path)? {
-                    item.volume = volume;
+                let path = item.path_of(record);
+                let value = read_record(&path, record.size)?;
+                check_tags(&value, &path)?;
+                if let Some(v) = volume_of(&value, &path)? {
+                    let mut volumes = volumes.lock().unwrap_or_else(|e| e.into_inner());
+                    item.volume = volumes
+                        .entry(v)
+                        .or_insert_with_key(|v| Arc::from(v.as_str()))
+                        .clone();
                 }
             }
             Ok(item)
@@ -374,8 +410,8 @@ mod tests {
         let items = scan(dir.path()).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].key.as_str(), "k0");
-        assert_eq!(items[0].volume, DEFAULT_VOLUME);
-        assert_eq!(items[1].volume, "3x4-2020");
+        assert_eq!(&*items[0].volume, DEFAULT_VOLUME);
+        assert_eq!(&*items[1].volume, "3x4-2020");
         let exts: Vec<_> = items[1].members.iter().map(|m| m.ext.as_str()).collect();
         assert_eq!(exts, ["jpg", "json"]);
     }
