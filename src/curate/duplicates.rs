@@ -47,33 +47,61 @@ impl Groups {
         }
     }
 
+    /// `join_equal` by sorting `(key, item)` pairs instead of a map: 16 bytes a pair
+    /// with a 64-bit key, for the pool's millions of items.
+    pub fn join_sorted<K: Ord>(&mut self, mut keys: Vec<(K, usize)>) {
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for pair in keys.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                self.union(pair[0].1, pair[1].1);
+            }
+        }
+    }
+
     /// Joins the items whose perceptual hashes (`hashes[i]`, `None` for none) are at
     /// most `distance` bits apart. The 64 bits are split into `distance + 1` bands: two
     /// hashes within the distance agree on at least one band (pigeonhole), so only
     /// items sharing a band are compared, and no pair within the distance is missed.
+    /// One band at a time, the hashed items are sorted by its bits and each run of
+    /// equal bits compared pairwise: 16 bytes an item, not a map of lists.
     pub fn join_near(&mut self, hashes: &[Option<u64>], distance: u32) {
         let bands = distance.min(63) as usize + 1;
         let width = 64 / bands;
-        let mut by_band: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
-        for (i, h) in hashes.iter().enumerate() {
-            let Some(h) = *h else { continue };
-            for b in 0..bands {
-                let bits = if b + 1 == bands {
-                    64 - b * width
-                } else {
-                    width
-                };
-                let value = (h >> (b * width)) & (u64::MAX >> (64 - bits));
-                let mates = by_band.entry((b, value)).or_default();
-                for &j in mates.iter() {
-                    let other = hashes[j].expect("only hashed items are banded");
-                    if (h ^ other).count_ones() <= distance {
-                        self.union(i, j);
+        let mut by_band: Vec<(u64, usize)> = Vec::new();
+        for b in 0..bands {
+            let bits = if b + 1 == bands {
+                64 - b * width
+            } else {
+                width
+            };
+            by_band.clear();
+            by_band.extend(hashes.iter().enumerate().filter_map(|(i, h)| {
+                h.map(|h| ((h >> (b * width)) & (u64::MAX >> (64 - bits)), i))
+            }));
+            by_band.sort_unstable();
+            for run in by_band.chunk_by(|x, y| x.0 == y.0) {
+                for (k, &(_, i)) in run.iter().enumerate() {
+                    let h = hashes[i].expect("only hashed items are banded");
+                    for &(_, j) in &run[..k] {
+                        let other = hashes[j].expect("only hashed items are banded");
+                        if (h ^ other).count_ones() <= distance {
+                            self.union(i, j);
+                        }
                     }
                 }
-                mates.push(i);
             }
         }
+    }
+
+    /// The number of members of each item's group, by item.
+    pub fn sizes(&mut self) -> Vec<u32> {
+        let n = self.parent.len();
+        let mut size = vec![0u32; n];
+        for i in 0..n {
+            let root = self.find(i);
+            size[root] += 1;
+        }
+        (0..n).map(|i| size[self.find(i)]).collect()
     }
 
     /// For each item, its group's winner: the member with the smallest `order` (which
@@ -162,6 +190,14 @@ mod tests {
         g.join_equal([(1, 7), (3, 7)]);
         let rank = [5, 2, 1, 9];
         assert_eq!(g.winners(|i| rank[i]), [2, 1, 2, 1]);
+        let mut sorted = Groups::new(4);
+        sorted.join_sorted(vec![("md5-a", 0), ("md5-b", 1), ("md5-a", 2), ("md5-c", 3)]);
+        sorted.join_sorted(vec![(7, 1), (7, 3)]);
+        assert_eq!(sorted.winners(|i| rank[i]), [2, 1, 2, 1]);
+        assert_eq!(sorted.sizes(), [2, 2, 2, 2]);
+        let mut apart = Groups::new(3);
+        apart.join_sorted(vec![(1, 0), (2, 1)]);
+        assert_eq!(apart.sizes(), [1, 1, 1]);
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Tally {
     /// Learns the names of the pool's tags created since the last call (a merge only
     /// adds tags; their canonical names do not change inside it).
     pub fn load_tags(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT id, coalesce(canonical, name), category FROM tags WHERE id > ?1 ORDER BY id",
         )?;
         let mut rows = st.query([self.loaded_up_to])?;
@@ -226,6 +226,21 @@ impl Tally {
             }
         }
         self.scratch = set;
+    }
+
+    /// Adds one item a merge has just linked, whose tags it may just have created:
+    /// their names are learnt first.
+    pub fn linked_item(
+        &mut self,
+        conn: &Connection,
+        item: Counted,
+        tags: &[i64],
+    ) -> rusqlite::Result<()> {
+        if tags.iter().any(|&t| t > self.loaded_up_to) {
+            self.load_tags(conn)?;
+        }
+        self.item(item, tags.iter().copied(), 1);
+        Ok(())
     }
 
     /// Adds or takes out the items in `temp.contrib_ids` as they are now, then empties

@@ -189,33 +189,49 @@ fn model(conn: &Connection, id: i64, features: &str, vocabulary: &str) -> rusqli
 }
 
 /// Assigns items (id, pool tag ids) to the nearest cluster of every clustering of the
-/// dataset, replacing what they had (a changed item may move). A clustering by vectors
-/// reads each item's vector in its space (the merge wrote them first); an item without
-/// one leaves it.
-pub fn assign<'a>(
-    conn: &Connection,
-    dataset: i64,
-    items: impl Iterator<Item = (i64, &'a [i64])>,
-) -> rusqlite::Result<u64> {
-    let models = models(conn, dataset)?;
-    if models.is_empty() {
-        return Ok(0);
+/// dataset, one at a time as a merge links them, replacing what they had (a changed
+/// item may move). A clustering by vectors reads each item's vector in its space (the
+/// merge wrote them first); an item without one leaves it.
+pub struct Assigner<'c> {
+    models: Vec<Model>,
+    names: HashMap<i64, (String, String)>,
+    name_of: rusqlite::CachedStatement<'c>,
+    put: rusqlite::CachedStatement<'c>,
+    unput: rusqlite::CachedStatement<'c>,
+    vector_of: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Assigner<'c> {
+    /// None when the dataset has no clustering (the usual case), so a merge does
+    /// nothing per item.
+    pub fn new(conn: &'c Connection, dataset: i64) -> rusqlite::Result<Option<Self>> {
+        let models = models(conn, dataset)?;
+        if models.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            models,
+            names: HashMap::new(),
+            name_of: conn.prepare_cached(
+                "SELECT coalesce(canonical, name), category FROM tags WHERE id = ?1",
+            )?,
+            put: conn.prepare_cached(
+                "INSERT OR REPLACE INTO cluster_items(clustering, item, cluster, similarity) VALUES (?1, ?2, ?3, ?4)",
+            )?,
+            unput: conn
+                .prepare_cached("DELETE FROM cluster_items WHERE clustering = ?1 AND item = ?2")?,
+            vector_of: conn.prepare_cached(
+                "SELECT vector FROM item_vectors WHERE space = ?1 AND item = ?2",
+            )?,
+        }))
     }
-    let mut names: HashMap<i64, (String, String)> = HashMap::new();
-    let mut name_of =
-        conn.prepare_cached("SELECT coalesce(canonical, name), category FROM tags WHERE id = ?1")?;
-    let mut put = conn.prepare_cached(
-        "INSERT OR REPLACE INTO cluster_items(clustering, item, cluster, similarity) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let mut unput =
-        conn.prepare_cached("DELETE FROM cluster_items WHERE clustering = ?1 AND item = ?2")?;
-    let mut vector_of =
-        conn.prepare_cached("SELECT vector FROM item_vectors WHERE space = ?1 AND item = ?2")?;
-    let mut n = 0u64;
-    for (item, tags) in items {
+
+    /// Assigns one item with these pool tag ids.
+    pub fn item(&mut self, item: i64, tags: &[i64]) -> rusqlite::Result<()> {
         for &t in tags {
-            if let std::collections::hash_map::Entry::Vacant(e) = names.entry(t) {
-                let name = name_of
+            if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(t) {
+                let name = self
+                    .name_of
                     .query_row([t], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 if let Some(name) = name {
@@ -223,36 +239,37 @@ pub fn assign<'a>(
                 }
             }
         }
-        let tag_names = tags
+        let tag_names: Vec<(&str, &str)> = tags
             .iter()
-            .filter_map(|t| names.get(t))
-            .map(|(n, c)| (n.as_str(), c.as_str()));
-        let tag_names: Vec<(&str, &str)> = tag_names.collect();
-        for m in &models {
+            .filter_map(|t| self.names.get(t))
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
+        for m in &self.models {
             let (cluster, similarity) = match &m.features {
                 Features::Tags(vocabulary) => {
                     let x = features(vocabulary, tag_names.iter().copied());
                     nearest(&m.centroids, &x)
                 }
                 Features::Vectors(v) => {
-                    let blob: Option<Vec<u8>> = vector_of
+                    let blob: Option<Vec<u8>> = self
+                        .vector_of
                         .query_row(params![v.space, item], |r| r.get(0))
                         .optional()?;
                     let x = blob
                         .map(|b| centred(&super::vectors::from_blob(&b), &v.center))
                         .unwrap_or_default();
                     if x.is_empty() {
-                        unput.execute(params![m.id, item])?;
+                        self.unput.execute(params![m.id, item])?;
                         continue;
                     }
                     nearest_dense(&m.centroids, &x)
                 }
             };
-            put.execute(params![m.id, item, cluster, f64::from(similarity)])?;
+            self.put
+                .execute(params![m.id, item, cluster, f64::from(similarity)])?;
         }
-        n += 1;
+        Ok(())
     }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -92,6 +92,33 @@ fn narrow(
     Ok((groups, items))
 }
 
+/// The columns a `Candidate` is read from, of `items` as `i`.
+const CANDIDATE_COLUMNS: &str = "i.id, i.md5, i.phash, coalesce(i.width, 0) * coalesce(i.height, 0), \
+     i.booru, i.added_in, i.key, i.duplicate_of";
+
+fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+    let booru: Option<String> = r.get(4).ok().flatten();
+    Ok(Candidate {
+        id: r.get(0)?,
+        md5: md5_text(r.get_ref(1)?).map(str::to_string),
+        phash: phash_value(r.get_ref(2)?),
+        pixels: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+        rank: source_rank(booru.as_deref()),
+        added_in: r.get(5)?,
+        key: r.get(6)?,
+        was_hidden: r.get::<_, Option<i64>>(7)?.is_some(),
+    })
+}
+
+/// An item's md5 as a group key: non-empty text only.
+fn md5_text(v: rusqlite::types::ValueRef<'_>) -> Option<&str> {
+    v.as_str().ok().filter(|m| !m.is_empty())
+}
+
+fn phash_value(v: rusqlite::types::ValueRef<'_>) -> Option<u64> {
+    v.as_str().ok().and_then(parse_phash)
+}
+
 /// Recomputes the duplicate groups of dataset `ds` (or those in `scope`), changing only
 /// the items whose `duplicate_of` changes.
 pub fn resolve(
@@ -100,85 +127,8 @@ pub fn resolve(
     phash_distance: u32,
     scope: Scope<'_>,
 ) -> rusqlite::Result<Resolved> {
-    // Narrow the md5 scope to the groups that can change, from the md5 index (most
-    // touched md5s belong to one item, which then stays visible).
-    let narrowed;
-    let scope = match scope {
-        Scope::Md5s { md5s, items } => {
-            narrowed = narrow(conn, ds, md5s, items)?;
-            Scope::Md5s {
-                md5s: &narrowed.0,
-                items: &narrowed.1,
-            }
-        }
-        all => all,
-    };
-    let columns = "i.id, i.md5, i.phash, coalesce(i.width, 0) * coalesce(i.height, 0), i.booru, i.added_in, i.key, i.duplicate_of";
-    let (sql, args): (String, Vec<rusqlite::types::Value>) = match &scope {
-        Scope::All => (
-            format!(
-                "SELECT {columns} FROM items i
-                 WHERE i.dataset = ?1 AND i.removed_in IS NULL AND (i.md5 IS NOT NULL OR i.phash IS NOT NULL)"
-            ),
-            vec![ds.into()],
-        ),
-        Scope::Md5s { md5s, items } => (
-            // Two indexed lookups; an OR of the two would scan every item.
-            format!(
-                "SELECT {columns} FROM json_each(?2) j CROSS JOIN items i
-                 ON i.dataset = ?1 AND substr(i.md5, 1, 8) = substr(j.value, 1, 8) AND i.md5 = j.value
-                 WHERE i.removed_in IS NULL AND i.md5 IS NOT NULL
-                 UNION
-                 SELECT {columns} FROM json_each(?3) j CROSS JOIN items i ON i.id = j.value
-                 WHERE i.dataset = ?1 AND i.removed_in IS NULL"
-            ),
-            vec![
-                ds.into(),
-                serde_json::to_string(md5s).unwrap_or_default().into(),
-                serde_json::to_string(items).unwrap_or_default().into(),
-            ],
-        ),
-    };
-    let mut st = conn.prepare(&sql)?;
-    let items: Vec<Candidate> = st
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            let phash: Option<String> = r.get(2).ok().flatten();
-            let booru: Option<String> = r.get(4).ok().flatten();
-            Ok(Candidate {
-                id: r.get(0)?,
-                md5: r
-                    .get::<_, Option<String>>(1)
-                    .ok()
-                    .flatten()
-                    .filter(|m| !m.is_empty()),
-                phash: phash.as_deref().and_then(parse_phash),
-                pixels: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                rank: source_rank(booru.as_deref()),
-                added_in: r.get(5)?,
-                key: r.get(6)?,
-                was_hidden: r.get::<_, Option<i64>>(7)?.is_some(),
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-
-    let mut groups = Groups::new(items.len());
-    groups.join_equal(
-        items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.md5.as_deref().map(|m| (i, m))),
-    );
-    let hashes: Vec<Option<u64>> = items.iter().map(|c| c.phash).collect();
-    groups.join_near(
-        &hashes,
-        phash_distance.min(crate::curate::MAX_PHASH_DISTANCE),
-    );
-    let winner_of: Vec<Option<usize>> = groups
-        .winners(|i| order(&items[i]))
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| (w != i).then_some(w))
-        .collect();
+    let distance = phash_distance.min(crate::curate::MAX_PHASH_DISTANCE);
+    let mut out = Resolved::default();
     // Hidden items of the dataset that are no longer candidates (their md5 and phash
     // went away) become visible again.
     let mut stale = conn.prepare(
@@ -189,11 +139,125 @@ pub fn resolve(
         .query_map([ds], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut set = conn.prepare("UPDATE items SET duplicate_of = ?2 WHERE id = ?1")?;
-    let mut out = Resolved::default();
     for id in stale {
         set.execute(params![id, Option::<i64>::None])?;
         out.newly_visible.push(id);
     }
+    let candidates = match scope {
+        Scope::All => grouped(conn, ds, distance, &mut out)?,
+        Scope::Md5s { md5s, items } => {
+            // Narrow the md5 scope to the groups that can change, from the md5 index
+            // (most touched md5s belong to one item, which then stays visible).
+            let (md5s, items) = narrow(conn, ds, md5s, items)?;
+            // Two indexed lookups; an OR of the two would scan every item.
+            let mut st = conn.prepare(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM json_each(?2) j CROSS JOIN items i
+                 ON i.dataset = ?1 AND substr(i.md5, 1, 8) = substr(j.value, 1, 8) AND i.md5 = j.value
+                 WHERE i.removed_in IS NULL AND i.md5 IS NOT NULL
+                 UNION
+                 SELECT {CANDIDATE_COLUMNS} FROM json_each(?3) j CROSS JOIN items i ON i.id = j.value
+                 WHERE i.dataset = ?1 AND i.removed_in IS NULL"
+            ))?;
+            let md5s = serde_json::to_string(&md5s).expect("md5s serialize");
+            let items = serde_json::to_string(&items).expect("ids serialize");
+            let rows = st.query_map(params![ds, md5s, items], candidate)?;
+            rows.collect::<rusqlite::Result<_>>()?
+        }
+    };
+    settle(&mut set, candidates, distance, &mut out)?;
+    Ok(out)
+}
+
+/// Every candidate of the dataset, grouped compactly first: an id, a 64-bit digest of
+/// the md5 and the perceptual hash an item (about 40 bytes, where a full candidate
+/// with its key and md5 is 170), so ten million items fit in a few hundred megabytes.
+/// Equal digests join items with equal md5s and perhaps, once in billions, two
+/// without: these groups hold the exact ones. Items alone in theirs are visible (the
+/// hidden ones among them are made so, into `out`); the full candidates of the others
+/// are returned, read by id, for `settle` to group exactly.
+fn grouped(
+    conn: &Connection,
+    ds: i64,
+    distance: u32,
+    out: &mut Resolved,
+) -> rusqlite::Result<Vec<Candidate>> {
+    let mut ids: Vec<i64> = Vec::new();
+    let mut hidden: Vec<bool> = Vec::new();
+    let mut hashes: Vec<Option<u64>> = Vec::new();
+    let mut digests: Vec<(u64, usize)> = Vec::new();
+    {
+        let mut st = conn.prepare(
+            "SELECT id, md5, phash, duplicate_of IS NOT NULL FROM items
+             WHERE dataset = ?1 AND removed_in IS NULL AND (md5 IS NOT NULL OR phash IS NOT NULL)",
+        )?;
+        let mut rows = st.query([ds])?;
+        while let Some(r) = rows.next()? {
+            let i = ids.len();
+            ids.push(r.get(0)?);
+            if let Some(md5) = md5_text(r.get_ref(1)?) {
+                digests.push((digest(md5), i));
+            }
+            hashes.push(phash_value(r.get_ref(2)?));
+            hidden.push(r.get(3)?);
+        }
+    }
+    let mut groups = Groups::new(ids.len());
+    groups.join_sorted(digests);
+    groups.join_near(&hashes, distance);
+    drop(hashes);
+    let sizes = groups.sizes();
+    drop(groups);
+    let mut set = conn.prepare("UPDATE items SET duplicate_of = NULL WHERE id = ?1")?;
+    let mut shared: Vec<i64> = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        if size > 1 {
+            shared.push(ids[i]);
+        } else if hidden[i] {
+            set.execute([ids[i]])?;
+            out.newly_visible.push(ids[i]);
+        }
+    }
+    drop((ids, hidden, sizes));
+    let mut st = conn.prepare(&format!(
+        "SELECT {CANDIDATE_COLUMNS} FROM json_each(?1) j CROSS JOIN items i ON i.id = j.value"
+    ))?;
+    let json = serde_json::to_string(&shared).expect("ids serialize");
+    drop(shared);
+    let rows = st.query_map([json], candidate)?;
+    rows.collect()
+}
+
+/// An md5's 64-bit group key (SipHash with fixed keys: the same in every run).
+fn digest(md5: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    md5.hash(&mut h);
+    h.finish()
+}
+
+/// Groups `items` exactly (md5s equal, perceptual hashes within `distance`) and writes
+/// each one's winner where it is hidden or its visibility changes.
+fn settle(
+    set: &mut rusqlite::Statement<'_>,
+    items: Vec<Candidate>,
+    distance: u32,
+    out: &mut Resolved,
+) -> rusqlite::Result<()> {
+    let mut groups = Groups::new(items.len());
+    groups.join_equal(
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.md5.as_deref().map(|m| (i, m))),
+    );
+    let hashes: Vec<Option<u64>> = items.iter().map(|c| c.phash).collect();
+    groups.join_near(&hashes, distance);
+    let winner_of: Vec<Option<usize>> = groups
+        .winners(|i| order(&items[i]))
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (w != i).then_some(w))
+        .collect();
     for (i, c) in items.iter().enumerate() {
         let target = winner_of[i].map(|w| items[w].id);
         // Winners can change within a group while an item stays hidden: always write
@@ -207,7 +271,7 @@ pub fn resolve(
             _ => {}
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -577,18 +577,27 @@ fn merge_index(
         step("vectors written");
         t.write_members()?;
         step("members");
-        let linked = tags::link_tags(
+        // Each linked item counts at once (those found hidden as duplicates below are
+        // taken out again) and goes to its stored clusters, which cover the new and
+        // changed items without training again; nothing per item is kept.
+        let mut clusters = super::clusters::Assigner::new(&t.tx, t.ds)?;
+        tally.load_tags(&t.tx)?;
+        tags::link_tags(
             &t.tx,
             t.new_items as u64,
             m.counts.items,
             &old_links,
             index.path(),
+            |id, counted, tags| {
+                tally.linked_item(&t.tx, counted, tags)?;
+                if let Some(c) = clusters.as_mut() {
+                    c.item(id, tags)?;
+                }
+                Ok(())
+            },
         )?;
-        drop(old_links);
-        step("tags linked");
-        // Stored clusterings cover the new and changed items without training again.
-        super::clusters::assign(&t.tx, t.ds, linked.iter().map(|(id, _, tags)| (id, tags)))?;
-        step("clusters assigned");
+        drop((old_links, clusters));
+        step("tags linked and clusters assigned");
         if t.bulk {
             for (name, create) in schema::BULK_INDEXES {
                 t.tx.execute_batch(create)?;
@@ -601,14 +610,14 @@ fn merge_index(
         let mut counts = t.fates(removed as u64, same)?;
         counts.embeddings_refused = vectors.refused;
         step("shards and fates counted");
-        let resolved = t.resolve_duplicates(old_md5s, &linked)?;
+        let resolved = t.resolve_duplicates(old_md5s)?;
         counts.duplicates = t.tx.query_row(
             "SELECT count(*) FROM items WHERE dataset = ?1 AND removed_in IS NULL AND duplicate_of IS NOT NULL",
             [t.ds],
             |r| r.get::<_, i64>(0),
         )? as u64;
         step("duplicates resolved");
-        t.recount(&mut tally, linked, &resolved)?;
+        t.recount(&mut tally, &resolved)?;
         step("counts tallied");
         tally.write_release(&t.tx, t.rel, t.ds)?;
         tally.write(&t.tx)?;
@@ -910,7 +919,6 @@ impl<'a> MergeTx<'a> {
     fn resolve_duplicates(
         &self,
         mut old_md5s: Vec<String>,
-        linked: &tags::Linked,
     ) -> Result<duplicates::Resolved, MergeError> {
         let (tx, ds, bulk) = (&self.tx, self.ds, self.bulk);
         let phash_distance = self.plan.phash_distance;
@@ -927,13 +935,21 @@ impl<'a> MergeTx<'a> {
             // The groups the merge can change: those that visible items left (their old
             // md5s, read with the counts) and those that touched items joined.
             let mut md5s = std::mem::take(&mut old_md5s);
-            md5s.extend(linked.md5s.iter().cloned());
+            let mut touched: Vec<i64> = Vec::new();
+            let mut st = tx.prepare(
+                "SELECT n.item, i.md5 FROM incoming n JOIN items i ON i.id = n.item
+                 WHERE n.fate IN ('added', 'changed', 'restored')",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                touched.push(r.get(0)?);
+                // Only text is an md5 (`duplicates` ignores any other value).
+                if let Ok(md5) = r.get_ref(1)?.as_str() {
+                    md5s.push(md5.to_string());
+                }
+            }
             md5s.sort_unstable();
             md5s.dedup();
-            let mut st = tx.prepare(
-                "SELECT item FROM incoming WHERE fate IN ('added', 'changed', 'restored')",
-            )?;
-            let touched: Vec<i64> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             duplicates::resolve(
                 tx,
                 ds,
@@ -947,32 +963,22 @@ impl<'a> MergeTx<'a> {
         Ok(resolved)
     }
 
-    /// Adds to the counts what is new or changed and visible, and the items whose
-    /// visibility alone changed.
+    /// Corrects the counts for duplicates: the new and changed items that were counted
+    /// as they were linked but are hidden come out again, and other items whose
+    /// visibility alone changed go out or in.
     fn recount(
         &self,
         tally: &mut aggregates::Tally,
-        linked: tags::Linked,
         resolved: &duplicates::Resolved,
     ) -> Result<(), MergeError> {
         let tx = &self.tx;
-        // New or changed items' tags are at hand; items whose visibility alone changed
-        // are read.
-        let hidden: std::collections::HashSet<i64> = {
-            let mut st = tx.prepare(
-                "SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
-                 WHERE n.fate IN ('added', 'changed', 'restored') AND i.duplicate_of IS NOT NULL",
-            )?;
-            let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            ids
-        };
-        tally.load_tags(tx)?;
-        for (item, counted, tags) in linked.iter() {
-            if !hidden.contains(&item) {
-                tally.item(counted, tags.iter().copied(), 1);
-            }
-        }
-        drop(linked);
+        tx.execute(
+            "INSERT INTO temp.contrib_ids(id)
+             SELECT n.item FROM incoming n JOIN items i ON i.id = n.item
+             WHERE n.fate IN ('added', 'changed', 'restored') AND i.duplicate_of IS NOT NULL",
+            [],
+        )?;
+        tally.contrib_ids(tx, -1)?;
         for (ids, sign) in [(&resolved.newly_hidden, -1), (&resolved.newly_visible, 1)] {
             tx.execute(
                 "INSERT INTO temp.contrib_ids(id) SELECT value FROM json_each(?1)

@@ -9,28 +9,6 @@ use super::MergeError;
 use crate::index::{self, IndexError};
 use crate::pool::aggregates;
 
-/// The tag links of the incoming items that are new or changed, with what each brings
-/// to the counts: one flat list of tag ids, so a million items cost a few bytes each.
-#[derive(Default)]
-pub(super) struct Linked {
-    items: Vec<(i64, aggregates::Counted, usize)>,
-    tags: Vec<i64>,
-    /// The md5s of the items, as they are after the merge.
-    pub(super) md5s: Vec<String>,
-}
-
-impl Linked {
-    /// (item id, counted state, pool tag ids) of each item.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (i64, aggregates::Counted, &[i64])> + '_ {
-        let mut start = 0;
-        self.items.iter().map(move |&(id, counted, end)| {
-            let tags = &self.tags[start..end];
-            start = end;
-            (id, counted, tags)
-        })
-    }
-}
-
 /// Links the added, changed and restored items to their tags: tags the pool lacks are
 /// created (with their canonical names), new items get every link, and changed or
 /// restored items only the links they gained and lose only those they dropped (a record
@@ -41,14 +19,17 @@ impl Linked {
 /// over the whole tag table walked beside the items, which spares a million seeks.
 ///
 /// `old_links` holds the links of some changed items as the counts read them; the
-/// others' are read here.
+/// others' are read here. Each item is shown to `linked` with its counted state and
+/// its pool tag ids as they are now, and nothing of it is kept: ten million items'
+/// links would be a gigabyte.
 pub(super) fn link_tags(
     tx: &Connection,
     wanted: u64,
     index_items: u64,
     old_links: &aggregates::IdMap<i64, Vec<i64>>,
     index_path: &Path,
-) -> Result<Linked, MergeError> {
+    mut linked: impl FnMut(i64, aggregates::Counted, &[i64]) -> Result<(), MergeError>,
+) -> Result<(), MergeError> {
     let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut key = String::new();
     {
@@ -73,7 +54,7 @@ pub(super) fn link_tags(
     let mut unlink = tx.prepare("DELETE FROM item_tags WHERE item = ?1 AND tag = ?2")?;
     let mut links_of = tx.prepare("SELECT tag FROM item_tags WHERE item = ?1")?;
     let mut items = tx.prepare(&format!(
-        "SELECT n.key, n.item, n.fate = 'added', coalesce(i.booru, ''), {}, i.md5
+        "SELECT n.key, n.item, n.fate = 'added', coalesce(i.booru, ''), {}
          FROM incoming n JOIN items i ON i.id = n.item
          WHERE n.fate IN ('added', 'changed', 'restored') ORDER BY n.key",
         aggregates::COUNTED_COLUMNS
@@ -89,7 +70,6 @@ pub(super) fn link_tags(
     };
     // The swept row read ahead (key, category, tag): it belongs to a later item.
     let mut pending: Option<(String, String, String)> = None;
-    let mut out = Linked::default();
     let mut new: Vec<i64> = Vec::new();
     let mut old: Vec<i64> = Vec::new();
     let bad_tag = |key: &str, problem: String| -> MergeError {
@@ -115,9 +95,6 @@ pub(super) fn link_tags(
         let added: bool = r.get(2)?;
         let source = r.get_ref(3)?.as_str()?;
         let counted = aggregates::Counted::read(r, 4)?;
-        if let Some(md5) = r.get_ref(9)?.as_str_or_null()? {
-            out.md5s.push(md5.to_string());
-        }
         new.clear();
         let mut take = |category: &str, tag: &str| -> Result<(), MergeError> {
             if new.len() as u64 >= index::MAX_TAGS_PER_ITEM {
@@ -198,11 +175,10 @@ pub(super) fn link_tags(
         for &tag in new.iter().filter(|t| old.binary_search(t).is_err()) {
             new_links.push([id.into(), tag.into()])?;
         }
-        out.tags.extend_from_slice(&new);
-        out.items.push((id, counted, out.tags.len()));
+        linked(id, counted, &new)?;
     }
     new_links.finish()?;
-    Ok(out)
+    Ok(())
 }
 
 /// A tag's identity in the pool (name, category, source) as one map key, in `key`.
