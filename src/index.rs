@@ -1044,6 +1044,61 @@ impl IndexReader {
         })
     }
 
+    /// Every item's key, shard, hash and members' (extension, length), in key order: a
+    /// merge join of `items` and `members` without records or tags, for comparing a
+    /// release with its parent. Keys out of order are an error (a caller walks its own
+    /// sorted list beside them).
+    pub fn for_each_item_shape<E: From<IndexError>>(
+        &self,
+        mut visit: impl FnMut(&str, &str, &str, &[(String, u64)]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let sql = |e| self.sql(e);
+        let mut items = self
+            .conn
+            .prepare("SELECT key, shard, hash FROM items ORDER BY key")
+            .map_err(sql)?;
+        let mut members = self
+            .conn
+            .prepare("SELECT key, ext, length FROM members ORDER BY key, ext")
+            .map_err(sql)?;
+        let mut item_rows = items.query([]).map_err(sql)?;
+        let mut member_rows = members.query([]).map_err(sql)?;
+        let mut next_member = member_rows.next().map_err(sql)?;
+        let (mut key, mut shard, mut hash) = (String::new(), String::new(), String::new());
+        let mut shape: Vec<(String, u64)> = Vec::new();
+        while let Some(r) = item_rows.next().map_err(sql)? {
+            let text = |i: usize, into: &mut String| -> Result<(), IndexError> {
+                into.clear();
+                into.push_str(r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(sql)?);
+                Ok(())
+            };
+            let previous = std::mem::take(&mut key);
+            text(0, &mut key)?;
+            if !previous.is_empty() && key.as_str() <= previous.as_str() {
+                return Err(IndexError::Format {
+                    path: self.path.clone(),
+                    problem: format!("item `{key}` comes after `{previous}`: keys out of order"),
+                }
+                .into());
+            }
+            text(1, &mut shard)?;
+            text(2, &mut hash)?;
+            shape.clear();
+            while let Some(m) = next_member {
+                if m.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql)? != key {
+                    break;
+                }
+                shape.push((
+                    m.get(1).map_err(sql)?,
+                    m.get::<_, i64>(2).map_err(sql)? as u64,
+                ));
+                next_member = member_rows.next().map_err(sql)?;
+            }
+            visit(&key, &shard, &hash, &shape)?;
+        }
+        Ok(())
+    }
+
     /// Every item in key order, with its members and tags, visited one at a time.
     pub fn for_each_item(
         &self,

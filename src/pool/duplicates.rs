@@ -93,7 +93,8 @@ fn narrow(
 }
 
 /// The columns a `Candidate` is read from, of `items` as `i`.
-const CANDIDATE_COLUMNS: &str = "i.id, i.md5, i.phash, coalesce(i.width, 0) * coalesce(i.height, 0), \
+const CANDIDATE_COLUMNS: &str =
+    "i.id, i.md5, i.phash, coalesce(i.width, 0) * coalesce(i.height, 0), \
      i.booru, i.added_in, i.key, i.duplicate_of";
 
 fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
