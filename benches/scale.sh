@@ -12,7 +12,7 @@
 # records once both releases are published, which brings the peak to about 55 GB.
 # ITEMS=100000 checks the script in a few minutes. Steps whose output exists are
 # skipped, so an interrupted run resumes.
-# Needs: GNU time, bc.   Usage: ITEMS=3000000 benches/scale.sh
+# Needs: GNU time, bc.   Usage: ITEMS=3000000 SEEDPOOL_TIMINGS=1 benches/scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITEMS=${ITEMS:-10000000}
@@ -31,6 +31,8 @@ step() {
     echo "$name failed:"; tail -20 "$WORK/stderr"; exit 1
   }
   read -r secs rss < "$WORK/time"
+  # Each step's messages (with SEEDPOOL_TIMINGS=1, its phases) are kept beside the table.
+  cp "$WORK/stderr" "$WORK/$(printf %s "$name" | tr -cs 'a-z0-9' '-').log"
   local size="-"
   [ -e "$disk" ] && size=$(du -sh "$disk" | cut -f1)
   printf '| %s | %s | %d | %s |\n' "$name" "$secs" "$((rss / 1024))" "$size" | tee -a "$OUT"
