@@ -145,7 +145,7 @@ pub fn resolve(
         out.newly_visible.push(id);
     }
     let candidates = match scope {
-        Scope::All => grouped(conn, ds, distance, &mut out)?,
+        Scope::All => grouped(conn, &mut set, ds, distance, &mut out)?,
         Scope::Md5s { md5s, items } => {
             // Narrow the md5 scope to the groups that can change, from the md5 index
             // (most touched md5s belong to one item, which then stays visible).
@@ -178,6 +178,7 @@ pub fn resolve(
 /// are returned, read by id, for `settle` to group exactly.
 fn grouped(
     conn: &Connection,
+    set: &mut rusqlite::Statement<'_>,
     ds: i64,
     distance: u32,
     out: &mut Resolved,
@@ -208,13 +209,12 @@ fn grouped(
     drop(hashes);
     let sizes = groups.sizes();
     drop(groups);
-    let mut set = conn.prepare("UPDATE items SET duplicate_of = NULL WHERE id = ?1")?;
     let mut shared: Vec<i64> = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
         if size > 1 {
             shared.push(ids[i]);
         } else if hidden[i] {
-            set.execute([ids[i]])?;
+            set.execute(params![ids[i], Option::<i64>::None])?;
             out.newly_visible.push(ids[i]);
         }
     }
