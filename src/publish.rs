@@ -29,7 +29,7 @@ use crate::manifest::{
 };
 use crate::name::{DatasetName, Version};
 use crate::progress::{Progress, Unit};
-use crate::release::{self, Item, ReleaseError};
+use crate::release::{self, Item, Items, ReleaseError};
 use crate::shard::{self, MemberSource, ShardError, ShardId, WrittenShard};
 use crate::signing::{KeyError, PublisherKey};
 use crate::store::{self, Store, StoreError};
@@ -156,7 +156,7 @@ struct ParentShard {
 /// A parent item: where it lives and what it holds, in 48 bytes (a publish with a
 /// parent holds those of one chunk of items, see `classify`).
 struct ParentItem {
-    shard: usize,
+    shard: u32,
     /// `shape_of` its members: another shape is a change seen without reading a file.
     shape: u64,
     /// Its content hash (`index::item_hash`), which a same-shaped item must match.
@@ -182,7 +182,7 @@ struct Parent {
     torrent: Metainfo,
     shards: Vec<ParentShard>,
     /// Each shard's place in `shards`, by its hex id.
-    position: HashMap<String, usize>,
+    position: HashMap<String, u32>,
     index: IndexReader,
     /// The parent's index, for naming it in errors.
     index_path: PathBuf,
@@ -191,8 +191,9 @@ struct Parent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
     New,
-    Changed(usize),
-    Unchanged(usize),
+    /// In the parent shard of this number.
+    Changed(u32),
+    Unchanged(u32),
 }
 
 /// Publishes a release into its store. See the module doc for what is written, in which
@@ -224,7 +225,7 @@ struct ReleaseBuild<'a> {
     key: PublisherKey,
     store: Store,
     staging: store::Staging,
-    items: Vec<Item>,
+    items: Items,
     parent: Option<Parent>,
     piece_length: u64,
 }
@@ -232,13 +233,14 @@ struct ReleaseBuild<'a> {
 /// Where each item goes: its fate against the parent, which parent shards stay, and the
 /// new shards (item indexes, by volume and key).
 struct Layout {
+    /// Per item, 8 bytes: a publish holds one per item of the release.
     fates: Vec<Fate>,
     /// Per parent shard: its items that are unchanged in this release.
     live: Vec<u64>,
     /// Per parent shard: kept as it is.
     reused: Vec<bool>,
     repacked: u64,
-    new_shards: Vec<Vec<usize>>,
+    new_shards: Vec<Vec<u32>>,
 }
 
 /// A new shard, written into the staging folder as `new-<n>.tar`.
@@ -309,7 +311,7 @@ impl<'a> ReleaseBuild<'a> {
             (Some(p), _) => p.torrent.piece_length,
             (None, Some(pl)) => pl,
             (None, None) => torrent::pick_piece_length(
-                items.iter().map(Item::bytes).sum(),
+                items.iter().map(|i| i.bytes()).sum(),
                 items.len().div_ceil(plan.shard_items.max(1)) as u64,
             ),
         };
@@ -336,7 +338,7 @@ impl<'a> ReleaseBuild<'a> {
         let mut live = vec![0u64; parent.as_ref().map_or(0, |p| p.shards.len())];
         for fate in &fates {
             if let Fate::Unchanged(s) = fate {
-                live[*s] += 1;
+                live[*s as usize] += 1;
             }
         }
         let repack_above = self.plan.repack_above;
@@ -355,17 +357,18 @@ impl<'a> ReleaseBuild<'a> {
             .filter(|(&l, &r)| l > 0 && !r)
             .count() as u64;
         // Items that go into new shards, grouped by volume, in key order, cut into shards.
-        let mut by_volume: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut by_volume: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for (i, (item, fate)) in items.iter().zip(&fates).enumerate() {
-            let stays = matches!(fate, Fate::Unchanged(s) if reused[*s]);
+            let stays = matches!(fate, Fate::Unchanged(s) if reused[*s as usize]);
             if !stays {
-                by_volume.entry(&*item.volume).or_default().push(i);
+                // `scan` numbers items in 32 bits.
+                by_volume.entry(item.volume()).or_default().push(i as u32);
             }
         }
         let shard_items = self.plan.shard_items.max(1);
         let new_shards = by_volume
             .values()
-            .flat_map(|keys| keys.chunks(shard_items).map(<[usize]>::to_vec))
+            .flat_map(|keys| keys.chunks(shard_items).map(<[u32]>::to_vec))
             .collect();
         Ok(Layout {
             fates,
@@ -395,7 +398,7 @@ impl<'a> ReleaseBuild<'a> {
             .map(|s| {
                 shard::shard_size(
                     s.iter()
-                        .flat_map(|&i| items[i].members.iter().map(|m| m.size)),
+                        .flat_map(|&i| items.get(i as usize).members().map(|m| m.size)),
                 )
             })
             .sum();
@@ -403,14 +406,14 @@ impl<'a> ReleaseBuild<'a> {
         // Not `self` in the threads: the parent's index connection stays on this one.
         let (staging, progress) = (self.staging.path(), self.progress);
         let (piece_length, direct_io) = (self.piece_length, self.plan.direct_io);
-        let write = |batch_no: usize, j: usize, shard_items: &[usize]| {
+        let write = |batch_no: usize, j: usize, shard_items: &[u32]| {
             let sources: Vec<MemberSource> = shard_items
                 .iter()
                 .flat_map(|&i| {
-                    let item = &items[i];
-                    item.members.iter().map(move |m| MemberSource {
-                        name: format!("{}.{}", item.key, m.ext),
-                        path: item.path_of(m),
+                    let item = items.get(i as usize);
+                    item.members().map(move |m| MemberSource {
+                        name: format!("{}.{}", item.key(), m.ext),
+                        path: item.path_of(&m),
                         size: m.size,
                         capture: m.ext.as_str() == "json",
                     })
@@ -443,7 +446,7 @@ impl<'a> ReleaseBuild<'a> {
             for (chunk, results) in written {
                 for (shard_items, result) in chunk.iter().zip(results) {
                     let (mut written, records) = result?;
-                    let volume = items[shard_items[0]].volume.to_string();
+                    let volume = items.get(shard_items[0] as usize).volume().to_string();
                     record_new_shard(
                         writer,
                         items,
@@ -453,9 +456,9 @@ impl<'a> ReleaseBuild<'a> {
                         &volume,
                         &self.plan.version,
                     )?;
-                    for m in &mut written.members {
-                        m.captured = None;
-                    }
+                    // Indexed now, and 72 bytes a file: kept for every shard, they
+                    // were a quarter of a gigabyte at three million items.
+                    written.members = Vec::new();
                     out.push(NewShard {
                         written,
                         volume,
@@ -504,12 +507,9 @@ impl<'a> ReleaseBuild<'a> {
         // The items are sorted by key: each parent row finds its fate by search, with
         // no set of keys beside them.
         p.index.for_each_item(|row| {
-            let found = self
-                .items
-                .binary_search_by(|i| i.key.as_str().cmp(row.key.as_str()))
-                .map(|i| layout.fates[i]);
+            let found = self.items.search(&row.key).map(|i| layout.fates[i]);
             match found {
-                Ok(Fate::Unchanged(s)) if layout.reused[s] => writer.item(&row)?,
+                Ok(Fate::Unchanged(s)) if layout.reused[s as usize] => writer.item(&row)?,
                 Ok(Fate::Changed(_)) => {
                     carried.changed_items += 1;
                     carried.tombstones += 1;
@@ -790,18 +790,19 @@ struct ParsedRecord {
 /// The records captured while `written` was written, parsed, one entry per item of
 /// `shard_items` (`None` for an item without a record).
 fn parse_records(
-    items: &[Item],
-    shard_items: &[usize],
+    items: &Items,
+    shard_items: &[u32],
     written: &WrittenShard,
 ) -> Result<Vec<Option<ParsedRecord>>, PublishError> {
     let mut members = written.members.iter();
     let mut out = Vec::with_capacity(shard_items.len());
     for &i in shard_items {
+        let item = items.get(i as usize);
         let mut record = None;
-        for m in &items[i].members {
+        for m in item.members() {
             let Some(w) = members.next() else { break };
             if let Some(bytes) = &w.captured {
-                let value = release::parse_record(bytes, &items[i].path_of(m))?;
+                let value = release::parse_record(bytes, &item.path_of(&m))?;
                 record = Some(ParsedRecord {
                     text: String::from_utf8_lossy(bytes).into_owned(),
                     tags: release::tags_of(&value),
@@ -815,8 +816,8 @@ fn parse_records(
 
 fn record_new_shard(
     writer: &IndexWriter,
-    items: &[Item],
-    shard_items: &[usize],
+    items: &Items,
+    shard_items: &[u32],
     written: &WrittenShard,
     records: Vec<Option<ParsedRecord>>,
     volume: &str,
@@ -833,9 +834,9 @@ fn record_new_shard(
     })?;
     let mut members = written.members.iter();
     for (&i, record) in shard_items.iter().zip(records) {
-        let item = &items[i];
-        let mut rows = Vec::with_capacity(item.members.len());
-        for m in &item.members {
+        let item = items.get(i as usize);
+        let mut rows = Vec::with_capacity(item.members().len());
+        for m in item.members() {
             let w = members.next().ok_or_else(|| {
                 PublishError::Shard(ShardError::Malformed {
                     path: PathBuf::from(&id),
@@ -853,9 +854,9 @@ fn record_new_shard(
         let hash = index::item_hash(rows.iter().map(|r| (r.ext.as_str(), r.blake3.as_str())));
         let (record, tags) = record.map_or((None, Vec::new()), |r| (Some(r.text), r.tags));
         writer.item(&ItemRow {
-            key: item.key.to_string(),
+            key: item.key().to_string(),
             shard: id.clone(),
-            volume: item.volume.to_string(),
+            volume: item.volume().to_string(),
             hash,
             tags,
             record,
@@ -940,10 +941,11 @@ fn load_parent(
                 .unwrap_or_else(|| manifest.version.to_string()),
         })
         .collect();
-    let position: HashMap<String, usize> = shards
+    // A manifest is read whole and bounded in bytes, so its shards count in 32 bits.
+    let position: HashMap<String, u32> = shards
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.id.to_hex(), i))
+        .map(|(i, s)| (s.id.to_hex(), i as u32))
         .collect();
     Ok(Parent {
         manifest_blake3: blake3::hash(&bytes).to_hex().to_string(),
@@ -965,21 +967,20 @@ const CLASSIFY_CHUNK: usize = 1 << 16;
 /// release's sorted items, a chunk at a time, so nothing of the parent is kept per
 /// item (a map of a million parent items took 150 MB).
 fn classify(
-    items: &[Item],
+    items: &Items,
     parent: &Parent,
     progress: &dyn Progress,
 ) -> Result<Vec<Fate>, PublishError> {
-    let total: u64 = items.iter().map(Item::bytes).sum();
+    let total: u64 = items.iter().map(|i| i.bytes()).sum();
     progress.stage("comparing with parent", total, Unit::Bytes);
     let mut fates: Vec<Fate> = Vec::with_capacity(items.len());
     let mut olds: Vec<Option<ParentItem>> = Vec::with_capacity(CLASSIFY_CHUNK);
     let flush = |fates: &mut Vec<Fate>, olds: &mut Vec<Option<ParentItem>>| {
         let start = fates.len();
-        let chunk = &items[start..start + olds.len()];
-        let classified: Vec<Fate> = chunk
+        let classified: Vec<Fate> = olds
             .par_iter()
-            .zip(olds.par_iter())
-            .map(|(item, old)| classify_one(item, old.as_ref(), progress))
+            .enumerate()
+            .map(|(i, old)| classify_one(items.get(start + i), old.as_ref(), progress))
             .collect::<Result<_, PublishError>>()?;
         fates.extend(classified);
         olds.clear();
@@ -1004,10 +1005,10 @@ fn classify(
     parent
         .index
         .for_each_item_shape(|key, shard, hash, members| -> Result<(), PublishError> {
-            while next < items.len() && items[next].key.as_str() < key {
+            while next < items.len() && items.get(next).key() < key {
                 push(None, &mut next, &mut fates, &mut olds)?;
             }
-            if next == items.len() || items[next].key.as_str() != key {
+            if next == items.len() || items.get(next).key() != key {
                 return Ok(());
             }
             let shard = *parent.position.get(shard).ok_or_else(|| {
@@ -1033,7 +1034,7 @@ fn classify(
 
 /// One item against its parent version (`None`: the parent lacks it).
 fn classify_one(
-    item: &Item,
+    item: Item<'_>,
     old: Option<&ParentItem>,
     progress: &dyn Progress,
 ) -> Result<Fate, PublishError> {
@@ -1041,22 +1042,21 @@ fn classify_one(
         progress.advance(item.bytes());
         return Ok(Fate::New);
     };
-    let shape = shape_of(item.members.iter().map(|m| (m.ext.as_str(), m.size)));
+    let shape = shape_of(item.members().map(|m| (m.ext.as_str(), m.size)));
     if shape != old.shape {
         progress.advance(item.bytes());
         return Ok(Fate::Changed(old.shard));
     }
-    let mut hashes = Vec::with_capacity(item.members.len());
-    for n in &item.members {
-        let path = item.path_of(n);
+    let mut hashes = Vec::with_capacity(item.members().len());
+    for n in item.members() {
+        let path = item.path_of(&n);
         let hash = crate::files::hash_file(&path)
             .map_err(|source| ReleaseError::Unreadable { path, source })?;
         progress.advance(n.size);
         hashes.push(hash.to_hex());
     }
     let hash = index::item_hash(
-        item.members
-            .iter()
+        item.members()
             .zip(&hashes)
             .map(|(m, h)| (m.ext.as_str(), h.as_str())),
     );

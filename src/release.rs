@@ -5,8 +5,9 @@
 //! to the store: names, duplicates, symlinks and special files, readability, and each
 //! item's JSON record, so a bad release folder fails fast and leaves the store untouched.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde_json::Value;
@@ -55,48 +56,149 @@ pub enum ReleaseError {
         #[source]
         source: std::io::Error,
     },
+    #[error("release folder `{path}` holds more than {max} files or folders, more than one release may have")]
+    TooMany { path: PathBuf, max: u64 },
     #[error("invalid item JSON `{path}`: {problem}")]
     Record { path: PathBuf, problem: String },
 }
 
-/// One file of an item. Its path is its folder (shared by the folder's files) and
-/// `<key>.<ext>`: a publish holds one of these per file of the release, so each byte
-/// here is megabytes at ten million items.
-#[derive(Clone, Debug)]
-pub struct Member {
-    pub ext: Extension,
-    pub dir: Arc<Path>,
+/// One file of an item as `scan` hands it out: its extension, its folder and its size.
+#[derive(Clone, Copy, Debug)]
+pub struct Member<'a> {
+    pub ext: &'a Extension,
+    pub dir: &'a Path,
     pub size: u64,
 }
 
-impl Member {
+impl Member<'_> {
     /// The file, for the item `key` it belongs to.
-    pub fn path(&self, key: &ItemKey) -> PathBuf {
+    pub fn path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.{}", self.ext))
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Item {
-    pub key: ItemKey,
-    /// Sorted by extension.
-    pub members: Vec<Member>,
-    /// Shared by the items of a volume.
-    pub volume: Arc<str>,
+/// One file as `Items` keeps it, in 24 bytes: a publish holds one per file of the
+/// release, ten million of them at BOORU-CHARS' scale, so its key is a place in the
+/// scan's text and its folder and extension are numbers.
+#[derive(Clone, Copy, Debug)]
+struct File {
+    /// The key's start in `Items::text` (above the low 8 bits) and its length (those).
+    key: u64,
+    size: u64,
+    dir: u32,
+    ext: u32,
 }
 
-impl Item {
-    pub fn record(&self) -> Option<&Member> {
-        self.members.iter().find(|m| m.ext.as_str() == "json")
+impl File {
+    fn new(start: usize, len: usize, size: u64, dir: u32, ext: u32) -> Self {
+        debug_assert!(len <= u8::MAX as usize);
+        Self {
+            key: (start as u64) << 8 | len as u64,
+            size,
+            dir,
+            ext,
+        }
+    }
+
+    fn key_range(&self) -> std::ops::Range<usize> {
+        let start = (self.key >> 8) as usize;
+        start..start + (self.key & 0xff) as usize
+    }
+}
+
+/// A scanned release folder: its items sorted by key, each with its files sorted by
+/// extension and its volume. About 50 bytes an item of one file (a list of `Item`
+/// structs with their own strings took 250), so ten million items stay in half a
+/// gigabyte.
+#[derive(Debug, Default)]
+pub struct Items {
+    /// Every file's key, end to end, in the order the files were found.
+    text: String,
+    /// Sorted by key, then extension: an item's files are consecutive.
+    files: Vec<File>,
+    /// Per item: its first file in `files`, and its volume in `volumes`.
+    items: Vec<(u32, u32)>,
+    dirs: Vec<PathBuf>,
+    exts: Vec<Extension>,
+    volumes: Vec<Arc<str>>,
+}
+
+/// An item of `Items`, borrowed.
+#[derive(Clone, Copy)]
+pub struct Item<'a> {
+    of: &'a Items,
+    index: usize,
+}
+
+impl<'a> Item<'a> {
+    pub fn key(&self) -> &'a str {
+        self.of
+            .key_of(&self.of.files[self.of.items[self.index].0 as usize])
+    }
+
+    /// Its files, sorted by extension.
+    pub fn members(&self) -> impl ExactSizeIterator<Item = Member<'a>> + Clone + 'a {
+        let of = self.of;
+        of.files[of.file_range(self.index)].iter().map(|f| Member {
+            ext: &of.exts[f.ext as usize],
+            dir: &of.dirs[f.dir as usize],
+            size: f.size,
+        })
+    }
+
+    pub fn volume(&self) -> &'a str {
+        &self.of.volumes[self.of.items[self.index].1 as usize]
+    }
+
+    pub fn record(&self) -> Option<Member<'a>> {
+        self.members().find(|m| m.ext.as_str() == "json")
     }
 
     /// The path of one of this item's files.
-    pub fn path_of(&self, member: &Member) -> PathBuf {
-        member.path(&self.key)
+    pub fn path_of(&self, member: &Member<'_>) -> PathBuf {
+        member.path(self.key())
     }
 
     pub fn bytes(&self) -> u64 {
-        self.members.iter().map(|m| m.size).sum()
+        self.members().map(|m| m.size).sum()
+    }
+}
+
+impl Items {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Item<'_> {
+        assert!(index < self.items.len(), "item {index} of {}", self.len());
+        Item { of: self, index }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Item<'_>> + '_ {
+        (0..self.len()).map(|index| Item { of: self, index })
+    }
+
+    /// The item with `key`, or where it would be, as `slice::binary_search` says.
+    pub fn search(&self, key: &str) -> Result<usize, usize> {
+        self.items
+            .binary_search_by(|&(first, _)| self.key_of(&self.files[first as usize]).cmp(key))
+    }
+
+    fn key_of(&self, file: &File) -> &str {
+        &self.text[file.key_range()]
+    }
+
+    fn file_range(&self, index: usize) -> std::ops::Range<usize> {
+        let start = self.items[index].0 as usize;
+        let end = self
+            .items
+            .get(index + 1)
+            .map_or(self.files.len(), |next| next.0 as usize);
+        start..end
     }
 }
 
@@ -124,15 +226,56 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
 /// What `walk` found in one folder entry.
 enum Entry {
     Skipped,
-    File(ItemKey, Member),
+    File(ItemKey, Extension, u64),
     Folder(PathBuf),
 }
 
-/// Lists the item files under `dir` into `out`, in a stable order (names sorted, folders
-/// where they sort), each split into its item key and member, with every check but the
-/// records. A folder's entries are looked at on every core (a million files are a
-/// million `stat` calls), then its subfolders in turn.
-fn walk(dir: &Path, top: bool, out: &mut Vec<(ItemKey, Member)>) -> Result<(), ReleaseError> {
+/// What `walk` has found so far: the files, not yet sorted, and the extensions by name.
+struct Found<'a> {
+    root: &'a Path,
+    items: Items,
+    ext_ids: HashMap<Extension, u32>,
+}
+
+impl Found<'_> {
+    /// A number for one more of what `Items` counts in 32 bits.
+    fn next_id(&self, n: usize) -> Result<u32, ReleaseError> {
+        u32::try_from(n).map_err(|_| ReleaseError::TooMany {
+            path: self.root.to_path_buf(),
+            max: u32::MAX as u64,
+        })
+    }
+
+    fn file(
+        &mut self,
+        key: &ItemKey,
+        ext: Extension,
+        size: u64,
+        dir: u32,
+    ) -> Result<(), ReleaseError> {
+        self.next_id(self.items.files.len())?;
+        let ext = match self.ext_ids.get(&ext) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_id(self.items.exts.len())?;
+                self.items.exts.push(ext.clone());
+                self.ext_ids.insert(ext, id);
+                id
+            }
+        };
+        let start = self.items.text.len();
+        self.items.text.push_str(key.as_str());
+        let file = File::new(start, key.as_str().len(), size, dir, ext);
+        self.items.files.push(file);
+        Ok(())
+    }
+}
+
+/// Lists the item files under `dir` into `found`, in a stable order (names sorted,
+/// folders where they sort), each split into its item key and member, with every check
+/// but the records. A folder's entries are looked at on every core (a million files are
+/// a million `stat` calls), then its subfolders in turn.
+fn walk(dir: &Path, top: bool, found: &mut Found<'_>) -> Result<(), ReleaseError> {
     let list_err = |source| ReleaseError::List {
         path: dir.to_path_buf(),
         source,
@@ -142,8 +285,7 @@ fn walk(dir: &Path, top: bool, out: &mut Vec<(ItemKey, Member)>) -> Result<(), R
         .collect::<Result<_, _>>()
         .map_err(list_err)?;
     entries.sort_by_key(|e| e.file_name());
-    let shared: Arc<Path> = Arc::from(dir);
-    let found: Vec<Entry> = entries
+    let listed: Vec<Entry> = entries
         .par_iter()
         .map(|entry| {
             let path = entry.path();
@@ -174,97 +316,131 @@ fn walk(dir: &Path, top: bool, out: &mut Vec<(ItemKey, Member)>) -> Result<(), R
                 .ok_or_else(|| ReleaseError::NotUtf8(path.clone()))?;
             let (key, ext) =
                 split_member_name(name).map_err(|source| ReleaseError::BadName { path, source })?;
-            let member = Member {
-                ext,
-                dir: shared.clone(),
-                size: meta.len(),
-            };
-            Ok(Entry::File(key, member))
+            Ok(Entry::File(key, ext, meta.len()))
         })
         .collect::<Result<_, _>>()?;
     drop(entries);
-    for entry in found {
+    let dir_id = found.next_id(found.items.dirs.len())?;
+    found.items.dirs.push(dir.to_path_buf());
+    for entry in listed {
         match entry {
             Entry::Skipped => {}
-            Entry::File(key, member) => out.push((key, member)),
-            Entry::Folder(path) => walk(&path, false, out)?,
+            Entry::File(key, ext, size) => found.file(&key, ext, size, dir_id)?,
+            Entry::Folder(path) => walk(&path, false, found)?,
         }
     }
     Ok(())
 }
 
+/// The volumes records name, numbered as found: one string per volume, not per item.
+struct Volumes {
+    ids: HashMap<String, u32>,
+    /// Volume 0 is the default.
+    names: Vec<Arc<str>>,
+}
+
+impl Volumes {
+    fn id(&mut self, volume: String) -> u32 {
+        if let Some(&id) = self.ids.get(&volume) {
+            return id;
+        }
+        // Fewer volumes than items, which `Found` counts in 32 bits.
+        let id = self.names.len() as u32;
+        self.names.push(Arc::from(volume.as_str()));
+        self.ids.insert(volume, id);
+        id
+    }
+}
+
 /// Scans a release folder into items sorted by key, reading each item's JSON record.
-pub fn scan(dir: &Path) -> Result<Vec<Item>, ReleaseError> {
-    let mut named = Vec::new();
-    walk(dir, true, &mut named)?;
-    if named.is_empty() {
+pub fn scan(dir: &Path) -> Result<Items, ReleaseError> {
+    let mut found = Found {
+        root: dir,
+        items: Items::default(),
+        ext_ids: HashMap::new(),
+    };
+    walk(dir, true, &mut found)?;
+    let mut all = found.items;
+    if all.files.is_empty() {
         return Err(ReleaseError::Empty(dir.to_path_buf()));
     }
-    // Stable, so of two files for one member the first found is named first. A sorted
-    // list grouped in place, not a map of maps: a map per item took a node of eleven
-    // members for each, 0.9 KB an item.
-    named.par_sort_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| a.ext.cmp(&b.ext)));
-    if let Some(pair) = named
-        .windows(2)
-        .find(|w| w[0].0 == w[1].0 && w[0].1.ext == w[1].1.ext)
+    // In place (a stable sort takes a copy of the list): a file found earlier has its
+    // key earlier in the text, so ties broken by that place keep the order found, and
+    // of two files for one member the first found is named first.
     {
-        let key = &pair[0].0;
-        return Err(ReleaseError::Duplicate {
-            key: key.to_string(),
-            ext: pair[0].1.ext.to_string(),
-            first: pair[0].1.path(key),
-            second: pair[1].1.path(key),
+        let Items {
+            text, files, exts, ..
+        } = &mut all;
+        files.par_sort_unstable_by(|a, b| {
+            text[a.key_range()]
+                .cmp(&text[b.key_range()])
+                .then_with(|| exts[a.ext as usize].cmp(&exts[b.ext as usize]))
+                .then(a.key.cmp(&b.key))
         });
     }
-    let mut grouped: Vec<(ItemKey, Vec<Member>)> = Vec::new();
-    for (key, member) in named {
-        match grouped.last_mut() {
-            Some((last, members)) if *last == key => members.push(member),
-            _ => grouped.push((key, vec![member])),
+    let path_of = |f: &File| {
+        all.dirs[f.dir as usize].join(format!("{}.{}", all.key_of(f), all.exts[f.ext as usize]))
+    };
+    if let Some(pair) = all
+        .files
+        .windows(2)
+        .find(|w| all.key_of(&w[0]) == all.key_of(&w[1]) && w[0].ext == w[1].ext)
+    {
+        return Err(ReleaseError::Duplicate {
+            key: all.key_of(&pair[0]).to_string(),
+            ext: all.exts[pair[0].ext as usize].to_string(),
+            first: path_of(&pair[0]),
+            second: path_of(&pair[1]),
+        });
+    }
+    let mut items = Vec::new();
+    for (i, f) in all.files.iter().enumerate() {
+        if i == 0 || all.key_of(f) != all.key_of(&all.files[i - 1]) {
+            items.push((i as u32, 0));
         }
     }
-    // One string per volume, not per item.
-    let volumes: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>> = Default::default();
-    let default: Arc<str> = Arc::from(DEFAULT_VOLUME);
-    grouped
+    all.items = items;
+    let named = Mutex::new(Volumes {
+        ids: HashMap::new(),
+        names: vec![Arc::from(DEFAULT_VOLUME)],
+    });
+    let volumes: Vec<u32> = (0..all.len())
         .into_par_iter()
-        .map(|(key, members)| {
-            let mut item = Item {
-                key,
-                members,
-                volume: default.clone(),
-            };
-            for m in &item.members {
-                let path = item.path_of(m);
+        .map(|i| {
+            let item = all.get(i);
+            for m in item.members() {
+                let path = item.path_of(&m);
                 std::fs::File::open(&path)
                     .map_err(|source| ReleaseError::Unreadable { path, source })?;
             }
-            if item.members.len() as u64 > crate::index::MAX_MEMBERS_PER_ITEM {
+            if item.members().len() as u64 > crate::index::MAX_MEMBERS_PER_ITEM {
                 return Err(ReleaseError::Record {
-                    path: item.path_of(&item.members[0]),
+                    path: item.path_of(&item.members().next().expect("an item has a file")),
                     problem: format!(
                         "item `{}` has {} files, more than the {} an item may have",
-                        item.key,
-                        item.members.len(),
+                        item.key(),
+                        item.members().len(),
                         crate::index::MAX_MEMBERS_PER_ITEM
                     ),
                 });
             }
-            if let Some(record) = item.record() {
-                let path = item.path_of(record);
-                let value = read_record(&path, record.size)?;
-                check_tags(&value, &path)?;
-                if let Some(v) = volume_of(&value, &path)? {
-                    let mut volumes = volumes.lock().unwrap_or_else(|e| e.into_inner());
-                    item.volume = volumes
-                        .entry(v)
-                        .or_insert_with_key(|v| Arc::from(v.as_str()))
-                        .clone();
-                }
-            }
-            Ok(item)
+            let Some(record) = item.record() else {
+                return Ok(0);
+            };
+            let path = item.path_of(&record);
+            let value = read_record(&path, record.size)?;
+            check_tags(&value, &path)?;
+            let Some(v) = volume_of(&value, &path)? else {
+                return Ok(0);
+            };
+            Ok(named.lock().unwrap_or_else(|e| e.into_inner()).id(v))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    for (item, volume) in all.items.iter_mut().zip(volumes) {
+        item.1 = volume;
+    }
+    all.volumes = named.into_inner().unwrap_or_else(|e| e.into_inner()).names;
+    Ok(all)
 }
 
 /// Reads and parses an item's JSON record, which must be an object.
@@ -400,6 +576,29 @@ mod tests {
     }
 
     #[test]
+    fn of_two_files_for_one_member_the_first_found_is_named_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            // Enough other files that the sort has ties to break among many.
+            for i in 0..200 {
+                std::fs::write(dir.path().join(format!("{sub}/{sub}{i}.jpg")), b"x").unwrap();
+            }
+            std::fs::write(dir.path().join(format!("{sub}/k.jpg")), b"x").unwrap();
+        }
+        match scan(dir.path()) {
+            Err(ReleaseError::Duplicate {
+                key, first, second, ..
+            }) => {
+                assert_eq!(key, "k");
+                assert_eq!(first, dir.path().join("a/k.jpg"));
+                assert_eq!(second, dir.path().join("b/k.jpg"));
+            }
+            other => panic!("expected a duplicate, got {:?}", other.map(|i| i.len())),
+        }
+    }
+
+    #[test]
     fn members_group_by_key_in_subfolders() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
@@ -409,10 +608,21 @@ mod tests {
         std::fs::write(dir.path().join("ingest-report.tsv"), b"ignored").unwrap();
         let items = scan(dir.path()).unwrap();
         assert_eq!(items.len(), 2);
-        assert_eq!(items[0].key.as_str(), "k0");
-        assert_eq!(&*items[0].volume, DEFAULT_VOLUME);
-        assert_eq!(&*items[1].volume, "3x4-2020");
-        let exts: Vec<_> = items[1].members.iter().map(|m| m.ext.as_str()).collect();
+        assert_eq!(items.get(0).key(), "k0");
+        assert_eq!(items.get(0).volume(), DEFAULT_VOLUME);
+        assert_eq!(items.get(1).volume(), "3x4-2020");
+        let exts: Vec<_> = items.get(1).members().map(|m| m.ext.as_str()).collect();
         assert_eq!(exts, ["jpg", "json"]);
+        let paths: Vec<_> = items
+            .get(1)
+            .members()
+            .map(|m| items.get(1).path_of(&m))
+            .collect();
+        assert_eq!(
+            paths,
+            [dir.path().join("k1.jpg"), dir.path().join("sub/k1.json")]
+        );
+        assert_eq!(items.search("k1"), Ok(1));
+        assert_eq!(items.search("k05"), Err(1));
     }
 }
