@@ -14,6 +14,8 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use crate::zseek;
 
+mod runs;
+
 /// Index format version, stored as SQLite's `user_version`.
 pub const FORMAT_VERSION: u64 = 1;
 /// "SPIX", stored as SQLite's `application_id` so `file(1)`-style tools can tell.
@@ -214,16 +216,18 @@ pub fn item_hash<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> S
 }
 
 /// Where item rows land as they come, in the order shards are written (by volume, then
-/// key), until `IndexWriter::finish` sorts them into the index's key-ordered tables.
+/// key), until `IndexWriter::finish` merges them into the index's key-ordered tables.
+/// An item's row notes the rowids of its first member and tag rows (see `runs`).
 /// Inserted straight into those, a million items across a hundred volumes landed in
 /// the middle of large B-trees, each insert on another page, and took most of a publish.
 const ARRIVED: &str = "
-CREATE TABLE arrived.items(key, shard, volume, hash, record);
+CREATE TABLE arrived.items(key, shard, volume, hash, record, members_at, tags_at);
 CREATE TABLE arrived.members(key, ext, offset, length, blake3);
 CREATE TABLE arrived.tags(key, category, tag);
 ";
 
-/// Moves the arrived rows into the index, each table in its key order so SQLite appends.
+/// Moves the arrived rows into the index, each table in its key order so SQLite appends:
+/// for more sorted runs than `runs::MAX_RUNS`, which the merge of runs does not take.
 const SORT_ARRIVED: &str = "
 INSERT INTO main.items SELECT key, shard, volume, hash, record FROM arrived.items ORDER BY key;
 INSERT INTO main.members SELECT key, ext, offset, length, blake3 FROM arrived.members ORDER BY key, ext;
@@ -235,6 +239,7 @@ pub struct IndexWriter {
     path: PathBuf,
     /// The `arrived` database, removed when the writer goes.
     arrived: crate::files::TempFile,
+    runs: std::cell::RefCell<runs::Runs>,
 }
 
 impl IndexWriter {
@@ -266,6 +271,7 @@ impl IndexWriter {
             conn,
             path: path.to_path_buf(),
             arrived,
+            runs: Default::default(),
         })
     }
 
@@ -297,22 +303,45 @@ impl IndexWriter {
             .map_err(|e| self.sql(e))
     }
 
+    /// Adds an item's rows. Items come in runs of ascending keys (a release's shards
+    /// are written volume by volume, each in key order), which `finish` merges.
     pub fn item(&self, item: &ItemRow) -> Result<(), IndexError> {
+        // A run's rows must be in their table's order: an item's members by extension,
+        // its tags by category and name, as publish gives them; others are sorted here.
+        let mut members = std::borrow::Cow::Borrowed(&item.members[..]);
+        if !members.windows(2).all(|w| w[0].ext < w[1].ext) {
+            members.to_mut().sort_by(|a, b| a.ext.cmp(&b.ext));
+        }
+        let mut tags = std::borrow::Cow::Borrowed(&item.tags[..]);
+        if !tags.windows(2).all(|w| w[0] < w[1]) {
+            tags.to_mut().sort();
+        }
+        let at = self
+            .runs
+            .borrow_mut()
+            .item(&item.key, members.len(), tags.len());
         let run = || -> rusqlite::Result<()> {
             self.conn
-                .prepare_cached("INSERT INTO arrived.items VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .prepare_cached(
+                    "INSERT INTO arrived.items(rowid, key, shard, volume, hash, record,
+                     members_at, tags_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
                 .execute(params![
+                    at[0],
                     item.key,
                     item.shard,
                     item.volume,
                     item.hash,
-                    item.record
+                    item.record,
+                    at[1],
+                    at[2]
                 ])?;
             let mut member = self
                 .conn
-                .prepare_cached("INSERT INTO arrived.members VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for m in &item.members {
+                .prepare_cached("INSERT INTO arrived.members(rowid, key, ext, offset, length, blake3) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            for (m, rowid) in members.iter().zip(at[1]..) {
                 member.execute(params![
+                    rowid,
                     item.key,
                     m.ext,
                     m.offset as i64,
@@ -320,11 +349,11 @@ impl IndexWriter {
                     m.blake3
                 ])?;
             }
-            let mut tag = self
-                .conn
-                .prepare_cached("INSERT INTO arrived.tags VALUES (?1, ?2, ?3)")?;
-            for (category, name) in &item.tags {
-                tag.execute(params![item.key, category, name])?;
+            let mut tag = self.conn.prepare_cached(
+                "INSERT INTO arrived.tags(rowid, key, category, tag) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for ((category, name), rowid) in tags.iter().zip(at[2]..) {
+                tag.execute(params![rowid, item.key, category, name])?;
             }
             Ok(())
         };
@@ -346,18 +375,25 @@ impl IndexWriter {
         let packed = self.path.with_extension("packed");
         let _ = std::fs::remove_file(&packed);
         let scratch = crate::files::TempFile(packed.clone());
+        let runs = self.runs.borrow();
+        if runs.len() <= runs::MAX_RUNS {
+            runs.merge(&self.conn)
+        } else {
+            self.conn.execute_batch(SORT_ARRIVED)
+        }
+        .map_err(|e| self.sql(e))?;
+        drop(runs);
         self.conn
-            .execute_batch(SORT_ARRIVED)
+            .execute_batch("COMMIT; DETACH arrived")
             .map_err(|e| self.sql(e))?;
+        // Gone before the indexes are built and the packed copy is written: the arrived
+        // rows are as large as the tables (1.3 GB at a million items).
+        drop(self.arrived);
         timings.step("index rows sorted into their tables");
         self.conn
-            .execute_batch(INDEXES)
-            .and_then(|()| self.conn.execute_batch("COMMIT; DETACH arrived"))
-            .map_err(|e| self.sql(e))?;
+            .execute_batch(&format!("BEGIN; {INDEXES} COMMIT;"))
+            .map_err(sql_error(&self.path))?;
         timings.step("index's indexes built");
-        // Gone before the packed copy is written: at a million items the arrived rows
-        // take a gigabyte of the disk the copy needs.
-        drop(self.arrived);
         self.conn
             .execute("VACUUM INTO ?1", [packed.to_string_lossy()])
             .map_err(sql_error(&self.path))?;
@@ -1391,6 +1427,69 @@ mod tests {
             decompress(&zst, &dir.path().join("bomb.sqlite"), 100),
             Err(IndexError::TooLarge { .. })
         ));
+    }
+
+    /// An index of `keys`' rows, written in the order given.
+    fn index_of(dir: &Path, name: &str, keys: &[String]) -> Vec<u8> {
+        let db = dir.join(name);
+        let w = IndexWriter::create(&db).unwrap();
+        for key in keys {
+            let mut r = row(key);
+            // Out of order within the item too: the writer sorts what a run needs sorted.
+            r.members.insert(
+                0,
+                MemberRow {
+                    ext: "txt".into(),
+                    ..r.members[0].clone()
+                },
+            );
+            r.tags.insert(0, ("rating".into(), "s".into()));
+            w.item(&r).unwrap();
+        }
+        w.finish(&Timings::new("", false)).unwrap();
+        std::fs::read(&db).unwrap()
+    }
+
+    #[test]
+    fn rows_in_runs_or_in_any_order_give_the_same_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let sorted: Vec<String> = (0..3000).map(|i| format!("k{i:05}")).collect();
+        let one_run = index_of(dir.path(), "sorted.sqlite", &sorted);
+        // Three volumes' worth of interleaved keys, each run in key order: merged.
+        let mut in_runs: Vec<String> = Vec::new();
+        for volume in 0..3 {
+            in_runs.extend(sorted.iter().skip(volume).step_by(3).cloned());
+        }
+        let merged = index_of(dir.path(), "runs.sqlite", &in_runs);
+        // Descending: a run per item, more than the merge takes, so SQLite sorts them.
+        let reversed: Vec<String> = sorted.iter().rev().cloned().collect();
+        assert!(reversed.len() > runs::MAX_RUNS);
+        let sorted_by_sqlite = index_of(dir.path(), "reversed.sqlite", &reversed);
+        assert!(
+            one_run == merged,
+            "a merge of runs changed the index's bytes"
+        );
+        assert!(
+            one_run == sorted_by_sqlite,
+            "SQLite's sort changed the index's bytes"
+        );
+        let r = IndexReader::open(&dir.path().join("runs.sqlite")).unwrap();
+        let mut seen = Vec::new();
+        r.for_each_item(|i| {
+            seen.push((i.key, i.members.len(), i.tags));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 3000);
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(seen[7].1, 2);
+        assert_eq!(
+            seen[7].2,
+            [
+                ("general".into(), "K00007".into()),
+                ("rating".into(), "s".into())
+            ]
+        );
     }
 
     #[test]
