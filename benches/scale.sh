@@ -7,10 +7,10 @@
 # table row per step with its time, peak memory (GNU time's max RSS) and the disk the
 # step's output takes, to $WORK/scale.md.
 #
-# At 10 million items expect about 90 GB of disk while publishing (39 GB of records in
-# 4 KiB blocks, 13 GB of shards, the index's rows staged up to three times) and a couple
-# of hours on a 2-core machine; DROP_RECORDS=1 removes the records once both releases
-# are published, before the pool (about 30 GB) is built.
+# At 10 million items expect about 85 GB of disk while publishing (39 GB of records in
+# 4 KiB blocks, 10-13 GB of shards, and two copies of the 17 GB index while it is packed)
+# and a couple of hours on a 2-core machine; DROP_RECORDS=1 removes the records once
+# both releases are published, before the pool (about 30 GB) is built.
 # ITEMS=100000 checks the script in a few minutes. Steps whose output exists are
 # skipped, so an interrupted run resumes.
 # Needs: GNU time, bc.   Usage: ITEMS=3000000 SEEDPOOL_TIMINGS=1 benches/scale.sh
