@@ -139,11 +139,9 @@ impl<'a> Item<'a> {
     /// Its files, sorted by extension.
     pub fn members(&self) -> impl ExactSizeIterator<Item = Member<'a>> + Clone + 'a {
         let of = self.of;
-        of.files[of.file_range(self.index)].iter().map(|f| Member {
-            ext: &of.exts[f.ext as usize],
-            dir: &of.dirs[f.dir as usize],
-            size: f.size,
-        })
+        of.files[of.file_range(self.index)]
+            .iter()
+            .map(|f| of.member(f))
     }
 
     pub fn volume(&self) -> &'a str {
@@ -190,6 +188,14 @@ impl Items {
 
     fn key_of(&self, file: &File) -> &str {
         &self.text[file.key_range()]
+    }
+
+    fn member(&self, file: &File) -> Member<'_> {
+        Member {
+            ext: &self.exts[file.ext as usize],
+            dir: &self.dirs[file.dir as usize],
+            size: file.size,
+        }
     }
 
     fn file_range(&self, index: usize) -> std::ops::Range<usize> {
@@ -378,9 +384,7 @@ pub fn scan(dir: &Path) -> Result<Items, ReleaseError> {
                 .then(a.key.cmp(&b.key))
         });
     }
-    let path_of = |f: &File| {
-        all.dirs[f.dir as usize].join(format!("{}.{}", all.key_of(f), all.exts[f.ext as usize]))
-    };
+    let path_of = |f: &File| all.member(f).path(all.key_of(f));
     if let Some(pair) = all
         .files
         .windows(2)
